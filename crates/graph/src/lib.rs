@@ -1,0 +1,310 @@
+//! kiln-graph is the build IR: a content-addressed DAG of operations.
+//!
+//! The frontend lowers a Dockerfile into a [`Definition`]; the solver executes it. An
+//! op's digest is the sha256 of its canonical JSON encoding (op + inputs), so identical
+//! work in two stages has one digest and runs once. Metadata that does not change the
+//! result (descriptions, source spans) lives beside the op and is not hashed.
+
+use std::collections::BTreeMap;
+
+use kiln_image::{Digest, Platform};
+use serde::{Deserialize, Serialize};
+
+/// Input names one output of another op by that op's digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Input {
+    pub op: Digest,
+    #[serde(default)]
+    pub output: u32,
+}
+
+/// Op is one unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Produces a filesystem from outside the graph.
+    Source(SourceOp),
+    /// Changes a filesystem without running a container (COPY, WORKDIR's mkdir).
+    File(FileOp),
+    /// Runs a process in a container over its first input (RUN).
+    Exec(ExecOp),
+}
+
+/// SourceOp names where a filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceOp {
+    /// The empty filesystem (`FROM scratch`).
+    Scratch,
+    /// A registry image, by normalised reference, for a platform.
+    Image { reference: String, platform: Platform },
+    /// A local directory handed to the build, e.g. `context`; `exclude` holds the
+    /// .dockerignore patterns, `include` narrows the transfer to what the build reads.
+    Local {
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        include: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+    },
+}
+
+/// FileOp applies actions, in order, to a copy of its base filesystem.
+///
+/// `base` is the index in the node's inputs of the filesystem changed, or `None` to
+/// start from scratch. Copy actions read from other inputs by index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOp {
+    pub base: Option<u32>,
+    pub actions: Vec<FileAction>,
+}
+
+/// Owner is a user and group for created files; names are resolved in the base image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserSpec {
+    Id(u32),
+    Name(String),
+}
+
+/// ChownOpt is a parsed `--chown=user[:group]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChownOpt {
+    pub user: UserSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<UserSpec>,
+}
+
+/// FileAction is one step of a FileOp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileAction {
+    /// Copies `src` (a path or glob, relative to the root of input `input`) to `dest`
+    /// (absolute). Docker rules: a directory source copies its contents; a `dest` ending
+    /// in `/`, or several sources, make `dest` a directory.
+    Copy(CopyAction),
+    /// Creates a directory (WORKDIR), with parents.
+    Mkdir {
+        path: String,
+        mode: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<ChownOpt>,
+    },
+    /// Writes a file with the given bytes (COPY heredocs).
+    Mkfile {
+        path: String,
+        mode: u32,
+        data: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<ChownOpt>,
+    },
+}
+
+/// CopyAction is a COPY/ADD of one source path or glob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyAction {
+    pub input: u32,
+    pub src: String,
+    pub dest: String,
+    /// `dest` names a directory even for a single file source.
+    pub dest_is_dir: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chown: Option<ChownOpt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chmod: Option<u32>,
+    /// The source may contain `*`, `?` and `[...]` globs.
+    pub allow_wildcard: bool,
+    /// A glob matching nothing is not an error.
+    pub allow_empty_wildcard: bool,
+    /// Patterns (relative to the source root) left out of the copy (`--exclude`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+/// ExecOp runs a command over input 0 (RUN).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOp {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub network: NetworkMode,
+    pub platform: Platform,
+}
+
+/// NetworkMode is a RUN step's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    Default,
+    None,
+    Host,
+}
+
+/// SourceSpan locates what produced an op: a file name and 1-based line range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpan {
+    pub file: String,
+    pub start_line: u32,
+    pub end_line: u32,
+}
+
+/// OpMeta carries what is shown to the user about an op; it is not hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OpMeta {
+    /// e.g. `[stage-1 2/4] COPY app /app`.
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span: Option<SourceSpan>,
+    /// Whether progress shows this op (internal ops are hidden).
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+/// Node is an op with its inputs and metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<Input>,
+    pub meta: OpMeta,
+}
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    op: &'a Op,
+    inputs: &'a [Input],
+}
+
+impl Node {
+    /// The content address of this node: sha256 of the canonical encoding of op + inputs.
+    pub fn digest(&self) -> Digest {
+        let bytes = serde_json::to_vec(&Hashed { op: &self.op, inputs: &self.inputs })
+            .expect("graph types always serialise");
+        Digest::of(&bytes)
+    }
+}
+
+/// GraphError is a malformed definition.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("op `{op}` refers to unknown input `{input}`")]
+    MissingInput { op: Digest, input: Digest },
+    #[error("definition has no op `{0}` for its root")]
+    MissingRoot(Digest),
+}
+
+/// Definition is a whole build graph: nodes by digest and the output that is the result.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Definition {
+    pub nodes: BTreeMap<Digest, Node>,
+    pub root: Option<Input>,
+}
+
+impl Definition {
+    /// An empty definition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a node (deduplicated by digest) and returns a reference to its output 0.
+    /// When an identical node exists, the first one's metadata is kept.
+    pub fn add(&mut self, op: Op, inputs: Vec<Input>, meta: OpMeta) -> Input {
+        let node = Node { op, inputs, meta };
+        let digest = node.digest();
+        self.nodes.entry(digest.clone()).or_insert(node);
+        Input { op: digest, output: 0 }
+    }
+
+    /// Looks up a node.
+    pub fn node(&self, digest: &Digest) -> Option<&Node> {
+        self.nodes.get(digest)
+    }
+
+    /// Checks every input and the root refer to nodes of this definition.
+    pub fn validate(&self) -> Result<(), GraphError> {
+        for (d, n) in &self.nodes {
+            for i in &n.inputs {
+                if !self.nodes.contains_key(&i.op) {
+                    return Err(GraphError::MissingInput { op: d.clone(), input: i.op.clone() });
+                }
+            }
+        }
+        if let Some(r) = &self.root {
+            if !self.nodes.contains_key(&r.op) {
+                return Err(GraphError::MissingRoot(r.op.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The digests reachable from the root, inputs before the ops that use them.
+    pub fn topo_order(&self) -> Vec<Digest> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(r) = &self.root {
+            // Iterative post-order DFS: deep graphs must not overflow the stack.
+            let mut stack = vec![(r.op.clone(), false)];
+            while let Some((d, expanded)) = stack.pop() {
+                if expanded {
+                    out.push(d);
+                    continue;
+                }
+                if !seen.insert(d.clone()) {
+                    continue;
+                }
+                stack.push((d.clone(), true));
+                if let Some(n) = self.nodes.get(&d) {
+                    for i in n.inputs.iter().rev() {
+                        if !seen.contains(&i.op) {
+                            stack.push((i.op.clone(), false));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(d: &str) -> OpMeta {
+        OpMeta { description: d.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn identical_ops_share_a_digest_regardless_of_meta() {
+        let mut def = Definition::new();
+        let a = def.add(Op::Source(SourceOp::Scratch), vec![], meta("a"));
+        let b = def.add(Op::Source(SourceOp::Scratch), vec![], meta("b"));
+        assert_eq!(a, b);
+        assert_eq!(def.nodes.len(), 1);
+    }
+
+    #[test]
+    fn topo_order_puts_inputs_first() {
+        let mut def = Definition::new();
+        let s = def.add(Op::Source(SourceOp::Scratch), vec![], meta("s"));
+        let ctx = def.add(
+            Op::Source(SourceOp::Local { name: "context".into(), include: vec![], exclude: vec![] }),
+            vec![],
+            meta("ctx"),
+        );
+        let copy = def.add(
+            Op::File(FileOp {
+                base: Some(0),
+                actions: vec![FileAction::Mkdir { path: "/a".into(), mode: 0o755, chown: None }],
+            }),
+            vec![s.clone(), ctx.clone()],
+            meta("copy"),
+        );
+        def.root = Some(copy.clone());
+        def.validate().unwrap();
+        let order = def.topo_order();
+        assert_eq!(order.len(), 3);
+        assert_eq!(order.last(), Some(&copy.op));
+    }
+}
