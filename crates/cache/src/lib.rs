@@ -1,1 +1,25 @@
-//! kiln-cache
+//! kiln-cache owns what kiln keeps on disk under `$KILN_ROOT`: the content store of
+//! blobs, the OCI-layout image store with its tags, layer records, and the locks that
+//! let builds share the root.
+//!
+//! Layout of `$KILN_ROOT` (each format versioned in its path):
+//! - `content-v1/blobs/sha256/…`: every blob a build produced or pulled (the cache side);
+//! - `store/`: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) holding
+//!   tagged images; its blobs are hard links into the content store, so a failed build
+//!   never touches it;
+//! - `layers-v1/<diffid>.json`: what a layer compressed to and when it was first made;
+//! - `tmp/`: temp files, renamed into place when complete.
+
+mod error;
+mod layers;
+mod lock;
+mod root;
+mod store;
+mod images;
+
+pub use error::CacheError;
+pub use images::{ImageStore, StoredImage};
+pub use layers::{LayerRecord, LayerRecords};
+pub use lock::{LockKind, RootLock};
+pub use root::KilnRoot;
+pub use store::{BlobWriter, ContentStore};

@@ -1,1 +1,15 @@
-//! kiln-snapshotter
+//! kiln-snapshotter turns layers into directories and directories into layers:
+//! deterministic tar writing, the safe layer applier, and unpacked snapshots of layer
+//! chains that build steps write on.
+
+pub mod apply;
+mod error;
+pub mod layer;
+mod snapshots;
+pub mod tarw;
+
+pub use apply::{apply_tar, resolve_in_root, ApplyOptions, ApplyReport};
+pub use error::SnapshotError;
+pub use layer::{write_layer, Compression, Layer};
+pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
+pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions};

@@ -1,0 +1,260 @@
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_image::{Descriptor, Digest, Sha256Writer};
+
+use crate::CacheError;
+
+/// ContentStore keeps blobs named by the sha256 of their bytes under `blobs/sha256/`.
+///
+/// A blob is written to a temp file, hashed while written, fsynced and renamed into
+/// place, so a reader never sees a partial blob and a crash leaves only temp files.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+    tmp: PathBuf,
+}
+
+impl ContentStore {
+    /// A store rooted at `root` (holding `blobs/sha256`), with temp files in `tmp`.
+    pub fn new(root: PathBuf, tmp: PathBuf) -> Self {
+        ContentStore { root, tmp }
+    }
+
+    /// The directory holding `blobs/`.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this digest lives (whether or not it exists).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.algorithm()).join(digest.hex())
+    }
+
+    /// Whether the blob is present.
+    pub fn has(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Opens a blob for reading.
+    pub fn open(&self, digest: &Digest) -> Result<File, CacheError> {
+        let p = self.blob_path(digest);
+        File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                CacheError::MissingBlob(digest.clone())
+            } else {
+                CacheError::Io { op: "cannot open blob", path: p, source: e }
+            }
+        })
+    }
+
+    /// Reads a whole (small) blob, such as a manifest or config.
+    pub fn read_all(&self, digest: &Digest) -> Result<Vec<u8>, CacheError> {
+        let mut buf = Vec::new();
+        let p = self.blob_path(digest);
+        self.open(digest)?
+            .read_to_end(&mut buf)
+            .map_err(CacheError::io("cannot read blob", &p))?;
+        if Digest::of(&buf) != *digest {
+            return Err(CacheError::DigestMismatch { expected: digest.clone(), actual: Digest::of(&buf) });
+        }
+        Ok(buf)
+    }
+
+    /// Starts writing a new blob.
+    pub fn writer(&self) -> Result<BlobWriter, CacheError> {
+        let file = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&self.tmp)
+            .map_err(CacheError::io("cannot create temp file in", &self.tmp))?;
+        Ok(BlobWriter { inner: Sha256Writer::new(file), store: self.clone() })
+    }
+
+    /// Stores `bytes` and returns a descriptor with the given media type.
+    pub fn put_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor, CacheError> {
+        let digest = Digest::of(bytes);
+        if !self.has(&digest) {
+            let mut w = self.writer()?;
+            w.write_all(bytes).map_err(CacheError::io("cannot write temp file in", &self.tmp))?;
+            w.commit(Some(&digest))?;
+        }
+        Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
+    }
+
+    /// Re-hashes a blob and checks it matches its name.
+    pub fn verify(&self, digest: &Digest) -> Result<(), CacheError> {
+        let p = self.blob_path(digest);
+        let mut f = self.open(digest)?;
+        let mut w = Sha256Writer::new(io::sink());
+        io::copy(&mut f, &mut w).map_err(CacheError::io("cannot read blob", &p))?;
+        let (actual, _, _) = w.finish();
+        if actual != *digest {
+            return Err(CacheError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        Ok(())
+    }
+
+    /// Every blob digest present, sorted.
+    pub fn list(&self) -> Result<Vec<Digest>, CacheError> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(CacheError::Io { op: "cannot read directory", path: dir, source: e }),
+        };
+        for entry in rd {
+            let entry = entry.map_err(CacheError::io("cannot read directory", &dir))?;
+            if let Some(d) = entry.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()) {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Makes `digest` present in `other` by hard link (copy across filesystems).
+    pub fn link_into(&self, digest: &Digest, other: &ContentStore) -> Result<(), CacheError> {
+        let dst = other.blob_path(digest);
+        if dst.is_file() {
+            return Ok(());
+        }
+        let src = self.blob_path(digest);
+        if !src.is_file() {
+            return Err(CacheError::MissingBlob(digest.clone()));
+        }
+        let parent = dst.parent().expect("blob paths have parents");
+        fs_err::create_dir_all(parent).map_err(|e| CacheError::Io {
+            op: "cannot create directory",
+            path: parent.to_path_buf(),
+            source: e.into(),
+        })?;
+        // Link under a temp name then rename, so `dst` appears whole or not at all.
+        let tmp = other.tmp.join(format!("link-{}-{}", digest.hex(), std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(&src, &tmp).is_err() {
+            std::fs::copy(&src, &tmp).map_err(CacheError::io("cannot copy blob to", &tmp))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(CacheError::io("cannot sync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &dst).map_err(CacheError::io("cannot rename into", &dst))?;
+        Ok(())
+    }
+}
+
+/// BlobWriter streams a new blob into a temp file; `commit` names it by digest.
+/// Dropped without commit, the temp file is removed.
+pub struct BlobWriter {
+    inner: Sha256Writer<tempfile::NamedTempFile>,
+    store: ContentStore,
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.inner.written()
+    }
+
+    /// Finishes the blob: fsync, verify against `expected` when given, rename into place.
+    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64), CacheError> {
+        let (digest, size, file) = self.inner.finish();
+        if let Some(exp) = expected {
+            if *exp != digest {
+                return Err(CacheError::DigestMismatch { expected: exp.clone(), actual: digest });
+            }
+        }
+        let dst = self.store.blob_path(&digest);
+        if dst.is_file() {
+            return Ok((digest, size));
+        }
+        file.as_file().sync_all().map_err(CacheError::io("cannot sync", file.path()))?;
+        let parent = dst.parent().expect("blob paths have parents").to_path_buf();
+        fs_err::create_dir_all(&parent).map_err(|e| CacheError::Io {
+            op: "cannot create directory",
+            path: parent.clone(),
+            source: e.into(),
+        })?;
+        file.persist(&dst).map_err(|e| CacheError::Io {
+            op: "cannot rename blob into",
+            path: dst.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&parent);
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Best-effort fsync of a directory so a rename survives a crash.
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temp file in `tmp`, fsync, rename).
+pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let mut f = tempfile::Builder::new()
+        .prefix("write-")
+        .tempfile_in(tmp)
+        .map_err(CacheError::io("cannot create temp file in", tmp))?;
+    f.write_all(bytes).map_err(CacheError::io("cannot write", f.path().to_path_buf()))?;
+    f.as_file().sync_all().map_err(CacheError::io("cannot sync", f.path().to_path_buf()))?;
+    f.persist(path).map_err(|e| CacheError::Io { op: "cannot rename into", path: path.to_path_buf(), source: e.error })?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("tmp")).unwrap();
+        let s = ContentStore::new(d.path().join("c"), d.path().join("tmp"));
+        (d, s)
+    }
+
+    #[test]
+    fn put_and_read_back() {
+        let (_d, s) = store();
+        let desc = s.put_bytes("x", b"hello").unwrap();
+        assert_eq!(desc.digest, Digest::of(b"hello"));
+        assert_eq!(s.read_all(&desc.digest).unwrap(), b"hello");
+        s.verify(&desc.digest).unwrap();
+        assert_eq!(s.list().unwrap(), vec![desc.digest]);
+    }
+
+    #[test]
+    fn mismatch_leaves_nothing() {
+        let (d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        let err = w.commit(Some(&Digest::of(b"xyz"))).unwrap_err();
+        assert!(matches!(err, CacheError::DigestMismatch { .. }));
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn dropped_writer_leaves_no_temp() {
+        let (d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write_all(b"abc").unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(d.path().join("tmp")).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,333 @@
+//! Deterministic tar writing: sorted entries, numeric ids only, no atime/ctime, PAX
+//! records only where USTAR cannot hold a value (long or non-ASCII names, big ids or
+//! sizes, xattrs), hard links for files seen twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+/// Ownership says which uid/gid a path gets in the tar when it differs from disk
+/// (rootless builds cannot chown, so they record the wanted owner here).
+pub type OwnerOverrides = BTreeMap<PathBuf, (u32, u32)>;
+
+/// TarOptions tunes how a directory becomes a tar stream.
+#[derive(Debug, Default, Clone)]
+pub struct TarOptions {
+    /// Clamp every mtime to at most this many seconds since the epoch (SOURCE_DATE_EPOCH).
+    pub clamp_mtime: Option<i64>,
+    /// Owners to write instead of what is on disk, by path relative to the root.
+    pub owners: OwnerOverrides,
+}
+
+/// Entry metadata as it goes into a header.
+pub(crate) struct EntryMeta {
+    pub kind: EntryType,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    pub size: u64,
+    pub link: Option<Vec<u8>>,
+    pub dev: Option<(u32, u32)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// TarWriter writes entries with USTAR headers and PAX extensions where needed.
+pub struct TarWriter<W: Write> {
+    out: W,
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(out: W) -> Self {
+        TarWriter { out }
+    }
+
+    pub(crate) fn append(&mut self, name: &[u8], meta: &EntryMeta, data: Option<&mut dyn Read>) -> io::Result<()> {
+        let mut pax: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        let mut h = Header::new_ustar();
+        h.set_entry_type(meta.kind);
+        h.set_mode(meta.mode & 0o7777);
+        h.set_mtime(meta.mtime.max(0) as u64);
+        let ascii = name.iter().all(|b| b.is_ascii() && *b != 0);
+        if !ascii || h.set_path(OsStr::from_bytes(name)).is_err() {
+            pax.push((b"path", name.to_vec()));
+            h.set_path(OsStr::from_bytes(&truncate_name(name)))?;
+        }
+        const MAX_OCTAL7: u64 = 0o7777777;
+        if meta.uid > MAX_OCTAL7 {
+            pax.push((b"uid", meta.uid.to_string().into_bytes()));
+            h.set_uid(0);
+        } else {
+            h.set_uid(meta.uid);
+        }
+        if meta.gid > MAX_OCTAL7 {
+            pax.push((b"gid", meta.gid.to_string().into_bytes()));
+            h.set_gid(0);
+        } else {
+            h.set_gid(meta.gid);
+        }
+        if meta.size > 0o77777777777 {
+            pax.push((b"size", meta.size.to_string().into_bytes()));
+            h.set_size(0);
+        } else {
+            h.set_size(meta.size);
+        }
+        if let Some(link) = &meta.link {
+            let ok = link.len() <= 100 && link.iter().all(|b| b.is_ascii() && *b != 0);
+            if ok {
+                h.set_link_name(OsStr::from_bytes(link))?;
+            } else {
+                pax.push((b"linkpath", link.clone()));
+                h.set_link_name(OsStr::from_bytes(&truncate_name(link)))?;
+            }
+        }
+        if let Some((major, minor)) = meta.dev {
+            h.set_device_major(major)?;
+            h.set_device_minor(minor)?;
+        }
+        let mut xattr_keys: Vec<Vec<u8>> = Vec::new();
+        for (k, _) in &meta.xattrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            xattr_keys.push(key);
+        }
+        for (key, (_, v)) in xattr_keys.iter().zip(&meta.xattrs) {
+            pax.push((key.as_slice(), v.clone()));
+        }
+        if !pax.is_empty() {
+            pax.sort_by(|a, b| a.0.cmp(b.0));
+            let mut body = Vec::new();
+            for (k, v) in &pax {
+                body.extend_from_slice(&pax_record(k, v));
+            }
+            let mut ph = Header::new_ustar();
+            ph.set_entry_type(EntryType::XHeader);
+            ph.set_mode(0o644);
+            ph.set_mtime(0);
+            ph.set_uid(0);
+            ph.set_gid(0);
+            ph.set_size(body.len() as u64);
+            ph.set_path(OsStr::from_bytes(&pax_name(name)))?;
+            ph.set_cksum();
+            self.out.write_all(ph.as_bytes())?;
+            self.out.write_all(&body)?;
+            pad(&mut self.out, body.len() as u64)?;
+        }
+        h.set_cksum();
+        self.out.write_all(h.as_bytes())?;
+        if let Some(data) = data {
+            let n = io::copy(&mut data.take(meta.size), &mut self.out)?;
+            if n != meta.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("file `{}` changed size while archived", String::from_utf8_lossy(name)),
+                ));
+            }
+            pad(&mut self.out, meta.size)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the two zero blocks that end an archive and returns the writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&[0u8; 1024])?;
+        Ok(self.out)
+    }
+}
+
+fn pad(out: &mut dyn Write, size: u64) -> io::Result<()> {
+    let rem = (512 - (size % 512) as usize) % 512;
+    out.write_all(&[0u8; 512][..rem])
+}
+
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // "%d %s=%s\n" where %d counts the whole record including itself.
+    let base = key.len() + value.len() + 3;
+    let mut len = base + base.to_string().len();
+    if len.to_string().len() != base.to_string().len() {
+        len = base + len.to_string().len();
+    }
+    let mut r = format!("{len} ").into_bytes();
+    r.extend_from_slice(key);
+    r.push(b'=');
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+fn truncate_name(name: &[u8]) -> Vec<u8> {
+    name.iter().copied().filter(|b| b.is_ascii() && *b != 0).take(99).collect()
+}
+
+fn pax_name(name: &[u8]) -> Vec<u8> {
+    let trimmed = name.strip_suffix(b"/").unwrap_or(name);
+    let base = trimmed.rsplit(|b| *b == b'/').next().unwrap_or(trimmed);
+    let mut n = b"PaxHeaders.0/".to_vec();
+    n.extend(base.iter().copied().filter(|b| b.is_ascii() && *b != 0).take(80));
+    n
+}
+
+/// Writes the tree under `root` as a deterministic tar stream (the root itself is not an
+/// entry). Entries are sorted by name bytes; directories end in `/`.
+pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Result<W> {
+    let mut tw = TarWriter::new(out);
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for entry in walker {
+        let entry = entry.map_err(|e| {
+            let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
+            io::Error::other(format!("cannot walk `{path}`: {e}"))
+        })?;
+        let rel = entry.path().strip_prefix(root).expect("walkdir stays under root");
+        let md = entry.metadata().map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", entry.path().display())))?;
+        append_path(&mut tw, entry.path(), rel, &md, opts, &mut links)?;
+    }
+    tw.finish()
+}
+
+/// Appends one file system object at `path`, named `rel` in the archive.
+pub(crate) fn append_path<W: Write>(
+    tw: &mut TarWriter<W>,
+    path: &Path,
+    rel: &Path,
+    md: &std::fs::Metadata,
+    opts: &TarOptions,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
+) -> io::Result<()> {
+    let ft = md.file_type();
+    let mut name = rel.as_os_str().as_bytes().to_vec();
+    let (uid, gid) = opts.owners.get(rel).copied().unwrap_or((md.uid(), md.gid()));
+    let mut mtime = md.mtime();
+    if let Some(c) = opts.clamp_mtime {
+        mtime = mtime.min(c);
+    }
+    let mut meta = EntryMeta {
+        kind: EntryType::Regular,
+        mode: md.mode(),
+        uid: uid.into(),
+        gid: gid.into(),
+        mtime,
+        size: 0,
+        link: None,
+        dev: None,
+        xattrs: read_xattrs(path),
+    };
+    if ft.is_dir() {
+        meta.kind = EntryType::Directory;
+        name.push(b'/');
+        return tw.append(&name, &meta, None);
+    }
+    if ft.is_symlink() {
+        meta.kind = EntryType::Symlink;
+        meta.link = Some(std::fs::read_link(path)?.into_os_string().into_vec());
+        return tw.append(&name, &meta, None);
+    }
+    if ft.is_file() {
+        if md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = links.get(&key) {
+                meta.kind = EntryType::Link;
+                meta.link = Some(first.clone());
+                return tw.append(&name, &meta, None);
+            }
+            links.insert(key, name.clone());
+        }
+        meta.size = md.len();
+        let mut f = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open `{}`: {e}", path.display())))?;
+        return tw.append(&name, &meta, Some(&mut f));
+    }
+    let rdev = md.rdev();
+    let dev = (major(rdev), minor(rdev));
+    if ft.is_char_device() {
+        meta.kind = EntryType::Char;
+        meta.dev = Some(dev);
+    } else if ft.is_block_device() {
+        meta.kind = EntryType::Block;
+        meta.dev = Some(dev);
+    } else if ft.is_fifo() {
+        meta.kind = EntryType::Fifo;
+    } else {
+        // Sockets have no place in a layer; skip them as Docker does.
+        return Ok(());
+    }
+    tw.append(&name, &meta, None)
+}
+
+fn major(dev: u64) -> u32 {
+    (((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0x0000_0fff)) as u32
+}
+
+fn minor(dev: u64) -> u32 {
+    (((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)) as u32
+}
+
+/// Extended attributes worth keeping in a layer, sorted; overlay's private ones dropped.
+pub(crate) fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(path, &mut names) {
+        Ok(n) => n,
+        Err(_) => return out,
+    };
+    for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
+        if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") || key == b"security.selinux" {
+            continue;
+        }
+        let Ok(ckey) = std::ffi::CString::new(key) else { continue };
+        let mut val = vec![0u8; 65536];
+        if let Ok(len) = rustix::fs::lgetxattr(path, ckey.as_c_str(), &mut val) {
+            val.truncate(len);
+            out.push((key.to_vec(), val));
+        }
+    }
+    out.sort();
+    out
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_counts_itself() {
+        let r = pax_record(b"path", b"a");
+        assert_eq!(r, b"9 path=a\n");
+        let long = vec![b'x'; 95];
+        let r = pax_record(b"path", &long);
+        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..r.iter().position(|b| *b == b' ').unwrap()]));
+    }
+
+    #[test]
+    fn same_tree_same_bytes_and_reads_back() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("a.txt"), b"hello").unwrap();
+        std::fs::write(root.join("b/c/file"), b"x").unwrap();
+        let long = "n".repeat(150);
+        std::fs::write(root.join(&long), b"long").unwrap();
+        std::fs::hard_link(root.join("a.txt"), root.join("z-link")).unwrap();
+        std::os::unix::fs::symlink("a.txt", root.join("sym")).unwrap();
+        let one = write_dir_tar(root, Vec::new(), &TarOptions::default()).unwrap();
+        let two = write_dir_tar(root, Vec::new(), &TarOptions::default()).unwrap();
+        assert_eq!(one, two);
+        let mut ar = tar::Archive::new(&one[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.txt", "b/", "b/c/", "b/c/file", long.as_str(), "sym", "z-link"]);
+    }
+}
