@@ -1,1 +1,75 @@
-fn main() {}
+//! `kiln`: a daemonless Dockerfile image builder.
+
+mod build;
+mod images;
+mod outputs;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kiln builds OCI images from Dockerfiles without a daemon.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+struct Cli {
+    /// Where kiln keeps images and cache (default: $KILN_ROOT, /var/lib/kiln as root,
+    /// else $XDG_DATA_HOME/kiln or ~/.local/share/kiln).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// List images in the local store.
+    Images(images::ImagesArgs),
+    /// Add a name to an image.
+    Tag(images::TagArgs),
+    /// Remove images (tags) from the local store.
+    Rmi(images::RmiArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(images::InspectArgs),
+    /// Write images to an archive (docker-archive or oci-archive).
+    Save(images::SaveArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
+    let result = match cli.command {
+        Command::Build(a) => build::run(&root, a),
+        Command::Images(a) => images::images(&root, a),
+        Command::Tag(a) => images::tag(&root, a),
+        Command::Rmi(a) => images::rmi(&root, a),
+        Command::Inspect(a) => images::inspect(&root, a),
+        Command::Save(a) => images::save(&root, a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            render_error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints an error and its causes, BuildKit style, plus any Dockerfile excerpt.
+fn render_error(e: &anyhow::Error) {
+    if let Some(snippet) = e.downcast_ref::<build::Snippet>() {
+        eprint!("{}", snippet.render());
+    }
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    eprintln!("ERROR: {msg}");
+}

@@ -1,1 +1,10 @@
+//! kiln's integration tests: the real binary, verified with real tools (skopeo, umoci,
+//! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
+mod common;
+mod docker;
+mod errors;
+mod exports;
+mod ignore;
+mod scratch;
+mod store;

@@ -30,7 +30,12 @@ pub struct StoredImage {
 impl ImageStore {
     pub(crate) fn new(dir: PathBuf, content: ContentStore, tmp: PathBuf) -> Self {
         let blobs = ContentStore::new(dir.clone(), tmp.clone());
-        ImageStore { dir, blobs, content, tmp }
+        ImageStore {
+            dir,
+            blobs,
+            content,
+            tmp,
+        }
     }
 
     /// The layout directory.
@@ -47,7 +52,7 @@ impl ImageStore {
         fs_err::create_dir_all(self.dir.join("blobs/sha256")).map_err(|e| CacheError::Io {
             op: "cannot create directory",
             path: self.dir.join("blobs/sha256"),
-            source: e.into(),
+            source: e,
         })?;
         let layout = self.dir.join("oci-layout");
         if !layout.is_file() {
@@ -72,7 +77,10 @@ impl ImageStore {
     fn read_index(&self) -> Result<Index, CacheError> {
         let p = self.index_path();
         let bytes = std::fs::read(&p).map_err(CacheError::io("cannot read", &p))?;
-        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt { path: p, reason: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+            path: p,
+            reason: e.to_string(),
+        })
     }
 
     fn write_index(&self, index: &Index) -> Result<(), CacheError> {
@@ -93,11 +101,13 @@ impl ImageStore {
         let _l = self.lock()?;
         let mut index = self.read_index()?;
         let wanted: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
-        index.manifests.retain(|d| match d.annotations.get(annotations::REF_NAME) {
-            Some(n) => !wanted.contains(n),
-            // An untagged entry of the same manifest is superseded by this one.
-            None => d.digest != manifest.digest,
-        });
+        index
+            .manifests
+            .retain(|d| match d.annotations.get(annotations::REF_NAME) {
+                Some(n) => !wanted.contains(n),
+                // An untagged entry of the same manifest is superseded by this one.
+                None => d.digest != manifest.digest,
+            });
         if names.is_empty() {
             index.manifests.push(plain(manifest));
         }
@@ -150,7 +160,12 @@ impl ImageStore {
             match found.len() {
                 1 => return Ok(found.into_values().next().expect("one")),
                 0 => {}
-                count => return Err(CacheError::Ambiguous { reference: name.to_string(), count }),
+                count => {
+                    return Err(CacheError::Ambiguous {
+                        reference: name.to_string(),
+                        count,
+                    })
+                }
             }
         }
         Err(CacheError::NoSuchImage(name.to_string()))
@@ -234,7 +249,10 @@ fn plain(d: &Descriptor) -> Descriptor {
 }
 
 fn to_stored(d: Descriptor) -> StoredImage {
-    let name = d.annotations.get(annotations::REF_NAME).and_then(|n| Reference::parse(n).ok());
+    let name = d
+        .annotations
+        .get(annotations::REF_NAME)
+        .and_then(|n| Reference::parse(n).ok());
     StoredImage { name, manifest: d }
 }
 

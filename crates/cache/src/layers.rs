@@ -39,7 +39,9 @@ impl LayerRecords {
     /// The record for `diff_id`, if any; a corrupt record reads as absent.
     pub fn get(&self, diff_id: &Digest) -> Option<LayerRecord> {
         let bytes = std::fs::read(self.path(diff_id)).ok()?;
-        serde_json::from_slice::<LayerRecord>(&bytes).ok().filter(|r| r.diff_id == *diff_id)
+        serde_json::from_slice::<LayerRecord>(&bytes)
+            .ok()
+            .filter(|r| r.diff_id == *diff_id)
     }
 
     /// Records a compressed blob for a layer; keeps the first creation time seen.

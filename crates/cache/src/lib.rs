@@ -11,11 +11,11 @@
 //! - `tmp/`: temp files, renamed into place when complete.
 
 mod error;
+mod images;
 mod layers;
 mod lock;
 mod root;
 mod store;
-mod images;
 
 pub use error::CacheError;
 pub use images::{ImageStore, StoredImage};

@@ -17,7 +17,7 @@ impl KilnRoot {
             fs_err::create_dir_all(&p).map_err(|e| CacheError::Io {
                 op: "cannot create directory",
                 path: p.clone(),
-                source: e.into(),
+                source: e,
             })?;
         }
         let root = KilnRoot { path };
@@ -37,7 +37,9 @@ impl KilnRoot {
         if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|p| !p.is_empty()) {
             return PathBuf::from(p).join("kiln");
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         home.join(".local/share/kiln")
     }
 

@@ -44,7 +44,11 @@ impl ContentStore {
             if e.kind() == io::ErrorKind::NotFound {
                 CacheError::MissingBlob(digest.clone())
             } else {
-                CacheError::Io { op: "cannot open blob", path: p, source: e }
+                CacheError::Io {
+                    op: "cannot open blob",
+                    path: p,
+                    source: e,
+                }
             }
         })
     }
@@ -57,7 +61,10 @@ impl ContentStore {
             .read_to_end(&mut buf)
             .map_err(CacheError::io("cannot read blob", &p))?;
         if Digest::of(&buf) != *digest {
-            return Err(CacheError::DigestMismatch { expected: digest.clone(), actual: Digest::of(&buf) });
+            return Err(CacheError::DigestMismatch {
+                expected: digest.clone(),
+                actual: Digest::of(&buf),
+            });
         }
         Ok(buf)
     }
@@ -68,7 +75,10 @@ impl ContentStore {
             .prefix("blob-")
             .tempfile_in(&self.tmp)
             .map_err(CacheError::io("cannot create temp file in", &self.tmp))?;
-        Ok(BlobWriter { inner: Sha256Writer::new(file), store: self.clone() })
+        Ok(BlobWriter {
+            inner: Sha256Writer::new(file),
+            store: self.clone(),
+        })
     }
 
     /// Stores `bytes` and returns a descriptor with the given media type.
@@ -76,7 +86,8 @@ impl ContentStore {
         let digest = Digest::of(bytes);
         if !self.has(&digest) {
             let mut w = self.writer()?;
-            w.write_all(bytes).map_err(CacheError::io("cannot write temp file in", &self.tmp))?;
+            w.write_all(bytes)
+                .map_err(CacheError::io("cannot write temp file in", &self.tmp))?;
             w.commit(Some(&digest))?;
         }
         Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
@@ -90,7 +101,10 @@ impl ContentStore {
         io::copy(&mut f, &mut w).map_err(CacheError::io("cannot read blob", &p))?;
         let (actual, _, _) = w.finish();
         if actual != *digest {
-            return Err(CacheError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(CacheError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -102,7 +116,13 @@ impl ContentStore {
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(CacheError::Io { op: "cannot read directory", path: dir, source: e }),
+            Err(e) => {
+                return Err(CacheError::Io {
+                    op: "cannot read directory",
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         for entry in rd {
             let entry = entry.map_err(CacheError::io("cannot read directory", &dir))?;
@@ -128,7 +148,7 @@ impl ContentStore {
         fs_err::create_dir_all(parent).map_err(|e| CacheError::Io {
             op: "cannot create directory",
             path: parent.to_path_buf(),
-            source: e.into(),
+            source: e,
         })?;
         // Link under a temp name then rename, so `dst` appears whole or not at all.
         let tmp = other.tmp.join(format!("link-{}-{}", digest.hex(), std::process::id()));
@@ -162,19 +182,24 @@ impl BlobWriter {
         let (digest, size, file) = self.inner.finish();
         if let Some(exp) = expected {
             if *exp != digest {
-                return Err(CacheError::DigestMismatch { expected: exp.clone(), actual: digest });
+                return Err(CacheError::DigestMismatch {
+                    expected: exp.clone(),
+                    actual: digest,
+                });
             }
         }
         let dst = self.store.blob_path(&digest);
         if dst.is_file() {
             return Ok((digest, size));
         }
-        file.as_file().sync_all().map_err(CacheError::io("cannot sync", file.path()))?;
+        file.as_file()
+            .sync_all()
+            .map_err(CacheError::io("cannot sync", file.path()))?;
         let parent = dst.parent().expect("blob paths have parents").to_path_buf();
         fs_err::create_dir_all(&parent).map_err(|e| CacheError::Io {
             op: "cannot create directory",
             path: parent.clone(),
-            source: e.into(),
+            source: e,
         })?;
         file.persist(&dst).map_err(|e| CacheError::Io {
             op: "cannot rename blob into",
@@ -208,9 +233,16 @@ pub(crate) fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), 
         .prefix("write-")
         .tempfile_in(tmp)
         .map_err(CacheError::io("cannot create temp file in", tmp))?;
-    f.write_all(bytes).map_err(CacheError::io("cannot write", f.path().to_path_buf()))?;
-    f.as_file().sync_all().map_err(CacheError::io("cannot sync", f.path().to_path_buf()))?;
-    f.persist(path).map_err(|e| CacheError::Io { op: "cannot rename into", path: path.to_path_buf(), source: e.error })?;
+    f.write_all(bytes)
+        .map_err(CacheError::io("cannot write", f.path().to_path_buf()))?;
+    f.as_file()
+        .sync_all()
+        .map_err(CacheError::io("cannot sync", f.path().to_path_buf()))?;
+    f.persist(path).map_err(|e| CacheError::Io {
+        op: "cannot rename into",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     if let Some(parent) = path.parent() {
         sync_dir(parent);
     }

@@ -179,8 +179,11 @@ struct Hashed<'a> {
 impl Node {
     /// The content address of this node: sha256 of the canonical encoding of op + inputs.
     pub fn digest(&self) -> Digest {
-        let bytes = serde_json::to_vec(&Hashed { op: &self.op, inputs: &self.inputs })
-            .expect("graph types always serialise");
+        let bytes = serde_json::to_vec(&Hashed {
+            op: &self.op,
+            inputs: &self.inputs,
+        })
+        .expect("graph types always serialise");
         Digest::of(&bytes)
     }
 }
@@ -226,7 +229,10 @@ impl Definition {
         for (d, n) in &self.nodes {
             for i in &n.inputs {
                 if !self.nodes.contains_key(&i.op) {
-                    return Err(GraphError::MissingInput { op: d.clone(), input: i.op.clone() });
+                    return Err(GraphError::MissingInput {
+                        op: d.clone(),
+                        input: i.op.clone(),
+                    });
                 }
             }
         }
@@ -272,7 +278,10 @@ mod tests {
     use super::*;
 
     fn meta(d: &str) -> OpMeta {
-        OpMeta { description: d.into(), ..Default::default() }
+        OpMeta {
+            description: d.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -289,14 +298,22 @@ mod tests {
         let mut def = Definition::new();
         let s = def.add(Op::Source(SourceOp::Scratch), vec![], meta("s"));
         let ctx = def.add(
-            Op::Source(SourceOp::Local { name: "context".into(), include: vec![], exclude: vec![] }),
+            Op::Source(SourceOp::Local {
+                name: "context".into(),
+                include: vec![],
+                exclude: vec![],
+            }),
             vec![],
             meta("ctx"),
         );
         let copy = def.add(
             Op::File(FileOp {
                 base: Some(0),
-                actions: vec![FileAction::Mkdir { path: "/a".into(), mode: 0o755, chown: None }],
+                actions: vec![FileAction::Mkdir {
+                    path: "/a".into(),
+                    mode: 0o755,
+                    chown: None,
+                }],
             }),
             vec![s.clone(), ctx.clone()],
             meta("copy"),

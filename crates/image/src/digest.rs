@@ -99,7 +99,11 @@ pub struct Sha256Writer<W> {
 impl<W: Write> Sha256Writer<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        Sha256Writer { inner, hasher: Sha256::new(), written: 0 }
+        Sha256Writer {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
     }
 
     /// Bytes written so far.

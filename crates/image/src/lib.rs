@@ -13,8 +13,6 @@ mod reference;
 
 pub use config::{Config, Empty, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::{sha256_hex, Digest, DigestError, Sha256Writer};
-pub use manifest::{
-    annotations, media_types, Descriptor, Index, Manifest, OciLayout, DOCKER_MANIFEST,
-};
+pub use manifest::{annotations, media_types, Descriptor, Index, Manifest, OciLayout, DOCKER_MANIFEST};
 pub use platform::Platform;
 pub use reference::{Reference, ReferenceError};

@@ -27,7 +27,10 @@ pub enum ReferenceError {
 impl Reference {
     /// Parses and normalises `s`; a missing tag becomes `latest` unless a digest is given.
     pub fn parse(s: &str) -> Result<Self, ReferenceError> {
-        let err = |reason| ReferenceError::Invalid { reference: s.to_string(), reason };
+        let err = |reason| ReferenceError::Invalid {
+            reference: s.to_string(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("empty reference"));
         }
@@ -57,9 +60,7 @@ impl Reference {
             return Err(err("empty repository name"));
         }
         let (domain, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
+            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 if !valid_domain(first) {
                     return Err(err("invalid registry host"));
                 }
@@ -85,7 +86,12 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (t, _) => t,
         };
-        Ok(Reference { domain, path, tag, digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag,
+            digest,
+        })
     }
 
     /// The registry host, e.g. `docker.io` or `127.0.0.1:5000`.
@@ -116,7 +122,10 @@ impl Reference {
     /// The repository as `docker images` shows it: `alpine`, `user/app`, `host:5000/app`.
     pub fn familiar_repository(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path.strip_prefix(OFFICIAL_PREFIX).unwrap_or(&self.path).to_string()
+            self.path
+                .strip_prefix(OFFICIAL_PREFIX)
+                .unwrap_or(&self.path)
+                .to_string()
         } else {
             self.repository()
         }
@@ -155,7 +164,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 fn valid_domain(d: &str) -> bool {
@@ -169,7 +179,9 @@ fn valid_domain(d: &str) -> bool {
         _ => d,
     };
     if host.starts_with('[') && host.ends_with(']') {
-        return host[1..host.len() - 1].bytes().all(|c| c.is_ascii_hexdigit() || c == b':');
+        return host[1..host.len() - 1]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() || c == b':');
     }
     !host.is_empty()
         && host.split('.').all(|label| {
@@ -218,8 +230,16 @@ mod tests {
             ("alpine", "docker.io/library/alpine:latest", "alpine:latest"),
             ("user/app:1.0", "docker.io/user/app:1.0", "user/app:1.0"),
             ("localhost/app", "localhost/app:latest", "localhost/app:latest"),
-            ("127.0.0.1:5000/busybox:v1", "127.0.0.1:5000/busybox:v1", "127.0.0.1:5000/busybox:v1"),
-            ("example.com/a/b/c", "example.com/a/b/c:latest", "example.com/a/b/c:latest"),
+            (
+                "127.0.0.1:5000/busybox:v1",
+                "127.0.0.1:5000/busybox:v1",
+                "127.0.0.1:5000/busybox:v1",
+            ),
+            (
+                "example.com/a/b/c",
+                "example.com/a/b/c:latest",
+                "example.com/a/b/c:latest",
+            ),
         ];
         for (input, full, familiar) in cases {
             let r = Reference::parse(input).unwrap();
@@ -236,7 +256,17 @@ mod tests {
 
     #[test]
     fn rejects_invalid() {
-        for bad in ["", "UPPER", "app:", "app:-x", "a//b", "app@sha256:123", "-app", "a..b", ":tag"] {
+        for bad in [
+            "",
+            "UPPER",
+            "app:",
+            "app:-x",
+            "a//b",
+            "app@sha256:123",
+            "-app",
+            "a..b",
+            ":tag",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

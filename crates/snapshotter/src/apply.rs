@@ -31,7 +31,9 @@ pub struct ApplyOptions {
 
 impl Default for ApplyOptions {
     fn default() -> Self {
-        ApplyOptions { privileged: rustix::process::geteuid().is_root() }
+        ApplyOptions {
+            privileged: rustix::process::geteuid().is_root(),
+        }
     }
 }
 
@@ -45,10 +47,17 @@ pub struct ApplyReport {
 pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<ApplyReport, SnapshotError> {
     let mut report = ApplyReport::default();
     let mut ar = tar::Archive::new(layer);
-    let bad = |name: &str, reason: String| SnapshotError::BadLayer { entry: name.to_string(), reason };
+    let bad = |name: &str, reason: String| SnapshotError::BadLayer {
+        entry: name.to_string(),
+        reason,
+    };
     let io_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source: io::Error| SnapshotError::Io { op: "cannot apply layer entry", path, source }
+        move |source: io::Error| SnapshotError::Io {
+            op: "cannot apply layer entry",
+            path,
+            source,
+        }
     };
     // Paths this layer created, so an opaque marker met later keeps them.
     let mut created: HashSet<PathBuf> = HashSet::new();
@@ -107,15 +116,23 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
             }
             EntryType::Symlink => {
-                let link = entry.link_name_bytes().ok_or_else(|| bad(&name, "symlink without target".into()))?;
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad(&name, "symlink without target".into()))?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io_err(&target))?;
             }
             EntryType::Link => {
-                let link = entry.link_name_bytes().ok_or_else(|| bad(&name, "hard link without target".into()))?;
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad(&name, "hard link without target".into()))?;
                 let link_rel = clean_rel(&link).map_err(|r| bad(&name, r))?;
                 let src = resolve_in_root(root, &link_rel, false).map_err(|r| bad(&name, r))?;
-                let md = std::fs::symlink_metadata(&src)
-                    .map_err(|_| bad(&name, format!("hard link target `{}` does not exist", link_rel.display())))?;
+                let md = std::fs::symlink_metadata(&src).map_err(|_| {
+                    bad(
+                        &name,
+                        format!("hard link target `{}` does not exist", link_rel.display()),
+                    )
+                })?;
                 if md.is_dir() {
                     return Err(bad(&name, "hard link to a directory".into()));
                 }
@@ -132,7 +149,9 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                     _ => rustix::fs::FileType::Fifo,
                 };
                 if kind != EntryType::Fifo && !opts.privileged {
-                    report.warnings.push(format!("skipped device node `{name}`: creating devices needs root"));
+                    report
+                        .warnings
+                        .push(format!("skipped device node `{name}`: creating devices needs root"));
                     continue;
                 }
                 let dev = rustix::fs::makedev(dev_major, dev_minor);
@@ -141,16 +160,28 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
             }
             EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink => continue,
             other => {
-                report.warnings.push(format!("skipped `{name}`: unsupported entry type {other:?}"));
+                report
+                    .warnings
+                    .push(format!("skipped `{name}`: unsupported entry type {other:?}"));
                 continue;
             }
         }
         if let Ok(Some(exts)) = entry.pax_extensions() {
             for ext in exts.flatten() {
                 if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    let Ok(ckey) = std::ffi::CString::new(key) else { continue };
-                    if let Err(e) = rustix::fs::lsetxattr(&target, ckey.as_c_str(), ext.value_bytes(), rustix::fs::XattrFlags::empty()) {
-                        report.warnings.push(format!("cannot set xattr `{}` on `{name}`: {e}", String::from_utf8_lossy(key)));
+                    let Ok(ckey) = std::ffi::CString::new(key) else {
+                        continue;
+                    };
+                    if let Err(e) = rustix::fs::lsetxattr(
+                        &target,
+                        ckey.as_c_str(),
+                        ext.value_bytes(),
+                        rustix::fs::XattrFlags::empty(),
+                    ) {
+                        report.warnings.push(format!(
+                            "cannot set xattr `{}` on `{name}`: {e}",
+                            String::from_utf8_lossy(key)
+                        ));
                     }
                 }
             }
@@ -167,7 +198,8 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
             if kind != EntryType::Symlink {
                 // chown clears set-id bits; put them back.
                 if mode & 0o7000 != 0 {
-                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
+                    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
+                        .map_err(io_err(&target))?;
                 }
             }
         }
@@ -185,9 +217,20 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
 
 /// Sets atime and mtime of `path` (not following symlinks).
 pub(crate) fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
-    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
-    rustix::fs::utimensat(CWD, path, &Timestamps { last_access: t, last_modification: t }, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(io::Error::from)
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
 }
 
 /// Normalises an archive path to a relative path with no `.`/`..`, refusing to climb out.
@@ -214,12 +257,15 @@ pub(crate) fn clean_rel(raw: &[u8]) -> Result<PathBuf, String> {
 /// taken as is. Missing components are allowed (they will be created).
 pub fn resolve_in_root(root: &Path, rel: &Path, follow_last: bool) -> Result<PathBuf, String> {
     let mut resolved = PathBuf::new();
-    let mut pending: Vec<std::ffi::OsString> =
-        rel.components().rev().filter_map(|c| match c {
+    let mut pending: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
             Component::Normal(n) => Some(n.to_os_string()),
             Component::ParentDir => Some("..".into()),
             _ => None,
-        }).collect();
+        })
+        .collect();
     let mut links = 0;
     while let Some(part) = pending.pop() {
         if part == ".." {
@@ -257,7 +303,10 @@ pub fn resolve_in_root(root: &Path, rel: &Path, follow_last: bool) -> Result<Pat
 fn ensure_dir(dir: &Path, root: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(dir) {
         Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => Err(format!("parent `{}` is not a directory", dir.strip_prefix(root).unwrap_or(dir).display())),
+        Ok(_) => Err(format!(
+            "parent `{}` is not a directory",
+            dir.strip_prefix(root).unwrap_or(dir).display()
+        )),
         Err(_) => {
             let parent = dir.parent().ok_or("no parent")?;
             if parent != root && !parent.starts_with(root) {
@@ -347,7 +396,11 @@ mod tests {
         ]);
         let r = apply_tar(&root, &t[..], &ApplyOptions { privileged: false });
         assert!(r.is_err(), "hard link to outside must fail");
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written outside");
+        assert_eq!(
+            std::fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
     }
 
     #[test]

@@ -28,9 +28,18 @@ pub enum Compression {
 }
 
 /// Writes the tree under `dir` as a layer blob into `store`.
-pub fn write_layer(dir: &Path, store: &ContentStore, opts: &TarOptions, compression: Compression) -> Result<Layer, SnapshotError> {
+pub fn write_layer(
+    dir: &Path,
+    store: &ContentStore,
+    opts: &TarOptions,
+    compression: Compression,
+) -> Result<Layer, SnapshotError> {
     let blob = store.writer()?;
-    let ctx = |source: io::Error| SnapshotError::Io { op: "cannot archive", path: dir.to_path_buf(), source };
+    let ctx = |source: io::Error| SnapshotError::Io {
+        op: "cannot archive",
+        path: dir.to_path_buf(),
+        source,
+    };
     let (diff_id, blob, media_type) = match compression {
         Compression::Gzip => {
             // Level 6 like Go's default; flate2's output is deterministic for a given input.
@@ -38,7 +47,11 @@ pub fn write_layer(dir: &Path, store: &ContentStore, opts: &TarOptions, compress
             let hashing = Sha256Writer::new(gz);
             let hashing = write_dir_tar(dir, hashing, opts).map_err(ctx)?;
             let (diff_id, _, gz) = hashing.finish();
-            let blob = gz.finish().map_err(ctx)?.into_inner().map_err(|e| ctx(e.into_error()))?;
+            let blob = gz
+                .finish()
+                .map_err(ctx)?
+                .into_inner()
+                .map_err(|e| ctx(e.into_error()))?;
             (diff_id, blob, media_types::OCI_LAYER_GZIP)
         }
         Compression::Uncompressed => {
@@ -46,9 +59,16 @@ pub fn write_layer(dir: &Path, store: &ContentStore, opts: &TarOptions, compress
             let mut hashing = write_dir_tar(dir, hashing, opts).map_err(ctx)?;
             hashing.flush().map_err(ctx)?;
             let (diff_id, _, w) = hashing.finish();
-            (diff_id, w.into_inner().map_err(|e| ctx(e.into_error()))?, media_types::OCI_LAYER_TAR)
+            (
+                diff_id,
+                w.into_inner().map_err(|e| ctx(e.into_error()))?,
+                media_types::OCI_LAYER_TAR,
+            )
         }
     };
     let (digest, size) = blob.commit(None)?;
-    Ok(Layer { diff_id, blob: Descriptor::new(media_type, digest, size) })
+    Ok(Layer {
+        diff_id,
+        blob: Descriptor::new(media_type, digest, size),
+    })
 }

@@ -12,4 +12,4 @@ pub use apply::{apply_tar, resolve_in_root, ApplyOptions, ApplyReport};
 pub use error::SnapshotError;
 pub use layer::{write_layer, Compression, Layer};
 pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
-pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions};
+pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};

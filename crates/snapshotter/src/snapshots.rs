@@ -41,8 +41,16 @@ impl Snapshots {
     /// The snapshots of a kiln root.
     pub fn new(root: &KilnRoot) -> Result<Self, SnapshotError> {
         let dir = root.subdir("snapshots-v1");
-        std::fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io { op: "cannot create directory", path: dir.clone(), source })?;
-        Ok(Snapshots { dir, tmp: root.tmp_dir(), content: root.content() })
+        std::fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io {
+            op: "cannot create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Snapshots {
+            dir,
+            tmp: root.tmp_dir(),
+            content: root.content(),
+        })
     }
 
     /// The merged tree of `layers`, unpacked on first use; `None` for no layers.
@@ -67,11 +75,23 @@ impl Snapshots {
         let work = tempfile::Builder::new()
             .prefix("snapshot-")
             .tempdir_in(&self.tmp)
-            .map_err(|source| SnapshotError::Io { op: "cannot create temp dir in", path: self.tmp.clone(), source })?;
+            .map_err(|source| SnapshotError::Io {
+                op: "cannot create temp dir in",
+                path: self.tmp.clone(),
+                source,
+            })?;
         let tree = work.path().join("fs");
         match &base {
-            Some(b) => hardlink_tree(b, &tree).map_err(|source| SnapshotError::Io { op: "cannot clone snapshot", path: b.clone(), source })?,
-            None => std::fs::create_dir(&tree).map_err(|source| SnapshotError::Io { op: "cannot create", path: tree.clone(), source })?,
+            Some(b) => hardlink_tree(b, &tree).map_err(|source| SnapshotError::Io {
+                op: "cannot clone snapshot",
+                path: b.clone(),
+                source,
+            })?,
+            None => std::fs::create_dir(&tree).map_err(|source| SnapshotError::Io {
+                op: "cannot create",
+                path: tree.clone(),
+                source,
+            })?,
         }
         let opts = ApplyOptions::default();
         for layer in &layers[start..] {
@@ -81,7 +101,11 @@ impl Snapshots {
             Ok(()) => Ok(Some(target)),
             // Another build unpacked the same chain first; theirs is identical.
             Err(_) if target.is_dir() => Ok(Some(target)),
-            Err(source) => Err(SnapshotError::Io { op: "cannot rename snapshot into", path: target, source }),
+            Err(source) => Err(SnapshotError::Io {
+                op: "cannot rename snapshot into",
+                path: target,
+                source,
+            }),
         }
     }
 
@@ -89,7 +113,9 @@ impl Snapshots {
     pub fn apply_layer(&self, layer: &Layer, dest: &Path, opts: &ApplyOptions) -> Result<Vec<String>, SnapshotError> {
         let f = io::BufReader::with_capacity(1 << 20, self.content.open(&layer.blob.digest)?);
         let report = match layer.blob.media_type.as_str() {
-            media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => apply_tar(dest, flate2::read::MultiGzDecoder::new(f), opts)?,
+            media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => {
+                apply_tar(dest, flate2::read::MultiGzDecoder::new(f), opts)?
+            }
             media_types::OCI_LAYER_TAR | media_types::DOCKER_LAYER_TAR => apply_tar(dest, f, opts)?,
             other => return Err(SnapshotError::MediaType(other.to_string())),
         };
@@ -102,8 +128,17 @@ impl Snapshots {
         let upper = tempfile::Builder::new()
             .prefix("upper-")
             .tempdir_in(&self.tmp)
-            .map_err(|source| SnapshotError::Io { op: "cannot create temp dir in", path: self.tmp.clone(), source })?;
-        Ok(ActiveSnapshot { upper, lower, parent: parent.to_vec(), owners: OwnerOverrides::new() })
+            .map_err(|source| SnapshotError::Io {
+                op: "cannot create temp dir in",
+                path: self.tmp.clone(),
+                source,
+            })?;
+        Ok(ActiveSnapshot {
+            upper,
+            lower,
+            parent: parent.to_vec(),
+            owners: OwnerOverrides::new(),
+        })
     }
 }
 
@@ -144,8 +179,16 @@ impl ActiveSnapshot {
     }
 
     /// Writes the upper directory as a layer blob and returns the new chain's layer.
-    pub fn commit(mut self, content: &ContentStore, clamp_mtime: Option<i64>, compression: Compression) -> Result<Layer, SnapshotError> {
-        let opts = TarOptions { clamp_mtime, owners: std::mem::take(&mut self.owners) };
+    pub fn commit(
+        mut self,
+        content: &ContentStore,
+        clamp_mtime: Option<i64>,
+        compression: Compression,
+    ) -> Result<Layer, SnapshotError> {
+        let opts = TarOptions {
+            clamp_mtime,
+            owners: std::mem::take(&mut self.owners),
+        };
         write_layer(self.upper.path(), content, &opts, compression)
     }
 }

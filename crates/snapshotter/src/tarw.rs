@@ -134,6 +134,38 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
+    /// Appends a regular file of `size` bytes read from `data`, owned by 0:0.
+    pub fn append_file(&mut self, name: &str, mode: u32, mtime: i64, size: u64, data: &mut dyn Read) -> io::Result<()> {
+        let meta = EntryMeta {
+            kind: EntryType::Regular,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size,
+            link: None,
+            dev: None,
+            xattrs: Vec::new(),
+        };
+        self.append(name.as_bytes(), &meta, Some(data))
+    }
+
+    /// Appends a directory entry (`name` should end in `/`), owned by 0:0.
+    pub fn append_dir(&mut self, name: &str, mode: u32, mtime: i64) -> io::Result<()> {
+        let meta = EntryMeta {
+            kind: EntryType::Directory,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: Vec::new(),
+        };
+        self.append(name.as_bytes(), &meta, None)
+    }
+
     /// Writes the two zero blocks that end an archive and returns the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 1024])?;
@@ -162,7 +194,11 @@ fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
 }
 
 fn truncate_name(name: &[u8]) -> Vec<u8> {
-    name.iter().copied().filter(|b| b.is_ascii() && *b != 0).take(99).collect()
+    name.iter()
+        .copied()
+        .filter(|b| b.is_ascii() && *b != 0)
+        .take(99)
+        .collect()
 }
 
 fn pax_name(name: &[u8]) -> Vec<u8> {
@@ -188,7 +224,9 @@ pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Re
             io::Error::other(format!("cannot walk `{path}`: {e}"))
         })?;
         let rel = entry.path().strip_prefix(root).expect("walkdir stays under root");
-        let md = entry.metadata().map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", entry.path().display())))?;
+        let md = entry
+            .metadata()
+            .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", entry.path().display())))?;
         append_path(&mut tw, entry.path(), rel, &md, opts, &mut links)?;
     }
     tw.finish()
@@ -242,7 +280,8 @@ pub(crate) fn append_path<W: Write>(
             links.insert(key, name.clone());
         }
         meta.size = md.len();
-        let mut f = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open `{}`: {e}", path.display())))?;
+        let mut f =
+            File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open `{}`: {e}", path.display())))?;
         return tw.append(&name, &meta, Some(&mut f));
     }
     let rdev = md.rdev();
@@ -282,7 +321,9 @@ pub(crate) fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") || key == b"security.selinux" {
             continue;
         }
-        let Ok(ckey) = std::ffi::CString::new(key) else { continue };
+        let Ok(ckey) = std::ffi::CString::new(key) else {
+            continue;
+        };
         let mut val = vec![0u8; 65536];
         if let Ok(len) = rustix::fs::lgetxattr(path, ckey.as_c_str(), &mut val) {
             val.truncate(len);
@@ -305,7 +346,10 @@ mod tests {
         assert_eq!(r, b"9 path=a\n");
         let long = vec![b'x'; 95];
         let r = pax_record(b"path", &long);
-        assert_eq!(r.len().to_string(), String::from_utf8_lossy(&r[..r.iter().position(|b| *b == b' ').unwrap()]));
+        assert_eq!(
+            r.len().to_string(),
+            String::from_utf8_lossy(&r[..r.iter().position(|b| *b == b' ').unwrap()])
+        );
     }
 
     #[test]
@@ -328,6 +372,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["a.txt", "b/", "b/c/", "b/c/file", long.as_str(), "sym", "z-link"]);
+        assert_eq!(
+            names,
+            vec!["a.txt", "b/", "b/c/", "b/c/file", long.as_str(), "sym", "z-link"]
+        );
     }
 }

@@ -1,1 +1,238 @@
-//! kiln-testkit
+//! kiln-testkit: what kiln's tests share: temp kiln roots, the built `kiln` binary,
+//! probes for tools and privileges, and a private `dockerd`.
+//!
+//! A test that needs something the machine lacks calls [`require`]: it skips with a
+//! reason, unless `KILN_TEST_STRICT=1` (set by `.ci/run`) turns the skip into a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether skips are failures (`KILN_TEST_STRICT=1`).
+pub fn strict() -> bool {
+    std::env::var("KILN_TEST_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// Returns true when `ok`; otherwise prints why the test skips and returns false, or
+/// panics in strict mode.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if strict() {
+        panic!("KILN_TEST_STRICT=1 but the test cannot run: {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// The path of an executable on PATH.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
+}
+
+/// Probes a tool; see [`require`].
+pub fn require_tool(tool: &str) -> bool {
+    require(which(tool).is_some(), &format!("`{tool}` is not installed"))
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a command, returning its output; panics if it cannot be started.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command and panics with its output unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kiln is the `kiln` binary with a private `$KILN_ROOT`.
+pub struct Kiln {
+    bin: PathBuf,
+    root: tempfile::TempDir,
+}
+
+impl Kiln {
+    /// A fresh root for the binary at `bin` (pass `env!("CARGO_BIN_EXE_kiln")`).
+    pub fn new(bin: &str) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("kiln-root-")
+            .tempdir()
+            .expect("temp root");
+        Kiln {
+            bin: PathBuf::from(bin),
+            root,
+        }
+    }
+
+    /// The `$KILN_ROOT` of this instance.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// A `kiln` command with this root.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("KILN_ROOT", self.root.path())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `kiln ARGS`, panicking with the output unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        run_ok(self.cmd().args(args))
+    }
+
+    /// Runs `kiln ARGS` expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = run(self.cmd().args(args));
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} should fail but succeeded:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// A listing of every file under the root with its size, for before/after checks
+    /// (temp files excluded: they are private to a running build).
+    pub fn snapshot_store(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        walk(self.root.path(), self.root.path(), &mut out);
+        out.retain(|(p, _)| !p.starts_with("tmp/") && p != "lock" && p != "store.lock");
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(root, &p, out),
+            _ => out.push((rel, e.metadata().map(|m| m.len()).unwrap_or(0))),
+        }
+    }
+}
+
+/// Dockerd is a private Docker daemon (no iptables, no bridge, vfs storage) on its
+/// own socket, stopped when dropped.
+pub struct Dockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+    // One daemon at a time: tests run in parallel threads of one process.
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+static DOCKERD_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Dockerd {
+    /// Starts dockerd if it is installed and we are root; `None` (or a strict-mode
+    /// panic) otherwise.
+    pub fn start() -> Option<Dockerd> {
+        if !require(
+            which("dockerd").is_some() && which("docker").is_some(),
+            "dockerd/docker are not installed",
+        ) || !require(is_root(), "dockerd needs root")
+        {
+            return None;
+        }
+        let turn = DOCKERD_TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-dockerd-")
+            .tempdir()
+            .expect("temp dir");
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("log")).expect("log file");
+        let child = Command::new("dockerd")
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+            ])
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("sock").display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let me = Dockerd {
+            child,
+            dir,
+            _turn: turn,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if me
+                .docker()
+                .arg("info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return Some(me);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = std::fs::read_to_string(me.dir.path().join("log")).unwrap_or_default();
+        panic!("dockerd did not come up within 60s:\n{log}");
+    }
+
+    /// A `docker` command talking to this daemon.
+    pub fn docker(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.arg("-H")
+            .arg(format!("unix://{}", self.dir.path().join("sock").display()));
+        c
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount and stop its containerd.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace root (where `testdata/` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}

@@ -1,1 +1,220 @@
-//! kiln-worker
+//! kiln-worker binds graph ops to real backends: sources (scratch, build context),
+//! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
+
+mod copy;
+mod glob;
+mod users;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_cache::KilnRoot;
+use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_graph::{FileAction, Node, Op, SourceOp};
+use kiln_image::Digest;
+use kiln_snapshotter::{Compression, Layer, Snapshots};
+use kiln_solver::{OpRunner, VertexLog};
+
+pub use copy::clean_abs;
+
+/// Value is what an op produces.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// A filesystem as a chain of layers (empty for scratch).
+    Fs(Arc<Vec<Layer>>),
+    /// A local directory and its ignore rules.
+    Local {
+        name: String,
+        dir: PathBuf,
+        ignore: Arc<PatternMatcher>,
+    },
+}
+
+/// WorkerError is a failed op, worded for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("`{path}`: not found in {source_label}")]
+    SourceNotFound { path: String, source_label: String },
+    #[error("invalid source `{path}`: {reason}")]
+    BadSource { path: String, reason: String },
+    #[error("unknown user `{user}` (not in the image's /etc/passwd)")]
+    UnknownUser { user: String },
+    #[error("unknown group `{group}` (not in the image's /etc/group)")]
+    UnknownGroup { group: String },
+    #[error("no local directory named `{0}` was given to the build")]
+    NoLocal(String),
+    #[error("invalid .dockerignore pattern: {0}")]
+    Ignore(String),
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    #[error("malformed op: {0}")]
+    Malformed(String),
+    #[error("`{path}`")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Snapshot(#[from] kiln_snapshotter::SnapshotError),
+    #[error(transparent)]
+    Store(#[from] kiln_cache::CacheError),
+}
+
+/// Worker executes ops against a kiln root.
+pub struct Worker {
+    root: KilnRoot,
+    snapshots: Snapshots,
+    locals: BTreeMap<String, PathBuf>,
+    privileged: bool,
+    epoch: i64,
+    compression: Compression,
+}
+
+impl Worker {
+    /// A worker over `root` with the named local directories (e.g. `context`).
+    /// `epoch` is the mtime given to directories kiln creates (SOURCE_DATE_EPOCH or 0).
+    pub fn new(root: KilnRoot, locals: BTreeMap<String, PathBuf>, epoch: i64) -> Result<Self, WorkerError> {
+        Ok(Worker {
+            snapshots: Snapshots::new(&root)?,
+            root,
+            locals,
+            privileged: rustix::process::geteuid().is_root(),
+            epoch,
+            compression: Compression::Gzip,
+        })
+    }
+
+    /// The snapshots this worker uses.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    fn source(&self, op: &SourceOp) -> Result<Value, WorkerError> {
+        match op {
+            SourceOp::Scratch => Ok(Value::Fs(Arc::new(Vec::new()))),
+            SourceOp::Local { name, exclude, .. } => {
+                let dir = self
+                    .locals
+                    .get(name)
+                    .ok_or_else(|| WorkerError::NoLocal(name.clone()))?;
+                let ignore = PatternMatcher::new(exclude).map_err(|e| WorkerError::Ignore(e.to_string()))?;
+                Ok(Value::Local {
+                    name: name.clone(),
+                    dir: dir.clone(),
+                    ignore: Arc::new(ignore),
+                })
+            }
+            SourceOp::Image { reference, .. } => Err(WorkerError::Unsupported(format!(
+                "pulling base image `{reference}` (only `FROM scratch` and earlier stages can be built so far)"
+            ))),
+        }
+    }
+
+    fn file(&self, op: &kiln_graph::FileOp, node: &Node, inputs: &[Value]) -> Result<Value, WorkerError> {
+        let parent: Vec<Layer> = match op.base {
+            None => Vec::new(),
+            Some(i) => match inputs.get(i as usize) {
+                Some(Value::Fs(l)) => l.as_ref().clone(),
+                _ => {
+                    return Err(WorkerError::Malformed(format!(
+                        "file op base input {i} is not a filesystem"
+                    )))
+                }
+            },
+        };
+        let mut snap = self.snapshots.prepare(&parent)?;
+        let mut writer = copy::FileWriter::new(&mut snap, self.privileged, self.epoch);
+        // Stage sources are unpacked trees; keep them alive for the whole op.
+        let mut stage_trees: BTreeMap<u32, Option<PathBuf>> = BTreeMap::new();
+        for action in &op.actions {
+            match action {
+                FileAction::Copy(c) => {
+                    let input = inputs
+                        .get(c.input as usize)
+                        .ok_or_else(|| WorkerError::Malformed(format!("copy input {} missing", c.input)))?;
+                    match input {
+                        Value::Local { name, dir, ignore } => {
+                            let label = if name == "context" {
+                                "the build context".to_string()
+                            } else {
+                                format!("build context `{name}`")
+                            };
+                            let src = copy::SourceTree {
+                                root: dir,
+                                ignore: Some(ignore),
+                                label,
+                                keep_owner: false,
+                            };
+                            writer.copy(c, &src)?;
+                        }
+                        Value::Fs(layers) => {
+                            if !stage_trees.contains_key(&c.input) {
+                                stage_trees.insert(c.input, self.snapshots.merged(layers)?);
+                            }
+                            let empty = tempfile_empty_dir(&self.root)?;
+                            let tree = stage_trees[&c.input]
+                                .clone()
+                                .unwrap_or_else(|| empty.path().to_path_buf());
+                            let label = source_label(node, c.input);
+                            let src = copy::SourceTree {
+                                root: &tree,
+                                ignore: None,
+                                label,
+                                keep_owner: true,
+                            };
+                            writer.copy(c, &src)?;
+                        }
+                    }
+                }
+                FileAction::Mkdir { path, mode, chown } => writer.mkdir(path, *mode, chown)?,
+                FileAction::Mkfile {
+                    path,
+                    mode,
+                    data,
+                    chown,
+                } => writer.mkfile(path, *mode, data.as_bytes(), chown)?,
+            }
+        }
+        writer.finish()?;
+        let layer = snap.commit(&self.root.content(), None, self.compression)?;
+        let mut layers = parent;
+        layers.push(layer);
+        Ok(Value::Fs(Arc::new(layers)))
+    }
+}
+
+fn source_label(node: &Node, input: u32) -> String {
+    let _ = (node, input);
+    "the source stage".to_string()
+}
+
+fn tempfile_empty_dir(root: &KilnRoot) -> Result<tempfile::TempDir, WorkerError> {
+    tempfile::Builder::new()
+        .prefix("empty-")
+        .tempdir_in(root.tmp_dir())
+        .map_err(|source| WorkerError::Io {
+            path: root.tmp_dir(),
+            source,
+        })
+}
+
+impl OpRunner for Worker {
+    type Output = Value;
+    type Error = WorkerError;
+
+    fn run(
+        &self,
+        _digest: &Digest,
+        node: &Node,
+        inputs: Vec<Value>,
+        _log: &VertexLog<'_>,
+    ) -> Result<Value, WorkerError> {
+        match &node.op {
+            Op::Source(s) => self.source(s),
+            Op::File(f) => self.file(f, node, &inputs),
+            Op::Exec(_) => Err(WorkerError::Unsupported("RUN".to_string())),
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! `kiln build`: read the Dockerfile and context, lower, solve, export.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use kiln_cache::{KilnRoot, LockKind, RootLock};
+use kiln_exporter::{ArchiveImage, BuiltImage};
+use kiln_image::{Platform, Reference};
+use kiln_solver::Solver;
+use kiln_worker::{Value, Worker};
+
+use crate::outputs::{self, Dest, Output};
+use crate::progress::{Mode, Renderer};
+
+/// Arguments of `kiln build`, named as `docker build` names them.
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Build context directory, or `-` to read a Dockerfile from stdin with no context.
+    #[arg(value_name = "PATH")]
+    context: String,
+    /// Name of the Dockerfile (default: PATH/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<String>,
+    /// Name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    tags: Vec<String>,
+    /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// Build this stage and what it needs, not the last one.
+    #[arg(long)]
+    target: Option<String>,
+    /// Set a label on the image (`KEY=VALUE`); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Output destination: `type=image|oci|docker|local|tar[,dest=…][,name=…]`,
+    /// a directory for a local export, or `-` for a rootfs tar on stdout. Repeatable.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+    /// Write the image id (config digest) to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Progress output: auto, plain, tty, rawjson or quiet.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: Mode,
+    /// Print only the image id on success.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Target platform (only the host platform can be built so far).
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+/// Snippet is a Dockerfile error shown with the offending line, as BuildKit does.
+#[derive(Debug)]
+pub struct Snippet {
+    pub file: String,
+    pub line: usize,
+    pub lines: Vec<(usize, String)>,
+    pub message: String,
+}
+
+impl Snippet {
+    /// The excerpt printed above the error message.
+    pub fn render(&self) -> String {
+        if self.lines.is_empty() {
+            return String::new();
+        }
+        let mut s = format!("{}:{}\n--------------------\n", self.file, self.line);
+        for (n, text) in &self.lines {
+            let mark = if *n == self.line { ">>>" } else { "   " };
+            s.push_str(&format!("{n:>4} | {mark} {text}\n"));
+        }
+        s.push_str("--------------------\n");
+        s
+    }
+}
+
+impl std::fmt::Display for Snippet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Snippet {}
+
+fn snippet(file: &str, text: &str, line: usize, message: String) -> Snippet {
+    let all: Vec<&str> = text.lines().collect();
+    let lines = if line >= 1 && line <= all.len() {
+        let lo = line.saturating_sub(2).max(1);
+        let hi = (line + 1).min(all.len());
+        (lo..=hi).map(|n| (n, all[n - 1].to_string())).collect()
+    } else {
+        Vec::new()
+    };
+    Snippet {
+        file: file.to_string(),
+        line,
+        lines,
+        message,
+    }
+}
+
+struct Inputs {
+    dockerfile_name: String,
+    dockerfile: String,
+    context: Option<PathBuf>,
+    ignore: Vec<String>,
+}
+
+fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
+    let context = if a.context == "-" {
+        None
+    } else {
+        let p = PathBuf::from(&a.context);
+        let md = std::fs::metadata(&p).with_context(|| format!("build context `{}` does not exist", p.display()))?;
+        if !md.is_dir() {
+            bail!("build context `{}` is not a directory", p.display());
+        }
+        Some(p)
+    };
+    let stdin_file = a.file.as_deref() == Some("-") || (a.context == "-" && a.file.is_none());
+    if a.context == "-" && a.file.as_deref().is_some_and(|f| f != "-") {
+        bail!(
+            "with `-` as the context the Dockerfile is read from stdin; `-f {}` cannot be used",
+            a.file.as_deref().unwrap_or_default()
+        );
+    }
+    let (dockerfile_name, dockerfile, df_path) = if stdin_file {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the Dockerfile from stdin")?;
+        ("Dockerfile".to_string(), s, None)
+    } else {
+        let path = match &a.file {
+            Some(f) => PathBuf::from(f),
+            None => context.as_ref().expect("context given").join("Dockerfile"),
+        };
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("Dockerfile `{}` is not valid UTF-8", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "Dockerfile".into());
+        (name, text, Some(path))
+    };
+    // `<Dockerfile>.dockerignore` next to the Dockerfile wins over the context's.
+    let mut ignore_text = None;
+    if let Some(p) = &df_path {
+        let specific = PathBuf::from(format!("{}.dockerignore", p.display()));
+        if specific.is_file() {
+            ignore_text = Some(
+                std::fs::read_to_string(&specific).with_context(|| format!("cannot read `{}`", specific.display()))?,
+            );
+        }
+    }
+    if ignore_text.is_none() {
+        if let Some(c) = &context {
+            let p = c.join(".dockerignore");
+            if p.is_file() {
+                ignore_text =
+                    Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read `{}`", p.display()))?);
+            }
+        }
+    }
+    let ignore = ignore_text
+        .map(|t| kiln_frontend::dockerignore::parse_ignore_file(&t))
+        .unwrap_or_default();
+    Ok(Inputs {
+        dockerfile_name,
+        dockerfile,
+        context,
+        ignore,
+    })
+}
+
+fn kv(list: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for item in list {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                m.insert(k.to_string(), v.to_string());
+            }
+            None if from_env && !item.is_empty() => {
+                // Docker takes a bare `--build-arg KEY` from the environment, if set.
+                if let Ok(v) = std::env::var(item) {
+                    m.insert(item.clone(), v);
+                }
+            }
+            _ => bail!("invalid {flag} `{item}`: expected KEY=VALUE"),
+        }
+    }
+    Ok(m)
+}
+
+/// Runs `kiln build`.
+pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
+    let started = Instant::now();
+    let mode = if a.quiet { Mode::Quiet } else { a.progress };
+    let progress = Renderer::new(mode);
+    let tags = a
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).with_context(|| format!("invalid tag `{t}`")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut outputs = a
+        .outputs
+        .iter()
+        .map(|o| outputs::parse(o, &tags))
+        .collect::<Result<Vec<_>>>()?;
+    if outputs.is_empty() {
+        outputs.push(Output::Image { names: tags.clone() });
+    }
+    let build_args = kv(&a.build_args, "--build-arg", true)?;
+    let labels = kv(&a.labels, "--label", false)?;
+    let host = Platform::host();
+    let platform = match &a.platform {
+        None => host.clone(),
+        Some(p) => {
+            let parsed =
+                Platform::parse(p).with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?;
+            if parsed.os != host.os || parsed.architecture != host.architecture {
+                bail!("--platform `{p}` is not supported yet: kiln builds for the host platform `{host}` only");
+            }
+            parsed
+        }
+    };
+    let epoch = match build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => Some(
+            s.parse::<i64>()
+                .with_context(|| format!("invalid SOURCE_DATE_EPOCH `{s}`: expected seconds since 1970"))?,
+        ),
+        None => None,
+    };
+    let inputs = read_inputs(&a)?;
+    let t0 = Instant::now();
+    let opts = kiln_frontend::BuildOptions {
+        dockerfile_name: inputs.dockerfile_name.clone(),
+        build_args,
+        target: a.target.clone(),
+        platform: platform.clone(),
+        build_platform: host,
+        labels,
+        ignore_patterns: inputs.ignore.clone(),
+    };
+    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
+    let solver = Solver::new(&progress, 1);
+    progress.internal(
+        solver.allocate_vertex(),
+        &format!("[internal] load build definition from {}", inputs.dockerfile_name),
+        &[format!("transferring dockerfile: {}B done", inputs.dockerfile.len())],
+        t0.elapsed(),
+    );
+    for w in &plan.warnings {
+        eprintln!("WARN: {w}");
+    }
+
+    let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
+    let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
+    let mut locals = BTreeMap::new();
+    if let Some(c) = &inputs.context {
+        locals.insert("context".to_string(), c.clone());
+    }
+    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?;
+    let result = solver
+        .solve(&plan.definition, &worker)
+        .map_err(|e| solve_error(&inputs, e))?;
+    let Value::Fs(layers) = result else {
+        bail!("the build result is not a filesystem")
+    };
+
+    let export_started = Instant::now();
+    let built = kiln_exporter::assemble(&root, &plan.image, &layers, epoch)?;
+    let mut lines = vec![
+        format!("exporting layers done"),
+        format!("writing image {} done", built.id()),
+    ];
+    // Files first, the local store last: a failed export leaves the store unchanged.
+    let (store_outs, file_outs): (Vec<&Output>, Vec<&Output>) =
+        outputs.iter().partition(|o| matches!(o, Output::Image { .. }));
+    for out in file_outs.into_iter().chain(store_outs) {
+        lines.extend(export(&root, &worker, &built, out)?);
+    }
+    let name = match outputs.as_slice() {
+        [Output::Image { .. }] => "exporting to image".to_string(),
+        [Output::Oci { .. }] => "exporting to oci image format".to_string(),
+        [Output::Docker { .. }] => "exporting to docker image format".to_string(),
+        [Output::Local { .. }] => "exporting to client directory".to_string(),
+        [Output::Tar { .. }] => "exporting to client tarball".to_string(),
+        _ => "exporting outputs".to_string(),
+    };
+    progress.internal(solver.allocate_vertex(), &name, &lines, export_started.elapsed());
+    if let Some(path) = &a.iidfile {
+        std::fs::write(path, built.id().to_string())
+            .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
+    }
+    if a.quiet {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", built.id());
+        }
+    }
+    let _ = started;
+    Ok(())
+}
+
+fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> anyhow::Error {
+    let message = e.to_string();
+    match e.line() {
+        Some(line) => anyhow::Error::new(snippet(&inputs.dockerfile_name, &inputs.dockerfile, line, message)),
+        None => anyhow::anyhow!(message),
+    }
+}
+
+fn solve_error(inputs: &Inputs, e: kiln_solver::SolveError<kiln_worker::WorkerError>) -> anyhow::Error {
+    match e {
+        kiln_solver::SolveError::Op {
+            description,
+            node,
+            source,
+        } => {
+            let message = format!("{description}: {source}");
+            match &node.meta.span {
+                Some(span) => {
+                    let message = format!("{}:{}: {message}", span.file, span.start_line);
+                    anyhow::Error::new(snippet(
+                        &inputs.dockerfile_name,
+                        &inputs.dockerfile,
+                        span.start_line as usize,
+                        message,
+                    ))
+                }
+                None => anyhow::anyhow!(message),
+            }
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
+    ArchiveImage {
+        manifest: built.manifest.clone(),
+        config: built.config.clone(),
+        layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
+        names: names.to_vec(),
+    }
+}
+
+/// Writes a file destination atomically: into a temp file beside it, renamed when
+/// complete, so a failed export leaves nothing behind.
+pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            f(&mut lock)?;
+            lock.flush().context("cannot write to stdout")?;
+            Ok(())
+        }
+        Dest::Path(p) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if p.is_dir() {
+                bail!("cannot write {what} to `{}`: it is a directory", p.display());
+            }
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".kiln-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            {
+                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                f(&mut w)?;
+                w.flush()
+                    .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            }
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            tmp.persist(p)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            Ok(())
+        }
+    }
+}
+
+fn export(root: &KilnRoot, worker: &Worker, built: &BuiltImage, out: &Output) -> Result<Vec<String>> {
+    let content = root.content();
+    Ok(match out {
+        Output::Image { names } => {
+            root.images().add(&built.manifest, names)?;
+            names.iter().map(|n| format!("naming to {n} done")).collect()
+        }
+        Output::Oci { dest, names, tar } | Output::Docker { dest, names, tar } => {
+            let docker = matches!(out, Output::Docker { .. });
+            let img = [archive_image(built, names)];
+            match (tar, dest) {
+                (true, _) => write_dest(dest, "the image archive", |w| {
+                    if docker {
+                        kiln_exporter::write_docker_archive(w, &content, &img)?;
+                    } else {
+                        kiln_exporter::write_oci_archive(w, &content, &img)?;
+                    }
+                    Ok(())
+                })?,
+                (false, Dest::Path(p)) => kiln_exporter::write_oci_layout(p, &content, &img)?,
+                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
+            }
+            vec![format!("sending tarball done")]
+        }
+        Output::Local { dest } => {
+            for w in kiln_exporter::write_rootfs_dir(worker.snapshots(), &built.layers, dest)? {
+                eprintln!("WARN: {w}");
+            }
+            vec![format!("copying files to {} done", dest.display())]
+        }
+        Output::Tar { dest } => {
+            write_dest(dest, "the rootfs tarball", |w| {
+                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w)?;
+                Ok(())
+            })?;
+            vec!["sending tarball done".to_string()]
+        }
+    })
+}

@@ -1,0 +1,260 @@
+//! Local store commands: images, tag, rmi, inspect, save.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kiln_cache::{ImageStore, KilnRoot, StoredImage};
+use kiln_exporter::ArchiveImage;
+use kiln_image::{ImageConfig, Reference};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::build::write_dest;
+use crate::outputs::Dest;
+
+#[derive(clap::Args, Debug)]
+pub struct ImagesArgs {
+    /// Show only image ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show full image ids.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TagArgs {
+    /// Existing image (name or id).
+    source: String,
+    /// New name.
+    target: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RmiArgs {
+    /// Images to remove (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Images to inspect (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaveFormat {
+    Docker,
+    Oci,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SaveArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Archive format: docker (docker-archive, the default, as `docker save`) or oci.
+    #[arg(long, value_enum, default_value = "docker")]
+    format: SaveFormat,
+    /// Images to save (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+fn open_store(root: &Path) -> Result<(KilnRoot, ImageStore)> {
+    let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
+    let s = r.images();
+    Ok((r, s))
+}
+
+fn config(store: &ImageStore, img: &StoredImage) -> Result<(kiln_image::Manifest, ImageConfig)> {
+    let m = store.manifest(img)?;
+    let bytes = store.blobs().read_all(&m.config.digest)?;
+    let c: ImageConfig =
+        serde_json::from_slice(&bytes).with_context(|| format!("image config `{}` is corrupt", m.config.digest))?;
+    Ok((m, c))
+}
+
+fn ago(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(|c| OffsetDateTime::parse(c, &Rfc3339).ok()) else {
+        return "N/A".into();
+    };
+    let secs = (OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86400 => (s / 3600, "hour"),
+        s if s < 86400 * 14 => (s / 86400, "day"),
+        s if s < 86400 * 60 => (s / 86400 / 7, "week"),
+        s if s < 86400 * 365 * 2 => (s / 86400 / 30, "month"),
+        s => (s / 86400 / 365, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
+    let (_r, store) = open_store(root)?;
+    let mut rows = Vec::new();
+    for img in store.list()? {
+        let (m, c) = config(&store, &img)?;
+        let id = if a.no_trunc {
+            m.config.digest.to_string()
+        } else {
+            m.config.digest.short().to_string()
+        };
+        let (repo, tag) = match &img.name {
+            Some(n) => (n.familiar_repository(), n.tag().unwrap_or("<none>").to_string()),
+            None => ("<none>".to_string(), "<none>".to_string()),
+        };
+        let size: u64 = m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size;
+        rows.push([repo, tag, id, ago(c.created.as_deref()), human_size(size)]);
+    }
+    if a.quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in rows {
+            if seen.insert(r[2].clone()) {
+                println!("{}", r[2]);
+            }
+        }
+        return Ok(());
+    }
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+    Ok(())
+}
+
+pub fn tag(root: &Path, a: TagArgs) -> Result<()> {
+    let (_r, store) = open_store(root)?;
+    let target = Reference::parse(&a.target).with_context(|| format!("invalid target `{}`", a.target))?;
+    store.tag(&a.source, &target)?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
+    let (_r, store) = open_store(root)?;
+    let mut failed = None;
+    for name in &a.images {
+        match store.remove(name) {
+            Ok(removed) => {
+                for r in removed {
+                    let shown = Reference::parse(&r).map(|x| x.familiar()).unwrap_or(r);
+                    println!("Untagged: {shown}");
+                }
+            }
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub fn inspect(root: &Path, a: InspectArgs) -> Result<()> {
+    let (_r, store) = open_store(root)?;
+    let mut out = Vec::new();
+    for name in &a.images {
+        let img = store.resolve(name)?;
+        let (m, c) = config(&store, &img)?;
+        let tags: Vec<String> = store
+            .list()?
+            .into_iter()
+            .filter(|i| i.manifest.digest == img.manifest.digest)
+            .filter_map(|i| i.name.map(|n| n.familiar()))
+            .collect();
+        out.push(serde_json::json!({
+            "Id": m.config.digest,
+            "RepoTags": tags,
+            "ManifestDigest": img.manifest.digest,
+            "Manifest": m,
+            "Config": c,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
+    let (r, store) = open_store(root)?;
+    let mut images = Vec::new();
+    for name in &a.images {
+        let img = store.resolve(name)?;
+        let m = store.manifest(&img)?;
+        // Saving by name carries that name; by id carries every tag of the image.
+        let names: Vec<Reference> = match Reference::parse(name).ok().filter(|n| img.name.as_ref() == Some(n)) {
+            Some(n) => vec![n],
+            None => store
+                .list()?
+                .into_iter()
+                .filter(|i| i.manifest.digest == img.manifest.digest)
+                .filter_map(|i| i.name)
+                .collect(),
+        };
+        images.push(ArchiveImage {
+            manifest: img.manifest.clone(),
+            config: m.config.clone(),
+            layers: m.layers.clone(),
+            names,
+        });
+    }
+    let dest = match &a.output {
+        Some(p) => Dest::Path(p.clone()),
+        None => {
+            if is_terminal_stdout() {
+                bail!("refusing to write an archive to a terminal; use -o FILE or redirect stdout");
+            }
+            Dest::Stdout
+        }
+    };
+    // The store's own blobs: they are there for as long as the image is.
+    let content = store.blobs().clone();
+    let _ = r;
+    write_dest(&dest, "the archive", |w| {
+        match a.format {
+            SaveFormat::Docker => kiln_exporter::write_docker_archive(w, &content, &images)?,
+            SaveFormat::Oci => kiln_exporter::write_oci_archive(w, &content, &images)?,
+        };
+        Ok(())
+    })
+}
+
+fn is_terminal_stdout() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+}

@@ -1,0 +1,177 @@
+//! Parsing `-o/--output` the way buildx does: `type=…,dest=…,name=…`, CSV quoting,
+//! `-o DIR` as a local export and `-o -` as a tarball on stdout.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use kiln_image::Reference;
+
+/// Output is one export of the build result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The local image store.
+    Image { names: Vec<Reference> },
+    /// OCI image layout: a tarball (`tar=true`, default) or a directory.
+    Oci {
+        dest: Dest,
+        names: Vec<Reference>,
+        tar: bool,
+    },
+    /// docker-archive (loadable by `docker load`), or an OCI layout dir with `tar=false`.
+    Docker {
+        dest: Dest,
+        names: Vec<Reference>,
+        tar: bool,
+    },
+    /// The root filesystem as a directory.
+    Local { dest: PathBuf },
+    /// The root filesystem as a tarball.
+    Tar { dest: Dest },
+}
+
+/// Dest is a file path or standard output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    Stdout,
+    Path(PathBuf),
+}
+
+fn split_csv(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        bail!("invalid output `{s}`: unterminated quote");
+    }
+    out.push(cur);
+    Ok(out)
+}
+
+fn parse_bool(key: &str, v: &str, spec: &str) -> Result<bool> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => bail!("invalid output `{spec}`: `{key}` must be true or false, not `{v}`"),
+    }
+}
+
+/// Parses one `--output` value; `tags` (from `-t`) name images when `name=` is absent.
+pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
+    if !spec.contains('=') {
+        return Ok(if spec == "-" {
+            Output::Tar { dest: Dest::Stdout }
+        } else {
+            Output::Local {
+                dest: PathBuf::from(spec),
+            }
+        });
+    }
+    let mut kind = None;
+    let mut dest = None;
+    let mut names: Option<Vec<Reference>> = None;
+    let mut tar = true;
+    for field in split_csv(spec)? {
+        let (k, v) = field
+            .split_once('=')
+            .with_context(|| format!("invalid output `{spec}`: `{field}` is not key=value"))?;
+        match k.trim() {
+            "type" => kind = Some(v.to_string()),
+            "dest" => dest = Some(v.to_string()),
+            "name" => {
+                let mut list = Vec::new();
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    list.push(Reference::parse(n).with_context(|| format!("invalid output `{spec}`"))?);
+                }
+                names = Some(list);
+            }
+            "tar" => tar = parse_bool("tar", v, spec)?,
+            "push" => {
+                if parse_bool("push", v, spec)? {
+                    bail!("invalid output `{spec}`: pushing to a registry is not supported yet");
+                }
+            }
+            // Accepted for compatibility; kiln's layers are always gzip and reproducible.
+            "oci-mediatypes" | "compression" | "compression-level" | "force-compression" | "rewrite-timestamp" => {}
+            other => bail!("invalid output `{spec}`: unknown key `{other}`"),
+        }
+    }
+    let names = names.unwrap_or_else(|| tags.to_vec());
+    let kind = kind.with_context(|| format!("invalid output `{spec}`: missing `type=`"))?;
+    let need_dest = |dest: Option<String>| -> Result<Dest> {
+        match dest.as_deref() {
+            None | Some("") => bail!("invalid output `{spec}`: type `{kind}` needs `dest=`"),
+            Some("-") => Ok(Dest::Stdout),
+            Some(p) => Ok(Dest::Path(PathBuf::from(p))),
+        }
+    };
+    Ok(match kind.as_str() {
+        "image" => Output::Image { names },
+        "oci" => Output::Oci {
+            dest: need_dest(dest)?,
+            names,
+            tar,
+        },
+        "docker" => Output::Docker {
+            dest: need_dest(dest)?,
+            names,
+            tar,
+        },
+        "tar" => Output::Tar { dest: need_dest(dest)? },
+        "local" => match need_dest(dest)? {
+            Dest::Path(p) => Output::Local { dest: p },
+            Dest::Stdout => bail!("invalid output `{spec}`: type `local` cannot write to stdout; use type=tar"),
+        },
+        "registry" => bail!("invalid output `{spec}`: pushing to a registry is not supported yet"),
+        other => bail!("invalid output `{spec}`: unknown type `{other}` (expected image, oci, docker, local or tar)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildx_forms() {
+        let tags = vec![Reference::parse("app:1").unwrap()];
+        assert_eq!(parse("out", &tags).unwrap(), Output::Local { dest: "out".into() });
+        assert_eq!(parse("-", &tags).unwrap(), Output::Tar { dest: Dest::Stdout });
+        assert_eq!(
+            parse("type=oci,dest=a.tar", &tags).unwrap(),
+            Output::Oci {
+                dest: Dest::Path("a.tar".into()),
+                names: tags.clone(),
+                tar: true
+            }
+        );
+        let o = parse("type=docker,dest=-,\"name=x:1,y:2\"", &tags).unwrap();
+        let Output::Docker { names, dest, .. } = o else {
+            panic!()
+        };
+        assert_eq!(dest, Dest::Stdout);
+        assert_eq!(names.len(), 2);
+        assert!(parse("type=oci", &tags)
+            .unwrap_err()
+            .to_string()
+            .contains("needs `dest=`"));
+        assert!(parse("type=bogus,dest=x", &tags)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown type"));
+        assert!(parse("type=oci,dest=x,frob=1", &tags)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown key"));
+    }
+}

@@ -1,0 +1,445 @@
+//! COPY/ADD, WORKDIR's mkdir and heredoc files, written into a step's upper directory.
+//!
+//! Semantics follow BuildKit: sources are resolved inside their root (symlinks followed,
+//! never out of it); a directory source copies its contents; several sources or a
+//! trailing `/` make the destination a directory; files from the build context are
+//! owned by 0:0 unless `--chown`, files from a stage keep their owners; `--chmod`
+//! applies to everything copied; source mtimes are kept. Directories kiln creates on
+//! the way get mode 0755 and the build's fixed timestamp, so layers are reproducible.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_graph::{ChownOpt, CopyAction, UserSpec};
+use kiln_snapshotter::{resolve_in_root, ActiveSnapshot};
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+
+use crate::{glob, users, WorkerError};
+
+/// SourceTree is where a COPY reads from.
+pub struct SourceTree<'a> {
+    pub root: &'a Path,
+    /// .dockerignore of the build context; `None` for stage sources.
+    pub ignore: Option<&'a PatternMatcher>,
+    /// How errors name the source, e.g. `build context` or `stage builder`.
+    pub label: String,
+    /// Keep the source's owners (stages) instead of 0:0 (context).
+    pub keep_owner: bool,
+}
+
+/// FileWriter applies file actions to one active snapshot.
+pub struct FileWriter<'a> {
+    pub snap: &'a mut ActiveSnapshot,
+    pub privileged: bool,
+    /// mtime for directories kiln creates.
+    pub epoch: i64,
+    /// Upper directories whose mtime must be (re)set once all writes are done.
+    dir_times: Vec<(PathBuf, i64)>,
+    hardlinks: HashMap<(u64, u64), PathBuf>,
+}
+
+type Owner = (u32, u32);
+
+impl<'a> FileWriter<'a> {
+    pub fn new(snap: &'a mut ActiveSnapshot, privileged: bool, epoch: i64) -> Self {
+        FileWriter {
+            snap,
+            privileged,
+            epoch,
+            dir_times: Vec::new(),
+            hardlinks: HashMap::new(),
+        }
+    }
+
+    /// Resolves `--chown` against the image's passwd/group files.
+    pub fn resolve_owner(&self, chown: &Option<ChownOpt>) -> Result<Option<Owner>, WorkerError> {
+        let Some(c) = chown else { return Ok(None) };
+        let root = self.snap.lower();
+        let spec = |u: &UserSpec| match u {
+            UserSpec::Id(i) => i.to_string(),
+            UserSpec::Name(n) => n.clone(),
+        };
+        let uspec = spec(&c.user);
+        let (uid, primary) =
+            users::user(root, &uspec).ok_or_else(|| WorkerError::UnknownUser { user: uspec.clone() })?;
+        let gid = match &c.group {
+            Some(g) => {
+                let gspec = spec(g);
+                users::group(root, &gspec).ok_or(WorkerError::UnknownGroup { group: gspec })?
+            }
+            // `--chown=name` takes the user's primary group; `--chown=1000` uses 1000.
+            None => primary,
+        };
+        Ok(Some((uid, gid)))
+    }
+
+    /// Runs one COPY action from `src`.
+    pub fn copy(&mut self, action: &CopyAction, src: &SourceTree<'_>) -> Result<(), WorkerError> {
+        let owner = self.resolve_owner(&action.chown)?;
+        let pattern = clean_abs(&action.src);
+        let matches = if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
+            let found = expand_glob(src, &pattern)?;
+            if found.is_empty() && !action.allow_empty_wildcard {
+                return Err(WorkerError::SourceNotFound {
+                    path: action.src.clone(),
+                    source_label: src.label.clone(),
+                });
+            }
+            found
+        } else {
+            let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
+                path: action.src.clone(),
+                reason,
+            })?;
+            let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
+            if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
+                return Err(WorkerError::SourceNotFound {
+                    path: action.src.clone(),
+                    source_label: src.label.clone(),
+                });
+            }
+            vec![rel]
+        };
+        let dest = clean_abs(&action.dest);
+        let dest_is_dir = action.dest_is_dir || matches.len() > 1;
+        for rel in matches {
+            let from = src.root.join(&rel);
+            let md = std::fs::metadata(&from).map_err(io_err(&from))?;
+            let target = if md.is_dir() {
+                dest.clone()
+            } else if dest_is_dir || self.is_dir_in_view(&dest) {
+                dest.join(rel.file_name().unwrap_or_default())
+            } else {
+                dest.clone()
+            };
+            let target = self.prepare_target(&target, owner)?;
+            self.copy_entry(src, &from, &rel, &target, owner, action.chmod, true)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a directory and its parents (WORKDIR).
+    pub fn mkdir(&mut self, path: &str, mode: u32, chown: &Option<ChownOpt>) -> Result<(), WorkerError> {
+        let owner = self.resolve_owner(chown)?;
+        let rel = clean_abs(path);
+        if rel.as_os_str().is_empty() || self.is_dir_in_view(&rel) {
+            return Ok(());
+        }
+        let target = self.prepare_target(&rel, owner)?;
+        let up = self.snap.upper().join(&target);
+        if up.symlink_metadata().is_err() {
+            std::fs::create_dir(&up).map_err(io_err(&up))?;
+            self.finish_entry(&up, mode, owner.unwrap_or((0, 0)), self.epoch, true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a file with the given contents (COPY heredoc).
+    pub fn mkfile(&mut self, path: &str, mode: u32, data: &[u8], chown: &Option<ChownOpt>) -> Result<(), WorkerError> {
+        let owner = self.resolve_owner(chown)?;
+        let rel = clean_abs(path);
+        let target = self.prepare_target(&rel, owner)?;
+        let up = self.snap.upper().join(&target);
+        remove_existing(&up)?;
+        std::fs::write(&up, data).map_err(io_err(&up))?;
+        self.finish_entry(&up, mode, owner.unwrap_or((0, 0)), self.epoch, false)
+    }
+
+    /// Sets directory times last, after every child has been written.
+    pub fn finish(mut self) -> Result<(), WorkerError> {
+        for (dir, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            set_mtime(&dir, mtime).map_err(io_err(&dir))?;
+        }
+        Ok(())
+    }
+
+    fn is_dir_in_view(&self, rel: &Path) -> bool {
+        let resolved = self.resolve_view(rel, true);
+        self.snap
+            .lookup(&resolved)
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_dir())
+    }
+
+    /// Resolves `rel` through the merged view (upper over lower), following symlinks
+    /// inside the root; with `follow_last` false the final component is kept as is.
+    fn resolve_view(&self, rel: &Path, follow_last: bool) -> PathBuf {
+        let mut out = PathBuf::new();
+        let mut pending: Vec<std::ffi::OsString> = rel.iter().rev().map(|c| c.to_os_string()).collect();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                out.pop();
+                continue;
+            }
+            let cand = out.join(&part);
+            let last = pending.is_empty();
+            match self.snap.lookup(&cand) {
+                Some(p)
+                    if (follow_last || !last)
+                        && hops < 40
+                        && p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) =>
+                {
+                    hops += 1;
+                    if let Ok(t) = std::fs::read_link(&p) {
+                        if t.is_absolute() {
+                            out = PathBuf::new();
+                        }
+                        for c in t.components().rev() {
+                            match c {
+                                Component::Normal(n) => pending.push(n.to_os_string()),
+                                Component::ParentDir => pending.push("..".into()),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+                _ => out = cand,
+            }
+        }
+        out
+    }
+
+    /// Resolves the destination's parent through the view and makes every ancestor
+    /// exist in the upper directory; returns the resolved relative target.
+    fn prepare_target(&mut self, rel: &Path, owner: Option<Owner>) -> Result<PathBuf, WorkerError> {
+        let parent = rel.parent().map(|p| self.resolve_view(p, true)).unwrap_or_default();
+        let mut cur = PathBuf::new();
+        for comp in parent.iter() {
+            cur.push(comp);
+            let up = self.snap.upper().join(&cur);
+            match up.symlink_metadata() {
+                Ok(md) if md.is_dir() => continue,
+                Ok(_) => remove_existing(&up)?,
+                Err(_) => {}
+            }
+            std::fs::create_dir(&up).map_err(io_err(&up))?;
+            let lower = self
+                .snap
+                .lower()
+                .map(|l| l.join(&cur))
+                .and_then(|p| p.symlink_metadata().ok())
+                .filter(|m| m.is_dir());
+            match lower {
+                // Mirror the existing directory so the layer carries it unchanged.
+                Some(md) => self.finish_entry(&up, md.mode() & 0o7777, (md.uid(), md.gid()), md.mtime(), true)?,
+                None => self.finish_entry(&up, 0o755, owner.unwrap_or((0, 0)), self.epoch, true)?,
+            }
+        }
+        Ok(match rel.file_name() {
+            Some(name) => parent.join(name),
+            None => parent,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_entry(
+        &mut self,
+        src: &SourceTree<'_>,
+        from: &Path,
+        rel: &Path,
+        target: &Path,
+        owner: Option<Owner>,
+        chmod: Option<u32>,
+        top: bool,
+    ) -> Result<(), WorkerError> {
+        // The top-level source is followed if it is a symlink; entries inside are not.
+        let md = if top {
+            std::fs::metadata(from)
+        } else {
+            std::fs::symlink_metadata(from)
+        }
+        .map_err(io_err(from))?;
+        let up = self.snap.upper().join(target);
+        let own = owner.unwrap_or(if src.keep_owner { (md.uid(), md.gid()) } else { (0, 0) });
+        let mode = chmod.unwrap_or(md.mode() & 0o7777);
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let exists_in_upper = up.symlink_metadata().is_ok_and(|m| m.is_dir());
+            if !exists_in_upper {
+                remove_existing(&up)?;
+                std::fs::create_dir(&up).map_err(io_err(&up))?;
+            }
+            let lower_dir = self
+                .snap
+                .lower()
+                .map(|l| l.join(target))
+                .and_then(|p| p.symlink_metadata().ok())
+                .filter(|m| m.is_dir());
+            if top && !target.as_os_str().is_empty() && (exists_in_upper || lower_dir.is_some()) {
+                // Copying contents into an existing directory keeps its metadata.
+                if let (false, Some(l)) = (exists_in_upper, lower_dir) {
+                    self.finish_entry(&up, l.mode() & 0o7777, (l.uid(), l.gid()), l.mtime(), true)?;
+                }
+            } else if !target.as_os_str().is_empty() {
+                self.finish_entry(&up, mode, own, md.mtime(), true)?;
+            }
+            let mut names: Vec<_> = std::fs::read_dir(from)
+                .map_err(io_err(from))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io_err(from))?;
+            names.sort_by_key(|e| e.file_name());
+            for e in names {
+                let child_rel = rel.join(e.file_name());
+                if is_ignored(src, &child_rel) {
+                    if src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
+                        || !e.file_type().is_ok_and(|t| t.is_dir())
+                    {
+                        continue;
+                    }
+                }
+                self.copy_entry(
+                    src,
+                    &e.path(),
+                    &child_rel,
+                    &target.join(e.file_name()),
+                    owner,
+                    chmod,
+                    false,
+                )?;
+            }
+            return Ok(());
+        }
+        remove_existing(&up)?;
+        if ft.is_symlink() {
+            let link = std::fs::read_link(from).map_err(io_err(from))?;
+            std::os::unix::fs::symlink(&link, &up).map_err(io_err(&up))?;
+            return self.finish_entry(&up, 0o777, own, md.mtime(), false);
+        }
+        if ft.is_file() {
+            if md.nlink() > 1 {
+                if let Some(first) = self.hardlinks.get(&(md.dev(), md.ino())) {
+                    std::fs::hard_link(first, &up).map_err(io_err(&up))?;
+                    return Ok(());
+                }
+                self.hardlinks.insert((md.dev(), md.ino()), up.clone());
+            }
+            std::fs::copy(from, &up).map_err(io_err(&up))?;
+            return self.finish_entry(&up, mode, own, md.mtime(), false);
+        }
+        // Sockets, fifos and devices are not copied, as with BuildKit's context transfer.
+        Ok(())
+    }
+
+    /// Applies mode, owner and time to a path just written in the upper directory.
+    fn finish_entry(
+        &mut self,
+        path: &Path,
+        mode: u32,
+        owner: Owner,
+        mtime: i64,
+        is_dir: bool,
+    ) -> Result<(), WorkerError> {
+        let is_link = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+        if !is_link {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+        }
+        if self.privileged {
+            std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
+            if !is_link && mode & 0o6000 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+            }
+        } else if let Ok(rel) = path.strip_prefix(self.snap.upper()) {
+            let rel = rel.to_path_buf();
+            self.snap.owners.insert(rel, owner);
+        }
+        if is_dir {
+            self.dir_times.push((path.to_path_buf(), mtime));
+        } else {
+            set_mtime(path, mtime).map_err(io_err(path))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
+    !rel.as_os_str().is_empty() && src.ignore.is_some_and(|m| m.is_excluded(&slash(rel)))
+}
+
+fn slash(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Expands a glob source component by component (`*` never crosses `/`), sorted.
+fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, WorkerError> {
+    let mut current = vec![PathBuf::new()];
+    for comp in pattern.iter() {
+        let comp_s = comp.to_string_lossy();
+        let mut next = Vec::new();
+        for base in &current {
+            if !glob::has_meta(&comp_s) {
+                let p = base.join(comp);
+                if src.root.join(&p).symlink_metadata().is_ok() {
+                    next.push(p);
+                }
+                continue;
+            }
+            let dir = src.root.join(base);
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+            names.sort();
+            for n in names {
+                match glob::matches(&comp_s, &n.to_string_lossy()) {
+                    Some(true) => next.push(base.join(&n)),
+                    Some(false) => {}
+                    None => {
+                        return Err(WorkerError::BadSource {
+                            path: pattern.display().to_string(),
+                            reason: "malformed glob pattern".into(),
+                        })
+                    }
+                }
+            }
+        }
+        current = next;
+    }
+    Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
+}
+
+/// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
+pub fn clean_abs(p: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn remove_existing(p: &Path) -> Result<(), WorkerError> {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(io_err(p)),
+        Ok(_) => std::fs::remove_file(p).map_err(io_err(p)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        CWD,
+        path,
+        &Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError {
+    let path = path.to_path_buf();
+    move |source| WorkerError::Io { path, source }
+}
