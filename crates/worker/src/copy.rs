@@ -17,7 +17,8 @@ use kiln_graph::{ChownOpt, CopyAction, UserSpec};
 use kiln_snapshotter::{resolve_in_root, ActiveSnapshot};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 
-use crate::{glob, users, WorkerError};
+use crate::{users, WorkerError};
+use kiln_frontend::pathmatch as glob;
 
 /// SourceTree is where a COPY reads from.
 pub struct SourceTree<'a> {

@@ -2,7 +2,7 @@
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
 mod copy;
-mod glob;
+
 mod users;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Go `filepath.Match` semantics for COPY sources: `*` and `?` never match `/`,
+//! Go `filepath.Match` semantics (COPY sources, .dockerignore validation): `*` and `?` never match `/`,
 //! `[...]` classes with ranges and `^`/`!` negation, `\` escapes.
 
 /// Whether `name` matches `pattern`; `None` when the pattern is malformed.

@@ -1,0 +1,354 @@
+//! COPY and ADD lowering, and EXPOSE port specs.
+//!
+//! BuildKit semantics kept here (from `dockerfile2llb/convert_copy.go`):
+//! - sources are paths relative to the root of the build context (or of the `--from`
+//!   stage), globs allowed; a glob matching nothing is not an error;
+//! - the destination is relative to WORKDIR; a trailing `/` (or several sources)
+//!   makes it a directory;
+//! - `--chown` and `--chmod` are expanded; `--chmod` must be octal up to `07777`;
+//! - a heredoc source (`COPY <<EOF /dest`) is a file named after its delimiter,
+//!   mode 0644, written into an empty filesystem and copied from there;
+//! - history: `COPY [--chown=…] [--chmod=…] src… dest # buildkit` (no `--from`).
+
+use kiln_graph::{CopyAction, FileAction, FileOp, Input, Op, OpMeta, SourceOp};
+
+use crate::error::ErrorKind;
+use crate::syntax::instruction::HeredocSource;
+use crate::syntax::InstructionKind;
+
+use super::dispatch::commit;
+use super::plan::{Cmd, FromSource, Plan};
+use super::state::{normalize_path, parse_chown, StageState};
+use super::Converter;
+
+/// The parts of COPY and ADD lowering shares.
+struct CopySpec<'a> {
+    is_add: bool,
+    sources: &'a [String],
+    heredocs: &'a [HeredocSource],
+    dest: &'a str,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    exclude: &'a [String],
+}
+
+fn is_remote(src: &str) -> bool {
+    let lower = src.to_ascii_lowercase();
+    ["http://", "https://", "git://", "git@", "ssh://"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+}
+
+impl Converter<'_> {
+    /// Lowers `COPY` or `ADD` into a file op.
+    pub(crate) fn copy(
+        &mut self,
+        st: &mut StageState,
+        cmd: &Cmd,
+        done: &[Option<StageState>],
+        plan: &Plan,
+    ) -> Result<(), ErrorKind> {
+        let i = &cmd.instr;
+        let spec = match &i.kind {
+            InstructionKind::Copy(c) => {
+                if c.flags.parents {
+                    return Err(ErrorKind::UnsupportedFlag { flag: "COPY --parents" });
+                }
+                CopySpec {
+                    is_add: false,
+                    sources: &c.sources,
+                    heredocs: &c.heredocs,
+                    dest: &c.dest,
+                    chown: c.flags.chown.as_deref(),
+                    chmod: c.flags.chmod.as_deref(),
+                    exclude: &c.flags.exclude,
+                }
+            }
+            InstructionKind::Add(a) => {
+                if a.flags.checksum.is_some() && !a.sources.iter().any(|s| is_remote(s)) {
+                    return Err(ErrorKind::ChecksumNeedsRemote);
+                }
+                CopySpec {
+                    is_add: true,
+                    sources: &a.sources,
+                    heredocs: &a.heredocs,
+                    dest: &a.dest,
+                    chown: a.flags.chown.as_deref(),
+                    chmod: a.flags.chmod.as_deref(),
+                    exclude: &a.flags.exclude,
+                }
+            }
+            _ => return Ok(()),
+        };
+        let line = i.start_line;
+        let chown = match spec.chown {
+            Some(c) => Some(self.expand(st, c, line)?),
+            None => None,
+        };
+        let chmod = match spec.chmod {
+            Some(c) => Some(self.expand(st, c, line)?),
+            None => None,
+        };
+        let mut sources = Vec::new();
+        for s in spec.sources {
+            sources.push(self.expand(st, s, line)?);
+        }
+        let dest_written = self.expand(st, spec.dest, line)?;
+        let mut exclude = Vec::new();
+        for e in spec.exclude {
+            exclude.push(self.expand(st, e, line)?);
+        }
+        for s in &sources {
+            if is_remote(s) {
+                return Err(if spec.is_add {
+                    ErrorKind::RemoteSourceUnsupported {
+                        instruction: "ADD",
+                        source_url: s.clone(),
+                    }
+                } else {
+                    ErrorKind::CopyFromUrl { source_url: s.clone() }
+                });
+            }
+        }
+        let chown_opt = match &chown {
+            Some(c) if !c.is_empty() => {
+                Some(parse_chown(c).ok_or_else(|| ErrorKind::InvalidChown { value: c.clone() })?)
+            }
+            _ => None,
+        };
+        let chmod_mode = match &chmod {
+            Some(m) if !m.is_empty() => Some(parse_chmod(m)?),
+            _ => None,
+        };
+        let mut heredocs = Vec::new();
+        for h in spec.heredocs {
+            let data = if h.expand {
+                self.expand_raw(st, &h.data, line)?
+            } else {
+                h.data.clone()
+            };
+            heredocs.push((h.name.clone(), data));
+        }
+
+        let src_input = match &cmd.from {
+            None => self.context(),
+            Some(FromSource::Stage(j)) => match done.get(*j).and_then(Option::as_ref) {
+                Some(s) => s.fs.clone(),
+                None => {
+                    return Err(ErrorKind::StageNotDefinedYet {
+                        from: plan.stages[*j].stage_name(*j),
+                        stage: plan_stage_name(st, plan),
+                    })
+                }
+            },
+            Some(FromSource::Image(reference)) => self.def.add(
+                Op::Source(SourceOp::Image {
+                    reference: reference.clone(),
+                    // BuildKit resolves a `--from` image for the target platform.
+                    platform: self.opts.platform.clone(),
+                }),
+                Vec::new(),
+                OpMeta {
+                    description: format!("FROM {reference}"),
+                    span: self.span(i),
+                    hidden: false,
+                },
+            ),
+        };
+
+        let dest = normalize_path(&st.dir, &dest_written, true);
+        let dest_is_dir = dest.ends_with('/') || sources.len() + heredocs.len() > 1;
+        let mut inputs: Vec<Input> = vec![st.fs.clone()];
+        let mut actions = Vec::new();
+        if !sources.is_empty() {
+            inputs.push(src_input);
+        }
+        for s in &sources {
+            actions.push(FileAction::Copy(CopyAction {
+                input: 1,
+                src: normalize_path("/", s, false),
+                dest: dest.clone(),
+                dest_is_dir,
+                chown: chown_opt.clone(),
+                chmod: chmod_mode,
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                exclude: exclude.clone(),
+            }));
+        }
+        for (name, data) in &heredocs {
+            let file = normalize_path("/", name, false);
+            let doc = self.def.add(
+                Op::File(FileOp {
+                    base: None,
+                    actions: vec![FileAction::Mkfile {
+                        path: file.clone(),
+                        mode: 0o644,
+                        data: data.clone(),
+                        chown: None,
+                    }],
+                }),
+                Vec::new(),
+                OpMeta {
+                    description: "preparing inline document".to_string(),
+                    span: self.span(i),
+                    hidden: true,
+                },
+            );
+            let idx = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
+            inputs.push(doc);
+            actions.push(FileAction::Copy(CopyAction {
+                input: idx,
+                src: file,
+                dest: dest.clone(),
+                dest_is_dir,
+                chown: chown_opt.clone(),
+                chmod: chmod_mode,
+                allow_wildcard: false,
+                allow_empty_wildcard: false,
+                exclude: Vec::new(),
+            }));
+        }
+        let description = self.describe(st, i);
+        st.fs = self.def.add(
+            Op::File(FileOp { base: Some(0), actions }),
+            inputs,
+            OpMeta {
+                description,
+                span: self.span(i),
+                hidden: false,
+            },
+        );
+        let mut created_by = String::from(if spec.is_add { "ADD" } else { "COPY" });
+        if let Some(c) = chown.as_deref().filter(|c| !c.is_empty()) {
+            created_by.push_str(&format!(" --chown={c}"));
+        }
+        if let Some(m) = chmod.as_deref().filter(|m| !m.is_empty()) {
+            created_by.push_str(&format!(" --chmod={m}"));
+        }
+        for s in &sources {
+            created_by.push(' ');
+            created_by.push_str(s);
+        }
+        for (name, _) in &heredocs {
+            created_by.push_str(&format!(" <<{name}"));
+        }
+        created_by.push(' ');
+        created_by.push_str(&dest_written);
+        created_by.push_str(" # buildkit");
+        commit(st, created_by, true);
+        Ok(())
+    }
+
+    /// Expands variables in a heredoc body without treating quotes specially
+    /// (BuildKit's `ExpandRaw`: a lexer with `SkipProcessQuotes`); escaping every quote
+    /// makes the lexer pass them through unchanged.
+    fn expand_raw(&mut self, st: &mut StageState, data: &str, line: u32) -> Result<String, ErrorKind> {
+        let escaped = data.replace('\'', "\\'").replace('"', "\\\"");
+        let lexer = crate::shell::Lexer::new('\\');
+        let r = lexer
+            .expand_word(&escaped, &st.env)
+            .map_err(|source| ErrorKind::Expansion {
+                word: data.to_string(),
+                source,
+            })?;
+        st.used.extend(r.used);
+        self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
+        Ok(r.value)
+    }
+}
+
+fn plan_stage_name(st: &StageState, plan: &Plan) -> String {
+    if st.display.is_empty() {
+        plan.stages
+            .get(plan.target)
+            .map(|s| s.stage_name(plan.target))
+            .unwrap_or_default()
+    } else {
+        st.display.clone()
+    }
+}
+
+/// Parses an octal `--chmod` (BuildKit: octal up to `07777`; symbolic modes are not
+/// supported by kiln yet).
+fn parse_chmod(m: &str) -> Result<u32, ErrorKind> {
+    let bad = || ErrorKind::FlagValue {
+        flag: "chmod".to_string(),
+        value: m.to_string(),
+        reason: "expected an octal mode between 0 and 07777".to_string(),
+    };
+    if !m.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(bad());
+    }
+    match u32::from_str_radix(m, 8) {
+        Ok(v) if v <= 0o7777 => Ok(v),
+        _ => Err(bad()),
+    }
+}
+
+/// Parses an EXPOSE port spec (`80`, `80/udp`, `8000-8002/tcp`, `[ip:]host:container`)
+/// into `port/proto` keys (BuildKit `parsePortSpec`).
+pub fn parse_port_spec(raw: &str) -> Result<Vec<String>, ErrorKind> {
+    let bad = |reason: String| ErrorKind::InvalidPort {
+        port: raw.to_string(),
+        reason,
+    };
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (host_port, container) = match parts.as_slice() {
+        [c] => ("", *c),
+        [h, c] => (*h, *c),
+        [.., h, c] => (*h, *c),
+        [] => ("", ""),
+    };
+    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+    if port.is_empty() {
+        return Err(bad("no port specified".to_string()));
+    }
+    let proto = match proto.to_ascii_lowercase().as_str() {
+        "" => "tcp".to_string(),
+        p @ ("tcp" | "udp" | "sctp") => p.to_string(),
+        p => return Err(bad(format!("invalid protocol `{p}`"))),
+    };
+    let range = |s: &str| -> Option<(u32, u32)> {
+        let parse = |p: &str| p.parse::<u16>().ok().map(u32::from);
+        match s.split_once('-') {
+            None => parse(s).map(|p| (p, p)),
+            Some((a, b)) => {
+                let (a, b) = (parse(a)?, parse(b)?);
+                (b >= a).then_some((a, b))
+            }
+        }
+    };
+    let (start, end) = range(port).ok_or_else(|| bad("expected a port or a range like `8000-8010`".to_string()))?;
+    if !host_port.is_empty() {
+        let (hs, he) = range(host_port).ok_or_else(|| bad(format!("invalid host port `{host_port}`")))?;
+        if end - start != he - hs && end != start {
+            return Err(bad("the container and host port ranges differ in size".to_string()));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(parse_port_spec("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(parse_port_spec("9000-9001/udp").unwrap(), vec!["9000/udp", "9001/udp"]);
+        assert_eq!(parse_port_spec("8080:80").unwrap(), vec!["80/tcp"]);
+        assert!(parse_port_spec("abc").is_err());
+        assert!(parse_port_spec("80/xyz").is_err());
+        assert!(parse_port_spec("90-80").is_err());
+    }
+
+    #[test]
+    fn chmod() {
+        assert_eq!(parse_chmod("755").unwrap(), 0o755);
+        assert_eq!(parse_chmod("0644").unwrap(), 0o644);
+        assert!(parse_chmod("u+x").is_err());
+        assert!(parse_chmod("17777").is_err());
+        assert!(parse_chmod("9").is_err());
+    }
+}

@@ -1,0 +1,369 @@
+//! Lowering: typed instructions → a [`kiln_graph::Definition`] and the image config
+//! skeleton, with the semantics of BuildKit's `dockerfile2llb` (what `docker buildx
+//! build` does).
+//!
+//! - [`plan`] splits the file into global `ARG`s and stages, resolves `FROM` and
+//!   `COPY --from` references, the target and what it needs;
+//! - [`dispatch`] lowers the instructions that change the config or run commands;
+//! - [`copy`] lowers `COPY` and `ADD`;
+//! - [`state`] holds a stage's state and BuildKit's formatting helpers.
+
+mod copy;
+mod dispatch;
+mod plan;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kiln_graph::{Definition, Input, Op, OpMeta, SourceOp, SourceSpan};
+use kiln_image::{ImageConfig, Platform};
+use serde::Serialize;
+
+use crate::error::{ErrorKind, FrontendError, SyntaxError};
+use crate::lint::{CheckConfig, Linter, Warning};
+use crate::shell::Lexer;
+use crate::syntax::{self, Instruction};
+
+use plan::{Base, Plan};
+use state::{EnvList, StageState, DEFAULT_PATH};
+
+/// BuildOptions are the inputs of a build besides the Dockerfile text.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The Dockerfile's name for spans and errors, e.g. `Dockerfile`.
+    pub dockerfile_name: String,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build; the last stage when `None`.
+    pub target: Option<String>,
+    /// The platform the image is for.
+    pub platform: Platform,
+    /// The platform the build runs on.
+    pub build_platform: Platform,
+    /// `--label` values, applied to the final image last.
+    pub labels: BTreeMap<String, String>,
+    /// `.dockerignore` patterns (cleaned), excluded from the build context.
+    pub ignore_patterns: Vec<String>,
+}
+
+impl BuildOptions {
+    /// Options for a build of `dockerfile_name` on and for the host platform.
+    pub fn new(dockerfile_name: impl Into<String>) -> Self {
+        BuildOptions {
+            dockerfile_name: dockerfile_name.into(),
+            build_args: BTreeMap::new(),
+            target: None,
+            platform: Platform::host(),
+            build_platform: Platform::host(),
+            labels: BTreeMap::new(),
+            ignore_patterns: Vec::new(),
+        }
+    }
+}
+
+/// BuildPlan is what the frontend hands the solver and the exporter.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildPlan {
+    /// The build graph; its root is the target stage's final filesystem.
+    pub definition: Definition,
+    /// The image config skeleton with history; `rootfs` empty and `created` unset (the
+    /// exporter fills them). A stage built `FROM` a registry image starts from an
+    /// empty config here: the base image's config is merged in when it is pulled.
+    pub image: ImageConfig,
+    /// Lint warnings and unused `--build-arg`s.
+    pub warnings: Vec<Warning>,
+    /// The name of the stage built: its `AS` name, or `stage-N`.
+    pub target_stage: String,
+}
+
+/// Lowers `dockerfile` into a build plan.
+pub fn build_plan(dockerfile: &str, opts: &BuildOptions) -> Result<BuildPlan, FrontendError> {
+    let locate = |e: SyntaxError| e.into_frontend(&opts.dockerfile_name, dockerfile);
+    let df = syntax::parse(dockerfile).map_err(locate)?;
+    let mut lint = Linter::default();
+    if let Some(check) = &df.directives.check {
+        lint.config = CheckConfig::parse(check).map_err(|reason| {
+            locate(SyntaxError::at(
+                1,
+                1,
+                ErrorKind::InvalidCheckDirective {
+                    value: check.clone(),
+                    reason,
+                },
+            ))
+        })?;
+    }
+    let mut c = Converter {
+        opts,
+        lexer: Lexer::new(df.directives.escape),
+        def: Definition::new(),
+        lint,
+        context: None,
+        global: EnvList::default(),
+        consumed: BTreeSet::new(),
+    };
+    let plan = plan::plan(&mut c, &df).map_err(locate)?;
+    let (image, root, target_stage) = c.run(&plan).map_err(locate)?;
+    c.def.root = Some(root);
+    c.finish_warnings();
+    if c.lint.config.error {
+        if let Some(w) = c.lint.warnings.iter().find(|w| w.rule.is_some()) {
+            let line = w.line.unwrap_or(0);
+            let rule = lint_rule_name(w.rule.as_deref().unwrap_or_default());
+            return Err(locate(SyntaxError::at(
+                line,
+                line,
+                ErrorKind::Lint {
+                    rule,
+                    message: w.message.clone(),
+                },
+            )));
+        }
+    }
+    Ok(BuildPlan {
+        definition: c.def,
+        image,
+        warnings: c.lint.warnings,
+        target_stage,
+    })
+}
+
+fn lint_rule_name(name: &str) -> &'static str {
+    use crate::lint::Rule::*;
+    [
+        JsonArgsRecommended,
+        MaintainerDeprecated,
+        UndefinedVar,
+        StageNameCasing,
+        FromAsCasing,
+        DuplicateStageName,
+        ConsistentInstructionCasing,
+        WorkdirRelativePath,
+        NoEmptyContinuation,
+        MultipleInstructionsDisallowed,
+        LegacyKeyValueFormat,
+    ]
+    .into_iter()
+    .map(|r| r.name())
+    .find(|n| *n == name)
+    .unwrap_or("lint")
+}
+
+/// Converter holds what lowering shares across stages.
+pub(crate) struct Converter<'a> {
+    pub opts: &'a BuildOptions,
+    pub lexer: Lexer,
+    pub def: Definition,
+    pub lint: Linter,
+    /// The build context source, once an instruction reads it.
+    pub context: Option<Input>,
+    /// Global ARGs (and the predefined platform ARGs) as FROM lines see them.
+    pub global: EnvList,
+    /// Build arg names some ARG declared.
+    pub consumed: BTreeSet<String>,
+}
+
+impl Converter<'_> {
+    /// The span of an instruction.
+    pub fn span(&self, i: &Instruction) -> Option<SourceSpan> {
+        Some(SourceSpan {
+            file: self.opts.dockerfile_name.clone(),
+            start_line: i.start_line,
+            end_line: i.end_line,
+        })
+    }
+
+    /// The shared build-context source.
+    pub fn context(&mut self) -> Input {
+        if let Some(c) = &self.context {
+            return c.clone();
+        }
+        let input = self.def.add(
+            Op::Source(SourceOp::Local {
+                name: "context".to_string(),
+                include: Vec::new(),
+                exclude: self.opts.ignore_patterns.clone(),
+            }),
+            Vec::new(),
+            OpMeta {
+                description: "load build context".to_string(),
+                span: None,
+                hidden: true,
+            },
+        );
+        self.context = Some(input.clone());
+        input
+    }
+
+    /// Lowers every stage the target needs; returns the target's image, root and name.
+    fn run(&mut self, plan: &Plan) -> Result<(ImageConfig, Input, String), SyntaxError> {
+        let mut done: Vec<Option<StageState>> = vec![None; plan.stages.len()];
+        for (i, stage) in plan.stages.iter().enumerate() {
+            if !plan.reachable.contains(&i) {
+                continue;
+            }
+            let from_lines = (stage.from.start_line, stage.from.end_line);
+            let mut st = self
+                .init_stage(plan, i, &done)
+                .map_err(|k| SyntaxError::at(from_lines.0, from_lines.1, k))?;
+            for cmd in &stage.commands {
+                st.is_onbuild = cmd.onbuild;
+                let lines = if cmd.onbuild {
+                    from_lines
+                } else {
+                    (cmd.instr.start_line, cmd.instr.end_line)
+                };
+                self.dispatch(&mut st, cmd, &done, plan)
+                    .map_err(|k| SyntaxError::at(lines.0, lines.1, k))?;
+            }
+            done[i] = Some(st);
+        }
+        let target = done
+            .get_mut(plan.target)
+            .and_then(Option::take)
+            .ok_or_else(|| SyntaxError::whole_file(ErrorKind::NoStage))?;
+        let mut image = target.image;
+        for (k, v) in &self.opts.labels {
+            image.config.labels.insert(k.clone(), v.clone());
+        }
+        image.os = self.opts.platform.os.clone();
+        image.architecture = self.opts.platform.architecture.clone();
+        if self.opts.platform.variant.is_some() {
+            image.variant = self.opts.platform.variant.clone();
+        }
+        let name = plan.stages[plan.target].stage_name(plan.target);
+        Ok((image, target.fs, name))
+    }
+
+    /// Starts a stage from its base: scratch, an earlier stage, or an image.
+    fn init_stage(&mut self, plan: &Plan, i: usize, done: &[Option<StageState>]) -> Result<StageState, ErrorKind> {
+        let stage = &plan.stages[i];
+        let display = if plan.state_count == 1 {
+            String::new()
+        } else {
+            stage.stage_name(i)
+        };
+        let platform = stage.platform.clone().unwrap_or_else(|| self.opts.platform.clone());
+        let mut st = match &stage.base {
+            Base::Stage(j) => {
+                let Some(base) = done.get(*j).and_then(Option::as_ref) else {
+                    return Err(ErrorKind::NoStage);
+                };
+                let mut st = base.clone();
+                st.image.config.on_build = None;
+                st.display = display;
+                st.cmd = Default::default();
+                st.entrypoint = Default::default();
+                st.healthcheck = Default::default();
+                st.used = BTreeSet::new();
+                st
+            }
+            Base::Scratch => {
+                let fs = self.def.add(
+                    Op::Source(SourceOp::Scratch),
+                    Vec::new(),
+                    OpMeta {
+                        description: "FROM scratch".to_string(),
+                        span: None,
+                        hidden: true,
+                    },
+                );
+                let mut image = empty_image(&self.opts.platform);
+                image.config.working_dir = Some("/".to_string());
+                image.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+                new_state(display, fs, self.opts.platform.clone(), image)
+            }
+            Base::Image(reference) => {
+                let description =
+                    state::prefix_command(&display, 1, stage.cmd_total, false, &format!("FROM {reference}"));
+                let fs = self.def.add(
+                    Op::Source(SourceOp::Image {
+                        reference: reference.clone(),
+                        platform: platform.clone(),
+                    }),
+                    Vec::new(),
+                    OpMeta {
+                        description,
+                        span: self.span(&stage.from),
+                        hidden: false,
+                    },
+                );
+                new_state(display, fs, platform.clone(), empty_image(&platform))
+            }
+        };
+        st.cmd_total = stage.cmd_total;
+        st.cmd_index = if matches!(stage.base, Base::Image(_)) { 1 } else { 0 };
+        // The run environment is the image's Env on top of what the base stage's ARGs
+        // and ENVs left in it.
+        for (k, v) in EnvList::from_strings(&st.image.config.env).0 {
+            st.env.set(&k, &v);
+        }
+        if let Some(wd) = st.image.config.working_dir.clone().filter(|w| !w.is_empty()) {
+            st.dir = wd;
+        }
+        if let Some(u) = st.image.config.user.clone().filter(|u| !u.is_empty()) {
+            st.user = Some(u);
+        }
+        Ok(st)
+    }
+
+    /// Adds the unused `--build-arg` warning.
+    fn finish_warnings(&mut self) {
+        let unused: Vec<String> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !self.consumed.contains(*k) && !is_builtin_arg(k))
+            .cloned()
+            .collect();
+        if !unused.is_empty() {
+            self.lint.note(format!(
+                "One or more build-args {} were not consumed",
+                state::go_list(&unused)
+            ));
+        }
+    }
+}
+
+fn new_state(display: String, fs: Input, platform: Platform, image: ImageConfig) -> StageState {
+    StageState {
+        display,
+        fs,
+        env: EnvList::default(),
+        dir: "/".to_string(),
+        user: None,
+        platform,
+        image,
+        build_args: Vec::new(),
+        cmd_total: 0,
+        cmd_index: 0,
+        is_onbuild: false,
+        workdir_set: false,
+        cmd: Default::default(),
+        entrypoint: Default::default(),
+        healthcheck: Default::default(),
+        used: BTreeSet::new(),
+    }
+}
+
+/// An image config for `platform` with nothing set (BuildKit `emptyImage` without
+/// the defaults, which `FROM scratch` adds).
+fn empty_image(platform: &Platform) -> ImageConfig {
+    ImageConfig {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        ..ImageConfig::default()
+    }
+}
+
+/// Build args BuildKit consumes itself, never reported as unused.
+fn is_builtin_arg(k: &str) -> bool {
+    let proxies = ["HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"];
+    proxies.iter().any(|p| p.eq_ignore_ascii_case(k))
+        || k.starts_with("BUILDKIT_")
+        || k == "SOURCE_DATE_EPOCH"
+        || plan::PLATFORM_ARGS.contains(&k)
+}

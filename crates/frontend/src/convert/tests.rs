@@ -1,0 +1,168 @@
+//! Unit tests of lowering: each pins one BuildKit behaviour.
+
+use kiln_graph::{FileAction, NetworkMode, Op, SourceOp};
+use kiln_image::Platform;
+
+use super::{build_plan, BuildOptions, BuildPlan};
+use crate::ErrorKind;
+
+fn opts() -> BuildOptions {
+    let p = Platform::parse("linux/amd64").expect("platform");
+    let mut o = BuildOptions::new("Dockerfile");
+    o.platform = p.clone();
+    o.build_platform = p;
+    o
+}
+
+fn plan(df: &str) -> BuildPlan {
+    build_plan(df, &opts()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn root_op(p: &BuildPlan) -> &Op {
+    let root = p.definition.root.as_ref().expect("root");
+    &p.definition.node(&root.op).expect("root node").op
+}
+
+fn history(p: &BuildPlan) -> Vec<String> {
+    p.image
+        .history
+        .iter()
+        .map(|h| h.created_by.clone().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn scratch_has_buildkit_defaults() {
+    let p = plan("FROM scratch\n");
+    assert_eq!(p.image.config.working_dir.as_deref(), Some("/"));
+    assert_eq!(p.image.config.env, vec![format!("PATH={}", super::DEFAULT_PATH)]);
+    assert!(matches!(root_op(&p), Op::Source(SourceOp::Scratch)));
+    assert!(p.image.history.is_empty());
+}
+
+#[test]
+fn entrypoint_resets_inherited_cmd_only() {
+    // CMD set in the base stage is cleared by ENTRYPOINT in the child...
+    let p = plan("FROM scratch AS a\nCMD [\"x\"]\nFROM a\nENTRYPOINT [\"e\"]\n");
+    assert_eq!(p.image.config.cmd, None);
+    // ...but not when this stage set CMD before ENTRYPOINT.
+    let p = plan("FROM scratch\nCMD [\"x\"]\nENTRYPOINT [\"e\"]\n");
+    assert_eq!(p.image.config.cmd, Some(vec!["x".to_string()]));
+    assert!(p.image.config.args_escaped);
+}
+
+#[test]
+fn stage_inherits_config_and_history() {
+    let p = plan("FROM scratch AS base\nENV A=1\nLABEL l=v\nFROM base\nENV B=2\n");
+    assert_eq!(history(&p), vec!["ENV A=1", "LABEL l=v", "ENV B=2"]);
+    assert!(p.image.config.env.contains(&"A=1".to_string()));
+    assert_eq!(p.image.config.labels.get("l").map(String::as_str), Some("v"));
+}
+
+#[test]
+fn onbuild_triggers_run_in_child_stage() {
+    let p = plan("FROM scratch AS base\nONBUILD WORKDIR /trig\nFROM base\n");
+    assert_eq!(p.image.config.on_build, None, "triggers do not carry over");
+    assert_eq!(p.image.config.working_dir.as_deref(), Some("/trig"));
+    let Op::File(f) = root_op(&p) else { panic!("a mkdir") };
+    assert!(matches!(&f.actions[0], FileAction::Mkdir { path, .. } if path == "/trig"));
+}
+
+#[test]
+fn shell_form_uses_current_shell() {
+    let p = plan("FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\nRUN --network=host make\n");
+    assert_eq!(
+        p.image.config.cmd,
+        Some(vec!["/bin/bash".into(), "-c".into(), "echo hi".into()])
+    );
+    let Op::Exec(e) = root_op(&p) else { panic!("an exec") };
+    assert_eq!(e.args, vec!["/bin/bash", "-c", "make"]);
+    assert_eq!(e.network, NetworkMode::Host);
+    assert_eq!(
+        history(&p).last().map(String::as_str),
+        Some("RUN /bin/bash -c make # buildkit")
+    );
+}
+
+#[test]
+fn build_args_reach_run_env_and_history() {
+    let mut o = opts();
+    o.build_args.insert("V".into(), "cli".into());
+    let p = build_plan("FROM scratch\nARG V=default\nRUN echo $V\n", &o).expect("plan");
+    let Op::Exec(e) = root_op(&p) else { panic!("an exec") };
+    assert!(e.env.contains(&"V=cli".to_string()));
+    assert_eq!(history(&p)[1], "RUN |1 V=cli /bin/sh -c echo $V # buildkit");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
+fn unused_build_args_are_reported() {
+    let mut o = opts();
+    o.build_args.insert("NOPE".into(), "1".into());
+    o.build_args.insert("HTTP_PROXY".into(), "x".into());
+    let p = build_plan("FROM scratch\n", &o).expect("plan");
+    assert_eq!(p.warnings.len(), 1);
+    assert_eq!(p.warnings[0].message, "One or more build-args [NOPE] were not consumed");
+}
+
+#[test]
+fn target_selects_stage_case_insensitively() {
+    let mut o = opts();
+    o.target = Some("Build".into());
+    let p = build_plan("FROM scratch AS build\nENV X=1\nFROM scratch\nENV Y=2\n", &o).expect("plan");
+    assert_eq!(p.target_stage, "build");
+    assert_eq!(history(&p), vec!["ENV X=1"]);
+}
+
+#[test]
+fn descriptions_number_layer_steps() {
+    let p = plan("FROM scratch AS a\nWORKDIR /x\nCOPY f .\nFROM a\nWORKDIR /\n");
+    let mut d: Vec<String> = p
+        .definition
+        .nodes
+        .values()
+        .filter(|n| !n.meta.hidden)
+        .map(|n| n.meta.description.clone())
+        .collect();
+    d.sort();
+    assert_eq!(d, vec!["[a 1/2] WORKDIR /x", "[a 2/2] COPY f ."]);
+    // WORKDIR / makes no layer but is still a history entry.
+    assert_eq!(p.image.history.last().map(|h| h.empty_layer), Some(true));
+}
+
+#[test]
+fn errors_name_line_and_source() {
+    let e = build_plan("FROM scratch\n\nCOPPY a /\n", &opts()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Dockerfile:3: unknown instruction \"COPPY\" (did you mean \"COPY\"?)"
+    );
+    assert_eq!(e.line(), Some(3));
+    assert_eq!(e.source_line(), Some("COPPY a /"));
+    let e = build_plan("FROM scratch\nADD http://x/y /\n", &opts()).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::RemoteSourceUnsupported { .. }));
+    let e = build_plan("", &opts()).unwrap_err();
+    assert_eq!(e.line(), None);
+}
+
+#[test]
+fn copy_heredoc_writes_a_file() {
+    let p = plan("FROM scratch\nCOPY <<EOF /a.txt\nhi\nEOF\n");
+    let Op::File(f) = root_op(&p) else { panic!("a copy") };
+    let FileAction::Copy(c) = &f.actions[0] else {
+        panic!("a copy")
+    };
+    assert_eq!(
+        (c.src.as_str(), c.dest.as_str(), c.dest_is_dir),
+        ("/EOF", "/a.txt", false)
+    );
+    assert_eq!(history(&p), vec!["COPY <<EOF /a.txt # buildkit"]);
+}
+
+#[test]
+fn label_option_applies_last() {
+    let mut o = opts();
+    o.labels.insert("k".into(), "cli".into());
+    let p = build_plan("FROM scratch\nLABEL k=file\n", &o).expect("plan");
+    assert_eq!(p.image.config.labels.get("k").map(String::as_str), Some("cli"));
+}
