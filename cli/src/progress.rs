@@ -70,6 +70,9 @@ impl Progress for Renderer {
                     Event::Log { vertex, elapsed, line } => {
                         serde_json::json!({"vertex": vertex, "event": "log", "elapsed": elapsed.as_secs_f64(), "line": line})
                     }
+                    Event::Status { vertex, line } => {
+                        serde_json::json!({"vertex": vertex, "event": "status", "line": line})
+                    }
                     Event::Cached { vertex, name } => {
                         serde_json::json!({"vertex": vertex, "event": "cached", "name": name})
                     }
@@ -85,6 +88,7 @@ impl Progress for Renderer {
             _ => match &e {
                 Event::Started { vertex, name } => writeln!(out, "#{vertex} {name}"),
                 Event::Log { vertex, elapsed, line } => writeln!(out, "#{vertex} {:.3} {line}", elapsed.as_secs_f64()),
+                Event::Status { vertex, line } => writeln!(out, "#{vertex} {line}"),
                 Event::Cached { vertex, name } => writeln!(out, "#{vertex} {name}\n#{vertex} CACHED\n"),
                 Event::Done { vertex, elapsed } => writeln!(out, "#{vertex} DONE {}\n", Self::secs(*elapsed)),
                 Event::Error { vertex, message } => writeln!(out, "#{vertex} ERROR: {message}\n"),

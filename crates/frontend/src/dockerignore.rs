@@ -77,7 +77,10 @@ enum Tok {
     /// `?`: one char but `/`.
     One,
     /// `[...]`, matched like a Go regexp class (may match `/`).
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
     /// `**` (with its following `/` eaten): `(.*/)?`.
     DirStar,
     /// `**` at the end: `.*`.
@@ -293,7 +296,11 @@ impl PatternMatcher {
         }
         let dir = clean(rel_dir);
         let dir_parts: Vec<&str> = dir.split('/').collect();
-        !self.patterns.iter().filter(|p| p.exclusion).any(|p| could_match_below(&p.text, &dir_parts))
+        !self
+            .patterns
+            .iter()
+            .filter(|p| p.exclusion)
+            .any(|p| could_match_below(&p.text, &dir_parts))
     }
 }
 
@@ -323,7 +330,10 @@ mod tests {
     #[test]
     fn reads_ignore_files_like_docker() {
         let text = "\u{feff}# comment\n\n  *.log  \n!  keep.log\n/abs/path\n./rel/../x\n #not a comment\n";
-        assert_eq!(parse_ignore_file(text), ["*.log", "!keep.log", "abs/path", "x", "#not a comment"]);
+        assert_eq!(
+            parse_ignore_file(text),
+            ["*.log", "!keep.log", "abs/path", "x", "#not a comment"]
+        );
     }
 
     #[test]
@@ -369,15 +379,28 @@ mod tests {
             (&["dir/*/"], "dir/sub/file", true),
         ];
         for (patterns, path, want) in cases {
-            assert_eq!(m(patterns).is_excluded(path), *want, "patterns {patterns:?} path {path:?}");
+            assert_eq!(
+                m(patterns).is_excluded(path),
+                *want,
+                "patterns {patterns:?} path {path:?}"
+            );
         }
     }
 
     #[test]
     fn bad_patterns_are_errors() {
-        assert_eq!(PatternMatcher::new(&["!".to_string()]).unwrap_err(), IgnoreError::EmptyExclusion);
-        assert!(matches!(PatternMatcher::new(&["a[".to_string()]), Err(IgnoreError::BadPattern(_))));
-        assert!(matches!(PatternMatcher::new(&["[^".to_string()]), Err(IgnoreError::BadPattern(_))));
+        assert_eq!(
+            PatternMatcher::new(&["!".to_string()]).unwrap_err(),
+            IgnoreError::EmptyExclusion
+        );
+        assert!(matches!(
+            PatternMatcher::new(&["a[".to_string()]),
+            Err(IgnoreError::BadPattern(_))
+        ));
+        assert!(matches!(
+            PatternMatcher::new(&["[^".to_string()]),
+            Err(IgnoreError::BadPattern(_))
+        ));
     }
 
     #[test]

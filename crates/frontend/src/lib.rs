@@ -20,5 +20,5 @@ pub use error::{ErrorKind, FrontendError};
 pub use lint::Warning;
 
 pub mod dockerignore;
-pub mod shell;
 pub mod pathmatch;
+pub mod shell;

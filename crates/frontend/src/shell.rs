@@ -85,14 +85,22 @@ impl Lexer {
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
         let mut sw = ShellWord::new(self.escape, word, env);
         let (value, _) = sw.process_stop_on(None, false)?;
-        Ok(Expanded { value, used: sw.used, unmatched: sw.unmatched })
+        Ok(Expanded {
+            value,
+            used: sw.used,
+            unmatched: sw.unmatched,
+        })
     }
 
     /// Expands and splits into words as BuildKit's ProcessWords does (EXPOSE, VOLUME…).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<ExpandedWords, ShellError> {
         let mut sw = ShellWord::new(self.escape, word, env);
         let (_, words) = sw.process_stop_on(None, false)?;
-        Ok(ExpandedWords { words, used: sw.used, unmatched: sw.unmatched })
+        Ok(ExpandedWords {
+            words,
+            used: sw.used,
+            unmatched: sw.unmatched,
+        })
     }
 }
 
@@ -312,7 +320,9 @@ impl<'a> ShellWord<'a> {
             _ => {}
         }
         let name = self.name();
-        let Some(mut c) = self.next() else { return Err(ShellError::MissingBrace) };
+        let Some(mut c) = self.next() else {
+            return Err(ShellError::MissingBrace);
+        };
         let mut modifier = c.to_string();
         match c {
             '}' => Ok(self.get_env(&name).unwrap_or_default()),
@@ -341,11 +351,19 @@ impl<'a> ShellWord<'a> {
                     '?' => match value {
                         None => Err(ShellError::Required {
                             name,
-                            message: if word.is_empty() { "is not allowed to be unset".into() } else { word },
+                            message: if word.is_empty() {
+                                "is not allowed to be unset".into()
+                            } else {
+                                word
+                            },
                         }),
                         Some(v) if null_is_unset && v.is_empty() => Err(ShellError::Required {
                             name,
-                            message: if word.is_empty() { "is not allowed to be empty".into() } else { word },
+                            message: if word.is_empty() {
+                                "is not allowed to be empty".into()
+                            } else {
+                                word
+                            },
                         }),
                         Some(v) => Ok(v),
                     },
@@ -356,7 +374,11 @@ impl<'a> ShellWord<'a> {
                             None => (false, word),
                         };
                         let pat = Pattern::parse(&pat);
-                        Ok(if c == '#' { trim_prefix(&pat, &value, greedy) } else { trim_suffix(&pat, &value, greedy) })
+                        Ok(if c == '#' {
+                            trim_prefix(&pat, &value, greedy)
+                        } else {
+                            trim_suffix(&pat, &value, greedy)
+                        })
                     }
                 }
             }
@@ -505,7 +527,9 @@ fn trim_prefix(p: &Pattern, value: &str, greedy: bool) -> String {
 fn trim_suffix(p: &Pattern, value: &str, greedy: bool) -> String {
     let s: Vec<char> = value.chars().collect();
     // Suffix starting positions whose remainder the pattern matches entirely.
-    let starts: Vec<usize> = (0..=s.len()).filter(|&i| p.match_lengths(&s[i..]).contains(&(s.len() - i))).collect();
+    let starts: Vec<usize> = (0..=s.len())
+        .filter(|&i| p.match_lengths(&s[i..]).contains(&(s.len() - i)))
+        .collect();
     // Shortest suffix = latest start; longest = earliest.
     let start = if greedy { starts.first() } else { starts.last() };
     match start {
@@ -520,7 +544,7 @@ fn replace(p: &Pattern, value: &str, replacement: &str, all: bool) -> String {
     let mut i = 0;
     let mut replaced = false;
     while i <= s.len() {
-        if !(all || !replaced) {
+        if !all && replaced {
             break;
         }
         match p.match_lengths(&s[i..]).last().copied() {
@@ -574,9 +598,18 @@ mod tests {
     #[test]
     fn required_variables_name_themselves() {
         let l = Lexer::new('\\');
-        assert_eq!(l.expand_word("${B:?must be set}", &env()).unwrap_err().to_string(), "B: must be set");
-        assert_eq!(l.expand_word("${B?}", &env()).unwrap_err().to_string(), "B: is not allowed to be unset");
-        assert_eq!(l.expand_word("${EMPTY:?}", &env()).unwrap_err().to_string(), "EMPTY: is not allowed to be empty");
+        assert_eq!(
+            l.expand_word("${B:?must be set}", &env()).unwrap_err().to_string(),
+            "B: must be set"
+        );
+        assert_eq!(
+            l.expand_word("${B?}", &env()).unwrap_err().to_string(),
+            "B: is not allowed to be unset"
+        );
+        assert_eq!(
+            l.expand_word("${EMPTY:?}", &env()).unwrap_err().to_string(),
+            "EMPTY: is not allowed to be empty"
+        );
         assert_eq!(l.expand_word("${EMPTY?}", &env()).unwrap().value, "");
     }
 
@@ -584,13 +617,28 @@ mod tests {
     fn pattern_substitutions() {
         let l = Lexer::new('\\');
         let e = env();
-        assert_eq!(l.expand_word("${PATHY#*/}", &e).unwrap().value, "usr/local/bin/tool.tar.gz");
+        assert_eq!(
+            l.expand_word("${PATHY#*/}", &e).unwrap().value,
+            "usr/local/bin/tool.tar.gz"
+        );
         assert_eq!(l.expand_word("${PATHY##*/}", &e).unwrap().value, "tool.tar.gz");
-        assert_eq!(l.expand_word("${PATHY%.*}", &e).unwrap().value, "/usr/local/bin/tool.tar");
+        assert_eq!(
+            l.expand_word("${PATHY%.*}", &e).unwrap().value,
+            "/usr/local/bin/tool.tar"
+        );
         assert_eq!(l.expand_word("${PATHY%%.*}", &e).unwrap().value, "/usr/local/bin/tool");
-        assert_eq!(l.expand_word("${PATHY/o/0}", &e).unwrap().value, "/usr/l0cal/bin/tool.tar.gz");
-        assert_eq!(l.expand_word("${PATHY//o/0}", &e).unwrap().value, "/usr/l0cal/bin/t00l.tar.gz");
-        assert_eq!(l.expand_word("${PATHY//[a-c]/_}", &e).unwrap().value, "/usr/lo__l/_in/tool.t_r.gz");
+        assert_eq!(
+            l.expand_word("${PATHY/o/0}", &e).unwrap().value,
+            "/usr/l0cal/bin/tool.tar.gz"
+        );
+        assert_eq!(
+            l.expand_word("${PATHY//o/0}", &e).unwrap().value,
+            "/usr/l0cal/bin/t00l.tar.gz"
+        );
+        assert_eq!(
+            l.expand_word("${PATHY//[a-c]/_}", &e).unwrap().value,
+            "/usr/lo__l/_in/tool.t_r.gz"
+        );
     }
 
     #[test]
@@ -602,7 +650,21 @@ mod tests {
     #[test]
     fn never_panics_on_odd_input() {
         let l = Lexer::new('\\');
-        for w in ["${", "${A", "${A:", "${A/", "${A//x", "$", "\\", "\"\\", "'", "${A:-${B", "${#}", "${A:#x}", "é$Aé${A%é}"] {
+        for w in [
+            "${",
+            "${A",
+            "${A:",
+            "${A/",
+            "${A//x",
+            "$",
+            "\\",
+            "\"\\",
+            "'",
+            "${A:-${B",
+            "${#}",
+            "${A:#x}",
+            "é$Aé${A%é}",
+        ] {
             let _ = l.expand_word(w, &env());
             let _ = l.expand_words(w, &env());
         }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use kiln_frontend::shell::Lexer;
 
 fn vectors(name: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/buildkit/shell-vectors").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/conformance/buildkit/shell-vectors")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("conformance vectors `{}` are missing: {e}", p.display()))
 }
 
@@ -44,7 +46,12 @@ fn env_var_vectors() {
         }
     }
     assert!(ran > 100, "only {ran} vectors ran");
-    assert!(failures.is_empty(), "{} of {ran} envVarTest vectors fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} envVarTest vectors fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -62,7 +69,9 @@ fn words_vectors() {
             e.insert(k.to_string(), v.to_string());
             continue;
         }
-        let (input, expected) = line.split_once('|').unwrap_or_else(|| panic!("line {}: malformed", n + 1));
+        let (input, expected) = line
+            .split_once('|')
+            .unwrap_or_else(|| panic!("line {}: malformed", n + 1));
         let input = input.trim();
         let expected = expected.trim_start();
         ran += 1;
@@ -77,5 +86,10 @@ fn words_vectors() {
         }
     }
     assert!(ran > 20, "only {ran} vectors ran");
-    assert!(failures.is_empty(), "{} of {ran} wordsTest vectors fail:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} wordsTest vectors fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -20,6 +20,11 @@ pub enum Event {
         elapsed: Duration,
         line: String,
     },
+    /// A status line of the vertex itself (no timestamp), e.g. `exporting layers done`.
+    Status {
+        vertex: u32,
+        line: String,
+    },
     Cached {
         vertex: u32,
         name: String,

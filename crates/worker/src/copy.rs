@@ -285,12 +285,13 @@ impl<'a> FileWriter<'a> {
             names.sort_by_key(|e| e.file_name());
             for e in names {
                 let child_rel = rel.join(e.file_name());
-                if is_ignored(src, &child_rel) {
-                    if src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
-                        || !e.file_type().is_ok_and(|t| t.is_dir())
-                    {
-                        continue;
-                    }
+                // An ignored file is skipped; an ignored directory only when no `!`
+                // pattern can re-include something below it.
+                if is_ignored(src, &child_rel)
+                    && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
+                        || !e.file_type().is_ok_and(|t| t.is_dir()))
+                {
+                    continue;
                 }
                 self.copy_entry(
                     src,

@@ -112,7 +112,7 @@ impl Worker {
         }
     }
 
-    fn file(&self, op: &kiln_graph::FileOp, node: &Node, inputs: &[Value]) -> Result<Value, WorkerError> {
+    fn file(&self, op: &kiln_graph::FileOp, inputs: &[Value]) -> Result<Value, WorkerError> {
         let parent: Vec<Layer> = match op.base {
             None => Vec::new(),
             Some(i) => match inputs.get(i as usize) {
@@ -128,6 +128,7 @@ impl Worker {
         let mut writer = copy::FileWriter::new(&mut snap, self.privileged, self.epoch);
         // Stage sources are unpacked trees; keep them alive for the whole op.
         let mut stage_trees: BTreeMap<u32, Option<PathBuf>> = BTreeMap::new();
+        let mut empty: Option<tempfile::TempDir> = None;
         for action in &op.actions {
             match action {
                 FileAction::Copy(c) => {
@@ -150,18 +151,24 @@ impl Worker {
                             writer.copy(c, &src)?;
                         }
                         Value::Fs(layers) => {
-                            if !stage_trees.contains_key(&c.input) {
-                                stage_trees.insert(c.input, self.snapshots.merged(layers)?);
-                            }
-                            let empty = tempfile_empty_dir(&self.root)?;
-                            let tree = stage_trees[&c.input]
-                                .clone()
-                                .unwrap_or_else(|| empty.path().to_path_buf());
-                            let label = source_label(node, c.input);
+                            let tree = match stage_trees.entry(c.input) {
+                                std::collections::btree_map::Entry::Occupied(e) => e.get().clone(),
+                                std::collections::btree_map::Entry::Vacant(e) => {
+                                    e.insert(self.snapshots.merged(layers)?).clone()
+                                }
+                            };
+                            // An empty stage (scratch) is an empty tree.
+                            let tree = match tree {
+                                Some(t) => t,
+                                None => empty
+                                    .get_or_insert(tempfile_empty_dir(&self.root)?)
+                                    .path()
+                                    .to_path_buf(),
+                            };
                             let src = copy::SourceTree {
                                 root: &tree,
                                 ignore: None,
-                                label,
+                                label: "the `--from` source".to_string(),
                                 keep_owner: true,
                             };
                             writer.copy(c, &src)?;
@@ -183,11 +190,6 @@ impl Worker {
         layers.push(layer);
         Ok(Value::Fs(Arc::new(layers)))
     }
-}
-
-fn source_label(node: &Node, input: u32) -> String {
-    let _ = (node, input);
-    "the source stage".to_string()
 }
 
 fn tempfile_empty_dir(root: &KilnRoot) -> Result<tempfile::TempDir, WorkerError> {
@@ -213,7 +215,7 @@ impl OpRunner for Worker {
     ) -> Result<Value, WorkerError> {
         match &node.op {
             Op::Source(s) => self.source(s),
-            Op::File(f) => self.file(f, node, &inputs),
+            Op::File(f) => self.file(f, &inputs),
             Op::Exec(_) => Err(WorkerError::Unsupported("RUN".to_string())),
         }
     }

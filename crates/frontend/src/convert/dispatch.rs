@@ -25,7 +25,8 @@ use crate::syntax::{Command, HealthTest, Instruction, InstructionKind, RunInstr}
 
 use super::plan::{Cmd, Plan};
 use super::state::{
-    clean_path, display_expand, go_duration, go_list, go_quote_list, parse_chown, uppercase_cmd, StageState, Tracker,
+    clean_path, display_expand, go_duration, go_list, go_quote_list, go_quote_rune, parse_chown, uppercase_cmd,
+    StageState, Tracker,
 };
 use super::Converter;
 
@@ -219,14 +220,16 @@ impl Converter<'_> {
                         }
                     }
                 };
+                // BuildKit formats the config with Go's `%q`: a pointer to a struct prints
+                // as `&{...}`, strings and durations quoted, the retry count as a rune.
                 let created_by = format!(
-                    "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
-                    go_list(&hc.test),
+                    "HEALTHCHECK &{{{} \"{}\" \"{}\" \"{}\" \"{}\" {}}}",
+                    go_quote_list(&hc.test),
                     go_duration(hc.interval),
                     go_duration(hc.timeout),
                     go_duration(hc.start_period),
                     go_duration(hc.start_interval),
-                    hc.retries
+                    go_quote_rune(hc.retries)
                 );
                 st.image.config.healthcheck = Some(hc);
                 commit(st, created_by, false);

@@ -184,6 +184,25 @@ pub fn go_quote_list(v: &[String]) -> String {
     format!("[{}]", q.join(" "))
 }
 
+/// Go's `%q` of an integer: a quoted rune literal (`'\x03'`, `'A'`).
+pub fn go_quote_rune(v: i32) -> String {
+    match u32::try_from(v).ok().and_then(char::from_u32) {
+        Some('\'') => "'\\''".to_string(),
+        Some('\\') => "'\\\\'".to_string(),
+        Some('\x07') => "'\\a'".to_string(),
+        Some('\x08') => "'\\b'".to_string(),
+        Some('\x0c') => "'\\f'".to_string(),
+        Some('\n') => "'\\n'".to_string(),
+        Some('\r') => "'\\r'".to_string(),
+        Some('\t') => "'\\t'".to_string(),
+        Some('\x0b') => "'\\v'".to_string(),
+        Some(c) if (c as u32) < 0x20 || c as u32 == 0x7f => format!("'\\x{:02x}'", c as u32),
+        Some(c) if c.is_control() => format!("'\\u{:04x}'", c as u32),
+        Some(c) => format!("'{c}'"),
+        None => "'\\ufffd'".to_string(),
+    }
+}
+
 /// Go's `%v` of a `[]string`: `[a b]`.
 pub fn go_list(v: &[String]) -> String {
     format!("[{}]", v.join(" "))
