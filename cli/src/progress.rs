@@ -47,9 +47,8 @@ impl Renderer {
             name: name.to_string(),
         });
         for l in lines {
-            self.event(Event::Log {
+            self.event(Event::Status {
                 vertex,
-                elapsed,
                 line: l.clone(),
             });
         }
