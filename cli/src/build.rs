@@ -268,9 +268,16 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
     let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
     let mut locals = BTreeMap::new();
-    if let Some(c) = &inputs.context {
-        locals.insert("context".to_string(), c.clone());
-    }
+    // With `-` there is no context: COPY sees an empty one, as with `docker build -`.
+    let empty_context = tempfile::Builder::new()
+        .prefix("empty-context-")
+        .tempdir_in(root.tmp_dir())
+        .context("cannot create an empty build context")?;
+    let context_dir = inputs
+        .context
+        .clone()
+        .unwrap_or_else(|| empty_context.path().to_path_buf());
+    locals.insert("context".to_string(), context_dir);
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?;
     let result = solver
         .solve(&plan.definition, &worker)

@@ -165,3 +165,28 @@ fn store_commands_name_unknown_images() {
         assert!(err.contains("no image `nope:1`"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn stdin_dockerfile_has_an_empty_context() {
+    let (k, _c) = seeded();
+    let out = k.with_stdin(&["build", "-q", "-"], "FROM scratch\nCOPY a.txt /\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("a.txt") && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dockerfile_from_stdin() {
+    let (k, c) = seeded();
+    let out = k.with_stdin(
+        &["build", "-q", "-f", "-", c.path().to_str().unwrap()],
+        "FROM scratch\nCOPY a.txt /x\n",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = k.with_stdin(&["build", "-q", "-"], "FROM scratch\nENV A=1\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sha256:"));
+}

@@ -110,6 +110,26 @@ impl Kiln {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Runs `kiln ARGS` with `input` on stdin.
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kiln");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("kiln output")
+    }
+
     /// A listing of every file under the root with its size, for before/after checks
     /// (temp files excluded: they are private to a running build).
     pub fn snapshot_store(&self) -> Vec<(String, u64)> {
