@@ -77,10 +77,7 @@ enum Tok {
     /// `?`: one char but `/`.
     One,
     /// `[...]`, matched like a Go regexp class (may match `/`).
-    Class {
-        negated: bool,
-        items: Vec<(char, char)>,
-    },
+    Class(pathmatch::Class),
     /// `**` (with its following `/` eaten): `(.*/)?`.
     DirStar,
     /// `**` at the end: `.*`.
@@ -137,8 +134,9 @@ impl Pattern {
                     }
                 }
                 '[' => {
-                    let (tok, next) = class(&c, i).ok_or_else(|| IgnoreError::BadPattern(raw.to_string()))?;
-                    toks.push(tok);
+                    let (cls, next) =
+                        pathmatch::parse_class(&c, i, false).ok_or_else(|| IgnoreError::BadPattern(raw.to_string()))?;
+                    toks.push(Tok::Class(cls));
                     i = next;
                     continue;
                 }
@@ -178,11 +176,9 @@ impl Pattern {
                             next[j] = true;
                         }
                     }
-                    Tok::Class { negated, items } => {
-                        if let Some(ch) = s.get(i) {
-                            if items.iter().any(|(lo, hi)| lo <= ch && ch <= hi) != *negated {
-                                next[i + 1] = true;
-                            }
+                    Tok::Class(cls) => {
+                        if s.get(i).is_some_and(|ch| cls.matches(*ch)) {
+                            next[i + 1] = true;
                         }
                     }
                     Tok::DirStar => {
@@ -199,41 +195,6 @@ impl Pattern {
             cur = next;
         }
         cur[s.len()]
-    }
-}
-
-fn class(c: &[char], start: usize) -> Option<(Tok, usize)> {
-    let mut i = start + 1;
-    let negated = c.get(i) == Some(&'^');
-    if negated {
-        i += 1;
-    }
-    let mut items = Vec::new();
-    let mut first = true;
-    loop {
-        let ch = *c.get(i)?;
-        if ch == ']' && !first {
-            return Some((Tok::Class { negated, items }, i + 1));
-        }
-        first = false;
-        let lo = if ch == '\\' {
-            i += 1;
-            *c.get(i)?
-        } else {
-            ch
-        };
-        i += 1;
-        if c.get(i) == Some(&'-') && c.get(i + 1).is_some_and(|x| *x != ']') {
-            let mut hi = c[i + 1];
-            i += 2;
-            if hi == '\\' {
-                hi = *c.get(i)?;
-                i += 1;
-            }
-            items.push((lo, hi));
-        } else {
-            items.push((lo, lo));
-        }
     }
 }
 

@@ -90,21 +90,34 @@ fn validate(p: &[char]) -> Option<()> {
     Some(())
 }
 
-/// Matches `c` against the class starting at `p[start] == '['`; returns the result and
-/// the index after `]`.
-fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+/// Class is a parsed `[...]` character class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Class {
+    pub negated: bool,
+    pub items: Vec<(char, char)>,
+}
+
+impl Class {
+    pub(crate) fn matches(&self, c: char) -> bool {
+        self.items.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != self.negated
+    }
+}
+
+/// Parses the class starting at `p[start] == '['`: ranges, `\` escapes, `^` negation
+/// (and `!` when `bang`, as shell patterns allow). Returns the class and the index
+/// after `]`, or `None` when it is not closed.
+pub(crate) fn parse_class(p: &[char], start: usize, bang: bool) -> Option<(Class, usize)> {
     let mut i = start + 1;
-    let negated = matches!(p.get(i), Some('^') | Some('!'));
+    let negated = p.get(i) == Some(&'^') || (bang && p.get(i) == Some(&'!'));
     if negated {
         i += 1;
     }
-    let mut matched = false;
+    let mut items = Vec::new();
     let mut first = true;
     loop {
         let ch = *p.get(i)?;
         if ch == ']' && !first {
-            i += 1;
-            break;
+            return Some((Class { negated, items }, i + 1));
         }
         first = false;
         let lo = if ch == '\\' {
@@ -124,11 +137,13 @@ fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
             }
             i += 1;
         }
-        if lo <= c && c <= hi {
-            matched = true;
-        }
+        items.push((lo, hi));
     }
-    Some((matched != negated, i))
+}
+
+fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
+    let (cls, next) = parse_class(p, start, false)?;
+    Some((cls.matches(c), next))
 }
 
 #[cfg(test)]
@@ -150,6 +165,8 @@ mod tests {
             ("ab[e-g]", "abc", Some(false)),
             ("ab[^c]", "abc", Some(false)),
             ("ab[^b-d]", "abe", Some(true)),
+            ("ab[!c]", "abc", Some(true)),
+            ("ab[!c]", "abd", Some(false)),
             ("a\\*b", "a*b", Some(true)),
             ("a\\*b", "ab", Some(false)),
             ("a?b", "a☺b", Some(true)),

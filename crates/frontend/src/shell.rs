@@ -410,7 +410,7 @@ enum Tok {
     Lit(char),
     Any,
     One,
-    Class { negated: bool, items: Vec<(char, char)> },
+    Class(crate::pathmatch::Class),
 }
 
 struct Pattern(Vec<Tok>);
@@ -428,9 +428,9 @@ impl Pattern {
                     i += 1;
                     toks.push(Tok::Lit(c[i]));
                 }
-                '[' => match parse_class(&c, i) {
-                    Some((tok, next)) => {
-                        toks.push(tok);
+                '[' => match crate::pathmatch::parse_class(&c, i, true) {
+                    Some((cls, next)) => {
+                        toks.push(Tok::Class(cls));
                         i = next;
                         continue;
                     }
@@ -467,12 +467,9 @@ impl Pattern {
                             next[i + 1] = true
                         }
                     }
-                    Tok::Class { negated, items } => {
-                        if let Some(ch) = s.get(i) {
-                            let hit = items.iter().any(|(lo, hi)| lo <= ch && ch <= hi);
-                            if hit != *negated {
-                                next[i + 1] = true
-                            }
+                    Tok::Class(cls) => {
+                        if s.get(i).is_some_and(|ch| cls.matches(*ch)) {
+                            next[i + 1] = true
                         }
                     }
                 }
@@ -480,37 +477,6 @@ impl Pattern {
             cur = next;
         }
         (0..=s.len()).filter(|i| cur[*i]).collect()
-    }
-}
-
-fn parse_class(c: &[char], start: usize) -> Option<(Tok, usize)> {
-    let mut i = start + 1;
-    let negated = matches!(c.get(i), Some('!') | Some('^'));
-    if negated {
-        i += 1;
-    }
-    let mut items = Vec::new();
-    let mut first = true;
-    loop {
-        let ch = *c.get(i)?;
-        if ch == ']' && !first {
-            return Some((Tok::Class { negated, items }, i + 1));
-        }
-        first = false;
-        let lo = if ch == '\\' {
-            i += 1;
-            *c.get(i)?
-        } else {
-            ch
-        };
-        i += 1;
-        if c.get(i) == Some(&'-') && c.get(i + 1).is_some_and(|x| *x != ']') {
-            let hi = c[i + 1];
-            items.push((lo, hi));
-            i += 2;
-        } else {
-            items.push((lo, lo));
-        }
     }
 }
 

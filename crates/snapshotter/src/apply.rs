@@ -216,7 +216,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
 }
 
 /// Sets atime and mtime of `path` (not following symlinks).
-pub(crate) fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+pub fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
     let t = Timespec {
         tv_sec: mtime,
         tv_nsec: 0,

@@ -8,7 +8,7 @@ pub mod layer;
 mod snapshots;
 pub mod tarw;
 
-pub use apply::{apply_tar, resolve_in_root, ApplyOptions, ApplyReport};
+pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
 pub use error::SnapshotError;
 pub use layer::{write_layer, Compression, Layer};
 pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};

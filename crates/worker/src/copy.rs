@@ -14,8 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_graph::{ChownOpt, CopyAction, UserSpec};
-use kiln_snapshotter::{resolve_in_root, ActiveSnapshot};
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use kiln_snapshotter::{resolve_in_root, set_mtime, ActiveSnapshot};
 
 use crate::{users, WorkerError};
 use kiln_frontend::pathmatch as glob;
@@ -422,23 +421,6 @@ fn remove_existing(p: &Path) -> Result<(), WorkerError> {
         Ok(_) => std::fs::remove_file(p).map_err(io_err(p)),
         Err(_) => Ok(()),
     }
-}
-
-fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
-    let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        CWD,
-        path,
-        &Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(io::Error::from)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError {

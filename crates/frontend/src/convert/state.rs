@@ -251,29 +251,7 @@ pub fn go_duration(ns: i64) -> String {
 }
 
 /// Go's `path.Clean`.
-pub fn clean_path(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+pub use crate::dockerignore::clean as clean_path;
 
 /// Resolves `p` against `dir` as BuildKit's `NormalizePath` does; `keep_slash` keeps
 /// a trailing `/` (or `/.`) that says "a directory".
