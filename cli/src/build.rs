@@ -252,6 +252,8 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         build_platform: host,
         labels,
         ignore_patterns: inputs.ignore.clone(),
+        // Registry pulls arrive with the base-image work; until then FROM <image> fails in the solve.
+        resolver: None,
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1);

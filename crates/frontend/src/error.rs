@@ -225,6 +225,8 @@ pub enum ErrorKind {
         #[source]
         source: ReferenceError,
     },
+    #[error("cannot resolve image `{reference}`: {reason}")]
+    ResolveImage { reference: String, reason: String },
     #[error("invalid platform `{value}`: expected `os/arch[/variant]`")]
     InvalidPlatform { value: String },
     #[error(

@@ -29,6 +29,23 @@ use crate::syntax::{self, Instruction};
 use plan::{Base, Plan};
 use state::{EnvList, StageState, DEFAULT_PATH};
 
+/// ImageResolver looks up a base image's config while lowering (BuildKit's "resolve
+/// image config" step). The frontend defines it and the worker implements it over the
+/// registry and the local store, so the frontend stays free of I/O.
+pub trait ImageResolver: std::fmt::Debug + Send + Sync {
+    /// The config of `reference` (normalised) for `platform`, and the reference pinned
+    /// to the digest that was resolved. The error is shown after the Dockerfile line.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+/// ResolvedImage is a base image's config and its pinned reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// e.g. `docker.io/library/alpine:3.20@sha256:…`; the source op uses it.
+    pub reference: String,
+    pub config: ImageConfig,
+}
+
 /// BuildOptions are the inputs of a build besides the Dockerfile text.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -46,6 +63,9 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     /// `.dockerignore` patterns (cleaned), excluded from the build context.
     pub ignore_patterns: Vec<String>,
+    /// Looks up base images' configs; without one, a stage `FROM` an image starts
+    /// from an empty config.
+    pub resolver: Option<std::sync::Arc<dyn ImageResolver>>,
 }
 
 impl BuildOptions {
@@ -59,6 +79,7 @@ impl BuildOptions {
             build_platform: Platform::host(),
             labels: BTreeMap::new(),
             ignore_patterns: Vec::new(),
+            resolver: None,
         }
     }
 }
@@ -276,6 +297,8 @@ impl Converter<'_> {
                 new_state(display, fs, self.opts.platform.clone(), image)
             }
             Base::Image(reference) => {
+                let resolved = plan.resolved.get(&i);
+                let reference = resolved.map(|r| &r.reference).unwrap_or(reference);
                 let description =
                     state::prefix_command(&display, 1, stage.cmd_total, false, &format!("FROM {reference}"));
                 let fs = self.def.add(
@@ -290,7 +313,19 @@ impl Converter<'_> {
                         hidden: false,
                     },
                 );
-                new_state(display, fs, platform.clone(), empty_image(&platform))
+                let image = match resolved {
+                    // The base's config and history carry over; its layers come back
+                    // from the solve, and its triggers were queued by the plan.
+                    Some(r) => {
+                        let mut image = r.config.clone();
+                        image.rootfs = Default::default();
+                        image.created = None;
+                        image.config.on_build = None;
+                        image
+                    }
+                    None => empty_image(&platform),
+                };
+                new_state(display, fs, platform.clone(), image)
             }
         };
         st.cmd_total = stage.cmd_total;

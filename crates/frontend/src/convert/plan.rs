@@ -92,6 +92,8 @@ pub struct Plan {
     /// Stages plus images named by `COPY --from` (BuildKit counts both to decide
     /// whether descriptions carry a stage name).
     pub state_count: usize,
+    /// Base images resolved through `BuildOptions::resolver`, by stage index.
+    pub resolved: std::collections::BTreeMap<usize, super::ResolvedImage>,
 }
 
 fn at(i: &Instruction, kind: ErrorKind) -> SyntaxError {
@@ -232,18 +234,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             onbuild: false,
             from: None,
         }));
-        let steps = commands
-            .iter()
-            .filter(|cmd| {
-                matches!(
-                    cmd.instr.kind,
-                    InstructionKind::Run(_)
-                        | InstructionKind::Copy(_)
-                        | InstructionKind::Add(_)
-                        | InstructionKind::Workdir(_)
-                )
-            })
-            .count();
+        let steps = commands.iter().filter(|cmd| is_step(&cmd.instr)).count();
         stages.push(StagePlan {
             from: from_i.clone(),
             name: fi.name.clone(),
@@ -325,12 +316,51 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             stack.extend(deps(&stages[n]));
         }
     }
+    // Resolve the base images of the stages that are built (and only those), and queue
+    // their ONBUILD triggers first, as BuildKit does.
+    let mut resolved = std::collections::BTreeMap::new();
+    if let Some(resolver) = c.opts.resolver.clone() {
+        for &i in &reachable {
+            let stage = &mut stages[i];
+            let Base::Image(reference) = &stage.base else { continue };
+            let platform = stage.platform.clone().unwrap_or_else(|| c.opts.platform.clone());
+            let r = resolver.resolve(reference, &platform).map_err(|reason| {
+                at(
+                    &stage.from,
+                    ErrorKind::ResolveImage {
+                        reference: reference.clone(),
+                        reason,
+                    },
+                )
+            })?;
+            let mut triggers = Vec::new();
+            for t in r.config.config.on_build.iter().flatten() {
+                triggers.push(Cmd {
+                    instr: parse_trigger(t, &stage.from)?,
+                    onbuild: true,
+                    from: None,
+                });
+            }
+            stage.cmd_total += triggers.iter().filter(|c| is_step(&c.instr)).count();
+            stage.commands.splice(0..0, triggers);
+            resolved.insert(i, r);
+        }
+    }
     Ok(Plan {
         stages,
         target,
         reachable,
         state_count,
+        resolved,
     })
+}
+
+/// Whether an instruction is a numbered step in descriptions (`[2/5] COPY …`).
+fn is_step(i: &Instruction) -> bool {
+    matches!(
+        i.kind,
+        InstructionKind::Run(_) | InstructionKind::Copy(_) | InstructionKind::Add(_) | InstructionKind::Workdir(_)
+    )
 }
 
 /// Resolves a `COPY --from` value to a stage or an image.

@@ -166,3 +166,96 @@ fn label_option_applies_last() {
     let p = build_plan("FROM scratch\nLABEL k=file\n", &o).expect("plan");
     assert_eq!(p.image.config.labels.get("k").map(String::as_str), Some("cli"));
 }
+
+/// A resolver with one known image, counting what it was asked for.
+#[derive(Debug, Default)]
+struct FakeResolver {
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+impl super::ImageResolver for FakeResolver {
+    fn resolve(&self, reference: &str, _: &Platform) -> Result<super::ResolvedImage, String> {
+        self.asked.lock().unwrap().push(reference.to_string());
+        if reference != "docker.io/library/base:1" {
+            return Err("manifest unknown (HTTP 404)".to_string());
+        }
+        let mut config = kiln_image::ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            created: Some("2024-01-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        config.config.env = vec!["PATH=/opt/bin:/usr/bin".into(), "BASE=1".into()];
+        config.config.working_dir = Some("/srv".into());
+        config.config.user = Some("app".into());
+        config.config.cmd = Some(vec!["serve".into()]);
+        config.config.on_build = Some(vec!["ENV TRIGGERED=yes".into(), "WORKDIR sub".into()]);
+        config.history = vec![kiln_image::History {
+            created: Some("2024-01-01T00:00:00Z".into()),
+            created_by: Some("base layer".into()),
+            ..Default::default()
+        }];
+        config.rootfs.diff_ids = vec![kiln_image::Digest::of(b"layer")];
+        let pinned = format!("{reference}@{}", kiln_image::Digest::of(b"manifest"));
+        Ok(super::ResolvedImage {
+            reference: pinned,
+            config,
+        })
+    }
+}
+
+fn plan_with(df: &str, resolver: &std::sync::Arc<FakeResolver>) -> Result<BuildPlan, crate::FrontendError> {
+    let mut o = opts();
+    o.resolver = Some(resolver.clone());
+    build_plan(df, &o)
+}
+
+#[test]
+fn image_base_inherits_config_and_runs_its_onbuild_triggers() {
+    // BuildKit: the base config (Env, WorkingDir, User, Cmd, history) carries over, the
+    // base's ONBUILD triggers run before the stage's own instructions and are cleared
+    // from the new image, and the image source is pinned to the resolved digest.
+    let r = std::sync::Arc::new(FakeResolver::default());
+    let p = plan_with("FROM base:1\nENV OWN=1\n", &r).unwrap();
+    let c = &p.image.config;
+    assert_eq!(c.env, ["PATH=/opt/bin:/usr/bin", "BASE=1", "TRIGGERED=yes", "OWN=1"]);
+    assert_eq!(c.working_dir.as_deref(), Some("/srv/sub"));
+    assert_eq!(c.user.as_deref(), Some("app"));
+    assert_eq!(c.cmd.as_deref(), Some(&["serve".to_string()][..]));
+    assert_eq!(c.on_build, None);
+    assert!(p.image.rootfs.diff_ids.is_empty(), "layers come from the solve");
+    assert_eq!(p.image.created, None);
+    assert_eq!(
+        history(&p),
+        ["base layer", "ENV TRIGGERED=yes", "WORKDIR /srv/sub", "ENV OWN=1"]
+    );
+    let sources: Vec<&String> = p
+        .definition
+        .nodes
+        .values()
+        .filter_map(|n| match &n.op {
+            Op::Source(SourceOp::Image { reference, .. }) => Some(reference),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources.len(), 1);
+    assert!(
+        sources[0].starts_with("docker.io/library/base:1@sha256:"),
+        "{}",
+        sources[0]
+    );
+}
+
+#[test]
+fn only_needed_stages_are_resolved_and_failures_name_the_line() {
+    let r = std::sync::Arc::new(FakeResolver::default());
+    plan_with("FROM unused:9 AS other\nFROM base:1\nENV A=1\n", &r).unwrap();
+    assert_eq!(*r.asked.lock().unwrap(), ["docker.io/library/base:1"]);
+    let err = plan_with("FROM scratch\nFROM missing:2\n", &r).unwrap_err();
+    assert_eq!(err.line(), Some(2));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Dockerfile:2") && msg.contains("missing:2") && msg.contains("HTTP 404"),
+        "{msg}"
+    );
+}
