@@ -52,6 +52,9 @@ pub struct BuildArgs {
     /// Target platform (only the host platform can be built so far).
     #[arg(long)]
     platform: Option<String>,
+    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
 }
 
 /// Snippet is a Dockerfile error shown with the offending line, as BuildKit does.
@@ -243,6 +246,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         None => None,
     };
     let inputs = read_inputs(&a)?;
+    let registry = std::sync::Arc::new(kiln_registry::Client::new(a.insecure_registries.clone()));
     let t0 = Instant::now();
     let opts = kiln_frontend::BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -252,8 +256,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         build_platform: host,
         labels,
         ignore_patterns: inputs.ignore.clone(),
-        // Registry pulls arrive with the base-image work; until then FROM <image> fails in the solve.
-        resolver: None,
+        resolver: Some(std::sync::Arc::new(kiln_worker::RegistryResolver {
+            client: registry.clone(),
+        })),
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1);
@@ -280,7 +285,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
-    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?;
+    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?.with_registry(registry);
     let result = solver
         .solve(&plan.definition, &worker)
         .map_err(|e| solve_error(&inputs, e))?;

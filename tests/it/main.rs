@@ -6,5 +6,6 @@ mod docker;
 mod errors;
 mod exports;
 mod ignore;
+mod registry;
 mod scratch;
 mod store;

@@ -256,3 +256,62 @@ pub fn workspace_root() -> PathBuf {
         .canonicalize()
         .expect("workspace root")
 }
+
+/// Registry is Debian's `docker-registry` serving a temp directory on a loopback port,
+/// stopped when dropped.
+pub struct Registry {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+}
+
+impl Registry {
+    /// Starts a registry if `docker-registry` is installed; `None` (or a strict-mode
+    /// panic) otherwise.
+    pub fn start() -> Option<Registry> {
+        if !require(which("docker-registry").is_some(), "`docker-registry` is not installed") {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-registry-")
+            .tempdir()
+            .expect("temp dir");
+        // Find a free port: bind to 0, read it, release it for the registry.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
+        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let me = Registry { child, _dir: dir, host };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&me.host).is_ok() {
+                return Some(me);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not listen on {} within 30s", me.host);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

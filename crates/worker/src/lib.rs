@@ -60,6 +60,31 @@ pub enum WorkerError {
     Snapshot(#[from] kiln_snapshotter::SnapshotError),
     #[error(transparent)]
     Store(#[from] kiln_cache::CacheError),
+    #[error(transparent)]
+    Registry(#[from] kiln_registry::RegistryError),
+}
+
+/// RegistryResolver answers the frontend's base-image questions from a registry.
+#[derive(Debug)]
+pub struct RegistryResolver {
+    pub client: Arc<kiln_registry::Client>,
+}
+
+impl kiln_frontend::ImageResolver for RegistryResolver {
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &kiln_image::Platform,
+    ) -> Result<kiln_frontend::ResolvedImage, String> {
+        let r = kiln_image::Reference::parse(reference).map_err(|e| e.to_string())?;
+        let resolved = self.client.resolve(&r, platform).map_err(|e| e.to_string())?;
+        let config: kiln_image::ImageConfig = serde_json::from_slice(&resolved.config_bytes)
+            .map_err(|e| format!("image config `{}` is malformed: {e}", resolved.parsed.config.digest))?;
+        Ok(kiln_frontend::ResolvedImage {
+            reference: resolved.pinned.to_string(),
+            config,
+        })
+    }
 }
 
 /// Worker executes ops against a kiln root.
@@ -70,6 +95,7 @@ pub struct Worker {
     privileged: bool,
     epoch: i64,
     compression: Compression,
+    registry: Option<Arc<kiln_registry::Client>>,
 }
 
 impl Worker {
@@ -83,7 +109,14 @@ impl Worker {
             privileged: rustix::process::geteuid().is_root(),
             epoch,
             compression: Compression::Gzip,
+            registry: None,
         })
+    }
+
+    /// Lets the worker pull base images through `client`.
+    pub fn with_registry(mut self, client: Arc<kiln_registry::Client>) -> Self {
+        self.registry = Some(client);
+        self
     }
 
     /// The snapshots this worker uses.
@@ -106,10 +139,47 @@ impl Worker {
                     ignore: Arc::new(ignore),
                 })
             }
-            SourceOp::Image { reference, .. } => Err(WorkerError::Unsupported(format!(
-                "pulling base image `{reference}` (only `FROM scratch` and earlier stages can be built so far)"
-            ))),
+            SourceOp::Image { reference, platform } => self.pull(reference, platform),
         }
+    }
+
+    /// Pulls a base image: resolves the platform's manifest, fetches every missing
+    /// layer into the content store (digest-verified), and returns its layer chain.
+    fn pull(&self, reference: &str, platform: &kiln_image::Platform) -> Result<Value, WorkerError> {
+        let Some(client) = &self.registry else {
+            return Err(WorkerError::Unsupported(format!(
+                "pulling base image `{reference}` without a registry client"
+            )));
+        };
+        let r = kiln_image::Reference::parse(reference).map_err(|e| WorkerError::Malformed(e.to_string()))?;
+        let resolved = client.resolve(&r, platform)?;
+        let config: kiln_image::ImageConfig = serde_json::from_slice(&resolved.config_bytes)
+            .map_err(|e| WorkerError::Malformed(format!("image config of `{reference}`: {e}")))?;
+        let m = &resolved.parsed;
+        if config.rootfs.diff_ids.len() != m.layers.len() {
+            return Err(WorkerError::Malformed(format!(
+                "`{reference}` has {} layers but its config lists {} diff ids",
+                m.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let content = self.root.content();
+        let mut layers = Vec::with_capacity(m.layers.len());
+        for (desc, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+            client.fetch_blob(&r, desc, &content)?;
+            // Same bytes, OCI name: the images kiln writes are OCI manifests.
+            let media_type = match desc.media_type.as_str() {
+                kiln_image::media_types::DOCKER_LAYER_GZIP => kiln_image::media_types::OCI_LAYER_GZIP,
+                kiln_image::media_types::DOCKER_LAYER_TAR => kiln_image::media_types::OCI_LAYER_TAR,
+                other => other,
+            };
+            let blob = kiln_image::Descriptor::new(media_type, desc.digest.clone(), desc.size);
+            layers.push(Layer {
+                diff_id: diff_id.clone(),
+                blob,
+            });
+        }
+        Ok(Value::Fs(Arc::new(layers)))
     }
 
     fn file(&self, op: &kiln_graph::FileOp, inputs: &[Value]) -> Result<Value, WorkerError> {

@@ -1,0 +1,113 @@
+//! The registry auth flows: `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
+//! answered with a token from the realm, or `Basic` with stored credentials.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kiln_image::Reference;
+
+/// Auth remembers the Authorization header per registry and repository.
+#[derive(Debug, Default)]
+pub struct Auth {
+    headers: Mutex<HashMap<String, String>>,
+}
+
+fn key(r: &Reference) -> String {
+    r.repository()
+}
+
+/// Parses `Bearer realm="…",service="…"` into its scheme and parameters.
+fn parse_challenge(c: &str) -> (String, HashMap<String, String>) {
+    let (scheme, rest) = c.trim().split_once(' ').unwrap_or((c.trim(), ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else { break };
+        let k = k.trim().trim_start_matches(',').trim().to_lowercase();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            match q.find('"') {
+                Some(end) => (&q[..end], &q[end + 1..]),
+                None => (q, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.insert(k, v.to_string());
+        rest = next.trim_start_matches(',').trim();
+    }
+    (scheme.to_lowercase(), params)
+}
+
+impl Auth {
+    pub fn header(&self, r: &Reference) -> Option<String> {
+        self.headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key(r))
+            .cloned()
+    }
+
+    /// Answers a challenge; anonymous unless credentials are configured.
+    pub fn login(&self, agent: &ureq::Agent, r: &Reference, challenge: &str) -> Result<(), String> {
+        let (scheme, params) = parse_challenge(challenge);
+        match scheme.as_str() {
+            "bearer" => {
+                let realm = params
+                    .get("realm")
+                    .ok_or("the registry's auth challenge has no realm")?;
+                let scope = params
+                    .get("scope")
+                    .cloned()
+                    .unwrap_or_else(|| format!("repository:{}:pull", r.path()));
+                let mut req = agent.get(realm.as_str()).query("scope", &scope);
+                if let Some(s) = params.get("service") {
+                    req = req.query("service", s);
+                }
+                let mut resp = req
+                    .call()
+                    .map_err(|e| format!("cannot get a token from `{realm}`: {e}"))?;
+                if resp.status().as_u16() != 200 {
+                    return Err(format!(
+                        "token request to `{realm}` was refused (HTTP {})",
+                        resp.status().as_u16()
+                    ));
+                }
+                let body = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| format!("bad token response: {e}"))?;
+                let token = v["token"]
+                    .as_str()
+                    .or(v["access_token"].as_str())
+                    .ok_or("token response has no token")?;
+                self.headers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key(r), format!("Bearer {token}"));
+                Ok(())
+            }
+            _ => Err("unauthorized: authentication required (no credentials configured)".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_challenge;
+
+    #[test]
+    fn parses_bearer_challenges() {
+        let (s, p) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p["realm"], "https://auth.example/token");
+        assert_eq!(p["service"], "registry.example");
+        assert_eq!(p["scope"], "repository:a/b:pull");
+        let (s, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(s, "basic");
+        assert_eq!(p["realm"], "Registry Realm");
+    }
+}

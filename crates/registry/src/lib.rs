@@ -1,0 +1,391 @@
+//! kiln-registry pulls images from OCI/Docker registries (distribution API v2):
+//! manifests and indexes by tag or digest, the platform's entry of an index, and blobs
+//! streamed into the content store with their digest verified, with the bearer-token
+//! and basic auth flows and retries with backoff.
+//!
+//! A blocking client (ureq) rather than oci-client over tokio: the worker is
+//! synchronous, every call streams, and retries and resumable `Range` requests stay
+//! in our hands (see docs/dev/architecture.md).
+
+mod auth;
+
+use std::io::{self, Read, Write};
+use std::time::Duration;
+
+use kiln_cache::{CacheError, ContentStore};
+use kiln_image::{media_types, Descriptor, Digest, Index, Manifest, Platform, Reference};
+
+use auth::Auth;
+
+/// RegistryError is a failed registry operation, naming the reference.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("`{reference}`: {message} (HTTP {status})")]
+    Status {
+        reference: String,
+        status: u16,
+        message: String,
+    },
+    #[error("`{reference}`: cannot reach the registry: {message}")]
+    Transport { reference: String, message: String },
+    #[error("`{reference}`: no manifest for platform `{platform}` (the image has {available})")]
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
+    #[error("`{reference}`: malformed {what}: {message}")]
+    Malformed {
+        reference: String,
+        what: &'static str,
+        message: String,
+    },
+    #[error("`{reference}`: unsupported manifest media type `{media_type}`")]
+    MediaType { reference: String, media_type: String },
+    #[error("`{reference}`: blob `{digest}` failed verification")]
+    Digest { reference: String, digest: Digest },
+    #[error(transparent)]
+    Store(#[from] CacheError),
+}
+
+/// Resolved is an image manifest chosen for a platform, with its config.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The reference pinned to the manifest digest (the index's, when there is one).
+    pub pinned: Reference,
+    /// The platform manifest's descriptor.
+    pub manifest: Descriptor,
+    pub manifest_bytes: Vec<u8>,
+    pub parsed: Manifest,
+    pub config_bytes: Vec<u8>,
+}
+
+/// Client talks to registries.
+#[derive(Debug)]
+pub struct Client {
+    agent: ureq::Agent,
+    insecure: Vec<String>,
+    auth: Auth,
+}
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+const ATTEMPTS: u32 = 5;
+
+impl Client {
+    /// A client; hosts in `insecure` (and loopback hosts) are reached over plain HTTP.
+    pub fn new(insecure: Vec<String>) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent("kiln")
+            .build()
+            .into();
+        Client {
+            agent,
+            insecure,
+            auth: Auth::default(),
+        }
+    }
+
+    fn base_url(&self, r: &Reference) -> String {
+        let host = r.domain();
+        let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let plain = name == "localhost"
+            || name.starts_with("127.")
+            || name == "[::1]"
+            || self.insecure.iter().any(|i| i == host || i == name);
+        let api_host = if host == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            host
+        };
+        format!("{}://{api_host}/v2/{}", if plain { "http" } else { "https" }, r.path())
+    }
+
+    /// Sends a GET with auth and retries; returns the response for any final status.
+    fn get(
+        &self,
+        r: &Reference,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<u64>,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let mut delay = Duration::from_millis(200);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            let mut req = self.agent.get(url);
+            if let Some(a) = accept {
+                req = req.header("Accept", a);
+            }
+            if let Some(from) = range {
+                req = req.header("Range", format!("bytes={from}-"));
+            }
+            if let Some(h) = self.auth.header(r) {
+                req = req.header("Authorization", h);
+            }
+            match req.call() {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 401 && attempt == 0 {
+                        let challenge = resp
+                            .headers()
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        if let Some(c) = challenge {
+                            self.auth
+                                .login(&self.agent, r, &c)
+                                .map_err(|message| RegistryError::Status {
+                                    reference: r.to_string(),
+                                    status: 401,
+                                    message,
+                                })?;
+                            continue;
+                        }
+                    }
+                    if status == 429 || status >= 500 {
+                        last = format!("HTTP {status}");
+                    } else {
+                        return Ok(resp);
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if attempt + 1 < ATTEMPTS {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+        }
+        Err(RegistryError::Transport {
+            reference: r.to_string(),
+            message: format!("{last} after {ATTEMPTS} attempts"),
+        })
+    }
+
+    fn fail(r: &Reference, resp: &mut ureq::http::Response<ureq::Body>) -> RegistryError {
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        // Registries explain themselves in {"errors":[{"code","message"}]}.
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| match status {
+                401 => "unauthorized: authentication required".to_string(),
+                403 => "denied".to_string(),
+                404 => "not found".to_string(),
+                _ => "request failed".to_string(),
+            });
+        RegistryError::Status {
+            reference: r.to_string(),
+            status,
+            message,
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest; returns (media type, bytes, digest).
+    fn manifest(&self, r: &Reference, reference: &str) -> Result<(String, Vec<u8>, Digest), RegistryError> {
+        let url = format!("{}/manifests/{reference}", self.base_url(r));
+        let mut resp = self.get(r, &url, Some(ACCEPT), None)?;
+        if resp.status().as_u16() != 200 {
+            return Err(Self::fail(r, &mut resp));
+        }
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
+            .unwrap_or_default();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(8 << 20)
+            .read_to_vec()
+            .map_err(|e| RegistryError::Transport {
+                reference: r.to_string(),
+                message: e.to_string(),
+            })?;
+        let digest = Digest::of(&bytes);
+        if let Ok(expected) = reference.parse::<Digest>() {
+            if expected != digest {
+                return Err(RegistryError::Digest {
+                    reference: r.to_string(),
+                    digest: expected,
+                });
+            }
+        }
+        Ok((media_type, bytes, digest))
+    }
+
+    /// Resolves `r` for `platform`: follows an index to the platform's manifest and
+    /// fetches the config.
+    pub fn resolve(&self, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+        let first = match r.digest() {
+            Some(d) => d.to_string(),
+            None => r.tag().unwrap_or("latest").to_string(),
+        };
+        let (mut media_type, mut bytes, top_digest) = self.manifest(r, &first)?;
+        let malformed = |what, e: serde_json::Error| RegistryError::Malformed {
+            reference: r.to_string(),
+            what,
+            message: e.to_string(),
+        };
+        let sniffed = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| malformed("manifest", e))?;
+        if media_type.is_empty() || media_type == "application/json" {
+            media_type = sniffed["mediaType"].as_str().map(str::to_string).unwrap_or_else(|| {
+                if sniffed.get("manifests").is_some() {
+                    media_types::OCI_INDEX.to_string()
+                } else {
+                    media_types::OCI_MANIFEST.to_string()
+                }
+            });
+        }
+        let mut manifest_digest = top_digest.clone();
+        if media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST {
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| malformed("index", e))?;
+            let chosen = choose(&index, platform).ok_or_else(|| RegistryError::NoPlatform {
+                reference: r.to_string(),
+                platform: platform.to_string(),
+                available: available(&index),
+            })?;
+            let (mt, b, d) = self.manifest(r, &chosen.digest.to_string())?;
+            media_type = if mt.is_empty() || mt == "application/json" {
+                chosen.media_type.clone()
+            } else {
+                mt
+            };
+            bytes = b;
+            manifest_digest = d;
+        }
+        if media_type != media_types::OCI_MANIFEST && media_type != media_types::DOCKER_MANIFEST {
+            return Err(RegistryError::MediaType {
+                reference: r.to_string(),
+                media_type,
+            });
+        }
+        let parsed: Manifest = serde_json::from_slice(&bytes).map_err(|e| malformed("manifest", e))?;
+        let mut config_bytes = Vec::new();
+        self.read_blob(r, &parsed.config, &mut config_bytes)?;
+        // Pinned like BuildKit shows it: the tag kept for reading, the digest for meaning.
+        let pinned_text = match r.tag() {
+            Some(t) => format!("{}:{t}@{top_digest}", r.repository()),
+            None => format!("{}@{top_digest}", r.repository()),
+        };
+        let pinned = Reference::parse(&pinned_text).map_err(|e| RegistryError::Malformed {
+            reference: r.to_string(),
+            what: "reference",
+            message: e.to_string(),
+        })?;
+        Ok(Resolved {
+            pinned,
+            manifest: Descriptor::new(media_type, manifest_digest, bytes.len() as u64),
+            manifest_bytes: bytes,
+            parsed,
+            config_bytes,
+        })
+    }
+
+    /// Streams a blob into `out`, verifying size and digest; resumes with `Range`
+    /// after a dropped connection.
+    fn read_blob(&self, r: &Reference, d: &Descriptor, out: &mut dyn Write) -> Result<(), RegistryError> {
+        let url = format!("{}/blobs/{}", self.base_url(r), d.digest);
+        let mut hashing = kiln_image::Sha256Writer::new(out);
+        let mut resumes = 0;
+        loop {
+            let offset = hashing.written();
+            let mut resp = self.get(r, &url, None, (offset > 0).then_some(offset))?;
+            let status = resp.status().as_u16();
+            if !(status == 200 && offset == 0 || status == 206) {
+                return Err(Self::fail(r, &mut resp));
+            }
+            let mut reader = resp.body_mut().as_reader();
+            let copied = copy_limited(&mut reader, &mut hashing, d.size - offset);
+            match copied {
+                Ok(()) => break,
+                Err(e) if resumes < ATTEMPTS && e.kind() != io::ErrorKind::InvalidData => {
+                    resumes += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Transport {
+                        reference: r.to_string(),
+                        message: format!("blob `{}`: {e}", d.digest),
+                    })
+                }
+            }
+        }
+        let (digest, size, _) = hashing.finish();
+        if digest != d.digest || size != d.size {
+            return Err(RegistryError::Digest {
+                reference: r.to_string(),
+                digest: d.digest.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes the blob present in `store`, downloading it if missing.
+    pub fn fetch_blob(&self, r: &Reference, d: &Descriptor, store: &ContentStore) -> Result<(), RegistryError> {
+        if store.has(&d.digest) {
+            return Ok(());
+        }
+        let mut w = io::BufWriter::with_capacity(1 << 20, store.writer()?);
+        self.read_blob(r, d, &mut w)?;
+        let w = w.into_inner().map_err(|e| RegistryError::Transport {
+            reference: r.to_string(),
+            message: e.to_string(),
+        })?;
+        // The temp file is removed on error; nothing half-written is stored.
+        w.commit(Some(&d.digest))?;
+        Ok(())
+    }
+}
+
+/// Copies exactly `n` bytes; more or fewer is an error.
+fn copy_limited(from: &mut dyn Read, to: &mut dyn Write, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut from.take(n), to)?;
+    if copied < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("connection closed after {copied} of {n} bytes"),
+        ));
+    }
+    let mut extra = [0u8; 1];
+    if from.read(&mut extra)? > 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "blob is larger than its descriptor says",
+        ));
+    }
+    Ok(())
+}
+
+/// Picks the index entry for `platform` (variant must match when both name one).
+fn choose<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
+    let fits = |d: &&Descriptor| {
+        d.platform.as_ref().is_some_and(|p| {
+            p.os == platform.os
+                && p.architecture == platform.architecture
+                && (platform.variant.is_none() || p.variant.is_none() || p.variant == platform.variant)
+        })
+    };
+    index
+        .manifests
+        .iter()
+        .find(|d| fits(d) && d.platform.as_ref().and_then(|p| p.variant.clone()) == platform.variant)
+        .or_else(|| index.manifests.iter().find(fits))
+}
+
+fn available(index: &Index) -> String {
+    let list: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+        .collect();
+    if list.is_empty() {
+        "no platform entries".to_string()
+    } else {
+        list.join(", ")
+    }
+}

@@ -1,0 +1,139 @@
+//! Base images from a real registry (Debian's docker-registry on loopback). The base is
+//! made here: busybox-static's binary COPY'd FROM scratch by kiln, pushed with skopeo.
+
+use std::process::Command;
+
+use crate::common::*;
+use kiln_testkit::Registry;
+
+/// Builds the busybox base with kiln and pushes it to `reg` as `busybox:1`.
+fn push_busybox(k: &Kiln, reg: &Registry) -> Option<String> {
+    if !require(
+        std::path::Path::new("/bin/busybox").is_file(),
+        "busybox-static (/bin/busybox) is not installed",
+    ) || !require_tool("skopeo")
+    {
+        return None;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ctx.path().join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("bin/busybox")).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY bin/ /bin/\nENV BASE=busybox\nCMD [\"/bin/busybox\", \"sh\"]\n",
+    )
+    .unwrap();
+    let archive = ctx.path().join("busybox.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let dest = format!("docker://{}/busybox:1", reg.host);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(&dest),
+    );
+    Some(dest)
+}
+
+#[test]
+fn from_registry_image_adds_one_layer() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    let Some(base) = push_busybox(&k, &reg) else { return };
+    let base_info = json(&run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &base,
+    ])));
+
+    let ctx = context(&[
+        ("a.txt", "hello"),
+        (
+            "Dockerfile",
+            &format!("FROM {}/busybox:1\nENV OWN=1\nCOPY a.txt /a.txt\n", reg.host),
+        ),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("app.tar");
+    let fresh = kiln();
+    let log = run(fresh
+        .cmd()
+        .args([
+            "build",
+            "--progress=plain",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+        ])
+        .arg(ctx.path()));
+    let stderr = String::from_utf8_lossy(&log.stderr);
+    assert!(log.status.success(), "{stderr}");
+    // The base is pinned to the digest it resolved to, as BuildKit shows it.
+    assert!(
+        stderr.contains(&format!("FROM {}/busybox:1@sha256:", reg.host)),
+        "{stderr}"
+    );
+    let info = skopeo_inspect(&format!("oci-archive:{}", archive.display()), false).unwrap();
+    let base_layers = base_info["Layers"].as_array().unwrap();
+    let layers = info["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), base_layers.len() + 1, "the base's layers plus one");
+    assert_eq!(
+        &layers[..base_layers.len()],
+        &base_layers[..],
+        "base layers by the same digests"
+    );
+    let cfg = skopeo_inspect(&format!("oci-archive:{}", archive.display()), true).unwrap();
+    let env: Vec<&str> = cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"BASE=busybox") && env.contains(&"OWN=1"),
+        "base config inherited: {env:?}"
+    );
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/busybox", "sh"]));
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), layers.len());
+    // Every blob in the root's content store matches its digest.
+    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
+        let p = entry.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        assert_eq!(
+            p.file_name().unwrap().to_str().unwrap(),
+            hex,
+            "blob {} is corrupt",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn registry_errors_name_the_reference() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    let ctx = context(&[("Dockerfile", &format!("FROM {}/nothing:here\n", reg.host))]);
+    let err = k.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:1") && err.contains("nothing:here") && err.contains("404"),
+        "{err}"
+    );
+    // A registry that is not there: one clear error after the retries.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ctx = context(&[("Dockerfile", &format!("FROM 127.0.0.1:{port}/gone:1\n"))]);
+    let err = k.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}/gone:1")) && err.contains("cannot reach"),
+        "{err}"
+    );
+}
