@@ -1,26 +1,47 @@
-//! .dockerignore with Docker's semantics (moby/patternmatcher and its ignore-file
-//! reader): patterns anchored at the context root, Go `filepath.Match` globs where `*`
-//! and `?` never cross `/`, `**` for any number of directories, `!` to re-include,
-//! the last matching pattern wins, and a pattern matching a directory excludes
-//! everything below it.
+//! .dockerignore with Docker's semantics: moby/patternmatcher's `ignorefile.ReadAll`
+//! and `PatternMatcher`, applied the way BuildKit's context walker (tonistiigi/fsutil)
+//! applies them. Patterns are anchored at the context root; `*` and `?` never cross
+//! `/`; `**` spans directories; `!` re-includes; the last matching pattern wins; a
+//! pattern matching a directory excludes everything below it.
+//!
+//! Like patternmatcher, each pattern is an exact string, a prefix (`dir/**`), a suffix
+//! (`**/name`, note `**name` then matches any path ending in `name`) or a Go regexp
+//! built from the glob, in which `[...]`, `\x` and `^` keep their regexp meaning.
 
-use crate::pathmatch;
+mod regex;
+#[cfg(test)]
+mod tests;
+
+use self::regex::Regex;
+pub use self::regex::RegexError;
 
 /// IgnoreError is a pattern Docker would reject.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IgnoreError {
     #[error("illegal exclusion pattern: `!`")]
     EmptyExclusion,
-    #[error("syntax error in pattern `{0}`")]
-    BadPattern(String),
+    /// Go's `filepath.Match` rejects the pattern (e.g. an unterminated `[`).
+    #[error("syntax error in pattern `{pattern}`")]
+    BadPattern { pattern: String },
+    /// The pattern is a valid glob, but the regexp Docker builds from it is not; Docker
+    /// fails on it when matching ("syntax error in pattern"), kiln when compiling.
+    #[error("syntax error in pattern `{pattern}`: {source}")]
+    BadRegexp {
+        pattern: String,
+        #[source]
+        source: RegexError,
+    },
 }
 
-/// Reads an ignore file into cleaned patterns, in order.
+/// parse_ignore_file reads an ignore file into cleaned patterns, in order, as Docker's
+/// `ignorefile.ReadAll`: a BOM is dropped, lines starting with `#` are comments, lines
+/// are trimmed and empty ones dropped, and each pattern (after a `!`) is cleaned like
+/// `filepath.Clean` with a leading `/` removed.
 pub fn parse_ignore_file(text: &str) -> Vec<String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     for line in text.lines() {
-        // Comments only where the line starts with `#`, before trimming (as Docker).
+        // A comment only where the line starts with `#`, before trimming.
         if line.starts_with('#') {
             continue;
         }
@@ -41,7 +62,7 @@ pub fn parse_ignore_file(text: &str) -> Vec<String> {
     out
 }
 
-/// Go's `path.Clean` for slash paths.
+/// clean is Go's `path.Clean` for slash-separated paths.
 pub fn clean(p: &str) -> String {
     if p.is_empty() {
         return ".".into();
@@ -69,150 +90,255 @@ pub fn clean(p: &str) -> String {
     }
 }
 
+/// How one pattern matches, as patternmatcher decides it.
 #[derive(Debug, Clone)]
-enum Tok {
-    Lit(char),
-    /// `*`: any run without `/`.
-    Star,
-    /// `?`: one char but `/`.
-    One,
-    /// `[...]`, matched like a Go regexp class (may match `/`).
-    Class(pathmatch::Class),
-    /// `**` (with its following `/` eaten): `(.*/)?`.
-    DirStar,
-    /// `**` at the end: `.*`.
-    Rest,
+enum Kind {
+    /// The path equals the pattern.
+    Exact,
+    /// `dir/**` (no other wildcard before it): the path starts with `dir/`.
+    Prefix,
+    /// `**…` with nothing but literal characters after: the path ends with the rest.
+    Suffix,
+    Regexp(Regex),
 }
 
 #[derive(Debug, Clone)]
 struct Pattern {
+    /// The cleaned pattern, without its `!`.
     text: String,
     exclusion: bool,
-    toks: Vec<Tok>,
+    kind: Kind,
 }
 
 impl Pattern {
-    fn compile(raw: &str) -> Result<Pattern, IgnoreError> {
-        let mut p = raw.trim();
-        let exclusion = p.starts_with('!');
-        if exclusion {
-            p = &p[1..];
-            if p.is_empty() {
-                return Err(IgnoreError::EmptyExclusion);
+    /// Compiles one pattern as patternmatcher's `New` does; `None` for a blank one.
+    fn compile(raw: &str) -> Result<Option<Pattern>, IgnoreError> {
+        let p = raw.trim();
+        if p.is_empty() {
+            return Ok(None);
+        }
+        // Docker cleans before looking at `!`, so `!a/../b` is the pattern `b`.
+        let cleaned = clean(p);
+        let (exclusion, text) = match cleaned.strip_prefix('!') {
+            Some("") => return Err(IgnoreError::EmptyExclusion),
+            Some(rest) => (true, rest.to_string()),
+            None => (false, cleaned),
+        };
+        if !go_glob_is_valid(&text) {
+            return Err(IgnoreError::BadPattern {
+                pattern: raw.to_string(),
+            });
+        }
+        let kind = kind_of(&text).map_err(|source| IgnoreError::BadRegexp {
+            pattern: raw.to_string(),
+            source,
+        })?;
+        Ok(Some(Pattern { text, exclusion, kind }))
+    }
+
+    /// patternmatcher's `Pattern.match`.
+    fn matches(&self, path: &str) -> bool {
+        match &self.kind {
+            Kind::Exact => path == self.text,
+            Kind::Prefix => path.starts_with(self.text.strip_suffix("**").unwrap_or(&self.text)),
+            Kind::Suffix => {
+                let suffix = self.text.strip_prefix("**").unwrap_or(&self.text);
+                path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|s| path == s)
             }
+            Kind::Regexp(re) => re.is_match(path),
         }
-        let mut text = clean(p);
-        // The ignore-file reader strips a leading `/`; patterns given directly get the same.
-        if text.len() > 1 && text.starts_with('/') {
-            text.remove(0);
+    }
+}
+
+/// Characters patternmatcher escapes: regexp syntax with no meaning in a glob.
+fn should_escape(c: char) -> bool {
+    matches!(c, '.' | '+' | '(' | ')' | '|' | '{' | '}' | '$')
+}
+
+/// Decides the match kind and builds the regexp exactly as patternmatcher's `compile`.
+fn kind_of(text: &str) -> Result<Kind, RegexError> {
+    #[derive(PartialEq)]
+    enum T {
+        Exact,
+        Prefix,
+        Suffix,
+        Regexp,
+    }
+    let c: Vec<char> = text.chars().collect();
+    let mut re = String::from("^");
+    let mut ty = T::Exact;
+    let mut i = 0;
+    let mut first = true;
+    while i < c.len() {
+        let ch = c[i];
+        i += 1;
+        if ch == '*' && c.get(i) == Some(&'*') {
+            i += 1;
+            // `**/` is `**`.
+            if c.get(i) == Some(&'/') {
+                i += 1;
+            }
+            if i >= c.len() {
+                if ty == T::Exact {
+                    ty = T::Prefix;
+                } else {
+                    re.push_str(".*");
+                    ty = T::Regexp;
+                }
+            } else {
+                re.push_str("(.*/)?");
+                ty = T::Regexp;
+            }
+            if first {
+                ty = T::Suffix;
+            }
+        } else if ch == '*' {
+            re.push_str("[^/]*");
+            ty = T::Regexp;
+        } else if ch == '?' {
+            re.push_str("[^/]");
+            ty = T::Regexp;
+        } else if should_escape(ch) {
+            re.push('\\');
+            re.push(ch);
+        } else if ch == '\\' {
+            match c.get(i) {
+                Some(&n) => {
+                    re.push('\\');
+                    re.push(n);
+                    i += 1;
+                    ty = T::Regexp;
+                }
+                None => re.push('\\'),
+            }
+        } else if ch == '[' || ch == ']' {
+            re.push(ch);
+            ty = T::Regexp;
+        } else {
+            re.push(ch);
         }
-        // Docker validates with filepath.Match(pattern, ".").
-        if pathmatch::matches(&text, ".").is_none() {
-            return Err(IgnoreError::BadPattern(raw.to_string()));
+        first = false;
+    }
+    Ok(match ty {
+        T::Exact => Kind::Exact,
+        T::Prefix => Kind::Prefix,
+        T::Suffix => Kind::Suffix,
+        T::Regexp => {
+            re.push('$');
+            Kind::Regexp(Regex::compile(&re)?)
         }
-        let c: Vec<char> = text.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
+    })
+}
+
+/// Whether Go's `filepath.Match` accepts `pattern` (it checks every chunk between
+/// unbracketed stars, whatever the name).
+fn go_glob_is_valid(pattern: &str) -> bool {
+    let c: Vec<char> = pattern.chars().collect();
+    let mut i = 0;
+    while i < c.len() {
+        while c.get(i) == Some(&'*') {
+            i += 1;
+        }
+        // The chunk runs to the next `*` outside brackets; `\x` is skipped whole.
+        let start = i;
+        let mut in_range = false;
         while i < c.len() {
             match c[i] {
-                '*' if c.get(i + 1) == Some(&'*') => {
-                    i += 2;
-                    if c.get(i) == Some(&'/') {
-                        i += 1;
-                    }
-                    toks.push(if i >= c.len() { Tok::Rest } else { Tok::DirStar });
-                    continue;
-                }
-                '*' => toks.push(Tok::Star),
-                '?' => toks.push(Tok::One),
-                '\\' => {
-                    if let Some(n) = c.get(i + 1) {
-                        toks.push(Tok::Lit(*n));
-                        i += 1;
-                    } else {
-                        toks.push(Tok::Lit('\\'));
-                    }
-                }
-                '[' => {
-                    let (cls, next) =
-                        pathmatch::parse_class(&c, i, false).ok_or_else(|| IgnoreError::BadPattern(raw.to_string()))?;
-                    toks.push(Tok::Class(cls));
-                    i = next;
-                    continue;
-                }
-                ch => toks.push(Tok::Lit(ch)),
+                '\\' if i + 1 < c.len() => i += 1,
+                '[' => in_range = true,
+                ']' => in_range = false,
+                '*' if !in_range => break,
+                _ => {}
             }
             i += 1;
         }
-        Ok(Pattern { text, exclusion, toks })
+        if !go_chunk_is_valid(&c[start..i]) {
+            return false;
+        }
     }
+    true
+}
 
-    fn matches(&self, path: &str) -> bool {
-        let s: Vec<char> = path.chars().collect();
-        let mut cur = vec![false; s.len() + 1];
-        cur[0] = true;
-        for t in &self.toks {
-            let mut next = vec![false; s.len() + 1];
-            for i in 0..=s.len() {
-                if !cur[i] {
-                    continue;
+fn go_chunk_is_valid(c: &[char]) -> bool {
+    // One class bound (Go's getEsc): not `-` or `]`, `\x` allowed, and something must follow.
+    let bound = |i: usize| -> Option<usize> {
+        let mut j = i;
+        match c.get(j)? {
+            '-' | ']' => return None,
+            '\\' => j += 1,
+            _ => {}
+        }
+        c.get(j)?;
+        j += 1;
+        c.get(j)?;
+        Some(j)
+    };
+    let mut i = 0;
+    while i < c.len() {
+        match c[i] {
+            '[' => {
+                i += 1;
+                if c.get(i) == Some(&'^') {
+                    i += 1;
                 }
-                match t {
-                    Tok::Lit(c) => {
-                        if s.get(i) == Some(c) {
-                            next[i + 1] = true;
-                        }
+                let mut ranges = 0;
+                loop {
+                    if c.get(i) == Some(&']') && ranges > 0 {
+                        i += 1;
+                        break;
                     }
-                    Tok::One => {
-                        if s.get(i).is_some_and(|c| *c != '/') {
-                            next[i + 1] = true;
-                        }
+                    let Some(j) = bound(i) else { return false };
+                    i = j;
+                    if c[i] == '-' {
+                        let Some(j) = bound(i + 1) else { return false };
+                        i = j;
                     }
-                    Tok::Star => {
-                        next[i] = true;
-                        let mut j = i;
-                        while j < s.len() && s[j] != '/' {
-                            j += 1;
-                            next[j] = true;
-                        }
-                    }
-                    Tok::Class(cls) => {
-                        if s.get(i).is_some_and(|ch| cls.matches(*ch)) {
-                            next[i + 1] = true;
-                        }
-                    }
-                    Tok::DirStar => {
-                        next[i] = true;
-                        for j in i..s.len() {
-                            if s[j] == '/' {
-                                next[j + 1] = true;
-                            }
-                        }
-                    }
-                    Tok::Rest => next[i..].iter_mut().for_each(|x| *x = true),
+                    ranges += 1;
                 }
             }
-            cur = next;
+            '\\' => {
+                if i + 1 >= c.len() {
+                    return false;
+                }
+                i += 2;
+            }
+            _ => i += 1,
         }
-        cur[s.len()]
     }
+    true
 }
 
 /// PatternMatcher decides which context paths a .dockerignore excludes.
 #[derive(Debug, Clone, Default)]
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
+    /// Whether any pattern starts with `!`.
+    exclusions: bool,
+    /// Whether every `!` pattern, less a trailing `/**` or `/*`, is a plain path, so a
+    /// walk can tell from a directory's name alone that nothing below it comes back.
+    only_prefix_exceptions: bool,
 }
 
 impl PatternMatcher {
-    /// Compiles patterns (as from [`parse_ignore_file`]).
+    /// PatternMatcher::new compiles patterns (as from [`parse_ignore_file`]) the way
+    /// Docker's `patternmatcher.New` does: trimmed, cleaned, blank ones skipped.
     pub fn new(patterns: &[String]) -> Result<Self, IgnoreError> {
-        let patterns = patterns
+        let mut compiled = Vec::new();
+        for p in patterns {
+            if let Some(p) = Pattern::compile(p)? {
+                compiled.push(p);
+            }
+        }
+        let exclusions = compiled.iter().any(|p| p.exclusion);
+        let only_prefix_exceptions = compiled
             .iter()
-            .filter(|p| !p.trim().is_empty())
-            .map(|p| Pattern::compile(p))
-            .collect::<Result<_, _>>()?;
-        Ok(PatternMatcher { patterns })
+            .filter(|p| p.exclusion)
+            .all(|p| !without_trailing_glob(&p.text).contains(['*', '[', ']', '?', '^', '\\']));
+        Ok(PatternMatcher {
+            patterns: compiled,
+            exclusions,
+            only_prefix_exceptions,
+        })
     }
 
     /// Whether there are no patterns.
@@ -220,157 +346,100 @@ impl PatternMatcher {
         self.patterns.is_empty()
     }
 
-    /// Whether `rel_path` (slash-separated, relative to the context root) is excluded,
-    /// counting matches of its parent directories (Docker's MatchesOrParentMatches).
+    /// Whether `rel_path` (slash-separated, relative to the context root, no leading
+    /// "./" or "/") is excluded, taking parent-directory matches into account.
+    ///
+    /// This is what BuildKit's context walker computes: each directory on the way down
+    /// is matched using its parent's per-pattern results (`MatchesUsingParentResults`),
+    /// and a path below a directory the walker skips is excluded. It agrees with
+    /// [`PatternMatcher::matches_or_parent_matches`] except for a `!` pattern naming a
+    /// directory above an earlier excluded path (`a/b`, `!a` keeps `a/b` excluded).
     pub fn is_excluded(&self, rel_path: &str) -> bool {
+        let path = clean(rel_path);
+        let path = path.trim_start_matches('/');
+        if path.is_empty() || path == "." || self.patterns.is_empty() {
+            return false;
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut parent: Option<Vec<bool>> = None;
+        let mut excluded = false;
+        for k in 0..parts.len() {
+            let prefix = parts[..=k].join("/");
+            let (m, info) = self.matches_using_parent(&prefix, parent.as_deref());
+            if m && k + 1 < parts.len() && self.dir_skippable(&prefix) {
+                return true;
+            }
+            excluded = m;
+            parent = Some(info);
+        }
+        excluded
+    }
+
+    /// Whether a whole excluded directory can be skipped while walking: true only when
+    /// `rel_dir` is excluded and no `!` pattern could re-include anything below it
+    /// (BuildKit's walker: only when every `!` pattern is a plain path and none lies
+    /// below `rel_dir`).
+    pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
+        self.is_excluded(rel_dir) && self.dir_skippable(clean(rel_dir).trim_start_matches('/'))
+    }
+
+    /// Docker's `MatchesOrParentMatches` (the classic builder's rule): the path, or any
+    /// of its parent directories, matched pattern by pattern, the last match winning.
+    pub fn matches_or_parent_matches(&self, rel_path: &str) -> bool {
         let file = clean(rel_path);
-        let parent: Vec<&str> = match file.rfind('/') {
-            Some(i) => file[..i].split('/').collect(),
-            None => Vec::new(),
+        if file == "." {
+            return false;
+        }
+        self.matches_using_parent(&file, None).0
+    }
+
+    /// patternmatcher's `MatchesUsingParentResults`; with no parent results, parent
+    /// directories are matched directly as `MatchesOrParentMatches` does.
+    fn matches_using_parent(&self, file: &str, parent: Option<&[bool]>) -> (bool, Vec<bool>) {
+        let dirs: Vec<&str> = match file.rfind('/') {
+            Some(i) if parent.is_none() => file[..i].split('/').collect(),
+            _ => Vec::new(),
         };
         let mut matched = false;
-        for p in &self.patterns {
-            if p.exclusion != matched {
-                continue;
-            }
-            let mut m = p.matches(&file);
+        let mut info = vec![false; self.patterns.len()];
+        for (i, p) in self.patterns.iter().enumerate() {
+            let mut m = parent.and_then(|pm| pm.get(i).copied()).unwrap_or(false);
             if !m {
-                for i in 0..parent.len() {
-                    if p.matches(&parent[..=i].join("/")) {
-                        m = true;
-                        break;
-                    }
+                // An inclusion cannot change an excluded path, nor an exclusion an
+                // included one.
+                if p.exclusion != matched {
+                    continue;
                 }
+                m = p.matches(file) || (1..=dirs.len()).any(|n| p.matches(&dirs[..n].join("/")));
             }
+            info[i] = m;
             if m {
                 matched = !p.exclusion;
             }
         }
-        matched
+        (matched, info)
     }
 
-    /// Whether a walk may skip the whole directory `rel_dir`: it is excluded and no
-    /// `!` pattern could re-include anything below it.
-    pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
-        if !self.is_excluded(rel_dir) {
+    /// The walker's test for an excluded directory `dir`.
+    fn dir_skippable(&self, dir: &str) -> bool {
+        if !self.only_prefix_exceptions {
             return false;
         }
-        let dir = clean(rel_dir);
-        let dir_parts: Vec<&str> = dir.split('/').collect();
+        if !self.exclusions {
+            return true;
+        }
+        let dir_slash = format!("{dir}/");
         !self
             .patterns
             .iter()
             .filter(|p| p.exclusion)
-            .any(|p| could_match_below(&p.text, &dir_parts))
+            .any(|p| format!("{}/", without_trailing_glob(&p.text)).starts_with(&dir_slash))
     }
 }
 
-/// Whether pattern `pat` could match some path strictly below `dir`.
-fn could_match_below(pat: &str, dir: &[&str]) -> bool {
-    let parts: Vec<&str> = pat.split('/').collect();
-    for (i, d) in dir.iter().enumerate() {
-        let Some(p) = parts.get(i) else { return false };
-        if p.contains("**") {
-            return true;
-        }
-        if pathmatch::matches(p, d) != Some(true) {
-            return false;
-        }
-    }
-    parts.len() > dir.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn m(patterns: &[&str]) -> PatternMatcher {
-        PatternMatcher::new(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    }
-
-    #[test]
-    fn reads_ignore_files_like_docker() {
-        let text = "\u{feff}# comment\n\n  *.log  \n!  keep.log\n/abs/path\n./rel/../x\n #not a comment\n";
-        assert_eq!(
-            parse_ignore_file(text),
-            ["*.log", "!keep.log", "abs/path", "x", "#not a comment"]
-        );
-    }
-
-    #[test]
-    fn patternmatcher_cases() {
-        // (patterns, path, excluded)
-        let cases: &[(&[&str], &str, bool)] = &[
-            (&["*"], "fileutils.go", true),
-            (&["*.go"], "fileutils.go", true),
-            (&["*.go"], "dir/fileutils.go", false),
-            (&["**/*.go"], "dir/fileutils.go", true),
-            (&["**/*.go"], "fileutils.go", true),
-            (&["**"], "a/b/c", true),
-            (&["dir/**"], "dir/a/b", true),
-            (&["dir/**"], "dir", false),
-            (&["**/foo"], "a/b/foo", true),
-            (&["**/foo/**"], "a/foo/b", true),
-            (&["a/**/b"], "a/b", true),
-            (&["a/**/b"], "a/x/y/b", true),
-            (&["*/temp*"], "somedir/temporary.txt", true),
-            (&["*/temp*"], "temp", false),
-            (&["*/*/temp*"], "somedir/subdir/temporary.txt", true),
-            (&["temp?"], "temp1", true),
-            (&["temp?"], "temp12", false),
-            (&["temp?"], "temp/", false),
-            (&["docs"], "docs/file.txt", true),
-            (&["docs"], "docsfile", false),
-            (&["*.md", "!README*.md"], "README-x.md", false),
-            (&["*.md", "!README*.md"], "CHANGES.md", true),
-            (&["*.md", "!README*.md", "README-secret.md"], "README-secret.md", true),
-            (&["logs", "!logs/keep.txt"], "logs/keep.txt", false),
-            (&["logs", "!logs/keep.txt"], "logs/other.txt", true),
-            (&["a[b-d]c"], "acc", true),
-            (&["a[^b-d]c"], "acc", false),
-            (&["a[^b-d]c"], "axc", true),
-            (&["a\\*c"], "a*c", true),
-            (&["a\\*c"], "abc", false),
-            (&["/abs"], "abs", true),
-            (&["./dot"], "dot", true),
-            (&["a/../b"], "b", true),
-            (&["!x", "x"], "x", true),
-            (&["x", "!x"], "x", false),
-            (&["dir/*"], "dir/sub/file", true),
-            (&["dir/*/"], "dir/sub/file", true),
-        ];
-        for (patterns, path, want) in cases {
-            assert_eq!(
-                m(patterns).is_excluded(path),
-                *want,
-                "patterns {patterns:?} path {path:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_patterns_are_errors() {
-        assert_eq!(
-            PatternMatcher::new(&["!".to_string()]).unwrap_err(),
-            IgnoreError::EmptyExclusion
-        );
-        assert!(matches!(
-            PatternMatcher::new(&["a[".to_string()]),
-            Err(IgnoreError::BadPattern(_))
-        ));
-        assert!(matches!(
-            PatternMatcher::new(&["[^".to_string()]),
-            Err(IgnoreError::BadPattern(_))
-        ));
-    }
-
-    #[test]
-    fn skipping_directories() {
-        let p = m(&["logs", "!logs/keep.txt", "cache"]);
-        assert!(!p.can_skip_dir("logs"));
-        assert!(p.can_skip_dir("cache"));
-        assert!(!p.can_skip_dir("src"));
-        let p = m(&["vendor", "!**/LICENSE"]);
-        assert!(!p.can_skip_dir("vendor"));
-    }
+/// A pattern less one trailing `/**`, then one trailing `/*` (fsutil's
+/// `patternWithoutTrailingGlob`).
+fn without_trailing_glob(p: &str) -> &str {
+    let p = p.strip_suffix("/**").unwrap_or(p);
+    p.strip_suffix("/*").unwrap_or(p)
 }

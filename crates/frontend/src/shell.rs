@@ -2,8 +2,18 @@
 //! `$v`, `${v}`, `${v:-w}`, `${v-w}`, `${v:+w}`, `${v+w}`, `${v:?m}`, `${v?m}`,
 //! `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}`, `${v/p/r}`, `${v//p/r}`, quotes, escapes
 //! and word splitting. Kiln's own implementation, checked against BuildKit's vectors.
+//!
+//! Patterns follow BuildKit, not POSIX: `*` and `?` are the only wildcards (`[` is a
+//! literal), neither matches a newline, and `\` may only escape `*`, `?`, `\`, `}`, `/`.
+
+mod pattern;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use self::pattern::Pattern;
+
+/// Substitutions nested deeper than this are rejected instead of exhausting the stack.
+const MAX_DEPTH: usize = 128;
 
 /// Env looks up variables for expansion.
 pub trait Env {
@@ -31,16 +41,23 @@ impl Env for Vec<(String, String)> {
 }
 
 /// Lexer expands words with a given escape character (`\` or `` ` ``).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lexer {
     escape: char,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer::new('\\')
+    }
 }
 
 /// Expanded is one expanded word and the variables it referenced.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expanded {
+    /// The word with quotes removed and variables substituted.
     pub value: String,
-    /// Variables referenced (set or not).
+    /// Variables referenced, set or not.
     pub used: BTreeSet<String>,
     /// Variables referenced but not set.
     pub unmatched: BTreeSet<String>,
@@ -49,57 +66,79 @@ pub struct Expanded {
 /// ExpandedWords is an expansion split into words.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExpandedWords {
+    /// The words, split on unquoted white space after substitution.
     pub words: Vec<String>,
+    /// Variables referenced, set or not.
     pub used: BTreeSet<String>,
+    /// Variables referenced but not set.
     pub unmatched: BTreeSet<String>,
 }
 
 /// ShellError is a malformed word or a required variable that is unset.
+///
+/// Messages follow BuildKit's wording so users can search for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
     #[error("unexpected end of statement while looking for matching single-quote")]
     UnterminatedSingleQuote,
     #[error("unexpected end of statement while looking for matching double-quote")]
     UnterminatedDoubleQuote,
-    #[error("unexpected end of statement while looking for matching `{0}`")]
-    Unterminated(char),
     #[error("syntax error: missing '}}'")]
     MissingBrace,
     #[error("syntax error: missing '/' in ${{}}")]
     MissingSlash,
     #[error("syntax error: bad substitution")]
     BadSubstitution,
-    #[error("unsupported modifier ({0}) in substitution")]
-    UnsupportedModifier(String),
+    #[error("unsupported modifier ({modifier}) in substitution of `{name}`")]
+    UnsupportedModifier { name: String, modifier: String },
+    /// `${name?message}` or `${name:?message}` with `name` unset (or empty).
     #[error("{name}: {message}")]
     Required { name: String, message: String },
+    #[error("invalid pattern ({pattern}) in substitution: {problem}")]
+    InvalidPattern { pattern: String, problem: PatternProblem },
+    #[error("substitutions nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+}
+
+/// PatternProblem is what is wrong with a `#`, `%` or `/` pattern.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternProblem {
+    #[error("invalid escape '\\{0}'")]
+    InvalidEscape(char),
+    #[error("escape at the end of the pattern")]
+    TrailingEscape,
 }
 
 impl Lexer {
-    /// A lexer with `escape` as its escape character.
+    /// Lexer::new makes a lexer with `escape` as its escape character.
     pub fn new(escape: char) -> Self {
         Lexer { escape }
     }
 
-    /// Expands one word (quotes removed, no splitting), e.g. for ENV/LABEL/WORKDIR.
+    /// The escape character.
+    pub fn escape(&self) -> char {
+        self.escape
+    }
+
+    /// Expands one word (quotes removed, no splitting), e.g. for ENV/LABEL/WORKDIR values.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
-        let mut sw = ShellWord::new(self.escape, word, env);
-        let (value, _) = sw.process_stop_on(None, false)?;
+        let mut x = Expander::new(self.escape, word, env);
+        let (value, _) = x.stop_on(None, false)?;
         Ok(Expanded {
             value,
-            used: sw.used,
-            unmatched: sw.unmatched,
+            used: x.used,
+            unmatched: x.unmatched,
         })
     }
 
-    /// Expands and splits into words as BuildKit's ProcessWords does (EXPOSE, VOLUME…).
+    /// Expands and splits into words as BuildKit's ProcessWords does (for EXPOSE, VOLUME, etc.).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<ExpandedWords, ShellError> {
-        let mut sw = ShellWord::new(self.escape, word, env);
-        let (_, words) = sw.process_stop_on(None, false)?;
+        let mut x = Expander::new(self.escape, word, env);
+        let (_, words) = x.stop_on(None, false)?;
         Ok(ExpandedWords {
             words,
-            used: sw.used,
-            unmatched: sw.unmatched,
+            used: x.used,
+            unmatched: x.unmatched,
         })
     }
 }
@@ -114,13 +153,11 @@ struct Words {
 
 impl Words {
     fn add_char(&mut self, c: char) {
-        if c.is_whitespace() {
-            if self.in_word && !self.word.is_empty() {
-                self.words.push(std::mem::take(&mut self.word));
-                self.in_word = false;
-            }
-        } else {
+        if !c.is_whitespace() {
             self.add_raw_char(c);
+        } else if self.in_word && !self.word.is_empty() {
+            self.words.push(std::mem::take(&mut self.word));
+            self.in_word = false;
         }
     }
 
@@ -146,21 +183,29 @@ impl Words {
     }
 }
 
-struct ShellWord<'a> {
+/// Expander walks one word; `raw_escapes` keeps escape characters in the output (for
+/// patterns, which interpret `\` themselves).
+struct Expander<'a> {
     chars: Vec<char>,
     pos: usize,
     escape: char,
+    raw_escapes: bool,
+    depth: usize,
     env: &'a dyn Env,
     used: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
 
-impl<'a> ShellWord<'a> {
+impl<'a> Expander<'a> {
     fn new(escape: char, word: &str, env: &'a dyn Env) -> Self {
-        ShellWord {
+        // Go's text/scanner, which BuildKit reads words with, drops a leading BOM.
+        let word = word.strip_prefix('\u{feff}').unwrap_or(word);
+        Expander {
             chars: word.chars().collect(),
             pos: 0,
             escape,
+            raw_escapes: false,
+            depth: 0,
             env,
             used: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -171,30 +216,40 @@ impl<'a> ShellWord<'a> {
         self.chars.get(self.pos).copied()
     }
 
-    fn next(&mut self) -> Option<char> {
+    fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
         self.pos += 1;
         Some(c)
     }
 
-    fn get_env(&mut self, name: &str) -> Option<String> {
-        self.used.insert(name.to_string());
-        match self.env.get(name) {
-            Some(v) => Some(v.to_string()),
-            None => {
-                self.unmatched.insert(name.to_string());
-                None
-            }
-        }
+    fn at_end(&self) -> bool {
+        self.pos >= self.chars.len()
     }
 
-    /// Processes until `stop` (consumed) or the end; returns the word and the words.
-    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), ShellError> {
+    fn lookup(&mut self, name: &str) -> Option<String> {
+        self.used.insert(name.to_string());
+        let value = self.env.get(name).map(str::to_string);
+        if value.is_none() {
+            self.unmatched.insert(name.to_string());
+        }
+        value
+    }
+
+    /// Processes until `stop` (consumed) or the end of the word, with `raw` escapes for
+    /// the duration; returns the text and its words.
+    fn stop_on(&mut self, stop: Option<char>, raw: bool) -> Result<(String, Vec<String>), ShellError> {
+        let saved = std::mem::replace(&mut self.raw_escapes, raw);
+        let r = self.stop_on_inner(stop);
+        self.raw_escapes = saved;
+        r
+    }
+
+    fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), ShellError> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(c) = self.peek() {
             if Some(c) == stop {
-                self.next();
+                self.pos += 1;
                 return Ok((result, words.finish()));
             }
             match c {
@@ -214,34 +269,35 @@ impl<'a> ShellWord<'a> {
                     words.add_string(&s);
                 }
                 _ => {
-                    self.next();
-                    if c == self.escape {
-                        if raw_escapes {
-                            words.add_raw_char(c);
-                            result.push(c);
-                        }
-                        // A trailing escape is dropped.
-                        let Some(n) = self.next() else { break };
-                        words.add_raw_char(n);
-                        result.push(n);
-                    } else {
+                    self.pos += 1;
+                    if c != self.escape {
                         words.add_char(c);
                         result.push(c);
+                        continue;
                     }
+                    if self.raw_escapes {
+                        words.add_raw_char(c);
+                        result.push(c);
+                    }
+                    // An escape at the very end is dropped.
+                    let Some(n) = self.bump() else { break };
+                    words.add_raw_char(n);
+                    result.push(n);
                 }
             }
         }
-        if let Some(s) = stop {
-            return Err(ShellError::Unterminated(s));
+        match stop {
+            // Callers turn this into the message for what they were looking for.
+            Some(_) => Err(ShellError::MissingBrace),
+            None => Ok((result, words.finish())),
         }
-        Ok((result, words.finish()))
     }
 
     fn single_quote(&mut self) -> Result<String, ShellError> {
-        self.next();
+        self.pos += 1;
         let mut out = String::new();
         loop {
-            match self.next() {
+            match self.bump() {
                 None => return Err(ShellError::UnterminatedSingleQuote),
                 Some('\'') => return Ok(out),
                 Some(c) => out.push(c),
@@ -250,27 +306,33 @@ impl<'a> ShellWord<'a> {
     }
 
     fn double_quote(&mut self) -> Result<String, ShellError> {
-        self.next();
+        self.pos += 1;
         let mut out = String::new();
         loop {
             match self.peek() {
                 None => return Err(ShellError::UnterminatedDoubleQuote),
                 Some('"') => {
-                    self.next();
+                    self.pos += 1;
                     return Ok(out);
                 }
                 Some('$') => {
                     let v = self.dollar()?;
                     out.push_str(&v);
                 }
-                Some(_) => {
-                    let mut c = self.next().expect("peeked");
+                Some(mut c) => {
+                    self.pos += 1;
                     if c == self.escape {
+                        if self.raw_escapes {
+                            out.push(c);
+                        }
                         match self.peek() {
-                            // An escape at the very end is ignored (the quote is then unterminated).
+                            // An escape right before the end is ignored; the quote is
+                            // then unterminated.
                             None => continue,
+                            // Only these can be escaped; other escapes stay as they are.
                             Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                c = self.next().expect("peeked");
+                                self.pos += 1;
+                                c = n;
                             }
                             Some(_) => {}
                         }
@@ -281,265 +343,153 @@ impl<'a> ShellWord<'a> {
         }
     }
 
+    /// Reads a variable name: a run of digits, one special parameter, or letters,
+    /// digits and `_`.
     fn name(&mut self) -> String {
         let mut name = String::new();
         while let Some(c) = self.peek() {
-            if name.is_empty() && c.is_ascii_digit() {
-                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+            if name.is_empty() && c.is_numeric() {
+                while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
                     name.push(d);
-                    self.next();
+                    self.pos += 1;
                 }
                 return name;
             }
             if name.is_empty() && matches!(c, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
-                self.next();
+                self.pos += 1;
                 return c.to_string();
             }
             if !(c.is_alphanumeric() || c == '_') {
                 break;
             }
             name.push(c);
-            self.next();
+            self.pos += 1;
         }
         name
     }
 
     fn dollar(&mut self) -> Result<String, ShellError> {
-        self.next();
+        if self.depth >= MAX_DEPTH {
+            return Err(ShellError::TooDeep { limit: MAX_DEPTH });
+        }
+        self.depth += 1;
+        let r = self.dollar_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn dollar_inner(&mut self) -> Result<String, ShellError> {
+        self.pos += 1;
         if self.peek() != Some('{') {
             let name = self.name();
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(self.get_env(&name).unwrap_or_default());
+            return Ok(self.lookup(&name).unwrap_or_default());
         }
-        self.next();
+        self.pos += 1;
         match self.peek() {
             None => return Err(ShellError::MissingBrace),
-            Some('{') | Some('}') | Some(':') => return Err(ShellError::BadSubstitution),
-            _ => {}
+            Some('{' | '}' | ':') => return Err(ShellError::BadSubstitution),
+            Some(_) => {}
         }
         let name = self.name();
-        let Some(mut c) = self.next() else {
-            return Err(ShellError::MissingBrace);
+        match self.bump() {
+            None => Err(ShellError::MissingBrace),
+            Some('}') => Ok(self.lookup(&name).unwrap_or_default()),
+            Some(c @ (':' | '+' | '-' | '?' | '#' | '%')) => self.modifier(name, c),
+            Some('/') => self.substitute(name),
+            Some(c) => Err(ShellError::UnsupportedModifier {
+                name,
+                modifier: c.to_string(),
+            }),
+        }
+    }
+
+    /// `${name<op>word}` for `-`, `+`, `?`, `#`, `%`, each optionally after `:`.
+    fn modifier(&mut self, name: String, first: char) -> Result<String, ShellError> {
+        let mut modifier = first.to_string();
+        let null_is_unset = first == ':';
+        let op = if null_is_unset {
+            let c = self.bump().ok_or(ShellError::MissingBrace)?;
+            modifier.push(c);
+            c
+        } else {
+            first
         };
-        let mut modifier = c.to_string();
-        match c {
-            '}' => Ok(self.get_env(&name).unwrap_or_default()),
-            ':' | '+' | '-' | '?' | '#' | '%' => {
-                let null_is_unset = c == ':';
-                if null_is_unset {
-                    c = self.next().ok_or(ShellError::MissingBrace)?;
-                    modifier.push(c);
+        let raw = op == '#' || op == '%';
+        let (word, _) = self
+            .stop_on(Some('}'), raw)
+            .map_err(|e| self.at_eof_or(e, ShellError::MissingBrace))?;
+        let value = self.lookup(&name);
+        let unset = match &value {
+            None => true,
+            Some(v) => null_is_unset && v.is_empty(),
+        };
+        match op {
+            '-' => Ok(if unset { word } else { value.unwrap_or_default() }),
+            '+' => Ok(if unset { String::new() } else { word }),
+            '?' => match value {
+                Some(v) if !unset => Ok(v),
+                _ => {
+                    let message = if !word.is_empty() {
+                        word
+                    } else if value.is_none() {
+                        "is not allowed to be unset".to_string()
+                    } else {
+                        "is not allowed to be empty".to_string()
+                    };
+                    Err(ShellError::Required { name, message })
                 }
-                let raw = c == '#' || c == '%';
-                if null_is_unset && raw {
-                    return Err(ShellError::UnsupportedModifier(modifier));
-                }
-                if !matches!(c, '+' | '-' | '?' | '#' | '%') {
-                    return Err(ShellError::UnsupportedModifier(modifier));
-                }
-                let (word, _) = self.process_stop_on(Some('}'), raw).map_err(|e| match e {
-                    ShellError::Unterminated('}') => ShellError::MissingBrace,
-                    e => e,
-                })?;
-                let value = self.get_env(&name);
-                let empty = |v: &Option<String>| v.as_deref().is_none_or(|s| null_is_unset && s.is_empty());
-                match c {
-                    '-' => Ok(if empty(&value) { word } else { value.unwrap_or_default() }),
-                    '+' => Ok(if empty(&value) { String::new() } else { word }),
-                    '?' => match value {
-                        None => Err(ShellError::Required {
-                            name,
-                            message: if word.is_empty() {
-                                "is not allowed to be unset".into()
-                            } else {
-                                word
-                            },
-                        }),
-                        Some(v) if null_is_unset && v.is_empty() => Err(ShellError::Required {
-                            name,
-                            message: if word.is_empty() {
-                                "is not allowed to be empty".into()
-                            } else {
-                                word
-                            },
-                        }),
-                        Some(v) => Ok(v),
-                    },
-                    _ => {
-                        let value = value.unwrap_or_default();
-                        let (greedy, pat) = match word.strip_prefix(c) {
-                            Some(rest) => (true, rest.to_string()),
-                            None => (false, word),
-                        };
-                        let pat = Pattern::parse(&pat);
-                        Ok(if c == '#' {
-                            trim_prefix(&pat, &value, greedy)
-                        } else {
-                            trim_suffix(&pat, &value, greedy)
-                        })
-                    }
-                }
-            }
-            '/' => {
-                let all = self.peek() == Some('/');
-                if all {
-                    self.next();
-                }
-                let (pattern, _) = self.process_stop_on(Some('/'), true).map_err(|e| match e {
-                    ShellError::Unterminated('/') => ShellError::MissingSlash,
-                    e => e,
-                })?;
-                let (replacement, _) = self.process_stop_on(Some('}'), true).map_err(|e| match e {
-                    ShellError::Unterminated('}') => ShellError::MissingBrace,
-                    e => e,
-                })?;
-                let value = self.get_env(&name).unwrap_or_default();
-                Ok(replace(&Pattern::parse(&pattern), &value, &replacement, all))
-            }
-            _ => Err(ShellError::UnsupportedModifier(modifier)),
-        }
-    }
-}
-
-/// A shell pattern for `#`, `%` and `/` substitutions: `*` any run, `?` one char,
-/// `[...]` a class (`!` or `^` negates), `\x` a literal.
-#[derive(Debug)]
-enum Tok {
-    Lit(char),
-    Any,
-    One,
-    Class(crate::pathmatch::Class),
-}
-
-struct Pattern(Vec<Tok>);
-
-impl Pattern {
-    fn parse(p: &str) -> Pattern {
-        let c: Vec<char> = p.chars().collect();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < c.len() {
-            match c[i] {
-                '*' => toks.push(Tok::Any),
-                '?' => toks.push(Tok::One),
-                '\\' if i + 1 < c.len() => {
-                    i += 1;
-                    toks.push(Tok::Lit(c[i]));
-                }
-                '[' => match crate::pathmatch::parse_class(&c, i, true) {
-                    Some((cls, next)) => {
-                        toks.push(Tok::Class(cls));
-                        i = next;
-                        continue;
-                    }
-                    // An unclosed `[` is an ordinary character.
-                    None => toks.push(Tok::Lit('[')),
-                },
-                ch => toks.push(Tok::Lit(ch)),
-            }
-            i += 1;
-        }
-        Pattern(toks)
-    }
-
-    /// Lengths (in chars) of every prefix of `s` the pattern matches entirely.
-    fn match_lengths(&self, s: &[char]) -> Vec<usize> {
-        // positions reachable after consuming tokens, as a set over 0..=len
-        let mut cur = vec![false; s.len() + 1];
-        cur[0] = true;
-        for t in &self.0 {
-            let mut next = vec![false; s.len() + 1];
-            for i in 0..=s.len() {
-                if !cur[i] {
-                    continue;
-                }
-                match t {
-                    Tok::Any => next[i..].iter_mut().for_each(|x| *x = true),
-                    Tok::One => {
-                        if i < s.len() {
-                            next[i + 1] = true
-                        }
-                    }
-                    Tok::Lit(c) => {
-                        if s.get(i) == Some(c) {
-                            next[i + 1] = true
-                        }
-                    }
-                    Tok::Class(cls) => {
-                        if s.get(i).is_some_and(|ch| cls.matches(*ch)) {
-                            next[i + 1] = true
-                        }
-                    }
-                }
-            }
-            cur = next;
-        }
-        (0..=s.len()).filter(|i| cur[*i]).collect()
-    }
-}
-
-fn trim_prefix(p: &Pattern, value: &str, greedy: bool) -> String {
-    let s: Vec<char> = value.chars().collect();
-    let lens = p.match_lengths(&s);
-    let n = if greedy { lens.last() } else { lens.first() };
-    match n {
-        Some(n) => s[*n..].iter().collect(),
-        None => value.to_string(),
-    }
-}
-
-fn trim_suffix(p: &Pattern, value: &str, greedy: bool) -> String {
-    let s: Vec<char> = value.chars().collect();
-    // Suffix starting positions whose remainder the pattern matches entirely.
-    let starts: Vec<usize> = (0..=s.len())
-        .filter(|&i| p.match_lengths(&s[i..]).contains(&(s.len() - i)))
-        .collect();
-    // Shortest suffix = latest start; longest = earliest.
-    let start = if greedy { starts.first() } else { starts.last() };
-    match start {
-        Some(i) => s[..*i].iter().collect(),
-        None => value.to_string(),
-    }
-}
-
-fn replace(p: &Pattern, value: &str, replacement: &str, all: bool) -> String {
-    let s: Vec<char> = value.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    let mut replaced = false;
-    while i <= s.len() {
-        if !all && replaced {
-            break;
-        }
-        match p.match_lengths(&s[i..]).last().copied() {
-            // Leftmost-longest, like Go's regexp for these patterns; empty matches
-            // advance by one character so the loop ends.
-            Some(n) if n > 0 || !p.0.is_empty() => {
-                out.push_str(replacement);
-                replaced = true;
-                if n == 0 {
-                    if let Some(c) = s.get(i) {
-                        out.push(*c);
-                    }
-                    i += 1;
+            },
+            // BuildKit ignores the `:` for these: `${v:#p}` is `${v#p}`.
+            '#' | '%' => {
+                let (greedy, pattern) = match word.strip_prefix(op) {
+                    Some(rest) => (true, rest),
+                    None => (false, word.as_str()),
+                };
+                let pat = Pattern::parse(pattern)?;
+                let value = value.unwrap_or_default();
+                Ok(if op == '#' {
+                    pat.trim_prefix(&value, greedy)
                 } else {
-                    i += n;
-                }
+                    pat.trim_suffix(&value, greedy)
+                })
             }
-            _ => {
-                if let Some(c) = s.get(i) {
-                    out.push(*c);
-                }
-                i += 1;
-            }
+            _ => Err(ShellError::UnsupportedModifier { name, modifier }),
         }
     }
-    if i < s.len() {
-        out.extend(&s[i..]);
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}`.
+    fn substitute(&mut self, name: String) -> Result<String, ShellError> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.pos += 1;
+        }
+        let (pattern, _) = self
+            .stop_on(Some('/'), true)
+            .map_err(|e| self.at_eof_or(e, ShellError::MissingSlash))?;
+        let (replacement, _) = self
+            .stop_on(Some('}'), true)
+            .map_err(|e| self.at_eof_or(e, ShellError::MissingBrace))?;
+        let value = self.lookup(&name).unwrap_or_default();
+        let pat = Pattern::parse(&pattern)?;
+        Ok(if all {
+            pat.replace_all(&value, &replacement)
+        } else {
+            pat.replace_first(&value, &replacement)
+        })
     }
-    out
+
+    /// BuildKit reports any failure inside `${...}` that ran into the end of the word as
+    /// the missing delimiter.
+    fn at_eof_or(&self, e: ShellError, missing: ShellError) -> ShellError {
+        if self.at_end() && !matches!(e, ShellError::TooDeep { .. }) {
+            missing
+        } else {
+            e
+        }
+    }
 }
 
 #[cfg(test)]
@@ -547,75 +497,144 @@ mod tests {
     use super::*;
 
     fn env() -> BTreeMap<String, String> {
-        [("A", "a"), ("EMPTY", ""), ("PATHY", "/usr/local/bin/tool.tar.gz")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("A", "a"),
+            ("EMPTY", ""),
+            ("PATHY", "/usr/local/bin/tool.tar.gz"),
+            ("SP", " x  y "),
+            ("TEMPLATE", "a$$b${0}c$0d"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn expand(word: &str) -> Result<String, ShellError> {
+        Lexer::new('\\').expand_word(word, &env()).map(|r| r.value)
     }
 
     #[test]
     fn tracks_used_and_unmatched() {
-        let r = Lexer::new('\\').expand_word("$A-${B:-x}-${EMPTY}", &env()).unwrap();
-        assert_eq!(r.value, "a-x-");
-        assert_eq!(r.used, ["A", "B", "EMPTY"].map(String::from).into());
-        assert_eq!(r.unmatched, ["B"].map(String::from).into());
+        let r = Lexer::new('\\')
+            .expand_word("$A-${B:-x}-${EMPTY}-${C:+$D}", &env())
+            .unwrap();
+        assert_eq!(r.value, "a-x--");
+        assert_eq!(r.used, set(&["A", "B", "C", "D", "EMPTY"]));
+        assert_eq!(r.unmatched, set(&["B", "C", "D"]));
+        // Quoted or escaped references are not references.
+        let r = Lexer::new('\\').expand_word("'$X' \\$Y \"$A\"", &env()).unwrap();
+        assert_eq!(r.value, "$X $Y a");
+        assert_eq!((r.used, r.unmatched), (set(&["A"]), set(&[])));
+        // Nested references in patterns and replacements count too.
+        let r = Lexer::new('\\')
+            .expand_words("${PATHY#$P} ${Q//$R/$S}", &env())
+            .unwrap();
+        assert_eq!(r.used, set(&["P", "PATHY", "Q", "R", "S"]));
+        assert_eq!(r.unmatched, set(&["P", "Q", "R", "S"]));
     }
 
     #[test]
     fn required_variables_name_themselves() {
-        let l = Lexer::new('\\');
+        assert_eq!(expand("${B:?must be set}").unwrap_err().to_string(), "B: must be set");
         assert_eq!(
-            l.expand_word("${B:?must be set}", &env()).unwrap_err().to_string(),
-            "B: must be set"
-        );
-        assert_eq!(
-            l.expand_word("${B?}", &env()).unwrap_err().to_string(),
+            expand("${B?}").unwrap_err().to_string(),
             "B: is not allowed to be unset"
         );
         assert_eq!(
-            l.expand_word("${EMPTY:?}", &env()).unwrap_err().to_string(),
+            expand("${B:?}").unwrap_err().to_string(),
+            "B: is not allowed to be unset"
+        );
+        assert_eq!(
+            expand("${EMPTY:?}").unwrap_err().to_string(),
             "EMPTY: is not allowed to be empty"
         );
-        assert_eq!(l.expand_word("${EMPTY?}", &env()).unwrap().value, "");
+        assert_eq!(expand("${EMPTY:?no $A}").unwrap_err().to_string(), "EMPTY: no a");
+        assert_eq!(expand("${EMPTY?}").unwrap(), "");
+        assert_eq!(expand("${A:?x}").unwrap(), "a");
+    }
+
+    #[test]
+    fn syntax_error_messages() {
+        let msg = |w: &str| expand(w).unwrap_err().to_string();
+        assert_eq!(
+            msg("'abc"),
+            "unexpected end of statement while looking for matching single-quote"
+        );
+        assert_eq!(
+            msg("\"abc"),
+            "unexpected end of statement while looking for matching double-quote"
+        );
+        assert_eq!(msg("${A"), "syntax error: missing '}'");
+        assert_eq!(msg("${A:-\"x}"), "syntax error: missing '}'");
+        assert_eq!(msg("${}"), "syntax error: bad substitution");
+        assert_eq!(msg("${A/x"), "syntax error: missing '/' in ${}");
+        assert_eq!(msg("${A:=x}"), "unsupported modifier (:=) in substitution of `A`");
+        assert_eq!(
+            msg("${A#\\x}"),
+            "invalid pattern (\\x) in substitution: invalid escape '\\x'"
+        );
+        assert_eq!(msg("${A%a\\}"), "syntax error: missing '}'");
+        assert!(matches!(expand("${A/\\q/}"), Err(ShellError::InvalidPattern { .. })));
     }
 
     #[test]
     fn pattern_substitutions() {
+        let cases = [
+            ("${PATHY#*/}", "usr/local/bin/tool.tar.gz"),
+            ("${PATHY##*/}", "tool.tar.gz"),
+            ("${PATHY:##*/}", "tool.tar.gz"),
+            ("${PATHY%.*}", "/usr/local/bin/tool.tar"),
+            ("${PATHY%%.*}", "/usr/local/bin/tool"),
+            ("${PATHY/o/0}", "/usr/l0cal/bin/tool.tar.gz"),
+            ("${PATHY//o/0}", "/usr/l0cal/bin/t00l.tar.gz"),
+            // The replacement keeps escapes; `$` references are expanded by Go's template rules.
+            ("${PATHY//o/<$0>}", "/usr/l<>cal/bin/t<><>l.tar.gz"),
+            ("${PATHY//o/<\\$0>}", "/usr/l<\\o>cal/bin/t<\\o><\\o>l.tar.gz"),
+            ("${PATHY/o/<\\$0>}", "/usr/l<\\$0>cal/bin/tool.tar.gz"),
+            ("${PATHY//o/\\$\\$}", "/usr/l\\$\\$cal/bin/t\\$\\$\\$\\$l.tar.gz"),
+            ("${A//a/$TEMPLATE}", "a$bac"),
+            ("${A/a/$TEMPLATE}", "a$$b${0}c$0d"),
+            // `[` is literal in BuildKit patterns.
+            ("${PATHY//[a-c]/_}", "/usr/local/bin/tool.tar.gz"),
+            ("${A//*/x}", "x"),
+            ("${A///-}", "-a-"),
+            ("${PATHY/#/x}", "/usr/local/bin/tool.tar.gz"),
+            ("${EMPTY//*/x}", "x"),
+        ];
+        for (w, want) in cases {
+            assert_eq!(expand(w).unwrap(), want, "{w}");
+        }
+    }
+
+    #[test]
+    fn word_splitting() {
         let l = Lexer::new('\\');
-        let e = env();
-        assert_eq!(
-            l.expand_word("${PATHY#*/}", &e).unwrap().value,
-            "usr/local/bin/tool.tar.gz"
-        );
-        assert_eq!(l.expand_word("${PATHY##*/}", &e).unwrap().value, "tool.tar.gz");
-        assert_eq!(
-            l.expand_word("${PATHY%.*}", &e).unwrap().value,
-            "/usr/local/bin/tool.tar"
-        );
-        assert_eq!(l.expand_word("${PATHY%%.*}", &e).unwrap().value, "/usr/local/bin/tool");
-        assert_eq!(
-            l.expand_word("${PATHY/o/0}", &e).unwrap().value,
-            "/usr/l0cal/bin/tool.tar.gz"
-        );
-        assert_eq!(
-            l.expand_word("${PATHY//o/0}", &e).unwrap().value,
-            "/usr/l0cal/bin/t00l.tar.gz"
-        );
-        assert_eq!(
-            l.expand_word("${PATHY//[a-c]/_}", &e).unwrap().value,
-            "/usr/lo__l/_in/tool.t_r.gz"
-        );
+        let words = |w: &str| l.expand_words(w, &env()).unwrap().words;
+        assert_eq!(words("a${SP}b"), ["a", "x", "y", "b"]);
+        assert_eq!(words("a\"${SP}\"b"), ["a x  y b"]);
+        assert_eq!(words("  '' \"\"  c "), ["c"]);
+        assert_eq!(words("a\\ b c"), ["a b", "c"]);
     }
 
     #[test]
     fn backtick_escape() {
         let l = Lexer::new('`');
         assert_eq!(l.expand_word("a`$A\\b", &env()).unwrap().value, "a$A\\b");
+        assert_eq!(l.expand_word("\"`\"`$A\"", &env()).unwrap().value, "\"$A");
     }
 
     #[test]
     fn never_panics_on_odd_input() {
         let l = Lexer::new('\\');
+        let deep = "${A:-".repeat(10_000);
+        assert_eq!(
+            l.expand_word(&deep, &env()),
+            Err(ShellError::TooDeep { limit: MAX_DEPTH })
+        );
         for w in [
             "${",
             "${A",
@@ -630,6 +649,12 @@ mod tests {
             "${#}",
             "${A:#x}",
             "é$Aé${A%é}",
+            "${A%\\",
+            "${é}",
+            "\u{feff}$A",
+            "${A//\\}}",
+            "${A/$/$}",
+            "${A//a/$}",
         ] {
             let _ = l.expand_word(w, &env());
             let _ = l.expand_words(w, &env());
