@@ -103,46 +103,47 @@ impl Class {
     }
 }
 
-/// Parses the class starting at `p[start] == '['`: ranges, `\` escapes, `^` negation
-/// (and `!` when `bang`, as shell patterns allow). Returns the class and the index
-/// after `]`, or `None` when it is not closed.
-pub(crate) fn parse_class(p: &[char], start: usize, bang: bool) -> Option<(Class, usize)> {
+/// Parses the class starting at `p[start] == '['` with Go's rules: ranges, `\\`
+/// escapes, `^` negation; an unescaped `-` or `]` where a character is expected is a
+/// malformed pattern. Returns the class and the index after `]`, or `None`.
+pub(crate) fn parse_class(p: &[char], start: usize) -> Option<(Class, usize)> {
     let mut i = start + 1;
-    let negated = p.get(i) == Some(&'^') || (bang && p.get(i) == Some(&'!'));
+    let negated = p.get(i) == Some(&'^');
     if negated {
         i += 1;
     }
     let mut items = Vec::new();
-    let mut first = true;
+    // One character of a range: escaped, or anything but `-` and `]`.
+    let esc = |i: &mut usize| -> Option<char> {
+        let c = *p.get(*i)?;
+        *i += 1;
+        match c {
+            '\\' => {
+                let e = *p.get(*i)?;
+                *i += 1;
+                Some(e)
+            }
+            '-' | ']' => None,
+            c => Some(c),
+        }
+    };
     loop {
-        let ch = *p.get(i)?;
-        if ch == ']' && !first {
+        if p.get(i) == Some(&']') && !items.is_empty() {
             return Some((Class { negated, items }, i + 1));
         }
-        first = false;
-        let lo = if ch == '\\' {
-            i += 1;
-            *p.get(i)?
-        } else {
-            ch
-        };
-        i += 1;
+        let lo = esc(&mut i)?;
         let mut hi = lo;
-        if p.get(i) == Some(&'-') && p.get(i + 1).is_some_and(|x| *x != ']') {
+        if p.get(i) == Some(&'-') {
             i += 1;
-            hi = *p.get(i)?;
-            if hi == '\\' {
-                i += 1;
-                hi = *p.get(i)?;
-            }
-            i += 1;
+            // A reversed range is allowed and matches nothing, as in Go.
+            hi = esc(&mut i)?;
         }
         items.push((lo, hi));
     }
 }
 
 fn class(p: &[char], start: usize, c: char) -> Option<(bool, usize)> {
-    let (cls, next) = parse_class(p, start, false)?;
+    let (cls, next) = parse_class(p, start)?;
     Some((cls.matches(c), next))
 }
 
@@ -167,6 +168,11 @@ mod tests {
             ("ab[^b-d]", "abe", Some(true)),
             ("ab[!c]", "abc", Some(true)),
             ("ab[!c]", "abd", Some(false)),
+            ("[]a]", "]", None),
+            ("[-a]", "a", None),
+            ("[a-]", "a", None),
+            ("[z-a]", "a", Some(false)),
+            ("[\\]a]", "]", Some(true)),
             ("a\\*b", "a*b", Some(true)),
             ("a\\*b", "ab", Some(false)),
             ("a?b", "a☺b", Some(true)),
