@@ -137,3 +137,95 @@ fn registry_errors_name_the_reference() {
         "{err}"
     );
 }
+
+/// A loopback TCP proxy to `upstream` that cuts the first large response short once
+/// (after `cut_after` bytes from the server), to force a resumed download.
+struct CuttingProxy {
+    addr: String,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: String, cut_after: usize) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let c = cuts.clone();
+        std::thread::spawn(move || {
+            // Bounded: the proxy serves at most 200 connections, then stops.
+            for client in listener.incoming().take(200) {
+                let Ok(mut client) = client else { continue };
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut s2);
+                    let _ = s2.shutdown(std::net::Shutdown::Write);
+                });
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    let mut sent = 0usize;
+                    loop {
+                        let n = match server.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if sent + n > cut_after && c.load(Ordering::SeqCst) == 0 {
+                            c.fetch_add(1, Ordering::SeqCst);
+                            let _ = client.write_all(&buf[..cut_after.saturating_sub(sent)]);
+                            break; // drop both ends mid-body
+                        }
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n;
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        CuttingProxy { addr, cuts }
+    }
+}
+
+#[test]
+fn dropped_blob_download_resumes() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    if push_busybox(&k, &reg).is_none() {
+        return;
+    }
+    // The busybox layer is ~1 MB compressed: cut the connection 100 kB into it.
+    let proxy = CuttingProxy::start(reg.host.clone(), 100_000);
+    let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\nENV X=1\n", proxy.addr))]);
+    let fresh = kiln();
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("a.tar");
+    fresh.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        proxy.cuts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the proxy cut one download"
+    );
+    // The resumed blob is whole: every stored blob matches its name.
+    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
+        let p = entry.unwrap().path();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
+        assert_eq!(p.file_name().unwrap().to_str().unwrap(), hex);
+    }
+    assert!(
+        std::fs::read_dir(fresh.root().join("tmp")).unwrap().next().is_none(),
+        "no temp files left"
+    );
+}
