@@ -139,7 +139,8 @@ fn registry_errors_name_the_reference() {
 }
 
 /// A loopback TCP proxy to `upstream` that cuts the first large response short once
-/// (after `cut_after` bytes from the server), to force a resumed download.
+/// (after `cut_after` bytes from the server), to force a resumed download; with
+/// `fail_first` it instead answers the first `fail_first` connections with HTTP 500.
 struct CuttingProxy {
     addr: String,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -147,6 +148,10 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(upstream: String, cut_after: usize) -> CuttingProxy {
+        Self::start_with(upstream, cut_after, 0)
+    }
+
+    fn start_with(upstream: String, cut_after: usize, fail_first: usize) -> CuttingProxy {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
@@ -156,8 +161,15 @@ impl CuttingProxy {
         let c = cuts.clone();
         std::thread::spawn(move || {
             // Bounded: the proxy serves at most 200 connections, then stops.
-            for client in listener.incoming().take(200) {
+            for (n, client) in listener.incoming().take(200).enumerate() {
                 let Ok(mut client) = client else { continue };
+                if n < fail_first {
+                    let mut req = [0u8; 4096];
+                    let _ = client.read(&mut req);
+                    let body = "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"injected\"}]}";
+                    let _ = write!(client, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    continue;
+                }
                 let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -227,5 +239,26 @@ fn dropped_blob_download_resumes() {
     assert!(
         std::fs::read_dir(fresh.root().join("tmp")).unwrap().next().is_none(),
         "no temp files left"
+    );
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    if push_busybox(&k, &reg).is_none() {
+        return;
+    }
+    // Two 500s, then the real registry: the pull retries and succeeds.
+    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 2);
+    let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\nENV X=1\n", proxy.addr))]);
+    kiln().ok(&["build", "-q", ctx.path().to_str().unwrap()]);
+    // Always 500: one clear error naming the reference, after the retries.
+    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 200);
+    let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\n", proxy.addr))]);
+    let err = kiln().fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}/busybox:1", proxy.addr)) && err.contains("HTTP 500"),
+        "{err}"
     );
 }
