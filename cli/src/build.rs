@@ -55,6 +55,28 @@ pub struct BuildArgs {
     /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// When to ask the registry for base images: `missing` (default: use the local
+    /// store when it has the image), `always`, `never`. `--pull` alone means always.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
+    pull: PullArg,
+}
+
+/// `--pull` values, as buildah and podman take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullArg {
+    Missing,
+    Always,
+    Never,
+}
+
+impl From<PullArg> for kiln_worker::PullPolicy {
+    fn from(p: PullArg) -> Self {
+        match p {
+            PullArg::Missing => kiln_worker::PullPolicy::Missing,
+            PullArg::Always => kiln_worker::PullPolicy::Always,
+            PullArg::Never => kiln_worker::PullPolicy::Never,
+        }
+    }
 }
 
 /// Snippet is a Dockerfile error shown with the offending line, as BuildKit does.
@@ -247,6 +269,13 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     };
     let inputs = read_inputs(&a)?;
     let registry = std::sync::Arc::new(kiln_registry::Client::new(a.insecure_registries.clone()));
+    let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
+    let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
+    let images = std::sync::Arc::new(kiln_worker::ImageSource::new(
+        root.clone(),
+        Some(registry),
+        a.pull.into(),
+    ));
     let t0 = Instant::now();
     let opts = kiln_frontend::BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -256,8 +285,8 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         build_platform: host,
         labels,
         ignore_patterns: inputs.ignore.clone(),
-        resolver: Some(std::sync::Arc::new(kiln_worker::RegistryResolver {
-            client: registry.clone(),
+        resolver: Some(std::sync::Arc::new(kiln_worker::BaseResolver {
+            source: images.clone(),
         })),
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
@@ -272,8 +301,6 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         eprintln!("WARN: {w}");
     }
 
-    let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
-    let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
     let mut locals = BTreeMap::new();
     // With `-` there is no context: COPY sees an empty one, as with `docker build -`.
     let empty_context = tempfile::Builder::new()
@@ -285,7 +312,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
-    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?.with_registry(registry);
+    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?.with_images(images);
     let result = solver
         .solve(&plan.definition, &worker)
         .map_err(|e| solve_error(&inputs, e))?;

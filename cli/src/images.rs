@@ -23,6 +23,21 @@ pub struct ImagesArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Image reference, e.g. `alpine:3.20` or `host:5000/app@sha256:…`.
+    image: String,
+    /// Platform to pull from a multi-platform image (default: the host's).
+    #[arg(long)]
+    platform: Option<String>,
+    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registries: Vec<String>,
+    /// Print only the image id.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct TagArgs {
     /// Existing image (name or id).
     source: String,
@@ -150,6 +165,28 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     for r in std::iter::once(&header).chain(rows.iter()) {
         let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("   ").trim_end());
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
+    let (r, _store) = open_store(root)?;
+    let reference = Reference::parse(&a.image).with_context(|| format!("invalid image `{}`", a.image))?;
+    let platform = match &a.platform {
+        Some(p) => kiln_image::Platform::parse(p)
+            .with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?,
+        None => kiln_image::Platform::host(),
+    };
+    let client = std::sync::Arc::new(kiln_registry::Client::new(a.insecure_registries));
+    // `kiln pull` always asks the registry, as `docker pull` does.
+    let source = kiln_worker::ImageSource::new(r.clone(), Some(client), kiln_worker::PullPolicy::Always);
+    let (img, layers) = source.pull(&reference.to_string(), &platform)?;
+    if a.quiet {
+        println!("{}", img.parsed.config.digest);
+    } else {
+        eprintln!("{}: pulled {} layers", img.pinned.familiar(), layers.len());
+        println!("{}", img.parsed.config.digest);
     }
     Ok(())
 }

@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile.
     Build(build::BuildArgs),
+    /// Pull an image from a registry into the local store.
+    Pull(images::PullArgs),
     /// List images in the local store.
     Images(images::ImagesArgs),
     /// Add a name to an image.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
     let result = match cli.command {
         Command::Build(a) => build::run(&root, a),
+        Command::Pull(a) => images::pull(&root, a),
         Command::Images(a) => images::images(&root, a),
         Command::Tag(a) => images::tag(&root, a),
         Command::Rmi(a) => images::rmi(&root, a),

@@ -262,3 +262,34 @@ fn server_errors_are_retried() {
         "{err}"
     );
 }
+
+#[test]
+fn pull_policies_and_the_local_store() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    if push_busybox(&k, &reg).is_none() {
+        return;
+    }
+    let image = format!("{}/busybox:1", reg.host);
+    let fresh = kiln();
+    let ctx = context(&[("Dockerfile", &format!("FROM {image}\nENV X=1\n"))]);
+    let c = ctx.path().to_str().unwrap();
+    // Nothing local yet: --pull=never names the image and fails.
+    let err = fresh.fails(&["build", "--pull=never", c]);
+    assert!(err.contains(&image) && err.contains("not in the local store"), "{err}");
+    // `kiln pull` stores it; `kiln images` lists it.
+    let id = fresh.ok(&["pull", "-q", &image]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert!(fresh.ok(&["images"]).contains(&format!("{}/busybox", reg.host)));
+    let with_registry = fresh.ok(&["build", "-q", "--pull=never", c]);
+    // With the registry gone, the default policy builds from the local store...
+    drop(reg);
+    assert_eq!(
+        fresh.ok(&["build", "-q", c]),
+        with_registry,
+        "same image from the local store"
+    );
+    // ...and --pull (always) must reach the registry, so it fails clearly.
+    let err = fresh.fails(&["build", "--pull", c]);
+    assert!(err.contains("busybox:1") && err.contains("cannot reach"), "{err}");
+}

@@ -58,6 +58,8 @@ pub struct Resolved {
     pub manifest_bytes: Vec<u8>,
     pub parsed: Manifest,
     pub config_bytes: Vec<u8>,
+    /// The index the manifest was chosen from, when the reference named one.
+    pub index: Option<(Descriptor, Vec<u8>)>,
 }
 
 /// Client talks to registries.
@@ -242,6 +244,7 @@ impl Client {
             });
         }
         let mut manifest_digest = top_digest.clone();
+        let mut index_blob = None;
         if media_type == media_types::OCI_INDEX || media_type == media_types::DOCKER_MANIFEST_LIST {
             let index: Index = serde_json::from_slice(&bytes).map_err(|e| malformed("index", e))?;
             let chosen = choose(&index, platform).ok_or_else(|| RegistryError::NoPlatform {
@@ -250,6 +253,10 @@ impl Client {
                 available: available(&index),
             })?;
             let (mt, b, d) = self.manifest(r, &chosen.digest.to_string())?;
+            index_blob = Some((
+                Descriptor::new(media_type.clone(), top_digest.clone(), bytes.len() as u64),
+                bytes.clone(),
+            ));
             media_type = if mt.is_empty() || mt == "application/json" {
                 chosen.media_type.clone()
             } else {
@@ -283,6 +290,7 @@ impl Client {
             manifest_bytes: bytes,
             parsed,
             config_bytes,
+            index: index_blob,
         })
     }
 
@@ -362,7 +370,7 @@ fn copy_limited(from: &mut dyn Read, to: &mut dyn Write, n: u64) -> io::Result<(
 }
 
 /// Picks the index entry for `platform` (variant must match when both name one).
-fn choose<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
+pub fn choose<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
     let fits = |d: &&Descriptor| {
         d.platform.as_ref().is_some_and(|p| {
             p.os == platform.os

@@ -2,6 +2,7 @@
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
 mod copy;
+mod images;
 
 mod users;
 
@@ -17,6 +18,7 @@ use kiln_snapshotter::{Compression, Layer, Snapshots};
 use kiln_solver::{OpRunner, VertexLog};
 
 pub use copy::clean_abs;
+pub use images::{BaseImage, ImageSource, PullPolicy};
 
 /// Value is what an op produces.
 #[derive(Debug, Clone)]
@@ -46,6 +48,8 @@ pub enum WorkerError {
     NoLocal(String),
     #[error("invalid .dockerignore pattern: {0}")]
     Ignore(String),
+    #[error("image `{0}` is not in the local store (and --pull=never, or no registry access)")]
+    NotLocal(String),
     #[error("{0} is not supported yet")]
     Unsupported(String),
     #[error("malformed op: {0}")]
@@ -64,25 +68,22 @@ pub enum WorkerError {
     Registry(#[from] kiln_registry::RegistryError),
 }
 
-/// RegistryResolver answers the frontend's base-image questions from a registry.
+/// BaseResolver answers the frontend's base-image questions through an [`ImageSource`].
 #[derive(Debug)]
-pub struct RegistryResolver {
-    pub client: Arc<kiln_registry::Client>,
+pub struct BaseResolver {
+    pub source: Arc<ImageSource>,
 }
 
-impl kiln_frontend::ImageResolver for RegistryResolver {
+impl kiln_frontend::ImageResolver for BaseResolver {
     fn resolve(
         &self,
         reference: &str,
         platform: &kiln_image::Platform,
     ) -> Result<kiln_frontend::ResolvedImage, String> {
-        let r = kiln_image::Reference::parse(reference).map_err(|e| e.to_string())?;
-        let resolved = self.client.resolve(&r, platform).map_err(|e| e.to_string())?;
-        let config: kiln_image::ImageConfig = serde_json::from_slice(&resolved.config_bytes)
-            .map_err(|e| format!("image config `{}` is malformed: {e}", resolved.parsed.config.digest))?;
+        let img = self.source.resolve(reference, platform).map_err(|e| e.to_string())?;
         Ok(kiln_frontend::ResolvedImage {
-            reference: resolved.pinned.to_string(),
-            config,
+            reference: img.pinned.to_string(),
+            config: img.config,
         })
     }
 }
@@ -95,7 +96,7 @@ pub struct Worker {
     privileged: bool,
     epoch: i64,
     compression: Compression,
-    registry: Option<Arc<kiln_registry::Client>>,
+    images: Option<Arc<ImageSource>>,
 }
 
 impl Worker {
@@ -109,13 +110,13 @@ impl Worker {
             privileged: rustix::process::geteuid().is_root(),
             epoch,
             compression: Compression::Gzip,
-            registry: None,
+            images: None,
         })
     }
 
-    /// Lets the worker pull base images through `client`.
-    pub fn with_registry(mut self, client: Arc<kiln_registry::Client>) -> Self {
-        self.registry = Some(client);
+    /// Lets the worker use base images from `source`.
+    pub fn with_images(mut self, source: Arc<ImageSource>) -> Self {
+        self.images = Some(source);
         self
     }
 
@@ -143,42 +144,12 @@ impl Worker {
         }
     }
 
-    /// Pulls a base image: resolves the platform's manifest, fetches every missing
-    /// layer into the content store (digest-verified), and returns its layer chain.
+    /// Pulls a base image (or finds it locally) and returns its layer chain.
     fn pull(&self, reference: &str, platform: &kiln_image::Platform) -> Result<Value, WorkerError> {
-        let Some(client) = &self.registry else {
-            return Err(WorkerError::Unsupported(format!(
-                "pulling base image `{reference}` without a registry client"
-            )));
+        let Some(images) = &self.images else {
+            return Err(WorkerError::NotLocal(reference.to_string()));
         };
-        let r = kiln_image::Reference::parse(reference).map_err(|e| WorkerError::Malformed(e.to_string()))?;
-        let resolved = client.resolve(&r, platform)?;
-        let config: kiln_image::ImageConfig = serde_json::from_slice(&resolved.config_bytes)
-            .map_err(|e| WorkerError::Malformed(format!("image config of `{reference}`: {e}")))?;
-        let m = &resolved.parsed;
-        if config.rootfs.diff_ids.len() != m.layers.len() {
-            return Err(WorkerError::Malformed(format!(
-                "`{reference}` has {} layers but its config lists {} diff ids",
-                m.layers.len(),
-                config.rootfs.diff_ids.len()
-            )));
-        }
-        let content = self.root.content();
-        let mut layers = Vec::with_capacity(m.layers.len());
-        for (desc, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
-            client.fetch_blob(&r, desc, &content)?;
-            // Same bytes, OCI name: the images kiln writes are OCI manifests.
-            let media_type = match desc.media_type.as_str() {
-                kiln_image::media_types::DOCKER_LAYER_GZIP => kiln_image::media_types::OCI_LAYER_GZIP,
-                kiln_image::media_types::DOCKER_LAYER_TAR => kiln_image::media_types::OCI_LAYER_TAR,
-                other => other,
-            };
-            let blob = kiln_image::Descriptor::new(media_type, desc.digest.clone(), desc.size);
-            layers.push(Layer {
-                diff_id: diff_id.clone(),
-                blob,
-            });
-        }
+        let (_, layers) = images.pull(reference, platform)?;
         Ok(Value::Fs(Arc::new(layers)))
     }
 
