@@ -38,6 +38,27 @@ pub struct PullArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host, e.g. `registry.example:5000`.
+    registry: String,
+    /// User name.
+    #[arg(short, long)]
+    username: String,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host.
+    registry: String,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct TagArgs {
     /// Existing image (name or id).
     source: String,
@@ -188,6 +209,37 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
         eprintln!("{}: pulled {} layers", img.pinned.familiar(), layers.len());
         println!("{}", img.parsed.config.digest);
     }
+    Ok(())
+}
+
+/// Stores credentials as `docker login` does (an `auths` entry in the docker config);
+/// they are checked on first use, not here.
+pub fn login(a: LoginArgs) -> Result<()> {
+    let password = match (a.password, a.password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read the password from stdin")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("give a password with --password-stdin (or -p)"),
+    };
+    if password.is_empty() {
+        bail!("empty password for `{}`", a.registry);
+    }
+    let creds = kiln_registry::creds::Credentials {
+        username: a.username,
+        password,
+    };
+    let path = kiln_registry::creds::store(&a.registry, Some(&creds)).map_err(anyhow::Error::msg)?;
+    eprintln!("Login credentials for {} saved in {}", a.registry, path.display());
+    Ok(())
+}
+
+pub fn logout(a: LogoutArgs) -> Result<()> {
+    let path = kiln_registry::creds::store(&a.registry, None).map_err(anyhow::Error::msg)?;
+    eprintln!("Removed login credentials for {} from {}", a.registry, path.display());
     Ok(())
 }
 

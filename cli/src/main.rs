@@ -28,6 +28,10 @@ enum Command {
     Build(build::BuildArgs),
     /// Pull an image from a registry into the local store.
     Pull(images::PullArgs),
+    /// Store credentials for a registry in the docker config file.
+    Login(images::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(images::LogoutArgs),
     /// List images in the local store.
     Images(images::ImagesArgs),
     /// Add a name to an image.
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(a) => build::run(&root, a),
         Command::Pull(a) => images::pull(&root, a),
+        Command::Login(a) => images::login(a),
+        Command::Logout(a) => images::logout(a),
         Command::Images(a) => images::images(&root, a),
         Command::Tag(a) => images::tag(&root, a),
         Command::Rmi(a) => images::rmi(&root, a),

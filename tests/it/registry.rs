@@ -293,3 +293,96 @@ fn pull_policies_and_the_local_store() {
     let err = fresh.fails(&["build", "--pull", c]);
     assert!(err.contains("busybox:1") && err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn credentials_from_the_docker_config() {
+    let Some(reg) = Registry::start_with_htpasswd("kiln", "s3cret") else {
+        return;
+    };
+    let k = kiln();
+    if !require(
+        std::path::Path::new("/bin/busybox").is_file(),
+        "busybox-static is not installed",
+    ) || !require_tool("skopeo")
+    {
+        return;
+    }
+    // Push the base with skopeo, as user kiln.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ctx.path().join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("bin/busybox")).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY bin/ /bin/\n").unwrap();
+    let archive = ctx.path().join("b.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false", "--dest-creds", "kiln:s3cret"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/private:1", reg.host)),
+    );
+    let docker_config = tempfile::tempdir().unwrap();
+    let app = context(&[("Dockerfile", &format!("FROM {}/private:1\nENV X=1\n", reg.host))]);
+    let build = |k: &Kiln| {
+        run(k
+            .cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["build", "-q"])
+            .arg(app.path()))
+    };
+    // No credentials: one clear error naming the registry and the status.
+    let out = build(&kiln());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&reg.host) && err.contains("kiln login"),
+        "{err}"
+    );
+    // A wrong password: 401 named.
+    run_ok(
+        k.cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["login", "-u", "kiln", "-p", "wrong", &reg.host]),
+    );
+    let out = build(&kiln());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&reg.host) && err.contains("401"),
+        "{err}"
+    );
+    // `kiln login` with the right password writes config.json; the build then pulls.
+    let mut login = k.cmd();
+    login
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["login", "-u", "kiln", "--password-stdin", &reg.host]);
+    let out = {
+        use std::io::Write;
+        let mut child = login
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config = std::fs::read_to_string(docker_config.path().join("config.json")).unwrap();
+    assert!(
+        config.contains(&reg.host) && !config.contains("s3cret"),
+        "stored base64, as docker does: {config}"
+    );
+    let out = build(&kiln());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run_ok(
+        k.cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["logout", &reg.host]),
+    );
+    assert!(!std::fs::read_to_string(docker_config.path().join("config.json"))
+        .unwrap()
+        .contains(&reg.host));
+}

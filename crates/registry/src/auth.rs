@@ -53,7 +53,22 @@ impl Auth {
     /// Answers a challenge; anonymous unless credentials are configured.
     pub fn login(&self, agent: &ureq::Agent, r: &Reference, challenge: &str) -> Result<(), String> {
         let (scheme, params) = parse_challenge(challenge);
+        let creds = crate::creds::lookup(r.domain())?;
         match scheme.as_str() {
+            "basic" => {
+                let c = creds.ok_or_else(|| {
+                    format!(
+                        "unauthorized: `{}` needs credentials (kiln login {})",
+                        r.domain(),
+                        r.domain()
+                    )
+                })?;
+                self.headers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key(r), crate::creds::basic_header(&c));
+                Ok(())
+            }
             "bearer" => {
                 let realm = params
                     .get("realm")
@@ -65,6 +80,9 @@ impl Auth {
                 let mut req = agent.get(realm.as_str()).query("scope", &scope);
                 if let Some(s) = params.get("service") {
                     req = req.query("service", s);
+                }
+                if let Some(c) = &creds {
+                    req = req.header("Authorization", crate::creds::basic_header(c));
                 }
                 let mut resp = req
                     .call()
@@ -88,7 +106,7 @@ impl Auth {
                     .insert(key(r), format!("Bearer {token}"));
                 Ok(())
             }
-            _ => Err("unauthorized: authentication required (no credentials configured)".to_string()),
+            other => Err(format!("unsupported auth scheme `{other}`")),
         }
     }
 }

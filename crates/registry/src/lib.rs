@@ -8,6 +8,7 @@
 //! in our hands (see docs/dev/architecture.md).
 
 mod auth;
+pub mod creds;
 
 use std::io::{self, Read, Write};
 use std::time::Duration;

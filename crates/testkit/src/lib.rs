@@ -270,6 +270,21 @@ impl Registry {
     /// Starts a registry if `docker-registry` is installed; `None` (or a strict-mode
     /// panic) otherwise.
     pub fn start() -> Option<Registry> {
+        Self::start_with_auth(None)
+    }
+
+    /// Starts a registry that requires `user`/`password` (htpasswd basic auth).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Option<Registry> {
+        if !require(
+            which("htpasswd").is_some(),
+            "`htpasswd` (apache2-utils) is not installed",
+        ) {
+            return None;
+        }
+        Self::start_with_auth(Some((user, password)))
+    }
+
+    fn start_with_auth(auth: Option<(&str, &str)>) -> Option<Registry> {
         if !require(which("docker-registry").is_some(), "`docker-registry` is not installed") {
             return None;
         }
@@ -284,10 +299,19 @@ impl Registry {
             .expect("addr")
             .port();
         let host = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
             dir.path().join("data").display()
         );
+        if let Some((user, password)) = auth {
+            let line = run_ok(Command::new("htpasswd").args(["-Bbn", user, password]));
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, line.trim()).expect("htpasswd file");
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                path.display()
+            ));
+        }
         std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
         let log = std::fs::File::create(dir.path().join("log")).expect("log");
         let child = Command::new("docker-registry")
