@@ -55,6 +55,10 @@ pub struct BuildArgs {
     /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// Trust the CA certificates in this PEM file for registry TLS (instead of the
+    /// built-in roots).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// When to ask the registry for base images: `missing` (default: use the local
     /// store when it has the image), `always`, `never`. `--pull` alone means always.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
@@ -268,7 +272,10 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         None => None,
     };
     let inputs = read_inputs(&a)?;
-    let registry = std::sync::Arc::new(kiln_registry::Client::new(a.insecure_registries.clone()));
+    let registry = std::sync::Arc::new(crate::images::registry_client(
+        a.insecure_registries.clone(),
+        a.tls_ca.as_deref(),
+    )?);
     let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
     let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
     let images = std::sync::Arc::new(kiln_worker::ImageSource::new(

@@ -32,6 +32,10 @@ pub struct PullArgs {
     /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
+    /// Trust the CA certificates in this PEM file for registry TLS (instead of the
+    /// built-in roots).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Print only the image id.
     #[arg(short, long)]
     quiet: bool,
@@ -190,6 +194,20 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     Ok(())
 }
 
+/// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots.
+pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<kiln_registry::Client> {
+    let client = kiln_registry::Client::new(insecure);
+    match tls_ca {
+        None => Ok(client),
+        Some(p) => {
+            let pem = std::fs::read(p).with_context(|| format!("cannot read --tls-ca `{}`", p.display()))?;
+            client
+                .with_tls_ca(&pem)
+                .map_err(|e| anyhow::anyhow!("invalid --tls-ca `{}`: {e}", p.display()))
+        }
+    }
+}
+
 #[allow(clippy::print_stdout)]
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     let (r, _store) = open_store(root)?;
@@ -199,7 +217,7 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
             .with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?,
         None => kiln_image::Platform::host(),
     };
-    let client = std::sync::Arc::new(kiln_registry::Client::new(a.insecure_registries));
+    let client = std::sync::Arc::new(registry_client(a.insecure_registries, a.tls_ca.as_deref())?);
     // `kiln pull` always asks the registry, as `docker pull` does.
     let source = kiln_worker::ImageSource::new(r.clone(), Some(client), kiln_worker::PullPolicy::Always);
     let (img, layers) = source.pull(&reference.to_string(), &platform)?;

@@ -386,3 +386,62 @@ fn credentials_from_the_docker_config() {
         .unwrap()
         .contains(&reg.host));
 }
+
+#[test]
+fn tls_registry_with_a_private_ca_and_credentials() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca.pem");
+    let Some(reg) = Registry::start_tls_htpasswd("kiln", "s3cret", &ca) else {
+        return;
+    };
+    if !require(
+        std::path::Path::new("/bin/busybox").is_file(),
+        "busybox-static is not installed",
+    ) || !require_tool("skopeo")
+    {
+        return;
+    }
+    let k = kiln();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ctx.path().join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("bin/busybox")).unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY bin/ /bin/\n").unwrap();
+    let archive = ctx.path().join("b.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--dest-cert-dir"])
+            .arg(certs.path())
+            .args(["--dest-tls-verify=false", "--dest-creds", "kiln:s3cret"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/secure:1", reg.host)),
+    );
+    let docker_config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjpzM2NyZXQ="}}}}}}"#, reg.host),
+    )
+    .unwrap();
+    let app = context(&[("Dockerfile", &format!("FROM {}/secure:1\nENV X=1\n", reg.host))]);
+    // Without the CA the certificate is not trusted: one clear error.
+    let out = run(kiln()
+        .cmd()
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["build", "-q"])
+        .arg(app.path()));
+    assert!(!out.status.success(), "an untrusted certificate must fail");
+    // With --tls-ca and the docker config's credentials, the pull goes over TLS.
+    let out = run(kiln()
+        .cmd()
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["build", "-q", "--tls-ca"])
+        .arg(&ca)
+        .arg(app.path()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

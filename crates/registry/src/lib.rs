@@ -69,6 +69,7 @@ pub struct Client {
     agent: ureq::Agent,
     insecure: Vec<String>,
     auth: Auth,
+    schemes: std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
 }
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -78,24 +79,21 @@ const ATTEMPTS: u32 = 5;
 impl Client {
     /// A client; hosts in `insecure` (and loopback hosts) are reached over plain HTTP.
     pub fn new(insecure: Vec<String>) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .user_agent("kiln")
-            .build()
-            .into();
         Client {
-            agent,
+            agent: Self::agent(None),
             insecure,
             auth: Auth::default(),
+            schemes: Default::default(),
         }
     }
 
+    /// The API base of `r`'s repository. HTTPS always; for loopback hosts and
+    /// `--insecure-registry` hosts, as Docker does, HTTPS is tried first and plain HTTP
+    /// used when the host does not speak TLS (probed once per host).
     fn base_url(&self, r: &Reference) -> String {
         let host = r.domain();
         let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        let plain = name == "localhost"
+        let may_be_plain = name == "localhost"
             || name.starts_with("127.")
             || name == "[::1]"
             || self.insecure.iter().any(|i| i == host || i == name);
@@ -104,7 +102,56 @@ impl Client {
         } else {
             host
         };
-        format!("{}://{api_host}/v2/{}", if plain { "http" } else { "https" }, r.path())
+        let scheme = if may_be_plain {
+            self.probe_scheme(api_host)
+        } else {
+            "https"
+        };
+        format!("{scheme}://{api_host}/v2/{}", r.path())
+    }
+
+    fn probe_scheme(&self, host: &str) -> &'static str {
+        let mut schemes = self.schemes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = schemes.get(host) {
+            return known;
+        }
+        // Any HTTP answer over TLS (even 401) means the host speaks HTTPS.
+        let scheme = match self.agent.get(&format!("https://{host}/v2/")).call() {
+            Ok(_) => "https",
+            Err(_) => "http",
+        };
+        schemes.insert(host.to_string(), scheme);
+        scheme
+    }
+
+    /// Trusts the CA certificates in `pem` (instead of the built-in roots) for TLS.
+    pub fn with_tls_ca(mut self, pem: &[u8]) -> Result<Self, String> {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| format!("bad PEM: {e}"))? {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err("no certificates in the PEM file".to_string());
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+            .build();
+        self.agent = Self::agent(Some(tls));
+        Ok(self)
+    }
+
+    fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+        let mut b = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .user_agent("kiln");
+        if let Some(t) = tls {
+            b = b.tls_config(t);
+        }
+        b.build().into()
     }
 
     /// Sends a GET with auth and retries; returns the response for any final status.

@@ -284,7 +284,25 @@ impl Registry {
         Self::start_with_auth(Some((user, password)))
     }
 
+    /// Starts a registry serving HTTPS with a self-signed certificate for 127.0.0.1
+    /// (written to `ca_out` as PEM) and htpasswd auth.
+    pub fn start_tls_htpasswd(user: &str, password: &str, ca_out: &Path) -> Option<Registry> {
+        if !require(which("openssl").is_some(), "`openssl` is not installed")
+            || !require(
+                which("htpasswd").is_some(),
+                "`htpasswd` (apache2-utils) is not installed",
+            )
+        {
+            return None;
+        }
+        Self::start_full(Some((user, password)), Some(ca_out))
+    }
+
     fn start_with_auth(auth: Option<(&str, &str)>) -> Option<Registry> {
+        Self::start_full(auth, None)
+    }
+
+    fn start_full(auth: Option<(&str, &str)>, tls: Option<&Path>) -> Option<Registry> {
         if !require(which("docker-registry").is_some(), "`docker-registry` is not installed") {
             return None;
         }
@@ -300,7 +318,7 @@ impl Registry {
             .port();
         let host = format!("127.0.0.1:{port}");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
             dir.path().join("data").display()
         );
         if let Some((user, password)) = auth {
@@ -310,6 +328,71 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
                 path.display()
+            ));
+        }
+        config.push_str(&format!("http:\n  addr: {host}\n"));
+        if let Some(ca_out) = tls {
+            // A CA and a leaf for 127.0.0.1 signed by it (webpki refuses a CA
+            // certificate as the server's own).
+            let d = dir.path();
+            let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+            let ca_cert = d.join("ca.pem");
+            let ossl = |args: &[&str]| run_ok(Command::new("openssl").current_dir(d).args(args));
+            ossl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln test CA",
+                "-keyout",
+                "ca-key.pem",
+                "-out",
+                "ca.pem",
+            ]);
+            ossl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+            ]);
+            std::fs::write(
+                d.join("leaf.ext"),
+                "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+            )
+            .expect("ext file");
+            ossl(&[
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+                "-out",
+                "cert.pem",
+            ]);
+            std::fs::copy(&ca_cert, ca_out).expect("copy CA");
+            // `http:` is the last key of the config, so `tls:` nests under it.
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
