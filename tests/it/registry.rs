@@ -148,10 +148,10 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(upstream: String, cut_after: usize) -> CuttingProxy {
-        Self::start_with(upstream, cut_after, 0)
+        Self::start_with(upstream, cut_after, 0, 1)
     }
 
-    fn start_with(upstream: String, cut_after: usize, fail_first: usize) -> CuttingProxy {
+    fn start_with(upstream: String, cut_after: usize, fail_first: usize, max_cuts: usize) -> CuttingProxy {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
@@ -187,7 +187,7 @@ impl CuttingProxy {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if sent + n > cut_after && c.load(Ordering::SeqCst) == 0 {
+                        if sent + n > cut_after && c.load(Ordering::SeqCst) < max_cuts {
                             c.fetch_add(1, Ordering::SeqCst);
                             let _ = client.write_all(&buf[..cut_after.saturating_sub(sent)]);
                             break; // drop both ends mid-body
@@ -250,11 +250,11 @@ fn server_errors_are_retried() {
         return;
     }
     // Two 500s, then the real registry: the pull retries and succeeds.
-    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 2);
+    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 2, 0);
     let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\nENV X=1\n", proxy.addr))]);
     kiln().ok(&["build", "-q", ctx.path().to_str().unwrap()]);
     // Always 500: one clear error naming the reference, after the retries.
-    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 200);
+    let proxy = CuttingProxy::start_with(reg.host.clone(), usize::MAX, 200, 0);
     let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\n", proxy.addr))]);
     let err = kiln().fails(&["build", ctx.path().to_str().unwrap()]);
     assert!(
@@ -444,4 +444,37 @@ fn tls_registry_with_a_private_ca_and_credentials() {
         .arg(&ca)
         .arg(app.path()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_blob_that_never_arrives_whole_fails_cleanly() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    if push_busybox(&k, &reg).is_none() {
+        return;
+    }
+    // Every download of the layer is cut: the retries give up with one clear error,
+    // and nothing partial is stored.
+    let proxy = CuttingProxy::start_with(reg.host.clone(), 100_000, 0, usize::MAX);
+    let ctx = context(&[("Dockerfile", &format!("FROM {}/busybox:1\nENV X=1\n", proxy.addr))]);
+    let fresh = kiln();
+    let err = fresh.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("{}/busybox:1", proxy.addr)) && err.contains("blob"),
+        "{err}"
+    );
+    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
+        let p = entry.unwrap().path();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
+        assert_eq!(
+            p.file_name().unwrap().to_str().unwrap(),
+            hex,
+            "a partial blob was stored"
+        );
+    }
+    assert!(
+        std::fs::read_dir(fresh.root().join("tmp")).unwrap().next().is_none(),
+        "no temp files left"
+    );
+    assert!(fresh.ok(&["images"]).lines().count() == 1, "no image was stored");
 }
