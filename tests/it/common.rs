@@ -123,3 +123,15 @@ pub fn tree(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// The text of the member `name` of a tar archive, if present.
+pub fn tar_member(archive: &[u8], name: &str) -> Option<String> {
+    let mut ar = tar::Archive::new(archive);
+    ar.entries().unwrap().map(|e| e.unwrap()).find_map(|mut e| {
+        (e.path().unwrap().to_str() == Some(name)).then(|| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        })
+    })
+}

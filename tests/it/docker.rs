@@ -94,16 +94,7 @@ fn config_and_history_match_docker_build() {
 /// Reads the image config out of a `docker save` tarball via its manifest.json.
 fn docker_save_config(path: &std::path::Path) -> serde_json::Value {
     let bytes = std::fs::read(path).unwrap();
-    let read = |name: &str| -> Option<String> {
-        let mut ar = tar::Archive::new(&bytes[..]);
-        ar.entries().unwrap().map(|e| e.unwrap()).find_map(|mut e| {
-            (e.path().unwrap().to_str() == Some(name)).then(|| {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                s
-            })
-        })
-    };
+    let read = |name: &str| tar_member(&bytes, name);
     let manifest = json(&read("manifest.json").expect("manifest.json in docker save output"));
     let config = manifest[0]["Config"].as_str().unwrap().to_string();
     json(&read(&config).expect("config in docker save output"))

@@ -17,19 +17,7 @@ fn oci_archive_reads_in_skopeo_and_umoci() {
     build_to(&k, &format!("type=oci,dest={}", archive.display()));
     // index.json names the tag as BuildKit's OCI exporter does.
     let bytes = std::fs::read(&archive).unwrap();
-    let mut ar = tar::Archive::new(&bytes[..]);
-    let index = ar
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap())
-        .find_map(|mut e| {
-            (e.path().unwrap().to_str() == Some("index.json")).then(|| {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                s
-            })
-        })
-        .expect("index.json in the archive");
+    let index = tar_member(&bytes, "index.json").expect("index.json in the archive");
     let index = json(&index);
     assert_eq!(
         index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],

@@ -8,6 +8,12 @@ use kiln_testkit::Registry;
 
 /// Builds the busybox base with kiln and pushes it to `reg` as `busybox:1`.
 fn push_busybox(k: &Kiln, reg: &Registry) -> Option<String> {
+    push_busybox_as(k, reg, "busybox:1", &[])
+}
+
+/// Builds the busybox base (busybox-static's binary FROM scratch) with kiln and pushes
+/// it to `reg` as `name`, passing `skopeo_args` (credentials, certificates) to skopeo.
+fn push_busybox_as(k: &Kiln, reg: &Registry, name: &str, skopeo_args: &[&str]) -> Option<String> {
     if !require(
         std::path::Path::new("/bin/busybox").is_file(),
         "busybox-static (/bin/busybox) is not installed",
@@ -31,14 +37,29 @@ fn push_busybox(k: &Kiln, reg: &Registry) -> Option<String> {
         &format!("type=oci,dest={}", archive.display()),
         ctx.path().to_str().unwrap(),
     ]);
-    let dest = format!("docker://{}/busybox:1", reg.host);
+    let dest = format!("docker://{}/{name}", reg.host);
     run_ok(
         Command::new("skopeo")
             .args(["copy", "-q", "--dest-tls-verify=false"])
+            .args(skopeo_args)
             .arg(format!("oci-archive:{}", archive.display()))
             .arg(&dest),
     );
     Some(dest)
+}
+
+/// Every blob in the root's content store matches its digest.
+fn assert_blobs_whole(k: &Kiln) {
+    for entry in std::fs::read_dir(k.root().join("content-v1/blobs/sha256")).unwrap() {
+        let p = entry.unwrap().path();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
+        assert_eq!(
+            p.file_name().unwrap().to_str().unwrap(),
+            hex,
+            "blob {} is corrupt or partial",
+            p.display()
+        );
+    }
 }
 
 #[test]
@@ -101,17 +122,7 @@ fn from_registry_image_adds_one_layer() {
     assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/busybox", "sh"]));
     assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), layers.len());
     // Every blob in the root's content store matches its digest.
-    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
-        let p = entry.unwrap().path();
-        let bytes = std::fs::read(&p).unwrap();
-        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        assert_eq!(
-            p.file_name().unwrap().to_str().unwrap(),
-            hex,
-            "blob {} is corrupt",
-            p.display()
-        );
-    }
+    assert_blobs_whole(&fresh);
 }
 
 #[test]
@@ -231,11 +242,7 @@ fn dropped_blob_download_resumes() {
         "the proxy cut one download"
     );
     // The resumed blob is whole: every stored blob matches its name.
-    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
-        let p = entry.unwrap().path();
-        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
-        assert_eq!(p.file_name().unwrap().to_str().unwrap(), hex);
-    }
+    assert_blobs_whole(&fresh);
     assert!(
         std::fs::read_dir(fresh.root().join("tmp")).unwrap().next().is_none(),
         "no temp files left"
@@ -300,32 +307,10 @@ fn credentials_from_the_docker_config() {
         return;
     };
     let k = kiln();
-    if !require(
-        std::path::Path::new("/bin/busybox").is_file(),
-        "busybox-static is not installed",
-    ) || !require_tool("skopeo")
-    {
+    // Push the base with skopeo, as user kiln.
+    if push_busybox_as(&k, &reg, "private:1", &["--dest-creds", "kiln:s3cret"]).is_none() {
         return;
     }
-    // Push the base with skopeo, as user kiln.
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::create_dir(ctx.path().join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("bin/busybox")).unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY bin/ /bin/\n").unwrap();
-    let archive = ctx.path().join("b.tar");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=oci,dest={}", archive.display()),
-        ctx.path().to_str().unwrap(),
-    ]);
-    run_ok(
-        Command::new("skopeo")
-            .args(["copy", "-q", "--dest-tls-verify=false", "--dest-creds", "kiln:s3cret"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/private:1", reg.host)),
-    );
     let docker_config = tempfile::tempdir().unwrap();
     let app = context(&[("Dockerfile", &format!("FROM {}/private:1\nENV X=1\n", reg.host))]);
     let build = |k: &Kiln| {
@@ -394,34 +379,12 @@ fn tls_registry_with_a_private_ca_and_credentials() {
     let Some(reg) = Registry::start_tls_htpasswd("kiln", "s3cret", &ca) else {
         return;
     };
-    if !require(
-        std::path::Path::new("/bin/busybox").is_file(),
-        "busybox-static is not installed",
-    ) || !require_tool("skopeo")
-    {
+    let k = kiln();
+    let cert_dir = certs.path().to_str().unwrap();
+    let skopeo_args = ["--dest-cert-dir", cert_dir, "--dest-creds", "kiln:s3cret"];
+    if push_busybox_as(&k, &reg, "secure:1", &skopeo_args).is_none() {
         return;
     }
-    let k = kiln();
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::create_dir(ctx.path().join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", ctx.path().join("bin/busybox")).unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY bin/ /bin/\n").unwrap();
-    let archive = ctx.path().join("b.tar");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=oci,dest={}", archive.display()),
-        ctx.path().to_str().unwrap(),
-    ]);
-    run_ok(
-        Command::new("skopeo")
-            .args(["copy", "-q", "--dest-cert-dir"])
-            .arg(certs.path())
-            .args(["--dest-tls-verify=false", "--dest-creds", "kiln:s3cret"])
-            .arg(format!("oci-archive:{}", archive.display()))
-            .arg(format!("docker://{}/secure:1", reg.host)),
-    );
     let docker_config = tempfile::tempdir().unwrap();
     std::fs::write(
         docker_config.path().join("config.json"),
@@ -463,15 +426,7 @@ fn a_blob_that_never_arrives_whole_fails_cleanly() {
         err.contains(&format!("{}/busybox:1", proxy.addr)) && err.contains("blob"),
         "{err}"
     );
-    for entry in std::fs::read_dir(fresh.root().join("content-v1/blobs/sha256")).unwrap() {
-        let p = entry.unwrap().path();
-        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
-        assert_eq!(
-            p.file_name().unwrap().to_str().unwrap(),
-            hex,
-            "a partial blob was stored"
-        );
-    }
+    assert_blobs_whole(&fresh);
     assert!(
         std::fs::read_dir(fresh.root().join("tmp")).unwrap().next().is_none(),
         "no temp files left"

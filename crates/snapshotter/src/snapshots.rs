@@ -72,14 +72,7 @@ impl Snapshots {
                 break;
             }
         }
-        let work = tempfile::Builder::new()
-            .prefix("snapshot-")
-            .tempdir_in(&self.tmp)
-            .map_err(|source| SnapshotError::Io {
-                op: "cannot create temp dir in",
-                path: self.tmp.clone(),
-                source,
-            })?;
+        let work = self.temp_dir("snapshot-")?;
         let tree = work.path().join("fs");
         match &base {
             Some(b) => hardlink_tree(b, &tree).map_err(|source| SnapshotError::Io {
@@ -122,17 +115,22 @@ impl Snapshots {
         Ok(report.warnings)
     }
 
-    /// Starts a change on top of `parent`.
-    pub fn prepare(&self, parent: &[Layer]) -> Result<ActiveSnapshot, SnapshotError> {
-        let lower = self.merged(parent)?;
-        let upper = tempfile::Builder::new()
-            .prefix("upper-")
+    /// A temp directory under the root's `tmp/` (same filesystem, so renames work).
+    fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, SnapshotError> {
+        tempfile::Builder::new()
+            .prefix(prefix)
             .tempdir_in(&self.tmp)
             .map_err(|source| SnapshotError::Io {
                 op: "cannot create temp dir in",
                 path: self.tmp.clone(),
                 source,
-            })?;
+            })
+    }
+
+    /// Starts a change on top of `parent`.
+    pub fn prepare(&self, parent: &[Layer]) -> Result<ActiveSnapshot, SnapshotError> {
+        let lower = self.merged(parent)?;
+        let upper = self.temp_dir("upper-")?;
         Ok(ActiveSnapshot {
             upper,
             lower,
