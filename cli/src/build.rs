@@ -63,6 +63,18 @@ pub struct BuildArgs {
     /// store when it has the image), `always`, `never`. `--pull` alone means always.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pull: PullArg,
+    /// Network of RUN steps that do not set `RUN --network`: `default` (the host's
+    /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
+    network: NetworkArg,
+}
+
+/// `--network` values, as `docker buildx build` takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetworkArg {
+    Default,
+    Host,
+    None,
 }
 
 /// `--pull` values, as buildah and podman take them.
@@ -319,7 +331,13 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
-    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?.with_images(images);
+    let network = match a.network {
+        NetworkArg::None => kiln_executor::Network::None,
+        NetworkArg::Default | NetworkArg::Host => kiln_executor::Network::Host,
+    };
+    let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
+        .with_images(images)
+        .with_executor(std::sync::Arc::new(kiln_executor::Sandbox::default()), network);
     let result = solver
         .solve(&plan.definition, &worker)
         .map_err(|e| solve_error(&inputs, e))?;

@@ -45,6 +45,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The sandbox helper is this binary re-executed; it must start before anything else.
+    kiln_executor::run_helper_if_requested();
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
     let result = match cli.command {

@@ -136,6 +136,7 @@ impl Snapshots {
             lower,
             parent: parent.to_vec(),
             owners: OwnerOverrides::new(),
+            overlay_upper: false,
         })
     }
 }
@@ -148,6 +149,8 @@ pub struct ActiveSnapshot {
     parent: Vec<Layer>,
     /// Owners the layer must record that could not be set on disk (rootless).
     pub owners: OwnerOverrides,
+    /// The upper was written through an overlay mount (whiteouts are device nodes).
+    pub overlay_upper: bool,
 }
 
 impl ActiveSnapshot {
@@ -186,6 +189,7 @@ impl ActiveSnapshot {
         let opts = TarOptions {
             clamp_mtime,
             owners: std::mem::take(&mut self.owners),
+            overlay_upper: self.overlay_upper,
         };
         write_layer(self.upper.path(), content, &opts, compression)
     }

@@ -23,6 +23,9 @@ pub struct TarOptions {
     pub clamp_mtime: Option<i64>,
     /// Owners to write instead of what is on disk, by path relative to the root.
     pub owners: OwnerOverrides,
+    /// The tree is an overlayfs upper directory: 0/0 character devices are whiteouts
+    /// (`.wh.<name>`) and directories marked opaque get `.wh..wh..opq`.
+    pub overlay_upper: bool,
 }
 
 /// Entry metadata as it goes into a header.
@@ -262,7 +265,12 @@ pub(crate) fn append_path<W: Write>(
     if ft.is_dir() {
         meta.kind = EntryType::Directory;
         name.push(b'/');
-        return tw.append(&name, &meta, None);
+        tw.append(&name, &meta, None)?;
+        if opts.overlay_upper && is_opaque(path) {
+            name.extend_from_slice(b".wh..wh..opq");
+            tw.append(&name, &whiteout_meta(mtime), None)?;
+        }
+        return Ok(());
     }
     if ft.is_symlink() {
         meta.kind = EntryType::Symlink;
@@ -286,6 +294,15 @@ pub(crate) fn append_path<W: Write>(
     }
     let rdev = md.rdev();
     let dev = (major(rdev), minor(rdev));
+    if opts.overlay_upper && ft.is_char_device() && rdev == 0 {
+        let mut wh = match name.iter().rposition(|b| *b == b'/') {
+            Some(i) => name[..=i].to_vec(),
+            None => Vec::new(),
+        };
+        wh.extend_from_slice(b".wh.");
+        wh.extend_from_slice(rel.file_name().map(|n| n.as_bytes()).unwrap_or_default());
+        return tw.append(&wh, &whiteout_meta(mtime), None);
+    }
     if ft.is_char_device() {
         meta.kind = EntryType::Char;
         meta.dev = Some(dev);
@@ -299,6 +316,29 @@ pub(crate) fn append_path<W: Write>(
         return Ok(());
     }
     tw.append(&name, &meta, None)
+}
+
+/// Header of a whiteout marker: an empty regular file owned by root.
+fn whiteout_meta(mtime: i64) -> EntryMeta {
+    EntryMeta {
+        kind: EntryType::Regular,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime,
+        size: 0,
+        link: None,
+        dev: None,
+        xattrs: Vec::new(),
+    }
+}
+
+/// Whether overlayfs marked the directory opaque (it hides the lower directory).
+fn is_opaque(path: &Path) -> bool {
+    let mut val = [0u8; 4];
+    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
+        .iter()
+        .any(|k| matches!(rustix::fs::lgetxattr(path, *k, &mut val), Ok(1) if val[0] == b'y'))
 }
 
 fn major(dev: u64) -> u32 {

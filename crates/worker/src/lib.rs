@@ -2,6 +2,7 @@
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
 mod copy;
+mod exec;
 mod images;
 
 mod users;
@@ -52,6 +53,10 @@ pub enum WorkerError {
     NotLocal(String),
     #[error("{0} is not supported yet")]
     Unsupported(String),
+    #[error("RUN failed (exit code {code}){}", tail_text(tail))]
+    RunFailed { code: i32, tail: Vec<String> },
+    #[error(transparent)]
+    Exec(#[from] kiln_executor::ExecError),
     #[error("malformed op: {0}")]
     Malformed(String),
     #[error("`{path}`")]
@@ -66,6 +71,18 @@ pub enum WorkerError {
     Store(#[from] kiln_cache::CacheError),
     #[error(transparent)]
     Registry(#[from] kiln_registry::RegistryError),
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from("; last output:");
+    for l in tail {
+        s.push_str("\n  ");
+        s.push_str(l);
+    }
+    s
 }
 
 /// BaseResolver answers the frontend's base-image questions through an [`ImageSource`].
@@ -97,6 +114,8 @@ pub struct Worker {
     epoch: i64,
     compression: Compression,
     images: Option<Arc<ImageSource>>,
+    executor: Option<Arc<dyn kiln_executor::Executor>>,
+    network: kiln_executor::Network,
 }
 
 impl Worker {
@@ -111,12 +130,22 @@ impl Worker {
             epoch,
             compression: Compression::Gzip,
             images: None,
+            executor: None,
+            network: kiln_executor::Network::Host,
         })
     }
 
     /// Lets the worker use base images from `source`.
     pub fn with_images(mut self, source: Arc<ImageSource>) -> Self {
         self.images = Some(source);
+        self
+    }
+
+    /// Lets the worker run RUN steps with `executor`; `network` is what
+    /// `RUN --network=default` means (the global `--network` flag).
+    pub fn with_executor(mut self, executor: Arc<dyn kiln_executor::Executor>, network: kiln_executor::Network) -> Self {
+        self.executor = Some(executor);
+        self.network = network;
         self
     }
 
@@ -252,12 +281,12 @@ impl OpRunner for Worker {
         _digest: &Digest,
         node: &Node,
         inputs: Vec<Value>,
-        _log: &VertexLog<'_>,
+        log: &VertexLog<'_>,
     ) -> Result<Value, WorkerError> {
         match &node.op {
             Op::Source(s) => self.source(s),
             Op::File(f) => self.file(f, &inputs),
-            Op::Exec(_) => Err(WorkerError::Unsupported("RUN".to_string())),
+            Op::Exec(e) => self.exec(e, &inputs, log),
         }
     }
 }

@@ -1,0 +1,492 @@
+//! The sandbox helper: runs in a freshly executed, single-threaded copy of the binary.
+//!
+//! Process tree: kiln → helper (unshares namespaces, waits) → init of the new pid
+//! namespace (mounts, pivot_root, drops privileges, execs the step). The helper and the
+//! step both die with SIGKILL when their parent dies, so killing kiln kills the step's
+//! whole namespace, and its mounts go with the mount namespace.
+//!
+//! Setup failures are written to fd 3 (a pipe kiln reads) and end with exit code 125.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+use crate::{ExecSpec, Network, HELPER_ARG};
+
+/// The descriptor setup errors are reported on.
+pub const ERR_FD: libc::c_int = 3;
+/// Exit code of a helper that could not set the step up.
+pub const SETUP_FAILED: i32 = 125;
+
+/// Docker's default capability set.
+const DEFAULT_CAPS: &[u32] = &[
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Ends the process with a setup error.
+fn fail(msg: impl std::fmt::Display) -> ! {
+    sys::write_fd(ERR_FD, msg.to_string().as_bytes());
+    sys::exit(SETUP_FAILED)
+}
+
+trait Context<T> {
+    fn or_fail(self, what: impl FnOnce() -> String) -> T;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn or_fail(self, what: impl FnOnce() -> String) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => fail(format!("{}: {e}", what())),
+        }
+    }
+}
+
+pub fn main(spec_path: Option<PathBuf>) -> i32 {
+    if sys::set_cloexec(ERR_FD).is_err() {
+        eprintln!("{HELPER_ARG}: internal helper, started by kiln only");
+        return 2;
+    }
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let Some(spec_path) = spec_path else { fail("no spec given") };
+    let text = std::fs::read(&spec_path).or_fail(|| format!("cannot read {}", spec_path.display()));
+    let spec: ExecSpec = match serde_json::from_slice(&text) {
+        Ok(s) => s,
+        Err(e) => fail(format!("bad spec {}: {e}", spec_path.display())),
+    };
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    sys::unshare(flags).or_fail(|| "cannot create namespaces".into());
+    let pid = sys::fork().or_fail(|| "cannot fork".into());
+    if pid == 0 {
+        init(&spec)
+    }
+    sys::wait(pid).or_fail(|| "cannot wait for the step".into())
+}
+
+/// Pid 1 of the step's namespace: prepares the container and execs the command.
+fn init(spec: &ExecSpec) -> ! {
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .or_fail(|| "cannot make mounts private".into());
+    mount_overlay(spec);
+
+    // Handles on host objects, taken before the host disappears.
+    let devs = ["null", "zero", "full", "random", "urandom", "tty"].map(|d| {
+        let p = Path::new("/dev").join(d);
+        (d, sys::open_tree_clone(&p, false).or_fail(|| format!("cannot open {}", p.display())))
+    });
+    let etc = [
+        ("/etc/hosts", &spec.hosts),
+        ("/etc/resolv.conf", &spec.resolv_conf),
+        ("/etc/hostname", &spec.hostname_file),
+    ]
+    .map(|(t, src)| (t, sys::open_tree_clone(src, false).or_fail(|| format!("cannot open {}", src.display()))));
+    let host_sys = sys::open_tree_clone(Path::new("/sys"), true).ok();
+
+    std::env::set_current_dir(&spec.rootfs.target).or_fail(|| "cannot enter the root file system".into());
+    sys::pivot_root_dot().or_fail(|| "pivot_root".into());
+    sys::umount_detach(Path::new(".")).or_fail(|| "cannot detach the host root".into());
+    std::env::set_current_dir("/").or_fail(|| "chdir /".into());
+
+    mount_proc();
+    mount_dev(&devs);
+    mount_sys(host_sys);
+    for (target, fd) in etc {
+        bind_etc(Path::new(target), fd);
+    }
+    sys::sethostname(&spec.hostname).or_fail(|| "cannot set the hostname".into());
+    if spec.network == Network::None {
+        sys::loopback_up().or_fail(|| "cannot bring up lo".into());
+    }
+
+    let user = resolve_user(spec.user.as_deref().unwrap_or("0"));
+    let env = step_env(&spec.env, &user.home);
+    let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+    if !Path::new(cwd).is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(cwd)
+            .or_fail(|| format!("cannot create the working directory {cwd}"));
+    }
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .open("/dev/null")
+        .or_fail(|| "cannot open /dev/null".into());
+    sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).or_fail(|| "stdin".into());
+
+    drop_privileges(&user);
+    std::env::set_current_dir(cwd).or_fail(|| format!("cannot change to the working directory {cwd}"));
+    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(|| "no_new_privs".into());
+    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    exec(&spec.args, &env)
+}
+
+fn mount_overlay(spec: &ExecSpec) {
+    let r = &spec.rootfs;
+    let mut lower = String::new();
+    for (i, l) in r.lower.iter().enumerate() {
+        let s = l.to_str().unwrap_or_default();
+        if s.is_empty() || s.contains([',', ':']) {
+            fail(format!("cannot use {} as an overlay layer (a ',' or ':' in the path)", l.display()));
+        }
+        if i > 0 {
+            lower.push(':');
+        }
+        lower.push_str(s);
+    }
+    let mut opts = format!(
+        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        r.upper.display(),
+        r.work.display()
+    );
+    if sys::getuid() != 0 || !is_initial_userns() {
+        opts.push_str(",userxattr");
+    }
+    let data = sys::cstr(&opts).or_fail(|| "overlay options".into());
+    sys::mount(
+        Some(c"overlay"),
+        &r.target,
+        Some(c"overlay"),
+        0,
+        Some(&data),
+    )
+    .or_fail(|| format!("cannot mount the overlay ({opts})"));
+}
+
+fn is_initial_userns() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(true)
+}
+
+fn ensure_dir(p: &Path, mode: u32) {
+    if p.is_dir() {
+        return;
+    }
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(p)
+        .or_fail(|| format!("cannot create {}", p.display()));
+}
+
+fn mount_proc() {
+    ensure_dir(Path::new("/proc"), 0o555);
+    sys::mount(
+        Some(c"proc"),
+        Path::new("/proc"),
+        Some(c"proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .or_fail(|| "cannot mount /proc".into());
+}
+
+fn bind(fd: libc::c_int, target: &Path, readonly: bool) {
+    sys::move_mount(fd, target).or_fail(|| format!("cannot bind {}", target.display()));
+    if readonly {
+        sys::mount(
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )
+        .or_fail(|| format!("cannot make {} read-only", target.display()));
+    }
+}
+
+fn touch(p: &Path) {
+    if p.symlink_metadata().is_ok() {
+        return;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(p)
+        .or_fail(|| format!("cannot create {}", p.display()));
+}
+
+fn mount_dev(devs: &[(&str, libc::c_int)]) {
+    let dev = Path::new("/dev");
+    ensure_dir(dev, 0o755);
+    sys::mount(
+        Some(c"tmpfs"),
+        dev,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some(c"mode=755,size=65536k"),
+    )
+    .or_fail(|| "cannot mount /dev".into());
+    for (name, fd) in devs {
+        let p = dev.join(name);
+        touch(&p);
+        bind(*fd, &p, false);
+    }
+    let pts = dev.join("pts");
+    ensure_dir(&pts, 0o755);
+    let ptsopts = if is_initial_userns() {
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        c"newinstance,ptmxmode=0666,mode=0620"
+    };
+    sys::mount(
+        Some(c"devpts"),
+        &pts,
+        Some(c"devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(ptsopts),
+    )
+    .or_fail(|| "cannot mount /dev/pts".into());
+    let shm = dev.join("shm");
+    ensure_dir(&shm, 0o1777);
+    sys::mount(
+        Some(c"shm"),
+        &shm,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"mode=1777,size=65536k"),
+    )
+    .or_fail(|| "cannot mount /dev/shm".into());
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        std::os::unix::fs::symlink(to, dev.join(link)).or_fail(|| format!("cannot create /dev/{link}"));
+    }
+}
+
+fn mount_sys(host_sys: Option<libc::c_int>) {
+    let target = Path::new("/sys");
+    if !target.is_dir() {
+        return;
+    }
+    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if sys::mount(Some(c"sysfs"), target, Some(c"sysfs"), ro, None).is_ok() {
+        return;
+    }
+    // Without a network namespace of its own a user namespace may not mount sysfs;
+    // a read-only bind of the host's is what rootless runtimes do.
+    if let Some(fd) = host_sys {
+        sys::move_mount(fd, target).or_fail(|| "cannot bind /sys".into());
+        let _ = sys::mount(None, target, None, libc::MS_BIND | libc::MS_REMOUNT | ro, None);
+    }
+}
+
+fn bind_etc(target: &Path, fd: libc::c_int) {
+    ensure_dir(Path::new("/etc"), 0o755);
+    match target.symlink_metadata() {
+        Err(_) => touch(target),
+        // A symlink is followed inside the container; one that leads nowhere is left alone.
+        Ok(m) if m.file_type().is_symlink() && target.metadata().is_err() => return,
+        Ok(_) => {}
+    }
+    if target.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        bind(fd, target, true);
+    }
+}
+
+/// The step's user: ids, supplementary groups and home directory.
+struct User {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: String,
+}
+
+struct PasswdEntry {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+}
+
+fn passwd() -> Vec<PasswdEntry> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 6 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].trim().parse().ok()?,
+                gid: f[3].trim().parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// (name, gid, members) of every group.
+fn groups() -> Vec<(String, u32, Vec<String>)> {
+    let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 3 {
+                return None;
+            }
+            let members = f
+                .get(3)
+                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default();
+            Some((f[0].to_string(), f[2].trim().parse().ok()?, members))
+        })
+        .collect()
+}
+
+/// Resolves `user[:group]` as Docker does: names must exist in the container's files,
+/// numeric ids need not.
+fn resolve_user(spec: &str) -> User {
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let users = passwd();
+    let entry = match u.parse::<u32>() {
+        Ok(id) => users.iter().find(|e| e.uid == id),
+        Err(_) => Some(
+            users
+                .iter()
+                .find(|e| e.name == u)
+                .unwrap_or_else(|| fail(format!("unable to find user {u}: no matching entries in passwd file"))),
+        ),
+    };
+    let uid = match entry {
+        Some(e) => e.uid,
+        None => u.parse().unwrap_or(0),
+    };
+    let all_groups = groups();
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(id) => id,
+            Err(_) => all_groups
+                .iter()
+                .find(|(n, _, _)| n == g)
+                .map(|(_, id, _)| *id)
+                .unwrap_or_else(|| fail(format!("unable to find group {g}: no matching entries in group file"))),
+        },
+        None => entry.map_or(0, |e| e.gid),
+    };
+    let mut groups = Vec::new();
+    if g.is_none() {
+        if let Some(e) = entry {
+            for (_, id, members) in &all_groups {
+                if members.iter().any(|m| *m == e.name) && !groups.contains(id) {
+                    groups.push(*id);
+                }
+            }
+        }
+    }
+    let home = match entry {
+        Some(e) if !e.home.is_empty() => e.home.clone(),
+        _ if uid == 0 => "/root".to_string(),
+        _ => "/".to_string(),
+    };
+    User { uid, gid, groups, home }
+}
+
+fn step_env(env: &[String], home: &str) -> Vec<String> {
+    let mut out = env.to_vec();
+    if !out.iter().any(|e| e.starts_with("PATH=")) {
+        out.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !out.iter().any(|e| e.starts_with("HOME=")) {
+        out.push(format!("HOME={home}"));
+    }
+    out
+}
+
+fn drop_privileges(user: &User) {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    let mut mask = 0u64;
+    for cap in 0..=last {
+        if DEFAULT_CAPS.contains(&cap) {
+            mask |= 1 << cap;
+        } else {
+            sys::prctl(libc::PR_CAPBSET_DROP, cap.into()).or_fail(|| format!("cannot drop capability {cap}"));
+        }
+    }
+    // Supplementary groups cannot be set where setgroups is denied (a single-id
+    // user namespace); the step then simply has none.
+    if let Err(e) = sys::setgroups(&user.groups) {
+        if e.raw_os_error() != Some(libc::EPERM) || !user.groups.is_empty() {
+            fail(format!("cannot set supplementary groups: {e}"));
+        }
+    }
+    sys::setresgid(user.gid).or_fail(|| format!("cannot switch to group {}", user.gid));
+    sys::setresuid(user.uid).or_fail(|| format!("cannot switch to user {}", user.uid));
+    if user.uid == 0 {
+        sys::capset(mask).or_fail(|| "cannot set capabilities".into());
+    }
+}
+
+fn exec(args: &[String], env: &[String]) -> ! {
+    let Some(cmd) = args.first() else { fail("no command given") };
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("argument contains a NUL byte")))
+        .collect();
+    let envp: Vec<CString> = env
+        .iter()
+        .filter_map(|e| CString::new(e.as_bytes()).ok())
+        .collect();
+    let start_err = |reason: String| -> ! { fail(format!("start\0{cmd}\0{reason}")) };
+    if cmd.contains('/') {
+        let p = sys::cstr(cmd).unwrap_or_else(|_| start_err("bad path".into()));
+        let e = sys::execve(&p, &argv, &envp);
+        start_err(e.to_string());
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let mut denied = None;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let full = format!("{dir}/{cmd}");
+        let Ok(p) = sys::cstr(&full) else { continue };
+        let e = sys::execve(&p, &argv, &envp);
+        match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
+            Some(libc::EACCES) => denied = Some(e),
+            _ => start_err(format!("{full}: {e}")),
+        }
+    }
+    match denied {
+        Some(e) => start_err(e.to_string()),
+        None => start_err("executable file not found in $PATH".to_string()),
+    }
+}

@@ -1,0 +1,99 @@
+//! kiln-executor runs one process isolated over a prepared root filesystem.
+//!
+//! The built-in [`Sandbox`] re-executes the running binary as a small single-threaded
+//! helper (see [`run_helper_if_requested`]), which unshares namespaces, mounts the
+//! step's overlay, `/proc`, a minimal `/dev` and the `/etc` files, pivot_roots, drops to
+//! Docker's default capabilities and the step's user, and execs the command.
+
+mod helper;
+mod sandbox;
+mod sys;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use sandbox::Sandbox;
+
+/// The argument that turns a re-executed binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox";
+
+/// ExecSpec is everything the sandbox needs to run one step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The command and its arguments (`args[0]` is looked up in the step's `PATH`).
+    pub args: Vec<String>,
+    /// `KEY=value` environment of the step.
+    pub env: Vec<String>,
+    /// Working directory inside the container (created if missing).
+    pub cwd: String,
+    /// `user[:group]`, by name or id, resolved in the container's `/etc/passwd`.
+    #[serde(default)]
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: Network,
+    pub rootfs: Rootfs,
+    /// Host files bind-mounted read-only over `/etc/hosts`, `/etc/resolv.conf`,
+    /// `/etc/hostname` (never part of the layer).
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname_file: PathBuf,
+}
+
+/// Network is the step's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// The host's network (BuildKit's OCI worker default).
+    Host,
+    /// A new network namespace with only `lo`.
+    None,
+}
+
+/// Rootfs is the overlay the step runs on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rootfs {
+    /// Lower directories, topmost first (at least one).
+    pub lower: Vec<PathBuf>,
+    /// Where the step's changes land.
+    pub upper: PathBuf,
+    /// Overlay's work directory (same file system as `upper`).
+    pub work: PathBuf,
+    /// An empty directory the overlay is mounted on.
+    pub target: PathBuf,
+}
+
+/// ExecError is a step that could not be run (not one that ran and failed).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot start the sandbox helper `{helper}`: {source}")]
+    Spawn {
+        helper: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox: {0}")]
+    Setup(String),
+    #[error("cannot start {command}: {reason}")]
+    Start { command: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Executor runs steps.
+pub trait Executor: Send + Sync {
+    /// Runs `spec`, passing each line of the step's combined stdout/stderr to `output`,
+    /// and returns the step's exit code (128 + signal when it was killed).
+    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError>;
+}
+
+/// If this process was started as the sandbox helper (`<exe> __kiln-sandbox SPEC`), runs
+/// it and exits; otherwise returns. Call it first thing in `main`, before any thread
+/// is started.
+pub fn run_helper_if_requested() {
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
+        let code = helper::main(args.next().map(PathBuf::from));
+        std::process::exit(code);
+    }
+}

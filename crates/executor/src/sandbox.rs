@@ -1,0 +1,120 @@
+//! The kiln side of the built-in sandbox: writes the spec, starts the helper, streams
+//! the step's output and collects its exit code.
+#![allow(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::helper::ERR_FD;
+use crate::{ExecError, ExecSpec, Executor, HELPER_ARG};
+
+/// Sandbox is the built-in namespace sandbox.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    helper: PathBuf,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            helper: PathBuf::from("/proc/self/exe"),
+        }
+    }
+}
+
+impl Sandbox {
+    /// A sandbox whose helper is the binary at `helper` (it must call
+    /// [`crate::run_helper_if_requested`] first thing in `main`).
+    pub fn with_helper(helper: PathBuf) -> Self {
+        Sandbox { helper }
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl Executor for Sandbox {
+    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError> {
+        let state = spec
+            .rootfs
+            .target
+            .parent()
+            .map(|p| p.join("spec.json"))
+            .ok_or_else(|| ExecError::Setup("root file system target has no parent".into()))?;
+        std::fs::write(&state, serde_json::to_vec(spec).map_err(std::io::Error::other)?)?;
+
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let err_w_raw = std::os::fd::AsRawFd::as_raw_fd(&err_w);
+        let mut cmd = Command::new(&self.helper);
+        cmd.arg(HELPER_ARG)
+            .arg(&state)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_w.try_clone()?))
+            .stderr(Stdio::from(out_w));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(err_w_raw, ERR_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        drop(cmd); // closes our copies of the write ends
+        drop(err_w);
+        let mut child = spawned.map_err(|source| ExecError::Spawn {
+            helper: self.helper.clone(),
+            source,
+        })?;
+
+        let mut reader = BufReader::new(std::fs::File::from(out_r));
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
+            // A carriage return redraws a line (progress bars): show the last state.
+            let line = line.rsplit('\r').next().unwrap_or(line);
+            output(line);
+        }
+        let mut err = Vec::new();
+        std::fs::File::from(err_r).read_to_end(&mut err)?;
+        let status = child.wait()?;
+        let _ = std::fs::remove_file(&state);
+        if !err.is_empty() {
+            let msg = String::from_utf8_lossy(&err).into_owned();
+            if let Some(rest) = msg.strip_prefix("start\0") {
+                let (command, reason) = rest.split_once('\0').unwrap_or((rest, ""));
+                return Err(ExecError::Start {
+                    command: format!("{command:?}"),
+                    reason: reason.to_string(),
+                });
+            }
+            return Err(ExecError::Setup(msg));
+        }
+        match status.code() {
+            Some(c) => Ok(c),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                Ok(128 + status.signal().unwrap_or(0))
+            }
+        }
+    }
+}
