@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use kiln_cache::{KilnRoot, LockKind, RootLock};
+use kiln_cache::{KilnRoot, RootLock};
 use kiln_exporter::{ArchiveImage, BuiltImage};
 use kiln_image::{Platform, Reference};
 use kiln_solver::Solver;
@@ -289,7 +289,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         a.tls_ca.as_deref(),
     )?);
     let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
-    let _lock = RootLock::acquire(&root.path().join("lock"), LockKind::Shared)?;
+    let _lock = RootLock::shared_after_sweep(&root.path().join("lock"), &root.tmp_dir())?;
     let images = std::sync::Arc::new(kiln_worker::ImageSource::new(
         root.clone(),
         Some(registry),

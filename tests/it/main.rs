@@ -7,5 +7,6 @@ mod errors;
 mod exports;
 mod ignore;
 mod registry;
+mod run;
 mod scratch;
 mod store;

@@ -1,0 +1,327 @@
+//! RUN in the built-in sandbox, as root: real containers over a busybox base.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A busybox image `bb:1` in `k`'s store: every applet, `/etc/passwd` and
+/// `/etc/group`, a `/root` with a file in it.
+pub fn busybox_base(k: &Kiln) -> Option<&'static str> {
+    if !require(
+        Path::new("/bin/busybox").is_file(),
+        "busybox-static (/bin/busybox) is not installed",
+    ) {
+        return None;
+    }
+    let ctx = tempfile::Builder::new().prefix("kiln-bb-").tempdir().unwrap();
+    let rootfs = ctx.path().join("rootfs");
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root", "home"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = run_ok(Command::new("/bin/busybox").arg("--list"));
+    for applet in list.lines().filter(|a| *a != "busybox") {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(rootfs.join("root/.profile"), "# root\n").unwrap();
+    run_ok(Command::new("chmod").arg("1777").arg(rootfs.join("tmp")));
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n").unwrap();
+    k.ok(&["build", "-q", "-t", "bb:1", ctx.path().to_str().unwrap()]);
+    Some("bb:1")
+}
+
+/// Whether RUN can be tested here as root.
+fn root_sandbox() -> bool {
+    require(kiln_testkit::is_root(), "the root-mode RUN tests need root")
+}
+
+/// Builds `dockerfile` (with `--progress=plain`) and returns stderr.
+fn build_plain(k: &Kiln, dockerfile: &str, extra: &[&str]) -> String {
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().unwrap());
+    let out = run(k.cmd().args(&args));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{err}");
+    err
+}
+
+/// The step's output lines (`#N 0.123 text` → `text`).
+fn step_lines(progress: &str) -> Vec<String> {
+    progress
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let (n, t, rest) = (it.next()?, it.next()?, it.next()?);
+            (n.starts_with('#') && t.contains('.') && t.parse::<f64>().is_ok()).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn run_as_user_keeps_owners_in_the_layer() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    // Debian's busybox-static has no adduser applet: add the user by hand as it would.
+    let df = format!(
+        "FROM {base}\n\
+         RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group \\\n\
+          && echo 'wheel:x:10:app' >> /etc/group && mkdir -p /home/app && chown app:app /home/app\n\
+         USER app\n\
+         RUN touch /home/app/x && id && echo home=$HOME && pwd\n"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let progress = build_plain(&k, &df, &["-t", "app:1", "-o", &format!("type=oci,dest={},tar=false", layout.display())]);
+    // BuildKit's plain format: `#N 0.512 line`.
+    let lines = step_lines(&progress);
+    assert!(
+        lines.contains(&"uid=1000(app) gid=1000(app) groups=10(wheel)".to_string()),
+        "{progress}"
+    );
+    assert!(lines.contains(&"home=/home/app".to_string()), "{progress}");
+    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else { return };
+    assert_eq!(owner_of(&rootfs.join("home/app/x")), (1000, 1000));
+    assert_eq!(owner_of(&rootfs.join("home/app")), (1000, 1000));
+    // The sandbox's mount points and files never reach the image.
+    for p in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        assert!(!rootfs.join(p).exists(), "{p} leaked into the image");
+    }
+}
+
+#[test]
+fn run_is_isolated() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("host-marker");
+    std::fs::write(&marker, "host secret").unwrap();
+    let m = marker.display();
+    let df = format!(
+        "FROM {base}\n\
+         RUN echo pid=$$ && ps -o pid= > /tmp/ps && echo procs=$(wc -l < /tmp/ps) && hostname | sed 's/^/host=/' \\\n\
+          && grep NoNewPrivs /proc/self/status | tr -d '\\t' && (cat {m} 2>/dev/null || echo marker=unreadable) \\\n\
+          && grep CapEff /proc/self/status | tr -d '\\t'\n\
+         RUN --network=none ip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n\
+         RUN ip -o link | wc -l | sed 's/^/hostlinks=/'\n"
+    );
+    let progress = build_plain(&k, &df, &[]);
+    let lines = step_lines(&progress);
+    let has = |s: &str| lines.iter().any(|l| l == s);
+    assert!(has("pid=1"), "the step is not pid 1:\n{progress}");
+    // ps itself and the shell: nothing from the host.
+    assert!(has("procs=2"), "host processes visible:\n{progress}");
+    assert!(has("host=kilnsandbox"), "{progress}");
+    assert!(has("NoNewPrivs:1"), "{progress}");
+    assert!(has("marker=unreadable"), "host file readable:\n{progress}");
+    assert!(!progress.contains("host secret"));
+    // Docker's default capability set, exactly.
+    assert!(has("CapEff:00000000a80425fb"), "{progress}");
+    let links: Vec<&String> = lines.iter().filter(|l| l.starts_with("link=")).collect();
+    assert_eq!(links, ["link=lo"], "--network=none must have only lo:\n{progress}");
+    // The default network is the host's.
+    let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert!(has(&format!("hostlinks={host_links}")), "{progress}");
+    // --network=none on the command line applies to every step.
+    let progress = build_plain(&k, &format!("FROM {base}\nRUN ip -o link | wc -l | sed 's/^/n=/'\n"), &["--network=none"]);
+    assert!(step_lines(&progress).contains(&"n=1".to_string()), "{progress}");
+}
+
+#[test]
+fn run_deletions_become_whiteouts_and_opaque_dirs() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let df = format!("FROM {base}\nRUN rm /bin/vi && rm -rf /root && mkdir /root && echo new > /root/new\n");
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("img.tar");
+    build_plain(&k, &df, &["-t", "wh:1", "-o", &format!("type=oci,dest={}", archive.display())]);
+    let bytes = std::fs::read(&archive).unwrap();
+    let index = json(&tar_member(&bytes, "index.json").unwrap());
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{manifest_digest}")).unwrap());
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    let last = layers[1]["digest"].as_str().unwrap().replace("sha256:", "");
+    let mut ar = tar::Archive::new(bytes.as_slice());
+    let blob = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find_map(|mut e| {
+            (e.path().unwrap().to_str() == Some(&format!("blobs/sha256/{last}"))).then(|| {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&mut e), &mut v).unwrap();
+                v
+            })
+        })
+        .unwrap();
+    let listing = tar_listing(&blob);
+    assert!(listing.contains(&"bin/.wh.vi 0 0/0".to_string()), "{listing:#?}");
+    assert!(listing.contains(&"root/.wh..wh..opq 0 0/0".to_string()), "{listing:#?}");
+    // Nothing but the step's own changes.
+    let names: Vec<&str> = listing.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["bin/", "bin/.wh.vi", "root/", "root/.wh..wh..opq", "root/new"], "{listing:#?}");
+
+    let layout = out.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_ok(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));
+    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else { return };
+    assert!(!rootfs.join("bin/vi").exists());
+    assert!(rootfs.join("bin/sh").exists());
+    assert_eq!(tree(&rootfs.join("root")), ["new"]);
+}
+
+#[test]
+fn run_failure_reports_exit_code_line_and_output_and_commits_nothing() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    // Unpacked base trees (snapshots-v1/) are a cache the failed build may fill.
+    let store = || {
+        let mut s = k.snapshot_store();
+        s.retain(|(p, _)| !p.starts_with("snapshots-v1/"));
+        s
+    };
+    let before = store();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo out-one && echo err-two >&2 && touch /made && exit 3\nRUN echo never\n"),
+    )]);
+    let err = k.fails(&["build", "--progress=plain", "-t", "broken:1", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("RUN failed (exit code 3)"), "{err}");
+    assert!(err.contains("err-two"), "{err}");
+    assert!(err.contains(">>> RUN echo out-one"), "{err}");
+    assert!(!err.contains("[3/3]"), "the next step must not start:\n{err}");
+    // No image, no new blob, no leftover temp state.
+    assert!(store() == before, "the failed build changed the store");
+    assert!(!k.ok(&["images"]).contains("broken"));
+    assert_eq!(std::fs::read_dir(k.root().join("tmp")).unwrap().count(), 0, "temp state left behind");
+
+    // A command that does not exist.
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN [\"no-such-tool\", \"x\"]\n"))]);
+    let err = k.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("\"no-such-tool\": executable file not found in $PATH"), "{err}");
+    assert!(store() == before, "the failed build changed the store");
+
+    // An unknown USER is named.
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nUSER ghost\nRUN true\n"))]);
+    let err = k.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:3"), "{err}");
+    assert!(err.contains("unable to find user ghost"), "{err}");
+}
+
+/// Pids whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+#[test]
+fn interrupting_kiln_kills_the_step_and_leaves_no_mounts() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    // A unique duration so that only this test's sleeper matches.
+    let secs = format!("{}", 40_000 + std::process::id() % 10_000);
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN sleep {secs}\n"))]);
+    let mut child = k
+        .cmd()
+        .args(["build", "--progress=plain", ctx.path().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while pids_running(&["sleep", &secs]).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the step never started");
+        assert!(child.try_wait().unwrap().is_none(), "kiln ended before the step started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let root = k.root().display().to_string();
+    assert!(
+        std::fs::read_to_string("/proc/mounts").unwrap().lines().all(|l| !l.contains(&root)),
+        "the step's mounts must not be visible on the host"
+    );
+    // Ctrl-C.
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    let t0 = Instant::now();
+    while !pids_running(&["sleep", &secs]).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the step outlived kiln");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(mounts.lines().all(|l| !l.contains(&root)), "{mounts}");
+    // The next build sweeps what the interrupted one left in tmp/ and works.
+    let progress = build_plain(&k, &format!("FROM {base}\nRUN echo again\n"), &[]);
+    assert!(step_lines(&progress).contains(&"again".to_string()));
+    assert_eq!(std::fs::read_dir(k.root().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn run_sees_args_env_workdir_and_shell() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let df = format!(
+        "FROM {base}\n\
+         ARG VERSION=1.0\n\
+         ENV GREETING=\"hello world\"\n\
+         WORKDIR /srv/app\n\
+         RUN echo \"v=$VERSION g=$GREETING cwd=$(pwd)\"\n\
+         RUN [\"/bin/echo\", \"exec\", \"$VERSION\"]\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\n\
+         RUN echo shell=$0\n"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let archive = out.path().join("img.tar");
+    let progress = build_plain(&k, &df, &["--build-arg", "VERSION=2.5", "-o", &format!("type=oci,dest={}", archive.display())]);
+    let lines = step_lines(&progress);
+    assert!(lines.contains(&"v=2.5 g=hello world cwd=/srv/app".to_string()), "{progress}");
+    // Exec form is not expanded.
+    assert!(lines.contains(&"exec $VERSION".to_string()), "{progress}");
+    assert!(lines.contains(&"shell=/bin/sh".to_string()), "{progress}");
+    // ARG values are not persisted in the image.
+    let bytes = std::fs::read(&archive).unwrap();
+    let index = json(&tar_member(&bytes, "index.json").unwrap());
+    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
+    let c = manifest["config"]["digest"].as_str().unwrap().replace("sha256:", "");
+    let config = json(&tar_member(&bytes, &format!("blobs/sha256/{c}")).unwrap());
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("GREETING=hello world"), "{env}");
+    assert!(!env.contains("VERSION"), "{env}");
+}
