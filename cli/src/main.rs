@@ -47,6 +47,11 @@ enum Command {
 fn main() -> ExitCode {
     // The sandbox helper is this binary re-executed; it must start before anything else.
     kiln_executor::run_helper_if_requested();
+    // A non-root user's kiln runs inside a user namespace where it is root.
+    let building = std::env::args().skip(1).any(|a| a == "build");
+    if !matches!(std::env::args().nth(1).as_deref(), Some("login" | "logout")) {
+        kiln_executor::userns::reexec_rootless(building);
+    }
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
     let result = match cli.command {

@@ -7,6 +7,7 @@ mod errors;
 mod exports;
 mod ignore;
 mod registry;
+mod rootless;
 mod run;
 mod scratch;
 mod store;

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// A busybox image `bb:1` in `k`'s store: every applet, `/etc/passwd` and
-/// `/etc/group`, a `/root` with a file in it.
-pub fn busybox_base(k: &Kiln) -> Option<&'static str> {
+/// A build context whose image is busybox with every applet, `/etc/passwd` and
+/// `/etc/group`, and a `/root` with a file in it.
+pub fn busybox_context() -> Option<tempfile::TempDir> {
     if !require(
         Path::new("/bin/busybox").is_file(),
         "busybox-static (/bin/busybox) is not installed",
@@ -33,7 +33,17 @@ pub fn busybox_base(k: &Kiln) -> Option<&'static str> {
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     std::fs::write(rootfs.join("root/.profile"), "# root\n").unwrap();
     run_ok(Command::new("chmod").arg("1777").arg(rootfs.join("tmp")));
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    Some(ctx)
+}
+
+/// The busybox image of [`busybox_context`] as `bb:1` in `k`'s store.
+pub fn busybox_base(k: &Kiln) -> Option<&'static str> {
+    let ctx = busybox_context()?;
     k.ok(&["build", "-q", "-t", "bb:1", ctx.path().to_str().unwrap()]);
     Some("bb:1")
 }
@@ -44,7 +54,7 @@ fn root_sandbox() -> bool {
 }
 
 /// Builds `dockerfile` (with `--progress=plain`) and returns stderr.
-fn build_plain(k: &Kiln, dockerfile: &str, extra: &[&str]) -> String {
+pub fn build_plain(k: &Kiln, dockerfile: &str, extra: &[&str]) -> String {
     let ctx = context(&[("Dockerfile", dockerfile)]);
     let mut args = vec!["build", "--progress=plain"];
     args.extend_from_slice(extra);
@@ -56,7 +66,7 @@ fn build_plain(k: &Kiln, dockerfile: &str, extra: &[&str]) -> String {
 }
 
 /// The step's output lines (`#N 0.123 text` → `text`).
-fn step_lines(progress: &str) -> Vec<String> {
+pub fn step_lines(progress: &str) -> Vec<String> {
     progress
         .lines()
         .filter_map(|l| {
@@ -84,7 +94,16 @@ fn run_as_user_keeps_owners_in_the_layer() {
     );
     let out = tempfile::tempdir().unwrap();
     let layout = out.path().join("oci");
-    let progress = build_plain(&k, &df, &["-t", "app:1", "-o", &format!("type=oci,dest={},tar=false", layout.display())]);
+    let progress = build_plain(
+        &k,
+        &df,
+        &[
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=oci,dest={},tar=false", layout.display()),
+        ],
+    );
     // BuildKit's plain format: `#N 0.512 line`.
     let lines = step_lines(&progress);
     assert!(
@@ -92,7 +111,9 @@ fn run_as_user_keeps_owners_in_the_layer() {
         "{progress}"
     );
     assert!(lines.contains(&"home=/home/app".to_string()), "{progress}");
-    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else { return };
+    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else {
+        return;
+    };
     assert_eq!(owner_of(&rootfs.join("home/app/x")), (1000, 1000));
     assert_eq!(owner_of(&rootfs.join("home/app")), (1000, 1000));
     // The sandbox's mount points and files never reach the image.
@@ -138,7 +159,11 @@ fn run_is_isolated() {
     let host_links = std::fs::read_dir("/sys/class/net").unwrap().count();
     assert!(has(&format!("hostlinks={host_links}")), "{progress}");
     // --network=none on the command line applies to every step.
-    let progress = build_plain(&k, &format!("FROM {base}\nRUN ip -o link | wc -l | sed 's/^/n=/'\n"), &["--network=none"]);
+    let progress = build_plain(
+        &k,
+        &format!("FROM {base}\nRUN ip -o link | wc -l | sed 's/^/n=/'\n"),
+        &["--network=none"],
+    );
     assert!(step_lines(&progress).contains(&"n=1".to_string()), "{progress}");
 }
 
@@ -152,7 +177,11 @@ fn run_deletions_become_whiteouts_and_opaque_dirs() {
     let df = format!("FROM {base}\nRUN rm /bin/vi && rm -rf /root && mkdir /root && echo new > /root/new\n");
     let out = tempfile::tempdir().unwrap();
     let archive = out.path().join("img.tar");
-    build_plain(&k, &df, &["-t", "wh:1", "-o", &format!("type=oci,dest={}", archive.display())]);
+    build_plain(
+        &k,
+        &df,
+        &["-t", "wh:1", "-o", &format!("type=oci,dest={}", archive.display())],
+    );
     let bytes = std::fs::read(&archive).unwrap();
     let index = json(&tar_member(&bytes, "index.json").unwrap());
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
@@ -178,12 +207,18 @@ fn run_deletions_become_whiteouts_and_opaque_dirs() {
     assert!(listing.contains(&"root/.wh..wh..opq 0 0/0".to_string()), "{listing:#?}");
     // Nothing but the step's own changes.
     let names: Vec<&str> = listing.iter().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(names, ["bin/", "bin/.wh.vi", "root/", "root/.wh..wh..opq", "root/new"], "{listing:#?}");
+    assert_eq!(
+        names,
+        ["bin/", "bin/.wh.vi", "root/", "root/.wh..wh..opq", "root/new"],
+        "{listing:#?}"
+    );
 
     let layout = out.path().join("layout");
     std::fs::create_dir(&layout).unwrap();
     run_ok(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));
-    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else { return };
+    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else {
+        return;
+    };
     assert!(!rootfs.join("bin/vi").exists());
     assert!(rootfs.join("bin/sh").exists());
     assert_eq!(tree(&rootfs.join("root")), ["new"]);
@@ -207,7 +242,13 @@ fn run_failure_reports_exit_code_line_and_output_and_commits_nothing() {
         "Dockerfile",
         &format!("FROM {base}\nRUN echo out-one && echo err-two >&2 && touch /made && exit 3\nRUN echo never\n"),
     )]);
-    let err = k.fails(&["build", "--progress=plain", "-t", "broken:1", ctx.path().to_str().unwrap()]);
+    let err = k.fails(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "broken:1",
+        ctx.path().to_str().unwrap(),
+    ]);
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("RUN failed (exit code 3)"), "{err}");
     assert!(err.contains("err-two"), "{err}");
@@ -216,13 +257,20 @@ fn run_failure_reports_exit_code_line_and_output_and_commits_nothing() {
     // No image, no new blob, no leftover temp state.
     assert!(store() == before, "the failed build changed the store");
     assert!(!k.ok(&["images"]).contains("broken"));
-    assert_eq!(std::fs::read_dir(k.root().join("tmp")).unwrap().count(), 0, "temp state left behind");
+    assert_eq!(
+        std::fs::read_dir(k.root().join("tmp")).unwrap().count(),
+        0,
+        "temp state left behind"
+    );
 
     // A command that does not exist.
     let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN [\"no-such-tool\", \"x\"]\n"))]);
     let err = k.fails(&["build", ctx.path().to_str().unwrap()]);
     assert!(err.contains("Dockerfile:2"), "{err}");
-    assert!(err.contains("\"no-such-tool\": executable file not found in $PATH"), "{err}");
+    assert!(
+        err.contains("\"no-such-tool\": executable file not found in $PATH"),
+        "{err}"
+    );
     assert!(store() == before, "the failed build changed the store");
 
     // An unknown USER is named.
@@ -263,12 +311,18 @@ fn interrupting_kiln_kills_the_step_and_leaves_no_mounts() {
     let t0 = Instant::now();
     while pids_running(&["sleep", &secs]).is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(60), "the step never started");
-        assert!(child.try_wait().unwrap().is_none(), "kiln ended before the step started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kiln ended before the step started"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let root = k.root().display().to_string();
     assert!(
-        std::fs::read_to_string("/proc/mounts").unwrap().lines().all(|l| !l.contains(&root)),
+        std::fs::read_to_string("/proc/mounts")
+            .unwrap()
+            .lines()
+            .all(|l| !l.contains(&root)),
         "the step's mounts must not be visible on the host"
     );
     // Ctrl-C.
@@ -308,9 +362,21 @@ fn run_sees_args_env_workdir_and_shell() {
     );
     let out = tempfile::tempdir().unwrap();
     let archive = out.path().join("img.tar");
-    let progress = build_plain(&k, &df, &["--build-arg", "VERSION=2.5", "-o", &format!("type=oci,dest={}", archive.display())]);
+    let progress = build_plain(
+        &k,
+        &df,
+        &[
+            "--build-arg",
+            "VERSION=2.5",
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+        ],
+    );
     let lines = step_lines(&progress);
-    assert!(lines.contains(&"v=2.5 g=hello world cwd=/srv/app".to_string()), "{progress}");
+    assert!(
+        lines.contains(&"v=2.5 g=hello world cwd=/srv/app".to_string()),
+        "{progress}"
+    );
     // Exec form is not expanded.
     assert!(lines.contains(&"exec $VERSION".to_string()), "{progress}");
     assert!(lines.contains(&"shell=/bin/sh".to_string()), "{progress}");

@@ -65,7 +65,9 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
         return 2;
     }
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    let Some(spec_path) = spec_path else { fail("no spec given") };
+    let Some(spec_path) = spec_path else {
+        fail("no spec given")
+    };
     let text = std::fs::read(&spec_path).or_fail(|| format!("cannot read {}", spec_path.display()));
     let spec: ExecSpec = match serde_json::from_slice(&text) {
         Ok(s) => s,
@@ -93,22 +95,32 @@ fn init(spec: &ExecSpec) -> ! {
     // Handles on host objects, taken before the host disappears.
     let devs = ["null", "zero", "full", "random", "urandom", "tty"].map(|d| {
         let p = Path::new("/dev").join(d);
-        (d, sys::open_tree_clone(&p, false).or_fail(|| format!("cannot open {}", p.display())))
+        (
+            d,
+            sys::open_tree_clone(&p, false).or_fail(|| format!("cannot open {}", p.display())),
+        )
     });
     let etc = [
         ("/etc/hosts", &spec.hosts),
         ("/etc/resolv.conf", &spec.resolv_conf),
         ("/etc/hostname", &spec.hostname_file),
     ]
-    .map(|(t, src)| (t, sys::open_tree_clone(src, false).or_fail(|| format!("cannot open {}", src.display()))));
+    .map(|(t, src)| {
+        (
+            t,
+            sys::open_tree_clone(src, false).or_fail(|| format!("cannot open {}", src.display())),
+        )
+    });
     let host_sys = sys::open_tree_clone(Path::new("/sys"), true).ok();
 
+    // /proc goes in while the host's is still visible: a user namespace may only mount
+    // a new proc where a full one is already mounted.
+    mount_proc(&spec.rootfs.target.join("proc"));
     std::env::set_current_dir(&spec.rootfs.target).or_fail(|| "cannot enter the root file system".into());
     sys::pivot_root_dot().or_fail(|| "pivot_root".into());
     sys::umount_detach(Path::new(".")).or_fail(|| "cannot detach the host root".into());
     std::env::set_current_dir("/").or_fail(|| "chdir /".into());
 
-    mount_proc();
     mount_dev(&devs);
     mount_sys(host_sys);
     for (target, fd) in etc {
@@ -148,30 +160,33 @@ fn mount_overlay(spec: &ExecSpec) {
     for (i, l) in r.lower.iter().enumerate() {
         let s = l.to_str().unwrap_or_default();
         if s.is_empty() || s.contains([',', ':']) {
-            fail(format!("cannot use {} as an overlay layer (a ',' or ':' in the path)", l.display()));
+            fail(format!(
+                "cannot use {} as an overlay layer (a ',' or ':' in the path)",
+                l.display()
+            ));
         }
         if i > 0 {
             lower.push(':');
         }
         lower.push_str(s);
     }
+    // Renamed directories and metadata-only copy-ups would leave xattr pointers into the
+    // lower tree that a layer cannot carry: turn both off.
     let mut opts = format!(
-        "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        "lowerdir={lower},upperdir={},workdir={}",
         r.upper.display(),
         r.work.display()
     );
     if sys::getuid() != 0 || !is_initial_userns() {
-        opts.push_str(",userxattr");
+        // In a user namespace: overlay's xattrs in the user.* namespace ("off" would still
+        // follow redirects when the module says so, which userxattr forbids).
+        opts.push_str(",userxattr,redirect_dir=nofollow,metacopy=off");
+    } else {
+        opts.push_str(",redirect_dir=off,metacopy=off");
     }
     let data = sys::cstr(&opts).or_fail(|| "overlay options".into());
-    sys::mount(
-        Some(c"overlay"),
-        &r.target,
-        Some(c"overlay"),
-        0,
-        Some(&data),
-    )
-    .or_fail(|| format!("cannot mount the overlay ({opts})"));
+    sys::mount(Some(c"overlay"), &r.target, Some(c"overlay"), 0, Some(&data))
+        .or_fail(|| format!("cannot mount the overlay ({opts})"));
 }
 
 fn is_initial_userns() -> bool {
@@ -190,11 +205,16 @@ fn ensure_dir(p: &Path, mode: u32) {
         .or_fail(|| format!("cannot create {}", p.display()));
 }
 
-fn mount_proc() {
-    ensure_dir(Path::new("/proc"), 0o555);
+fn mount_proc(target: &Path) {
+    match target.symlink_metadata() {
+        // The image's /proc is used only if it is a plain directory (never a symlink out).
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => fail("/proc in the image is not a directory"),
+        Err(_) => ensure_dir(target, 0o555),
+    }
     sys::mount(
         Some(c"proc"),
-        Path::new("/proc"),
+        target,
         Some(c"proc"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
@@ -445,23 +465,36 @@ fn drop_privileges(user: &User) {
             fail(format!("cannot set supplementary groups: {e}"));
         }
     }
-    sys::setresgid(user.gid).or_fail(|| format!("cannot switch to group {}", user.gid));
-    sys::setresuid(user.uid).or_fail(|| format!("cannot switch to user {}", user.uid));
+    let unmapped = |what: &str, id: u32, e: io::Error| -> String {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            format!(
+                "cannot switch to {what} {id}: it is not mapped in kiln's user namespace \
+                 (rootless without a subordinate id range maps only root)"
+            )
+        } else {
+            format!("cannot switch to {what} {id}: {e}")
+        }
+    };
+    if let Err(e) = sys::setresgid(user.gid) {
+        fail(unmapped("group", user.gid, e));
+    }
+    if let Err(e) = sys::setresuid(user.uid) {
+        fail(unmapped("user", user.uid, e));
+    }
     if user.uid == 0 {
         sys::capset(mask).or_fail(|| "cannot set capabilities".into());
     }
 }
 
 fn exec(args: &[String], env: &[String]) -> ! {
-    let Some(cmd) = args.first() else { fail("no command given") };
+    let Some(cmd) = args.first() else {
+        fail("no command given")
+    };
     let argv: Vec<CString> = args
         .iter()
         .map(|a| CString::new(a.as_bytes()).unwrap_or_else(|_| fail("argument contains a NUL byte")))
         .collect();
-    let envp: Vec<CString> = env
-        .iter()
-        .filter_map(|e| CString::new(e.as_bytes()).ok())
-        .collect();
+    let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
     let start_err = |reason: String| -> ! { fail(format!("start\0{cmd}\0{reason}")) };
     if cmd.contains('/') {
         let p = sys::cstr(cmd).unwrap_or_else(|_| start_err("bad path".into()));

@@ -8,6 +8,7 @@
 mod helper;
 mod sandbox;
 mod sys;
+pub mod userns;
 
 use std::path::PathBuf;
 

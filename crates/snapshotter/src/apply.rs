@@ -25,14 +25,18 @@ const MAX_SYMLINKS: usize = 40;
 /// ApplyOptions says what the applier may do.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// chown entries and create device nodes (true when running as real root).
+    /// chown entries to the ids the layer records (root, or rootless with every id
+    /// mapped); otherwise files belong to whoever runs kiln.
     pub privileged: bool,
+    /// Create character and block devices (only real root can).
+    pub devices: bool,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            privileged: rustix::process::geteuid().is_root(),
+            privileged: crate::ids::can_chown(),
+            devices: crate::ids::can_mknod(),
         }
     }
 }
@@ -148,7 +152,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                     EntryType::Block => rustix::fs::FileType::BlockDevice,
                     _ => rustix::fs::FileType::Fifo,
                 };
-                if kind != EntryType::Fifo && !opts.privileged {
+                if kind != EntryType::Fifo && !opts.devices {
                     report
                         .warnings
                         .push(format!("skipped device node `{name}`: creating devices needs root"));
@@ -187,14 +191,22 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
             }
         }
         if opts.privileged {
-            rustix::fs::chownat(
+            match rustix::fs::chownat(
                 CWD,
                 &target,
                 Some(rustix::fs::Uid::from_raw(uid as u32)),
                 Some(rustix::fs::Gid::from_raw(gid as u32)),
                 AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_err(&target)(e.into()))?;
+            ) {
+                Ok(()) => {}
+                // An id outside a rootless user namespace's range: the file stays root's.
+                Err(rustix::io::Errno::INVAL) => {
+                    report
+                        .warnings
+                        .push(format!("`{name}` kept by root: id {uid}:{gid} is not mapped"));
+                }
+                Err(e) => return Err(io_err(&target)(e.into())),
+            }
             if kind != EntryType::Symlink {
                 // chown clears set-id bits; put them back.
                 if mode & 0o7000 != 0 {
@@ -376,7 +388,15 @@ mod tests {
         let root = d.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let t = tar_of(&[("../escape", EntryType::Regular, b"x", None)]);
-        assert!(apply_tar(&root, &t[..], &ApplyOptions { privileged: false }).is_err());
+        assert!(apply_tar(
+            &root,
+            &t[..],
+            &ApplyOptions {
+                privileged: false,
+                devices: false
+            }
+        )
+        .is_err());
         assert!(!d.path().join("escape").exists());
     }
 
@@ -394,7 +414,14 @@ mod tests {
             ("rel/file2", EntryType::Regular, b"y", None),
             ("hl", EntryType::Link, b"", Some("../../etc/passwd")),
         ]);
-        let r = apply_tar(&root, &t[..], &ApplyOptions { privileged: false });
+        let r = apply_tar(
+            &root,
+            &t[..],
+            &ApplyOptions {
+                privileged: false,
+                devices: false,
+            },
+        );
         assert!(r.is_err(), "hard link to outside must fail");
         assert_eq!(
             std::fs::read_dir(&outside).unwrap().count(),
@@ -416,7 +443,15 @@ mod tests {
             ("dir/-new", EntryType::Regular, b"n", None),
             ("dir/.wh..wh..opq", EntryType::Regular, b"", None),
         ]);
-        apply_tar(root, &t[..], &ApplyOptions { privileged: false }).unwrap();
+        apply_tar(
+            root,
+            &t[..],
+            &ApplyOptions {
+                privileged: false,
+                devices: false,
+            },
+        )
+        .unwrap();
         assert!(!root.join("gone").exists());
         assert!(!root.join("dir/old").exists());
         assert!(!root.join("dir/sub").exists());

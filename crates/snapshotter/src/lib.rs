@@ -4,6 +4,7 @@
 
 pub mod apply;
 mod error;
+pub mod ids;
 pub mod layer;
 mod snapshots;
 pub mod tarw;

@@ -211,7 +211,7 @@ fn hardlink_tree(src: &Path, dst: &Path) -> io::Result<()> {
         }
     }
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    if rustix::process::geteuid().is_root() {
+    if crate::ids::can_chown() {
         std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))?;
         if md.mode() & 0o7000 != 0 {
             std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;

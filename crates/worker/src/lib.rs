@@ -126,7 +126,7 @@ impl Worker {
             snapshots: Snapshots::new(&root)?,
             root,
             locals,
-            privileged: rustix::process::geteuid().is_root(),
+            privileged: kiln_snapshotter::ids::can_chown(),
             epoch,
             compression: Compression::Gzip,
             images: None,
@@ -143,7 +143,11 @@ impl Worker {
 
     /// Lets the worker run RUN steps with `executor`; `network` is what
     /// `RUN --network=default` means (the global `--network` flag).
-    pub fn with_executor(mut self, executor: Arc<dyn kiln_executor::Executor>, network: kiln_executor::Network) -> Self {
+    pub fn with_executor(
+        mut self,
+        executor: Arc<dyn kiln_executor::Executor>,
+        network: kiln_executor::Network,
+    ) -> Self {
         self.executor = Some(executor);
         self.network = network;
         self
