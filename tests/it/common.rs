@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub use kiln_testkit::{require, require_tool, run, run_ok, Dockerd, Kiln};
+pub use kiln_testkit::{require, require_tool, run, run_ok, Dockerd, Kiln, Registry};
 
 pub fn kiln() -> Kiln {
     Kiln::new(env!("CARGO_BIN_EXE_kiln"))

@@ -2,6 +2,7 @@
 //! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
 mod common;
+mod debian;
 mod docker;
 mod errors;
 mod exports;

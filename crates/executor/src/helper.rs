@@ -420,7 +420,7 @@ fn resolve_user(spec: &str) -> User {
     if g.is_none() {
         if let Some(e) = entry {
             for (_, id, members) in &all_groups {
-                if members.iter().any(|m| *m == e.name) && !groups.contains(id) {
+                if members.contains(&e.name) && !groups.contains(id) {
                     groups.push(*id);
                 }
             }
