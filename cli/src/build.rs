@@ -67,6 +67,10 @@ pub struct BuildArgs {
     /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
     #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
     network: NetworkArg,
+    /// Run RUN steps with an OCI runtime (`runc`, `crun` or a path) instead of kiln's
+    /// built-in sandbox, as Buildah does. Root only.
+    #[arg(long, value_name = "RUNTIME")]
+    runtime: Option<String>,
 }
 
 /// `--network` values, as `docker buildx build` takes them.
@@ -331,13 +335,17 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
+    let executor: std::sync::Arc<dyn kiln_executor::Executor> = match &a.runtime {
+        None => std::sync::Arc::new(kiln_executor::Sandbox::default()),
+        Some(name) => std::sync::Arc::new(kiln_executor::OciRuntime::new(name).map_err(anyhow::Error::msg)?),
+    };
     let network = match a.network {
         NetworkArg::None => kiln_executor::Network::None,
         NetworkArg::Default | NetworkArg::Host => kiln_executor::Network::Host,
     };
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
         .with_images(images)
-        .with_executor(std::sync::Arc::new(kiln_executor::Sandbox::default()), network);
+        .with_executor(executor, network);
     let result = solver
         .solve(&plan.definition, &worker)
         .map_err(|e| solve_error(&inputs, e))?;

@@ -31,7 +31,10 @@ fn debian_layout() -> Option<PathBuf> {
         return Some(layout);
     }
     std::fs::create_dir_all(&fixtures).unwrap();
-    let work = tempfile::Builder::new().prefix("debian-").tempdir_in(&fixtures).unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("debian-")
+        .tempdir_in(&fixtures)
+        .unwrap();
     let rootfs = work.path().join("rootfs");
     let mirror = std::env::var("KILN_TEST_DEBIAN_MIRROR").unwrap_or_else(|_| MIRROR.to_string());
     run_ok(
@@ -95,7 +98,9 @@ fn debian_apt_get_install_as_root() {
     let Some(base) = push_debian(&reg) else { return };
     let k = kiln();
     let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{JQ}"))]);
-    let out = run(k.cmd().args(["build", "--progress=plain", "-t", "jq:1", ctx.path().to_str().unwrap()]));
+    let out = run(k
+        .cmd()
+        .args(["build", "--progress=plain", "-t", "jq:1", ctx.path().to_str().unwrap()]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_jq(&err);
@@ -107,9 +112,15 @@ fn debian_apt_get_install_rootless_with_a_subuid_range() {
     let Some(reg) = Registry::start() else { return };
     let Some(base) = push_debian(&reg) else { return };
     // apt drops to its own `_apt` user to download: that needs the whole id range.
-    let ctx = u.context("jq", &format!("FROM {base}\n{JQ}RUN stat -c '%U %u' /var/cache/apt/archives/partial\n"));
+    let ctx = u.context(
+        "jq",
+        &format!("FROM {base}\n{JQ}RUN stat -c '%U %u' /var/cache/apt/archives/partial\n"),
+    );
     let progress = u.kiln_ok(&["build", "--progress=plain", "-t", "jq:1", ctx.to_str().unwrap()]);
     assert_jq(&progress);
-    assert!(!progress.contains("unsandboxed as root"), "apt could not drop to _apt:\n{progress}");
+    assert!(
+        !progress.contains("unsandboxed as root"),
+        "apt could not drop to _apt:\n{progress}"
+    );
     assert!(step_lines(&progress).contains(&"_apt 42".to_string()), "{progress}");
 }

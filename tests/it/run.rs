@@ -32,6 +32,8 @@ pub fn busybox_context() -> Option<tempfile::TempDir> {
     .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     std::fs::write(rootfs.join("root/.profile"), "# root\n").unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "welcome\n").unwrap();
+    std::fs::write(rootfs.join("etc/issue"), "busybox\n").unwrap();
     run_ok(Command::new("chmod").arg("1777").arg(rootfs.join("tmp")));
     std::fs::write(
         ctx.path().join("Dockerfile"),
@@ -390,4 +392,97 @@ fn run_sees_args_env_workdir_and_shell() {
     let env = config["config"]["Env"].to_string();
     assert!(env.contains("GREETING=hello world"), "{env}");
     assert!(!env.contains("VERSION"), "{env}");
+}
+
+/// Every layer of an OCI archive as `name mode uid/gid size` listings (no times).
+pub fn layer_listings(archive: &Path) -> Vec<Vec<String>> {
+    let bytes = std::fs::read(archive).unwrap();
+    let index = json(&tar_member(&bytes, "index.json").unwrap());
+    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let hex = l["digest"].as_str().unwrap().replace("sha256:", "");
+            let mut ar = tar::Archive::new(bytes.as_slice());
+            let blob = ar
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap())
+                .find_map(|mut e| {
+                    (e.path().unwrap().to_str() == Some(&format!("blobs/sha256/{hex}"))).then(|| {
+                        let mut v = Vec::new();
+                        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&mut e), &mut v).unwrap();
+                        v
+                    })
+                })
+                .unwrap();
+            let mut inner = tar::Archive::new(blob.as_slice());
+            inner
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let h = e.header();
+                    format!(
+                        "{} {:o} {}/{} {} {:?}",
+                        e.path().unwrap().display(),
+                        h.mode().unwrap(),
+                        h.uid().unwrap(),
+                        h.gid().unwrap(),
+                        h.size().unwrap(),
+                        h.link_name().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Steps that touch every kind of change: new, modified, chmod-only, chown-only and
+/// deleted files, a replaced directory, a symlink, a hard link, a fifo, another user.
+pub const CHANGES: &str =
+    "RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group \\
+ && mkdir -p /home/app/sub && echo data > /home/app/sub/f && chown -R app:app /home/app \\
+ && rm /bin/vi && chmod 600 /etc/motd && chown 1:1 /etc/issue && rm -rf /root && mkdir /root && echo r > /root/new \\
+ && ln -s /home/app/sub/f /link && ln /home/app/sub/f /hard && mkfifo /fifo && mkdir -p /tmp/empty
+USER app
+RUN echo mine > /home/app/mine && rm /home/app/sub/f
+";
+
+#[test]
+fn runc_runtime_runs_steps_like_the_sandbox() {
+    if !root_sandbox() || !require_tool("runc") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let df = format!(
+        "FROM {base}\n{CHANGES}RUN id && hostname && echo pid=$$ && grep NoNewPrivs /proc/self/status | tr -d '\\t'\n"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("sandbox.tar"), out.path().join("runc.tar"));
+    let pa = build_plain(&k, &df, &["-o", &format!("type=oci,dest={}", a.display())]);
+    let pb = build_plain(
+        &k,
+        &df,
+        &["--runtime", "runc", "-o", &format!("type=oci,dest={}", b.display())],
+    );
+    assert_eq!(step_lines(&pa), step_lines(&pb));
+    assert!(
+        step_lines(&pb)
+            .iter()
+            .any(|l| l.starts_with("uid=1000(app) gid=1000(app)")),
+        "{pb}"
+    );
+    assert_eq!(layer_listings(&a), layer_listings(&b));
+
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN true\n"))]);
+    let err = k.fails(&["build", "--runtime", "no-such-runtime", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains("--runtime no-such-runtime: `no-such-runtime` is not installed"),
+        "{err}"
+    );
 }

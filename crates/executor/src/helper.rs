@@ -13,6 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
+use crate::users::{self, User};
 use crate::{ExecSpec, Network, HELPER_ARG};
 
 /// The descriptor setup errors are reported on.
@@ -21,7 +22,7 @@ pub const ERR_FD: libc::c_int = 3;
 pub const SETUP_FAILED: i32 = 125;
 
 /// Docker's default capability set.
-const DEFAULT_CAPS: &[u32] = &[
+pub(crate) const DEFAULT_CAPS: &[u32] = &[
     0,  // CHOWN
     1,  // DAC_OVERRIDE
     3,  // FOWNER
@@ -131,7 +132,10 @@ fn init(spec: &ExecSpec) -> ! {
         sys::loopback_up().or_fail(|| "cannot bring up lo".into());
     }
 
-    let user = resolve_user(spec.user.as_deref().unwrap_or("0"));
+    let user = match users::resolve(Path::new("/"), spec.user.as_deref().unwrap_or("0")) {
+        Ok(u) => u,
+        Err(e) => fail(e),
+    };
     let env = step_env(&spec.env, &user.home);
     let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
     if !Path::new(cwd).is_dir() {
@@ -332,109 +336,7 @@ fn bind_etc(target: &Path, fd: libc::c_int) {
     }
 }
 
-/// The step's user: ids, supplementary groups and home directory.
-struct User {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    home: String,
-}
-
-struct PasswdEntry {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
-}
-
-fn passwd() -> Vec<PasswdEntry> {
-    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 6 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: f[0].to_string(),
-                uid: f[2].trim().parse().ok()?,
-                gid: f[3].trim().parse().ok()?,
-                home: f[5].to_string(),
-            })
-        })
-        .collect()
-}
-
-/// (name, gid, members) of every group.
-fn groups() -> Vec<(String, u32, Vec<String>)> {
-    let text = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 3 {
-                return None;
-            }
-            let members = f
-                .get(3)
-                .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
-                .unwrap_or_default();
-            Some((f[0].to_string(), f[2].trim().parse().ok()?, members))
-        })
-        .collect()
-}
-
-/// Resolves `user[:group]` as Docker does: names must exist in the container's files,
-/// numeric ids need not.
-fn resolve_user(spec: &str) -> User {
-    let (u, g) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let users = passwd();
-    let entry = match u.parse::<u32>() {
-        Ok(id) => users.iter().find(|e| e.uid == id),
-        Err(_) => Some(
-            users
-                .iter()
-                .find(|e| e.name == u)
-                .unwrap_or_else(|| fail(format!("unable to find user {u}: no matching entries in passwd file"))),
-        ),
-    };
-    let uid = match entry {
-        Some(e) => e.uid,
-        None => u.parse().unwrap_or(0),
-    };
-    let all_groups = groups();
-    let gid = match g {
-        Some(g) => match g.parse::<u32>() {
-            Ok(id) => id,
-            Err(_) => all_groups
-                .iter()
-                .find(|(n, _, _)| n == g)
-                .map(|(_, id, _)| *id)
-                .unwrap_or_else(|| fail(format!("unable to find group {g}: no matching entries in group file"))),
-        },
-        None => entry.map_or(0, |e| e.gid),
-    };
-    let mut groups = Vec::new();
-    if g.is_none() {
-        if let Some(e) = entry {
-            for (_, id, members) in &all_groups {
-                if members.contains(&e.name) && !groups.contains(id) {
-                    groups.push(*id);
-                }
-            }
-        }
-    }
-    let home = match entry {
-        Some(e) if !e.home.is_empty() => e.home.clone(),
-        _ if uid == 0 => "/root".to_string(),
-        _ => "/".to_string(),
-    };
-    User { uid, gid, groups, home }
-}
-
-fn step_env(env: &[String], home: &str) -> Vec<String> {
+pub(crate) fn step_env(env: &[String], home: &str) -> Vec<String> {
     let mut out = env.to_vec();
     if !out.iter().any(|e| e.starts_with("PATH=")) {
         out.push(format!("PATH={DEFAULT_PATH}"));

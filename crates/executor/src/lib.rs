@@ -6,14 +6,17 @@
 //! Docker's default capabilities and the step's user, and execs the command.
 
 mod helper;
+mod runtime;
 mod sandbox;
 mod sys;
 pub mod userns;
+pub mod users;
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use runtime::OciRuntime;
 pub use sandbox::Sandbox;
 
 /// The argument that turns a re-executed binary into the sandbox helper.

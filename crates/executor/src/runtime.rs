@@ -1,0 +1,231 @@
+//! An external OCI runtime (runc, crun) as the executor, as Buildah does: kiln writes a
+//! bundle (`config.json` + `rootfs/`) and runs `RUNTIME run --bundle DIR ID`.
+//!
+//! The overlay is mounted in a private mount namespace that exists only for the
+//! runtime's process: it cannot outlive the step on the host.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::helper::{step_env, DEFAULT_CAPS};
+use crate::{ExecError, ExecSpec, Executor, Network};
+
+/// Capability names by number, for the OCI config.
+const CAP_NAMES: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (3, "CAP_FOWNER"),
+    (4, "CAP_FSETID"),
+    (5, "CAP_KILL"),
+    (6, "CAP_SETGID"),
+    (7, "CAP_SETUID"),
+    (8, "CAP_SETPCAP"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (13, "CAP_NET_RAW"),
+    (18, "CAP_SYS_CHROOT"),
+    (27, "CAP_MKNOD"),
+    (29, "CAP_AUDIT_WRITE"),
+    (31, "CAP_SETFCAP"),
+];
+
+/// OciRuntime runs steps through `runc`, `crun` or another OCI runtime binary.
+#[derive(Debug, Clone)]
+pub struct OciRuntime {
+    binary: PathBuf,
+}
+
+impl OciRuntime {
+    /// `name` is `runc`, `crun` (looked up in PATH) or a path to a runtime binary.
+    pub fn new(name: &str) -> Result<Self, String> {
+        let binary = if name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            let path = std::env::var_os("PATH")
+                .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+            std::env::split_paths(&path)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+                .ok_or_else(|| format!("--runtime {name}: `{name}` is not installed (not found in PATH)"))?
+        };
+        if !binary.is_file() {
+            return Err(format!("--runtime {name}: `{}` does not exist", binary.display()));
+        }
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } != 0 || crate::userns::mapped_ids() != u64::from(u32::MAX) {
+            return Err(format!(
+                "--runtime {name} needs root; rootless builds use the built-in sandbox (leave --runtime out)"
+            ));
+        }
+        Ok(OciRuntime { binary })
+    }
+
+    fn config(&self, spec: &ExecSpec) -> Result<serde_json::Value, ExecError> {
+        let lower = spec
+            .rootfs
+            .lower
+            .first()
+            .ok_or_else(|| ExecError::Setup("no lower directory".into()))?;
+        let user = crate::users::resolve(lower, spec.user.as_deref().unwrap_or("0")).map_err(ExecError::Setup)?;
+        let caps: Vec<&str> = CAP_NAMES
+            .iter()
+            .filter(|(n, _)| DEFAULT_CAPS.contains(n))
+            .map(|(_, s)| *s)
+            .collect();
+        let mut namespaces = vec![
+            json!({"type": "pid"}),
+            json!({"type": "ipc"}),
+            json!({"type": "uts"}),
+            json!({"type": "mount"}),
+        ];
+        if spec.network == Network::None {
+            namespaces.push(json!({"type": "network"}));
+        }
+        let bind_ro = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]});
+        let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+        Ok(json!({
+            "ociVersion": "1.0.2",
+            "process": {
+                "terminal": false,
+                "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.groups},
+                "args": spec.args,
+                "env": step_env(&spec.env, &user.home),
+                "cwd": cwd,
+                "capabilities": {"bounding": caps, "effective": if user.uid == 0 { caps.clone() } else { vec![] }, "permitted": if user.uid == 0 { caps.clone() } else { vec![] }},
+                "noNewPrivileges": true
+            },
+            "root": {"path": spec.rootfs.target, "readonly": false},
+            "hostname": spec.hostname,
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+                bind_ro("/etc/hosts", &spec.hosts),
+                bind_ro("/etc/resolv.conf", &spec.resolv_conf),
+                bind_ro("/etc/hostname", &spec.hostname_file)
+            ],
+            "linux": {
+                "namespaces": namespaces,
+                "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],
+                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        }))
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl Executor for OciRuntime {
+    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError> {
+        let bundle = spec
+            .rootfs
+            .target
+            .parent()
+            .ok_or_else(|| ExecError::Setup("root file system target has no parent".into()))?
+            .to_path_buf();
+        let config = self.config(spec)?;
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
+        )?;
+        let id = format!(
+            "kiln-{}-{}",
+            std::process::id(),
+            bundle.file_name().and_then(|n| n.to_str()).unwrap_or("step")
+        );
+
+        let r = &spec.rootfs;
+        let lower: Vec<String> = r.lower.iter().map(|p| p.display().to_string()).collect();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+            lower.join(":"),
+            r.upper.display(),
+            r.work.display()
+        );
+        let paths = r.lower.iter().chain([&r.upper, &r.work]);
+        if let Some(bad) = paths.map(|p| p.display().to_string()).find(|p| p.contains([',', ':'])) {
+            return Err(ExecError::Setup(format!(
+                "cannot use {bad} in an overlay (a ',' or ':' in the path)"
+            )));
+        }
+        let c_opts = CString::new(opts).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
+        let c_target =
+            CString::new(r.target.display().to_string()).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
+
+        let (out_r, out_w) = pipe()?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out_w.try_clone()?))
+            .stderr(Stdio::from(out_w));
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::unshare(libc::CLONE_NEWNS) < 0
+                    || libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) < 0
+                    || libc::mount(
+                        c"overlay".as_ptr(),
+                        c_target.as_ptr(),
+                        c"overlay".as_ptr(),
+                        0,
+                        c_opts.as_ptr().cast(),
+                    ) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
+        drop(cmd);
+        let mut child = spawned.map_err(|source| ExecError::Spawn {
+            helper: self.binary.clone(),
+            source,
+        })?;
+        let mut reader = BufReader::new(std::fs::File::from(out_r));
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            if reader.read_until(b'\n', &mut buf)? == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
+            output(line.rsplit('\r').next().unwrap_or(line));
+        }
+        let status = child.wait()?;
+        // The container is gone when `run` returns; make sure its state is too.
+        let _ = Command::new(&self.binary)
+            .args(["delete", "--force", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+}
