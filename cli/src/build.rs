@@ -71,6 +71,25 @@ pub struct BuildArgs {
     /// built-in sandbox, as Buildah does. Root only.
     #[arg(long, value_name = "RUNTIME")]
     runtime: Option<String>,
+    /// How RUN steps get a writable root: `auto` (overlayfs, else copy), `overlay`, or
+    /// `copy` (a clone of the parent tree per step, diffed afterwards; slower, works on
+    /// any file system).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        env = "KILN_SNAPSHOTTER",
+        default_value = "auto"
+    )]
+    snapshotter: SnapshotterArg,
+}
+
+/// `--snapshotter` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnapshotterArg {
+    Auto,
+    Overlay,
+    Copy,
 }
 
 /// `--network` values, as `docker buildx build` takes them.
@@ -345,7 +364,12 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     };
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
         .with_images(images)
-        .with_executor(executor, network);
+        .with_executor(executor, network)
+        .with_snapshotter(match a.snapshotter {
+            SnapshotterArg::Auto => kiln_worker::SnapshotterKind::Auto,
+            SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
+            SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
+        });
     let result = solver
         .solve(&plan.definition, &worker)
         .map_err(|e| solve_error(&inputs, e))?;

@@ -203,3 +203,44 @@ fn rootless_without_a_range_maps_one_id_and_says_so_once() {
     assert!(!out.status.success());
     assert!(err.contains("cannot switch to group 65534: it is not mapped"), "{err}");
 }
+
+#[test]
+fn rootless_layers_match_roots_with_both_snapshotters() {
+    use crate::run::{assert_changes_layer, assert_same_layers, changes_with_both_snapshotters};
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    let Some(base) = u.busybox_base() else { return };
+    let n = std::cell::Cell::new(0);
+    let build = |df: &str, dest: &Path| {
+        let kind = if df.starts_with("# copy") { "copy" } else { "overlay" };
+        n.set(n.get() + 1);
+        let ctx = u.context(&format!("changes-{}", n.get()), df);
+        let out = u.path(&format!("out-{}", n.get()));
+        std::fs::create_dir(&out).unwrap();
+        u.own(&out);
+        let tar = out.join("img.tar");
+        let progress = u.kiln_ok(&[
+            "build",
+            "--progress=plain",
+            "--snapshotter",
+            kind,
+            "-o",
+            &format!("type=oci,dest={}", tar.display()),
+            ctx.to_str().unwrap(),
+        ]);
+        std::fs::copy(&tar, dest).unwrap();
+        progress
+    };
+    let (overlay, copy) = changes_with_both_snapshotters(&build, base);
+    assert_changes_layer(&overlay);
+    assert_same_layers(&overlay, &copy);
+
+    // And the same as root makes.
+    let k = kiln();
+    let Some(root_base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    let root_build =
+        |df: &str, dest: &Path| crate::run::build_plain(&k, df, &["-o", &format!("type=oci,dest={}", dest.display())]);
+    let (as_root, _) = changes_with_both_snapshotters(&root_build, root_base);
+    assert_same_layers(&as_root, &overlay);
+}

@@ -477,7 +477,7 @@ fn runc_runtime_runs_steps_like_the_sandbox() {
             .any(|l| l.starts_with("uid=1000(app) gid=1000(app)")),
         "{pb}"
     );
-    assert_eq!(layer_listings(&a), layer_listings(&b));
+    assert_same_layers(&layer_listings(&a), &layer_listings(&b));
 
     let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN true\n"))]);
     let err = k.fails(&["build", "--runtime", "no-such-runtime", ctx.path().to_str().unwrap()]);
@@ -485,4 +485,87 @@ fn runc_runtime_runs_steps_like_the_sandbox() {
         err.contains("--runtime no-such-runtime: `no-such-runtime` is not installed"),
         "{err}"
     );
+}
+
+/// Builds [`CHANGES`] on `base` with each snapshotter and returns the layer listings.
+pub fn changes_with_both_snapshotters(
+    build: &dyn Fn(&str, &Path) -> String,
+    base: &str,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let df = format!("FROM {base}\n{CHANGES}");
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
+    build(&df.replace("FROM", "# overlay\nFROM"), &a);
+    build(&df.replace("FROM", "# copy\nFROM"), &b);
+    (layer_listings(&a), layer_listings(&b))
+}
+
+/// What [`CHANGES`]' first RUN layer must hold, whichever snapshotter made it.
+pub fn assert_changes_layer(layers: &[Vec<String>]) {
+    let l = &layers[1];
+    let has = |prefix: &str| l.iter().any(|e| e.starts_with(prefix));
+    for want in [
+        "bin/.wh.vi 0 0/0 0",
+        "root/.wh..wh..opq 0 0/0 0",
+        "root/new 644 0/0 2",
+        "etc/motd 600 0/0 8",
+        "etc/issue 644 1/1 8",
+        // Entries are sorted, so `hard` is written first and `f` links to it.
+        "hard 644 1000/1000 5 None",
+        "home/app/sub/f 644 1000/1000 0 Some(\"hard\")",
+        "link 777 0/0 0 Some(\"/home/app/sub/f\")",
+        "fifo 644 0/0 0",
+        "tmp/empty/ 755 0/0 0",
+    ] {
+        assert!(has(want), "missing `{want}` in {l:#?}");
+    }
+    assert!(
+        !has("etc/hosts") && !has("etc/resolv.conf") && !has("etc/hostname") && !has("proc/") && !has("dev/"),
+        "{l:#?}"
+    );
+    let last = &layers[2];
+    assert!(last.iter().any(|e| e.starts_with("home/app/sub/.wh.f ")), "{last:#?}");
+    assert!(
+        last.iter().any(|e| e.starts_with("home/app/mine 644 1000/1000")),
+        "{last:#?}"
+    );
+}
+
+#[test]
+fn copy_and_overlay_snapshotters_make_the_same_layers() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let build = |df: &str, dest: &Path| {
+        let kind = if df.starts_with("# copy") { "copy" } else { "overlay" };
+        build_plain(
+            &k,
+            df,
+            &[
+                "--snapshotter",
+                kind,
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+            ],
+        )
+    };
+    let (overlay, copy) = changes_with_both_snapshotters(&build, base);
+    assert_changes_layer(&overlay);
+    assert_same_layers(&overlay, &copy);
+}
+
+/// Fails with only the entries that differ between two images' layers.
+pub fn assert_same_layers(a: &[Vec<String>], b: &[Vec<String>]) {
+    assert_eq!(a.len(), b.len(), "layer counts differ");
+    for (i, (la, lb)) in a.iter().zip(b).enumerate() {
+        if la != lb {
+            let only_a: Vec<&String> = la.iter().filter(|e| !lb.contains(e)).collect();
+            let only_b: Vec<&String> = lb.iter().filter(|e| !la.contains(e)).collect();
+            panic!(
+                "layer {i} differs:\nonly in the first: {only_a:#?}\nonly in the second: {only_b:#?}\n(or in order)"
+            );
+        }
+    }
 }

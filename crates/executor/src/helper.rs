@@ -160,6 +160,25 @@ fn init(spec: &ExecSpec) -> ! {
 
 fn mount_overlay(spec: &ExecSpec) {
     let r = &spec.rootfs;
+    if r.lower.is_empty() {
+        // The copy snapshotter: the upper is a whole tree of its own.
+        let src = sys::cstr(&r.upper).or_fail(|| "path".into());
+        sys::mount(Some(&src), &r.target, None, libc::MS_BIND | libc::MS_REC, None)
+            .or_fail(|| format!("cannot bind {}", r.upper.display()));
+        return;
+    }
+    if r.lower.is_empty() {
+        // The copy snapshotter: the upper is a whole tree of its own.
+        sys::mount(
+            Some(&sys::cstr(&r.upper).or_fail(|| "path".into())),
+            &r.target,
+            None,
+            libc::MS_BIND | libc::MS_REC,
+            None,
+        )
+        .or_fail(|| format!("cannot bind {}", r.upper.display()));
+        return;
+    }
     let mut lower = String::new();
     for (i, l) in r.lower.iter().enumerate() {
         let s = l.to_str().unwrap_or_default();

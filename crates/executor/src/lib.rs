@@ -57,7 +57,8 @@ pub enum Network {
 /// Rootfs is the overlay the step runs on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rootfs {
-    /// Lower directories, topmost first (at least one).
+    /// Lower directories, topmost first; none means `upper` is a whole tree to
+    /// bind-mount (the copy snapshotter).
     pub lower: Vec<PathBuf>,
     /// Where the step's changes land.
     pub upper: PathBuf,

@@ -67,11 +67,8 @@ impl OciRuntime {
     }
 
     fn config(&self, spec: &ExecSpec) -> Result<serde_json::Value, ExecError> {
-        let lower = spec
-            .rootfs
-            .lower
-            .first()
-            .ok_or_else(|| ExecError::Setup("no lower directory".into()))?;
+        // The tree the step starts from: the overlay's lower, or the copy snapshotter's clone.
+        let lower = spec.rootfs.lower.first().unwrap_or(&spec.rootfs.upper);
         let user = crate::users::resolve(lower, spec.user.as_deref().unwrap_or("0")).map_err(ExecError::Setup)?;
         let caps: Vec<&str> = CAP_NAMES
             .iter()
@@ -165,6 +162,9 @@ impl Executor for OciRuntime {
             )));
         }
         let c_opts = CString::new(opts).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
+        let bind = r.lower.is_empty();
+        let c_upper =
+            CString::new(r.upper.display().to_string()).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
         let c_target =
             CString::new(r.target.display().to_string()).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
 
@@ -187,13 +187,22 @@ impl Executor for OciRuntime {
                         libc::MS_REC | libc::MS_PRIVATE,
                         std::ptr::null(),
                     ) < 0
-                    || libc::mount(
-                        c"overlay".as_ptr(),
-                        c_target.as_ptr(),
-                        c"overlay".as_ptr(),
-                        0,
-                        c_opts.as_ptr().cast(),
-                    ) < 0
+                    || (bind
+                        && libc::mount(
+                            c_upper.as_ptr(),
+                            c_target.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ) < 0)
+                    || (!bind
+                        && libc::mount(
+                            c"overlay".as_ptr(),
+                            c_target.as_ptr(),
+                            c"overlay".as_ptr(),
+                            0,
+                            c_opts.as_ptr().cast(),
+                        ) < 0)
                 {
                     return Err(std::io::Error::last_os_error());
                 }

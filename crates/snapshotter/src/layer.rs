@@ -34,6 +34,17 @@ pub fn write_layer(
     opts: &TarOptions,
     compression: Compression,
 ) -> Result<Layer, SnapshotError> {
+    write_layer_from(dir, store, compression, |w| write_dir_tar(dir, w, opts).map(drop))
+}
+
+/// Writes the tar stream that `tar` produces as a layer blob into `store`; `dir` names
+/// the tree in errors.
+pub fn write_layer_from(
+    dir: &Path,
+    store: &ContentStore,
+    compression: Compression,
+    tar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Layer, SnapshotError> {
     let blob = store.writer()?;
     let ctx = |source: io::Error| SnapshotError::Io {
         op: "cannot archive",
@@ -44,8 +55,8 @@ pub fn write_layer(
         Compression::Gzip => {
             // Level 6 like Go's default; flate2's output is deterministic for a given input.
             let gz = GzEncoder::new(io::BufWriter::with_capacity(1 << 20, blob), flate2::Compression::new(6));
-            let hashing = Sha256Writer::new(gz);
-            let hashing = write_dir_tar(dir, hashing, opts).map_err(ctx)?;
+            let mut hashing = Sha256Writer::new(gz);
+            tar(&mut hashing).map_err(ctx)?;
             let (diff_id, _, gz) = hashing.finish();
             let blob = gz
                 .finish()
@@ -55,8 +66,8 @@ pub fn write_layer(
             (diff_id, blob, media_types::OCI_LAYER_GZIP)
         }
         Compression::Uncompressed => {
-            let hashing = Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, blob));
-            let mut hashing = write_dir_tar(dir, hashing, opts).map_err(ctx)?;
+            let mut hashing = Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, blob));
+            tar(&mut hashing).map_err(ctx)?;
             hashing.flush().map_err(ctx)?;
             let (diff_id, _, w) = hashing.finish();
             (

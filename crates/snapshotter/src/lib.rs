@@ -3,6 +3,7 @@
 //! chains that build steps write on.
 
 pub mod apply;
+pub mod diff;
 mod error;
 pub mod ids;
 pub mod layer;
@@ -11,6 +12,6 @@ pub mod tarw;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
 pub use error::SnapshotError;
-pub use layer::{write_layer, Compression, Layer};
+pub use layer::{write_layer, write_layer_from, Compression, Layer};
 pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};

@@ -319,7 +319,7 @@ pub(crate) fn append_path<W: Write>(
 }
 
 /// Header of a whiteout marker: an empty regular file owned by root.
-fn whiteout_meta(mtime: i64) -> EntryMeta {
+pub(crate) fn whiteout_meta(mtime: i64) -> EntryMeta {
     EntryMeta {
         kind: EntryType::Regular,
         mode: 0,
@@ -334,7 +334,7 @@ fn whiteout_meta(mtime: i64) -> EntryMeta {
 }
 
 /// Whether overlayfs marked the directory opaque (it hides the lower directory).
-fn is_opaque(path: &Path) -> bool {
+pub(crate) fn is_opaque(path: &Path) -> bool {
     let mut val = [0u8; 4];
     [c"trusted.overlay.opaque", c"user.overlay.opaque"]
         .iter()

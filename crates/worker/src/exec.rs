@@ -7,10 +7,14 @@ use std::sync::Arc;
 
 use kiln_executor::{ExecSpec, Network, Rootfs};
 use kiln_graph::{ExecOp, NetworkMode};
-use kiln_snapshotter::Layer;
+use kiln_snapshotter::diff::CopyRun;
+use kiln_snapshotter::{Layer, TarOptions};
 use kiln_solver::VertexLog;
 
-use crate::{Value, Worker, WorkerError};
+use crate::{SnapshotterKind, Value, Worker, WorkerError};
+
+/// How the sandbox's error starts when the overlay cannot be mounted.
+const OVERLAY_FAILED: &str = "cannot mount the overlay";
 
 /// How many of a failed step's last output lines the error shows.
 const TAIL_LINES: usize = 10;
@@ -31,14 +35,35 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
 
 impl Worker {
     pub(crate) fn exec(&self, op: &ExecOp, inputs: &[Value], log: &VertexLog<'_>) -> Result<Value, WorkerError> {
-        let Some(executor) = &self.executor else {
-            return Err(WorkerError::Unsupported("RUN without a sandbox".to_string()));
-        };
+        use std::sync::atomic::Ordering;
         let parent: Vec<Layer> = match inputs.first() {
             Some(Value::Fs(l)) => l.as_ref().clone(),
             _ => return Err(WorkerError::Malformed("exec op input 0 is not a filesystem".into())),
         };
-        let mut snap = self.snapshots.prepare(&parent)?;
+        let copy = match self.snapshotter {
+            SnapshotterKind::Copy => true,
+            SnapshotterKind::Overlay => false,
+            SnapshotterKind::Auto => self.overlay_failed.load(Ordering::Relaxed),
+        };
+        match self.exec_on(op, &parent, log, copy) {
+            Err(WorkerError::Exec(kiln_executor::ExecError::Setup(msg)))
+                if !copy && self.snapshotter == SnapshotterKind::Auto && msg.starts_with(OVERLAY_FAILED) =>
+            {
+                log.line(format!(
+                    "overlayfs is not usable here ({msg}); using the copy snapshotter"
+                ));
+                self.overlay_failed.store(true, Ordering::Relaxed);
+                self.exec_on(op, &parent, log, true)
+            }
+            other => other,
+        }
+    }
+
+    fn exec_on(&self, op: &ExecOp, parent: &[Layer], log: &VertexLog<'_>, copy: bool) -> Result<Value, WorkerError> {
+        let Some(executor) = &self.executor else {
+            return Err(WorkerError::Unsupported("RUN without a sandbox".to_string()));
+        };
+        let mut snap = self.snapshots.prepare(parent)?;
         let run = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(self.root.tmp_dir())
@@ -47,19 +72,23 @@ impl Worker {
         for d in ["work", "rootfs", "empty"] {
             std::fs::create_dir(dir.join(d)).map_err(io_err(&dir.join(d)))?;
         }
-        let lower = match snap.lower() {
-            Some(l) => l.to_path_buf(),
-            None => dir.join("empty"),
+        let parent_tree = snap.lower().map(Path::to_path_buf);
+        let lower = parent_tree.clone().unwrap_or_else(|| dir.join("empty"));
+        let (upper, cloned) = if copy {
+            let tree = dir.join("tree");
+            let c = CopyRun::clone_tree(parent_tree.as_deref(), &tree, &dir.join("cloned")).map_err(io_err(&tree))?;
+            (tree, Some(c))
+        } else {
+            // The overlay's root directory takes the upper's attributes: make them the lower's.
+            let root_md = std::fs::metadata(&lower).map_err(io_err(&lower))?;
+            let upper = snap.upper().to_path_buf();
+            if self.privileged {
+                std::os::unix::fs::chown(&upper, Some(root_md.uid()), Some(root_md.gid())).map_err(io_err(&upper))?;
+            }
+            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(root_md.mode() & 0o7777))
+                .map_err(io_err(&upper))?;
+            (upper, None)
         };
-        // The overlay's root directory takes the upper's attributes: make them the lower's.
-        let root_md = std::fs::metadata(&lower).map_err(io_err(&lower))?;
-        let upper = snap.upper().to_path_buf();
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755)).map_err(io_err(&upper))?;
-        if self.privileged {
-            std::os::unix::fs::chown(&upper, Some(root_md.uid()), Some(root_md.gid())).map_err(io_err(&upper))?;
-        }
-        std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(root_md.mode() & 0o7777))
-            .map_err(io_err(&upper))?;
         let missing: Vec<&str> = MOUNT_POINTS
             .iter()
             .copied()
@@ -89,7 +118,7 @@ impl Worker {
             hostname: HOSTNAME.to_string(),
             network,
             rootfs: Rootfs {
-                lower: vec![lower.clone()],
+                lower: if copy { Vec::new() } else { vec![lower.clone()] },
                 upper: upper.clone(),
                 work: dir.join("work"),
                 target: dir.join("rootfs"),
@@ -112,11 +141,21 @@ impl Worker {
                 tail: tail.into_iter().collect(),
             });
         }
-        remove_mount_points(&upper, &lower, &missing);
-        snap.overlay_upper = true;
-        let layer = snap.commit(&self.root.content(), None, self.compression)?;
+        remove_mount_points(&upper, &lower, &missing, !copy);
+        let layer = match cloned {
+            Some(c) => {
+                let opts = TarOptions::default();
+                kiln_snapshotter::write_layer_from(&upper, &self.root.content(), self.compression, |w| {
+                    c.write_diff(parent_tree.as_deref(), w, &opts).map(drop)
+                })?
+            }
+            None => {
+                snap.overlay_upper = true;
+                snap.commit(&self.root.content(), None, self.compression)?
+            }
+        };
         drop(run);
-        let mut layers = parent;
+        let mut layers = parent.to_vec();
         layers.push(layer);
         Ok(Value::Fs(Arc::new(layers)))
     }
@@ -152,11 +191,11 @@ fn resolv_conf(network: Network) -> String {
 
 /// Removes what the sandbox created only to mount over (empty files and directories
 /// that the lower tree does not have), restoring the parent directory's mtime.
-fn remove_mount_points(upper: &Path, lower: &Path, missing: &[&str]) {
+fn remove_mount_points(upper: &Path, lower: &Path, missing: &[&str], overlay: bool) {
+    let mut parents = std::collections::BTreeSet::new();
     for rel in missing {
         let p: PathBuf = upper.join(rel);
         let Ok(md) = p.symlink_metadata() else { continue };
-        let parent_mtime = p.parent().and_then(|d| d.symlink_metadata().ok()).map(|m| m.mtime());
         let removed = if md.is_dir() {
             std::fs::remove_dir(&p).is_ok()
         } else if md.is_file() && md.len() == 0 {
@@ -164,22 +203,44 @@ fn remove_mount_points(upper: &Path, lower: &Path, missing: &[&str]) {
         } else {
             false
         };
-        if removed {
-            if let (Some(parent), Some(t)) = (p.parent(), parent_mtime) {
-                let _ = kiln_snapshotter::set_mtime(parent, t);
-            }
+        if let Some(parent) = Path::new(rel).parent().filter(|p| removed && !p.as_os_str().is_empty()) {
+            parents.insert(parent.to_path_buf());
         }
     }
-    // A directory copied up only to hold a mount point carries nothing of its own.
-    for rel in missing {
-        if let Some(parent) = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty()) {
-            let (up, low) = (upper.join(parent), lower.join(parent));
-            if let (Ok(u), Ok(l)) = (up.symlink_metadata(), low.symlink_metadata()) {
-                let empty = std::fs::read_dir(&up).map(|mut d| d.next().is_none()).unwrap_or(false);
-                if empty && u.mode() == l.mode() && u.uid() == l.uid() && u.gid() == l.gid() {
-                    let _ = std::fs::remove_dir(&up);
-                }
+    for parent in parents.iter().rev() {
+        let (up, low) = (upper.join(parent), lower.join(parent));
+        let (Ok(u), Ok(l)) = (up.symlink_metadata(), low.symlink_metadata()) else {
+            continue;
+        };
+        if u.mode() != l.mode() || u.uid() != l.uid() || u.gid() != l.gid() {
+            continue;
+        }
+        let names = |d: &Path| -> Option<std::collections::BTreeSet<std::ffi::OsString>> {
+            std::fs::read_dir(d)
+                .ok()?
+                .map(|e| e.ok().map(|e| e.file_name()))
+                .collect()
+        };
+        if overlay {
+            // A directory copied up only to hold a mount point carries nothing of its own.
+            if names(&up).is_some_and(|n| n.is_empty()) {
+                let _ = std::fs::remove_dir(&up);
             }
+        } else if names(&up).is_some() && names(&up) == names(&low) {
+            // Only the mount point came and went: the directory keeps the lower's times.
+            let t = rustix::fs::Timespec {
+                tv_sec: l.mtime(),
+                tv_nsec: l.mtime_nsec(),
+            };
+            let _ = rustix::fs::utimensat(
+                rustix::fs::CWD,
+                &up,
+                &rustix::fs::Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                },
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            );
         }
     }
 }

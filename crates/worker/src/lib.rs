@@ -116,6 +116,20 @@ pub struct Worker {
     images: Option<Arc<ImageSource>>,
     executor: Option<Arc<dyn kiln_executor::Executor>>,
     network: kiln_executor::Network,
+    snapshotter: SnapshotterKind,
+    /// Set once the overlay failed under `Auto`: later steps go straight to copy.
+    overlay_failed: std::sync::atomic::AtomicBool,
+}
+
+/// How RUN steps get a writable root file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterKind {
+    /// Overlayfs, falling back to copy when it cannot be mounted.
+    Auto,
+    /// Overlayfs only.
+    Overlay,
+    /// A full clone of the parent tree per step, diffed afterwards.
+    Copy,
 }
 
 impl Worker {
@@ -132,6 +146,8 @@ impl Worker {
             images: None,
             executor: None,
             network: kiln_executor::Network::Host,
+            snapshotter: SnapshotterKind::Auto,
+            overlay_failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -150,6 +166,12 @@ impl Worker {
     ) -> Self {
         self.executor = Some(executor);
         self.network = network;
+        self
+    }
+
+    /// Chooses how RUN steps get their root file system.
+    pub fn with_snapshotter(mut self, kind: SnapshotterKind) -> Self {
+        self.snapshotter = kind;
         self
     }
 
