@@ -139,7 +139,8 @@ fn run_is_isolated() {
         "FROM {base}\n\
          RUN echo pid=$$ && ps -o pid= > /tmp/ps && echo procs=$(wc -l < /tmp/ps) && hostname | sed 's/^/host=/' \\\n\
           && grep NoNewPrivs /proc/self/status | tr -d '\\t' && (cat {m} 2>/dev/null || echo marker=unreadable) \\\n\
-          && grep CapEff /proc/self/status | tr -d '\\t'\n\
+          && grep CapEff /proc/self/status | tr -d '\\t' && echo timers=$(wc -c < /proc/timer_list) \\\n\
+          && (echo x > /proc/sys/kernel/hostname 2>/dev/null && echo procsys=writable || echo procsys=readonly)\n\
          RUN --network=none ip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n\
          RUN ip -o link | wc -l | sed 's/^/hostlinks=/'\n"
     );
@@ -155,6 +156,9 @@ fn run_is_isolated() {
     assert!(!progress.contains("host secret"));
     // Docker's default capability set, exactly.
     assert!(has("CapEff:00000000a80425fb"), "{progress}");
+    // Docker's masked and read-only /proc paths.
+    assert!(has("timers=0"), "{progress}");
+    assert!(has("procsys=readonly"), "{progress}");
     let links: Vec<&String> = lines.iter().filter(|l| l.starts_with("link=")).collect();
     assert_eq!(links, ["link=lo"], "--network=none must have only lo:\n{progress}");
     // The default network is the host's.

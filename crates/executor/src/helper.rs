@@ -124,6 +124,7 @@ fn init(spec: &ExecSpec) -> ! {
 
     mount_dev(&devs);
     mount_sys(host_sys);
+    mask_proc();
     for (target, fd) in etc {
         bind_etc(Path::new(target), fd);
     }
@@ -322,6 +323,57 @@ fn mount_dev(devs: &[(&str, libc::c_int)]) {
         ("core", "/proc/kcore"),
     ] {
         std::os::unix::fs::symlink(to, dev.join(link)).or_fail(|| format!("cannot create /dev/{link}"));
+    }
+}
+
+/// Docker's masked and read-only paths: kernel interfaces a build step has no business
+/// with are hidden (a file behind `/dev/null`, a directory behind an empty read-only
+/// tmpfs) or made read-only.
+fn mask_proc() {
+    const MASKED: &[&str] = &[
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ];
+    const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+    for p in MASKED.iter().map(Path::new) {
+        let Ok(md) = p.symlink_metadata() else { continue };
+        let r = if md.is_dir() {
+            sys::mount(Some(c"tmpfs"), p, Some(c"tmpfs"), libc::MS_RDONLY, Some(c"size=0"))
+        } else {
+            sys::mount(Some(c"/dev/null"), p, None, libc::MS_BIND, None)
+        };
+        r.or_fail(|| format!("cannot mask {}", p.display()));
+    }
+    for p in READ_ONLY.iter().map(Path::new) {
+        if p.symlink_metadata().is_err() {
+            continue;
+        }
+        let src = sys::cstr(p).or_fail(|| "path".into());
+        sys::mount(Some(&src), p, None, libc::MS_BIND | libc::MS_REC, None)
+            .and_then(|()| {
+                sys::mount(
+                    None,
+                    p,
+                    None,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    None,
+                )
+            })
+            .or_fail(|| format!("cannot make {} read-only", p.display()));
     }
 }
 
