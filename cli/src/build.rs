@@ -67,6 +67,9 @@ pub struct BuildArgs {
     /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
     #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
     network: NetworkArg,
+    /// Do not use the build cache: run every step (results are still recorded).
+    #[arg(long = "no-cache")]
+    no_cache: bool,
     /// Run RUN steps with an OCI runtime (`runc`, `crun` or a path) instead of kiln's
     /// built-in sandbox, as Buildah does. Root only.
     #[arg(long, value_name = "RUNTIME")]
@@ -332,7 +335,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         })),
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
-    let solver = Solver::new(&progress, 1);
+    let solver = Solver::new(&progress, 1).no_cache(a.no_cache);
     progress.internal(
         solver.allocate_vertex(),
         &format!("[internal] load build definition from {}", inputs.dockerfile_name),
@@ -370,9 +373,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
             SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
         });
-    let result = solver
-        .solve(&plan.definition, &worker)
-        .map_err(|e| solve_error(&inputs, e))?;
+    let result = solver.solve(&plan.definition, &worker);
+    worker.finish();
+    let result = result.map_err(|e| solve_error(&inputs, e))?;
     let Value::Fs(layers) = result else {
         bail!("the build result is not a filesystem")
     };

@@ -1,6 +1,7 @@
 //! kiln's integration tests: the real binary, verified with real tools (skopeo, umoci,
 //! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
+mod cache;
 mod common;
 mod debian;
 mod docker;

@@ -221,6 +221,7 @@ fn rootless_layers_match_roots_with_both_snapshotters() {
         let progress = u.kiln_ok(&[
             "build",
             "--progress=plain",
+            "--no-cache",
             "--snapshotter",
             kind,
             "-o",

@@ -472,7 +472,13 @@ fn runc_runtime_runs_steps_like_the_sandbox() {
     let pb = build_plain(
         &k,
         &df,
-        &["--runtime", "runc", "-o", &format!("type=oci,dest={}", b.display())],
+        &[
+            "--no-cache",
+            "--runtime",
+            "runc",
+            "-o",
+            &format!("type=oci,dest={}", b.display()),
+        ],
     );
     assert_eq!(step_lines(&pa), step_lines(&pb));
     assert!(
@@ -548,6 +554,7 @@ fn copy_and_overlay_snapshotters_make_the_same_layers() {
             &k,
             df,
             &[
+                "--no-cache",
                 "--snapshotter",
                 kind,
                 "-o",

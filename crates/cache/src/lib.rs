@@ -8,12 +8,15 @@
 //!   tagged images; its blobs are hard links into the content store, so a failed build
 //!   never touches it;
 //! - `layers-v1/<diffid>.json`: what a layer compressed to and when it was first made;
+//! - `cache-v1/<key>.json`: the build cache, a step's result by cache key;
+//! - `checksums-v1/<context>.json`: file digests of a build context, by path and stat;
 //! - `tmp/`: temp files, renamed into place when complete.
 
 mod error;
 mod images;
 mod layers;
 mod lock;
+mod records;
 mod root;
 mod store;
 
@@ -21,5 +24,6 @@ pub use error::CacheError;
 pub use images::{ImageStore, StoredImage};
 pub use layers::{LayerRecord, LayerRecords};
 pub use lock::{LockKind, RootLock};
+pub use records::CacheRecords;
 pub use root::KilnRoot;
 pub use store::{BlobWriter, ContentStore};

@@ -68,6 +68,11 @@ impl KilnRoot {
         LayerRecords::new(self.path.join("layers-v1"), self.tmp_dir())
     }
 
+    /// The build cache index.
+    pub fn cache_records(&self) -> crate::CacheRecords {
+        crate::CacheRecords::new(self.path.join("cache-v1"), self.tmp_dir())
+    }
+
     /// The directory for a versioned sub-store owned by another crate (e.g. snapshots).
     pub fn subdir(&self, name: &str) -> PathBuf {
         self.path.join(name)

@@ -80,6 +80,35 @@ pub trait OpRunner {
         inputs: Vec<Self::Output>,
         log: &VertexLog<'_>,
     ) -> Result<Self::Output, Self::Error>;
+
+    /// A digest of what the op's result depends on beyond its definition and its inputs'
+    /// cache keys: for a COPY from the build context, the selected files' contents.
+    fn content_key(&self, _node: &Node, _inputs: &[Self::Output]) -> Result<Option<Digest>, Self::Error> {
+        Ok(None)
+    }
+
+    /// A cached result for `key`, if the op is cacheable and one is held.
+    fn load(&self, _key: &Digest, _node: &Node) -> Option<Self::Output> {
+        None
+    }
+
+    /// Remembers `out` as the result for `key` (when the op is cacheable).
+    fn save(&self, _key: &Digest, _node: &Node, _out: &Self::Output) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// The cache key of an op: its definition's digest, its inputs' keys (which carry
+/// everything below them) and the runner's content key.
+pub fn cache_key(node_digest: &Digest, input_keys: &[Digest], content: Option<&Digest>) -> Digest {
+    let mut s = format!("kiln-cache-v1\n{node_digest}\n");
+    for k in input_keys {
+        s.push_str(&format!("in {k}\n"));
+    }
+    if let Some(c) = content {
+        s.push_str(&format!("content {c}\n"));
+    }
+    Digest::of(s.as_bytes())
 }
 
 /// SolveError is an op failure with the op that failed.
@@ -102,6 +131,7 @@ pub enum SolveError<E: std::error::Error + 'static> {
 pub struct Solver<'a> {
     progress: &'a dyn Progress,
     next_vertex: std::cell::Cell<u32>,
+    no_cache: bool,
 }
 
 impl<'a> Solver<'a> {
@@ -110,7 +140,15 @@ impl<'a> Solver<'a> {
         Solver {
             progress,
             next_vertex: std::cell::Cell::new(first_vertex),
+            no_cache: false,
         }
+    }
+
+    /// Runs every op even when the cache holds its result (`--no-cache`); results are
+    /// still recorded.
+    pub fn no_cache(mut self, yes: bool) -> Self {
+        self.no_cache = yes;
+        self
     }
 
     /// The next vertex number, for events the caller emits itself (e.g. exporting).
@@ -126,10 +164,38 @@ impl<'a> Solver<'a> {
         def.validate()?;
         let root = def.root.clone().ok_or(SolveError::NoRoot)?;
         let mut results: HashMap<Digest, R::Output> = HashMap::new();
+        let mut keys: HashMap<Digest, Digest> = HashMap::new();
         for digest in def.topo_order() {
             let node = def.node(&digest).expect("validated");
-            let inputs = node.inputs.iter().map(|i| results[&i.op].clone()).collect();
+            let inputs: Vec<R::Output> = node.inputs.iter().map(|i| results[&i.op].clone()).collect();
             let vertex = if node.meta.hidden { 0 } else { self.allocate_vertex() };
+            let fail = |vertex: u32, e: R::Error| {
+                self.progress.event(Event::Error {
+                    vertex,
+                    message: e.to_string(),
+                });
+                SolveError::Op {
+                    description: node.meta.description.clone(),
+                    node: Box::new(node.clone()),
+                    source: e,
+                }
+            };
+            let input_keys: Vec<Digest> = node.inputs.iter().map(|i| keys[&i.op].clone()).collect();
+            let content = runner.content_key(node, &inputs).map_err(|e| fail(vertex, e))?;
+            let key = cache_key(&digest, &input_keys, content.as_ref());
+            keys.insert(digest.clone(), key.clone());
+            if !self.no_cache {
+                if let Some(out) = runner.load(&key, node) {
+                    if !node.meta.hidden {
+                        self.progress.event(Event::Cached {
+                            vertex,
+                            name: node.meta.description.clone(),
+                        });
+                    }
+                    results.insert(digest, out);
+                    continue;
+                }
+            }
             let start = Instant::now();
             if !node.meta.hidden {
                 self.progress.event(Event::Started {
@@ -144,6 +210,7 @@ impl<'a> Solver<'a> {
             };
             match runner.run(&digest, node, inputs, &log) {
                 Ok(out) => {
+                    runner.save(&key, node, &out).map_err(|e| fail(vertex, e))?;
                     if !node.meta.hidden {
                         self.progress.event(Event::Done {
                             vertex,
@@ -152,17 +219,7 @@ impl<'a> Solver<'a> {
                     }
                     results.insert(digest, out);
                 }
-                Err(e) => {
-                    self.progress.event(Event::Error {
-                        vertex,
-                        message: e.to_string(),
-                    });
-                    return Err(SolveError::Op {
-                        description: node.meta.description.clone(),
-                        node: Box::new(node.clone()),
-                        source: e,
-                    });
-                }
+                Err(e) => return Err(fail(vertex, e)),
             }
         }
         Ok(results.remove(&root.op).expect("root solved"))

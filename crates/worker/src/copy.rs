@@ -400,6 +400,91 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, Wor
     Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
 }
 
+/// One file system object a COPY from the build context would read.
+pub struct Selected {
+    /// Path relative to the source root.
+    pub rel: PathBuf,
+    pub md: std::fs::Metadata,
+    /// Symlink target, for symlinks.
+    pub link: Option<PathBuf>,
+}
+
+/// Everything `action` would copy from `src`, in copy order: the same matching,
+/// ignore rules and walk as [`FileWriter::copy`], without writing anything.
+pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>, WorkerError> {
+    let pattern = clean_abs(&action.src);
+    let matches = if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
+        let found = expand_glob(src, &pattern)?;
+        if found.is_empty() && !action.allow_empty_wildcard {
+            return Err(WorkerError::SourceNotFound {
+                path: action.src.clone(),
+                source_label: src.label.clone(),
+            });
+        }
+        found
+    } else {
+        let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
+            path: action.src.clone(),
+            reason,
+        })?;
+        let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
+        if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
+            return Err(WorkerError::SourceNotFound {
+                path: action.src.clone(),
+                source_label: src.label.clone(),
+            });
+        }
+        vec![rel]
+    };
+    let mut out = Vec::new();
+    for rel in matches {
+        select_entry(src, &rel, true, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn select_entry(src: &SourceTree<'_>, rel: &Path, top: bool, out: &mut Vec<Selected>) -> Result<(), WorkerError> {
+    let from = src.root.join(rel);
+    let md = if top {
+        std::fs::metadata(&from)
+    } else {
+        std::fs::symlink_metadata(&from)
+    }
+    .map_err(io_err(&from))?;
+    let ft = md.file_type();
+    let link = if ft.is_symlink() {
+        Some(std::fs::read_link(&from).map_err(io_err(&from))?)
+    } else {
+        None
+    };
+    let is_dir = ft.is_dir();
+    if is_dir || ft.is_file() || ft.is_symlink() {
+        out.push(Selected {
+            rel: rel.to_path_buf(),
+            md,
+            link,
+        });
+    }
+    if is_dir {
+        let mut names: Vec<_> = std::fs::read_dir(&from)
+            .map_err(io_err(&from))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err(&from))?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let child_rel = rel.join(e.file_name());
+            if is_ignored(src, &child_rel)
+                && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
+                    || !e.file_type().is_ok_and(|t| t.is_dir()))
+            {
+                continue;
+            }
+            select_entry(src, &child_rel, false, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
 pub fn clean_abs(p: &str) -> PathBuf {
     let mut out = PathBuf::new();

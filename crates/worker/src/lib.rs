@@ -1,6 +1,7 @@
 //! kiln-worker binds graph ops to real backends: sources (scratch, build context),
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
+mod cache;
 mod copy;
 mod exec;
 mod images;
@@ -119,6 +120,8 @@ pub struct Worker {
     snapshotter: SnapshotterKind,
     /// Set once the overlay failed under `Auto`: later steps go straight to copy.
     overlay_failed: std::sync::atomic::AtomicBool,
+    /// Context checksum memos by canonical context directory.
+    memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
 }
 
 /// How RUN steps get a writable root file system.
@@ -148,6 +151,7 @@ impl Worker {
             network: kiln_executor::Network::Host,
             snapshotter: SnapshotterKind::Auto,
             overlay_failed: std::sync::atomic::AtomicBool::new(false),
+            memos: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -314,5 +318,17 @@ impl OpRunner for Worker {
             Op::File(f) => self.file(f, &inputs),
             Op::Exec(e) => self.exec(e, &inputs, log),
         }
+    }
+
+    fn content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
+        self.copy_content_key(node, inputs)
+    }
+
+    fn load(&self, key: &Digest, node: &Node) -> Option<Value> {
+        self.load_cached(key, node)
+    }
+
+    fn save(&self, key: &Digest, node: &Node, out: &Value) -> Result<(), WorkerError> {
+        self.save_cached(key, node, out)
     }
 }

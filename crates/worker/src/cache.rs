@@ -1,0 +1,275 @@
+//! The worker's side of the build cache: content keys for COPY from the build context
+//! (the selected files' paths, types, modes, sizes, link targets and contents, after
+//! .dockerignore — not owners, which the layer does not keep, and not times), the
+//! context checksum memo that makes an unchanged context cost a `stat` per file, and
+//! cache records (a step's layer chain by cache key).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use kiln_graph::{FileAction, Node, Op};
+use kiln_image::Digest;
+use kiln_snapshotter::Layer;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::copy::{select, SourceTree};
+use crate::{Value, Worker, WorkerError};
+
+/// What the memo knows of one file: its stat identity and content digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MemoEntry {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    ino: u64,
+    mode: u32,
+    sha256: String,
+}
+
+impl MemoEntry {
+    fn matches(&self, md: &std::fs::Metadata) -> bool {
+        self.size == md.size()
+            && self.mtime == (md.mtime(), md.mtime_nsec())
+            && self.ctime == (md.ctime(), md.ctime_nsec())
+            && self.ino == md.ino()
+            && self.mode == md.mode()
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MemoFile {
+    root: PathBuf,
+    files: HashMap<String, MemoEntry>,
+}
+
+/// ContextMemo remembers file digests of one context directory across builds.
+#[derive(Debug)]
+pub struct ContextMemo {
+    path: PathBuf,
+    root: PathBuf,
+    known: HashMap<String, MemoEntry>,
+    /// Entries seen in this build (what is saved).
+    seen: Mutex<HashMap<String, MemoEntry>>,
+    changed: std::sync::atomic::AtomicBool,
+}
+
+impl ContextMemo {
+    fn load(path: PathBuf, root: &Path) -> Self {
+        let known = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<MemoFile>(&b).ok())
+            .filter(|m| m.root == root)
+            .map(|m| m.files)
+            .unwrap_or_default();
+        ContextMemo {
+            path,
+            root: root.to_path_buf(),
+            known,
+            seen: Mutex::new(HashMap::new()),
+            changed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Content digests of the files at `rels` (relative to the context root), hashing
+    /// only those whose stat changed, in parallel.
+    fn digests(&self, files: &[(&Path, &std::fs::Metadata)]) -> Result<Vec<String>, WorkerError> {
+        let mut out: Vec<Option<String>> = vec![None; files.len()];
+        let mut todo = Vec::new();
+        {
+            let seen = self.seen.lock().expect("memo lock");
+            for (i, (rel, md)) in files.iter().enumerate() {
+                let key = rel.to_string_lossy();
+                let hit = seen
+                    .get(key.as_ref())
+                    .or_else(|| self.known.get(key.as_ref()))
+                    .filter(|e| e.matches(md));
+                match hit {
+                    Some(e) => out[i] = Some(e.sha256.clone()),
+                    None => todo.push(i),
+                }
+            }
+        }
+        if !todo.is_empty() {
+            let threads = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(todo.len());
+            let chunk = todo.len().div_ceil(threads);
+            let hashed: Vec<Result<Vec<(usize, String)>, WorkerError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = todo
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|&i| Ok((i, hash_file(&self.root.join(files[i].0))?)))
+                                .collect::<Result<Vec<_>, WorkerError>>()
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("hash thread")).collect()
+            });
+            for part in hashed {
+                for (i, d) in part? {
+                    out[i] = Some(d);
+                }
+            }
+            self.changed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut seen = self.seen.lock().expect("memo lock");
+        let digests: Vec<String> = out.into_iter().map(|d| d.expect("every file digested")).collect();
+        for ((rel, md), d) in files.iter().zip(&digests) {
+            seen.insert(
+                rel.to_string_lossy().into_owned(),
+                MemoEntry {
+                    size: md.size(),
+                    mtime: (md.mtime(), md.mtime_nsec()),
+                    ctime: (md.ctime(), md.ctime_nsec()),
+                    ino: md.ino(),
+                    mode: md.mode(),
+                    sha256: d.clone(),
+                },
+            );
+        }
+        Ok(digests)
+    }
+
+    /// Writes the memo back when this build learnt something new.
+    fn save(&self, tmp: &Path) {
+        let seen = self.seen.lock().expect("memo lock");
+        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) && seen.len() == self.known.len() {
+            return;
+        }
+        let mut files = self.known.clone();
+        files.extend(seen.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // Forget files that are gone.
+        files.retain(|k, _| self.root.join(k).symlink_metadata().is_ok());
+        let memo = MemoFile {
+            root: self.root.clone(),
+            files,
+        };
+        let Ok(bytes) = serde_json::to_vec(&memo) else { return };
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Ok(mut f) = tempfile::Builder::new().prefix("memo-").tempfile_in(tmp) {
+            use std::io::Write;
+            if f.write_all(&bytes).is_ok() {
+                let _ = f.persist(&self.path);
+            }
+        }
+    }
+}
+
+fn hash_file(p: &Path) -> Result<String, WorkerError> {
+    let io = |source| WorkerError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(p).map_err(io)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Worker {
+    fn memo(&self, dir: &Path) -> Arc<ContextMemo> {
+        let mut memos = self.memos.lock().expect("memo lock");
+        let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        memos
+            .entry(canon.clone())
+            .or_insert_with(|| {
+                let name = Digest::of(canon.as_os_str().as_bytes());
+                let path = self.root.subdir("checksums-v1").join(format!("{}.json", name.hex()));
+                Arc::new(ContextMemo::load(path, dir))
+            })
+            .clone()
+    }
+
+    /// Saves what the build learnt about its contexts (call once the build is over).
+    pub fn finish(&self) {
+        for memo in self.memos.lock().expect("memo lock").values() {
+            memo.save(&self.root.tmp_dir());
+        }
+    }
+
+    pub(crate) fn copy_content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
+        let Op::File(f) = &node.op else { return Ok(None) };
+        // Directories a file op creates get the build's fixed time.
+        let mut s = format!("epoch {}\n", self.epoch);
+        for (n, action) in f.actions.iter().enumerate() {
+            let FileAction::Copy(c) = action else { continue };
+            let Some(Value::Local { dir, ignore, .. }) = inputs.get(c.input as usize) else {
+                continue;
+            };
+            let src = SourceTree {
+                root: dir,
+                ignore: Some(ignore),
+                label: "the build context".to_string(),
+                keep_owner: false,
+            };
+            let selected = select(c, &src)?;
+            let files: Vec<(&Path, &std::fs::Metadata)> = selected
+                .iter()
+                .filter(|e| e.md.is_file())
+                .map(|e| (e.rel.as_path(), &e.md))
+                .collect();
+            let digests = self.memo(dir).digests(&files)?;
+            let mut digests = digests.into_iter();
+            let mut h = sha2::Sha256::new();
+            for e in &selected {
+                let ft = e.md.file_type();
+                let (kind, extra) = if ft.is_dir() {
+                    ("dir", String::new())
+                } else if ft.is_symlink() {
+                    (
+                        "symlink",
+                        e.link.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
+                    )
+                } else {
+                    ("file", digests.next().unwrap_or_default())
+                };
+                let size = if ft.is_file() { e.md.size() } else { 0 };
+                h.update(e.rel.as_os_str().as_bytes());
+                h.update(format!("\0{kind}\0{:o}\0{size}\0{extra}\n", e.md.mode() & 0o7777).as_bytes());
+            }
+            s.push_str(&format!("copy {n} {}\n", hex::encode(h.finalize())));
+        }
+        Ok(Some(Digest::of(s.as_bytes())))
+    }
+
+    pub(crate) fn load_cached(&self, key: &Digest, node: &Node) -> Option<Value> {
+        if !matches!(node.op, Op::File(_) | Op::Exec(_)) {
+            return None;
+        }
+        let records = self.root.cache_records();
+        let bytes = records.get(key)?;
+        let layers: Vec<Layer> = serde_json::from_slice(&bytes).ok()?;
+        let content = self.root.content();
+        if layers.iter().any(|l| !content.has(&l.blob.digest)) {
+            // The blobs were pruned or lost: the step runs again.
+            records.remove(key);
+            return None;
+        }
+        Some(Value::Fs(Arc::new(layers)))
+    }
+
+    pub(crate) fn save_cached(&self, key: &Digest, node: &Node, out: &Value) -> Result<(), WorkerError> {
+        let (Op::File(_) | Op::Exec(_), Value::Fs(layers)) = (&node.op, out) else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec(layers.as_ref()).expect("layers serialise");
+        self.root.cache_records().put(key, &bytes)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! The build cache: a step re-runs if and only if something it depends on changed.
+
+use std::path::Path;
+
+use crate::common::*;
+use crate::run::busybox_base;
+
+/// (step description, whether it was CACHED) for every `[stage n/m]` step.
+fn outcomes(progress: &str) -> Vec<(String, bool)> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut cached = std::collections::HashSet::new();
+    for line in progress.lines() {
+        let Some((num, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if !num.starts_with('#') {
+            continue;
+        }
+        if rest.starts_with('[') && !rest.starts_with("[internal]") {
+            names.push((
+                num.to_string(),
+                rest.split_once("] ").map(|x| x.1).unwrap_or(rest).to_string(),
+            ));
+        } else if rest == "CACHED" {
+            cached.insert(num.to_string());
+        }
+    }
+    names.into_iter().map(|(n, d)| (d, cached.contains(&n))).collect()
+}
+
+struct Project {
+    k: Kiln,
+    ctx: tempfile::TempDir,
+}
+
+impl Project {
+    fn build(&self, extra: &[&str]) -> Vec<(String, bool)> {
+        let mut args = vec!["build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        args.push(self.ctx.path().to_str().unwrap());
+        let out = run(self.k.cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        outcomes(&err)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.ctx.path().join(rel), text).unwrap();
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.ctx.path().join(rel)
+    }
+}
+
+/// Which steps ran (not CACHED), by the start of their description.
+fn ran(steps: &[(String, bool)]) -> Vec<String> {
+    steps
+        .iter()
+        .filter(|(d, c)| !c && !d.starts_with("FROM"))
+        .map(|(d, _)| d.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+const DOCKERFILE: &str = "FROM bb:1
+RUN echo base-step > /base
+COPY app/ /app/
+ARG MODE=dev
+RUN echo mode=$MODE > /mode
+ENV UNRELATED=1
+RUN cat /app/main.txt
+";
+
+#[test]
+fn invalidation_matrix() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let ctx = context(&[
+        ("Dockerfile", DOCKERFILE),
+        (".dockerignore", "app/ignored.txt\n"),
+        ("app/main.txt", "main v1\n"),
+        ("app/ignored.txt", "ignored v1\n"),
+        ("other.txt", "not selected\n"),
+    ]);
+    let p = Project { k, ctx };
+    let all = ["RUN echo", "COPY app/", "RUN echo", "RUN cat"];
+
+    assert_eq!(ran(&p.build(&[])), all, "first build runs everything");
+    assert_eq!(ran(&p.build(&[])), Vec::<String>::new(), "a rebuild is all CACHED");
+
+    p.write("app/main.txt", "main v2\n");
+    assert_eq!(
+        ran(&p.build(&[])),
+        ["COPY app/", "RUN echo", "RUN cat"],
+        "a selected file changed"
+    );
+
+    p.write("app/ignored.txt", "ignored v2\n");
+    p.write("other.txt", "still not selected\n");
+    assert!(
+        ran(&p.build(&[])).is_empty(),
+        "ignored and unselected files do not count"
+    );
+
+    // Same contents, new times: still cached.
+    let f = std::fs::File::options()
+        .append(true)
+        .open(p.path("app/main.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    drop(f);
+    assert!(ran(&p.build(&[])).is_empty(), "touching a file changes nothing");
+
+    // A mode change reaches the layer: the COPY runs again.
+    run_ok(
+        std::process::Command::new("chmod")
+            .arg("600")
+            .arg(p.path("app/main.txt")),
+    );
+    assert_eq!(ran(&p.build(&[])), ["COPY app/", "RUN echo", "RUN cat"], "mode changed");
+
+    assert_eq!(
+        ran(&p.build(&["--build-arg", "MODE=prod"])),
+        ["RUN echo", "RUN cat"],
+        "a build arg used by one RUN"
+    );
+    assert!(ran(&p.build(&["--build-arg", "MODE=prod"])).is_empty());
+
+    p.write("Dockerfile", &DOCKERFILE.replace("UNRELATED=1", "UNRELATED=2"));
+    assert_eq!(
+        ran(&p.build(&["--build-arg", "MODE=prod"])),
+        ["RUN cat"],
+        "an ENV after the steps"
+    );
+
+    assert_eq!(
+        ran(&p.build(&["--build-arg", "MODE=prod", "--no-cache"])),
+        all,
+        "--no-cache"
+    );
+
+    // A new base image under the same tag: everything runs again.
+    let base = context(&[("Dockerfile", "FROM bb:1\nRUN echo new > /new-base-file\n")]);
+    p.k.ok(&["build", "-q", "-t", "bb:1", base.path().to_str().unwrap()]);
+    assert_eq!(ran(&p.build(&["--build-arg", "MODE=prod"])), all, "the base moved");
+}
+
+#[test]
+fn cache_hits_survive_a_lost_snapshot_and_miss_on_a_lost_blob() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let ctx = context(&[("Dockerfile", "FROM bb:1\nRUN echo one > /one\nRUN cat /one\n")]);
+    let p = Project { k, ctx };
+    assert_eq!(ran(&p.build(&[])), ["RUN echo", "RUN cat"]);
+    // Unpacked trees are a cache of the blobs: without them the build is still a hit.
+    std::fs::remove_dir_all(p.k.root().join("snapshots-v1")).unwrap();
+    assert!(ran(&p.build(&[])).is_empty());
+    // Without a layer blob the record is useless: the step runs again.
+    let records: Vec<_> = std::fs::read_dir(p.k.root().join("cache-v1"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(!records.is_empty());
+    for r in records {
+        let layers: serde_json::Value = json(&std::fs::read_to_string(r.path()).unwrap());
+        // The step's own layer is the last of its chain; one-layer chains are the base
+        // image's own build (COPY into scratch).
+        let chain = layers.as_array().unwrap();
+        if let Some(l) = chain.last().filter(|_| chain.len() > 1) {
+            let d = l["blob"]["digest"].as_str().unwrap().replace("sha256:", "");
+            let _ = std::fs::remove_file(p.k.root().join("content-v1/blobs/sha256").join(&d));
+            let _ = std::fs::remove_file(p.k.root().join("store/blobs/sha256").join(&d));
+        }
+    }
+    let steps = p.build(&[]);
+    assert_eq!(ran(&steps), ["RUN echo", "RUN cat"], "{steps:?}");
+    assert!(Path::new(&p.k.root().join("cache-v1")).is_dir());
+}
