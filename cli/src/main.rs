@@ -2,6 +2,7 @@
 
 mod build;
 mod images;
+mod maintenance;
 mod outputs;
 mod progress;
 
@@ -42,6 +43,12 @@ enum Command {
     Inspect(images::InspectArgs),
     /// Write images to an archive (docker-archive or oci-archive).
     Save(images::SaveArgs),
+    /// Remove build cache and what only it needed (blobs, snapshots).
+    Prune(maintenance::PruneArgs),
+    /// Show what the root holds: images, build cache, blobs, snapshots.
+    Du(maintenance::DuArgs),
+    /// Verify every blob, image, cache record and snapshot; `--repair` fixes what it can.
+    Fsck(maintenance::FsckArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +71,9 @@ fn main() -> ExitCode {
         Command::Rmi(a) => images::rmi(&root, a),
         Command::Inspect(a) => images::inspect(&root, a),
         Command::Save(a) => images::save(&root, a),
+        Command::Prune(a) => maintenance::prune(&root, a),
+        Command::Du(a) => maintenance::du(&root, a),
+        Command::Fsck(a) => maintenance::fsck(&root, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

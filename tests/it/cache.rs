@@ -183,3 +183,98 @@ fn cache_hits_survive_a_lost_snapshot_and_miss_on_a_lost_blob() {
     assert_eq!(ran(&steps), ["RUN echo", "RUN cat"], "{steps:?}");
     assert!(Path::new(&p.k.root().join("cache-v1")).is_dir());
 }
+
+#[test]
+fn prune_drops_what_no_tagged_image_needs() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let a = Project {
+        ctx: context(&[("Dockerfile", "FROM bb:1\nRUN echo a > /a\n")]),
+        k,
+    };
+    let b_ctx = context(&[("Dockerfile", "FROM bb:1\nRUN echo b > /b\n")]);
+    assert_eq!(ran(&a.build(&["-t", "a:1"])), ["RUN echo"]);
+    let b = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        args.push(b_ctx.path().to_str().unwrap());
+        let out = run(a.k.cmd().args(&args));
+        assert!(out.status.success());
+        outcomes(&String::from_utf8_lossy(&out.stderr))
+    };
+    assert_eq!(ran(&b(&["-t", "b:1"])), ["RUN echo"]);
+    a.k.ok(&["rmi", "b:1"]);
+    let du = a.k.ok(&["du"]);
+    assert!(
+        du.lines()
+            .any(|l| l.starts_with("Build cache") && l.split_whitespace().nth(2) == Some("3")),
+        "{du}"
+    );
+
+    // Not used for an hour yet: nothing goes.
+    let out = a.k.ok(&["prune", "--filter", "until=1h"]);
+    assert!(out.contains("Deleted 0 cache records"), "{out}");
+    let out = a.k.ok(&["prune"]);
+    assert!(out.contains("Deleted 1 cache records"), "{out}");
+    assert!(ran(&a.build(&["-t", "a:1"])).is_empty(), "a's cache is kept");
+    assert_eq!(ran(&b(&[])), ["RUN echo"], "b's cache is gone");
+    assert!(a.k.ok(&["fsck"]).contains(" 0 problems"));
+
+    let out = a.k.ok(&["prune", "--all"]);
+    assert!(!out.contains("Deleted 0 cache records"), "{out}");
+    assert_eq!(ran(&a.build(&["-t", "a:1"])), ["RUN echo"], "--all drops every record");
+    assert!(a.k.ok(&["fsck"]).contains(" 0 problems"));
+    let err = a.k.fails(&["prune", "--filter", "since=1h"]);
+    assert!(err.contains("unknown filter"), "{err}");
+}
+
+#[test]
+fn fsck_finds_and_repairs_a_corrupt_blob() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let p = Project {
+        ctx: context(&[("Dockerfile", "FROM bb:1\nRUN echo one > /one\nRUN cat /one\n")]),
+        k,
+    };
+    assert_eq!(ran(&p.build(&["-t", "app:1"])), ["RUN echo", "RUN cat"]);
+    assert!(p.k.ok(&["fsck"]).contains(" 0 problems"));
+    // Flip a byte in the first RUN's layer.
+    let rec = std::fs::read_dir(p.k.root().join("cache-v1"))
+        .unwrap()
+        .flatten()
+        .map(|e| json(&std::fs::read_to_string(e.path()).unwrap()))
+        .find(|r| r.as_array().unwrap().len() == 2)
+        .unwrap();
+    let hex = rec[1]["blob"]["digest"].as_str().unwrap().replace("sha256:", "");
+    let blob = p.k.root().join("content-v1/blobs/sha256").join(&hex);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len() / 2;
+    bytes[n] ^= 0xff;
+    // The store's copy is a hard link: both see the damage.
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let err = p.k.fails(&["fsck"]);
+    let out = run(p.k.cmd().arg("fsck"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("blob sha256:{hex} does not match its digest")),
+        "{stdout}"
+    );
+    assert!(err.contains("kiln fsck --repair"), "{err}");
+    let repaired = p.k.ok(&["fsck", "--repair"]);
+    assert!(
+        repaired.contains("REPAIRED: untagged docker.io/library/app:1"),
+        "{repaired}"
+    );
+    assert!(p.k.root().join("quarantine-v1").read_dir().unwrap().count() > 0);
+    assert!(p.k.ok(&["fsck"]).contains(" 0 problems"));
+    // The next build recomputes what was lost.
+    assert_eq!(ran(&p.build(&["-t", "app:1"])), ["RUN echo", "RUN cat"]);
+    assert!(p.k.ok(&["fsck"]).contains(" 0 problems"));
+}

@@ -53,4 +53,44 @@ impl CacheRecords {
     pub fn remove(&self, key: &Digest) {
         let _ = std::fs::remove_file(self.path(key));
     }
+
+    /// Every record: key, last use, bytes (unreadable or misnamed files are skipped).
+    pub fn list(&self) -> Vec<(Digest, std::time::SystemTime, Vec<u8>)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(key) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            let (Ok(md), Ok(bytes)) = (e.metadata(), std::fs::read(e.path())) else {
+                continue;
+            };
+            out.push((key, md.modified().unwrap_or(std::time::UNIX_EPOCH), bytes));
+        }
+        out
+    }
+
+    /// Files in the index directory that are not records (for fsck).
+    pub fn strays(&self) -> Vec<PathBuf> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                name.strip_suffix(".json")
+                    .is_none_or(|h| format!("sha256:{h}").parse::<Digest>().is_err())
+            })
+            .collect()
+    }
 }

@@ -4,6 +4,7 @@
 mod cache;
 mod copy;
 mod exec;
+pub mod gc;
 mod images;
 
 mod users;

@@ -1,0 +1,413 @@
+//! Keeping `$KILN_ROOT` in shape: `prune` (drop build cache and everything only it
+//! needed), `disk_usage`, and `fsck` (verify every blob, image, record and snapshot;
+//! optionally quarantine what is broken so the next build recomputes it).
+//!
+//! All three run under the root's exclusive lock (builds hold it shared), so nothing
+//! they look at is being written.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use kiln_cache::KilnRoot;
+use kiln_image::{Digest, ImageConfig, Manifest};
+use kiln_snapshotter::{chain_id, Layer};
+
+use crate::WorkerError;
+
+/// PruneOptions selects what `prune` removes.
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Every cache record, not only those no tagged image contains.
+    pub all: bool,
+    /// Only records last used longer ago than this.
+    pub until: Option<Duration>,
+    /// Remove least recently used records until the cache holds at most this many bytes.
+    pub keep_storage: Option<u64>,
+}
+
+/// What `prune` removed.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub records: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+    pub snapshots: usize,
+}
+
+/// One cache record as `prune` and `fsck` see it.
+struct Record {
+    key: Digest,
+    used: SystemTime,
+    layers: Option<Vec<Layer>>,
+}
+
+/// The layers of every tagged image (by manifest), plus their manifest and config blobs.
+struct Tagged {
+    blobs: BTreeSet<Digest>,
+    chains: Vec<Vec<Digest>>,
+}
+
+fn tagged(root: &KilnRoot) -> Result<Tagged, WorkerError> {
+    let store = root.images();
+    let mut t = Tagged {
+        blobs: BTreeSet::new(),
+        chains: Vec::new(),
+    };
+    for img in store.list()? {
+        t.blobs.insert(img.manifest.digest.clone());
+        let Ok(m) = store.manifest(&img) else { continue };
+        t.blobs.insert(m.config.digest.clone());
+        t.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+        if let Some(c) = store
+            .blobs()
+            .read_all(&m.config.digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
+        {
+            t.chains.push(c.rootfs.diff_ids);
+        }
+    }
+    Ok(t)
+}
+
+fn records(root: &KilnRoot) -> Vec<Record> {
+    root.cache_records()
+        .list()
+        .into_iter()
+        .map(|(key, used, bytes)| Record {
+            key,
+            used,
+            layers: serde_json::from_slice(&bytes).ok(),
+        })
+        .collect()
+}
+
+/// Chain ids of every prefix of `diff_ids`.
+fn prefix_chains(diff_ids: &[Digest], out: &mut BTreeSet<String>) {
+    for n in 1..=diff_ids.len() {
+        if let Some(c) = chain_id(&diff_ids[..n]) {
+            out.insert(c.hex().to_string());
+        }
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn remove_tree(p: &Path) -> bool {
+    std::fs::remove_dir_all(p).is_ok()
+}
+
+/// Removes build cache records (see [`PruneOptions`]) and then every blob, snapshot and
+/// layer record that neither a tagged image nor a remaining record needs.
+pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, WorkerError> {
+    let mut report = PruneReport::default();
+    let tagged = tagged(root)?;
+    let cache = root.cache_records();
+    let content = root.content();
+    let now = SystemTime::now();
+    let mut recs = records(root);
+    // Oldest first, for least-recently-used order.
+    recs.sort_by_key(|r| r.used);
+    let own_size = |r: &Record| -> u64 {
+        r.layers
+            .as_ref()
+            .and_then(|l| l.last())
+            .map(|l| l.blob.size)
+            .unwrap_or(0)
+    };
+    let old_enough = |r: &Record| {
+        opts.until
+            .is_none_or(|u| now.duration_since(r.used).unwrap_or_default() >= u)
+    };
+    let dangling = |r: &Record| {
+        r.layers
+            .as_ref()
+            .and_then(|l| l.last())
+            .is_none_or(|l| !tagged.blobs.contains(&l.blob.digest))
+    };
+    let mut total: u64 = recs.iter().map(own_size).sum();
+    let mut keep = Vec::new();
+    for r in recs {
+        let remove = match opts.keep_storage {
+            Some(limit) => total > limit && old_enough(&r),
+            None => (opts.all || dangling(&r)) && old_enough(&r),
+        };
+        if remove {
+            total -= own_size(&r);
+            cache.remove(&r.key);
+            report.records += 1;
+        } else {
+            keep.push(r);
+        }
+    }
+
+    // What is still needed.
+    let mut blobs = tagged.blobs.clone();
+    let mut chains = BTreeSet::new();
+    for c in &tagged.chains {
+        prefix_chains(c, &mut chains);
+    }
+    for r in &keep {
+        if let Some(layers) = &r.layers {
+            blobs.extend(layers.iter().map(|l| l.blob.digest.clone()));
+            let ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+            prefix_chains(&ids, &mut chains);
+        }
+    }
+    for d in content.list()? {
+        if !blobs.contains(&d) {
+            let p = content.blob_path(&d);
+            report.bytes += p.metadata().map(|m| m.len()).unwrap_or(0);
+            if std::fs::remove_file(&p).is_ok() {
+                report.blobs += 1;
+            }
+        }
+    }
+    root.images().collect_garbage()?;
+    // Layer records of blobs that are gone.
+    if let Ok(rd) = std::fs::read_dir(root.path().join("layers-v1")) {
+        for e in rd.flatten() {
+            let Ok(bytes) = std::fs::read(e.path()) else { continue };
+            let Ok(rec) = serde_json::from_slice::<kiln_cache::LayerRecord>(&bytes) else {
+                continue;
+            };
+            if rec.blobs.iter().all(|b| !content.has(&b.digest)) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    // Unpacked trees: `--all` drops them all (they are rebuilt from blobs when needed).
+    if let Ok(rd) = std::fs::read_dir(root.subdir("snapshots-v1")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if (opts.all || !chains.contains(&name)) && remove_tree(&e.path()) {
+                report.snapshots += 1;
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(root.tmp_dir()) {
+        for e in rd.flatten() {
+            let _ = remove_tree(&e.path())
+                .then_some(())
+                .or_else(|| std::fs::remove_file(e.path()).ok());
+        }
+    }
+    Ok(report)
+}
+
+/// What the root holds, for `kiln du`.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub images: usize,
+    pub records: usize,
+    /// Bytes of the layers the records made themselves.
+    pub records_bytes: u64,
+    /// Records no tagged image contains (what `prune` removes).
+    pub dangling: usize,
+    pub dangling_bytes: u64,
+    pub blobs: usize,
+    pub blobs_bytes: u64,
+    pub snapshots: usize,
+    pub snapshots_bytes: u64,
+}
+
+/// Counts and sizes of what the root holds.
+pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
+    let tagged = tagged(root)?;
+    let mut u = Usage {
+        images: root.images().list()?.len(),
+        ..Usage::default()
+    };
+    for r in records(root) {
+        let last = r.layers.as_ref().and_then(|l| l.last());
+        let size = last.map(|l| l.blob.size).unwrap_or(0);
+        u.records += 1;
+        u.records_bytes += size;
+        if last.is_none_or(|l| !tagged.blobs.contains(&l.blob.digest)) {
+            u.dangling += 1;
+            u.dangling_bytes += size;
+        }
+    }
+    let content = root.content();
+    for d in content.list()? {
+        u.blobs += 1;
+        u.blobs_bytes += content.blob_path(&d).metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    if let Ok(rd) = std::fs::read_dir(root.subdir("snapshots-v1")) {
+        for e in rd.flatten() {
+            u.snapshots += 1;
+            u.snapshots_bytes += dir_size(&e.path());
+        }
+    }
+    Ok(u)
+}
+
+/// What `fsck` found and did.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub blobs_checked: usize,
+    pub problems: Vec<String>,
+    pub repaired: Vec<String>,
+}
+
+/// Verifies every blob's digest, every tagged image's manifest, config and layers,
+/// every cache and layer record, and the snapshot directory names. With `repair`,
+/// corrupt blobs go to `quarantine-v1/`, and records and tags that need a missing blob
+/// are dropped, so the next build recomputes (or re-pulls) them.
+pub fn fsck(root: &KilnRoot, repair: bool) -> Result<FsckReport, WorkerError> {
+    let mut rep = FsckReport::default();
+    let content = root.content();
+    let store = root.images();
+    let quarantine = root.subdir("quarantine-v1");
+    let mut bad: BTreeSet<Digest> = BTreeSet::new();
+    let mut seen_inodes: HashMap<(u64, u64), bool> = HashMap::new();
+    for (label, blobs) in [("content", &content), ("store", store.blobs())] {
+        for d in blobs.list()? {
+            let p = blobs.blob_path(&d);
+            let ino = p.metadata().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
+            let ok = match ino.as_ref().ok().and_then(|i| seen_inodes.get(i)) {
+                Some(ok) => *ok,
+                None => {
+                    rep.blobs_checked += 1;
+                    let ok = blobs.verify(&d).is_ok();
+                    if let Ok(i) = ino {
+                        seen_inodes.insert(i, ok);
+                    }
+                    ok
+                }
+            };
+            if !ok {
+                rep.problems.push(format!("{label} blob {d} does not match its digest"));
+                bad.insert(d.clone());
+                if repair {
+                    let _ = std::fs::create_dir_all(&quarantine);
+                    let dest = quarantine.join(format!("{label}-{}", d.hex()));
+                    if std::fs::rename(&p, &dest).is_ok() {
+                        rep.repaired
+                            .push(format!("moved {} to {}", p.display(), dest.display()));
+                    }
+                }
+            }
+        }
+    }
+    let missing =
+        |d: &Digest, in_store: bool| bad.contains(d) || !(if in_store { store.blobs().has(d) } else { content.has(d) });
+
+    // Tagged images.
+    for img in store.list()? {
+        let name = img
+            .name
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| img.manifest.digest.to_string());
+        let mut why = None;
+        if missing(&img.manifest.digest, true) {
+            why = Some(format!("manifest {} is missing or corrupt", img.manifest.digest));
+        } else {
+            match store.manifest(&img) {
+                Err(e) => why = Some(format!("manifest does not parse: {e}")),
+                Ok(m) => {
+                    let m: Manifest = m;
+                    if let Some(d) = std::iter::once(&m.config.digest)
+                        .chain(m.layers.iter().map(|l| &l.digest))
+                        .find(|d| missing(d, true))
+                    {
+                        why = Some(format!("blob {d} is missing or corrupt"));
+                    }
+                }
+            }
+        }
+        if let Some(why) = why {
+            rep.problems.push(format!("image {name}: {why}"));
+            if repair {
+                if let Some(n) = &img.name {
+                    if store.remove(&n.to_string()).is_ok() {
+                        rep.repaired.push(format!("untagged {name}"));
+                    }
+                }
+            }
+        }
+    }
+
+    // Cache records.
+    let cache = root.cache_records();
+    for r in records(root) {
+        let why = match &r.layers {
+            None => Some("does not parse".to_string()),
+            Some(layers) => layers
+                .iter()
+                .find(|l| missing(&l.blob.digest, false))
+                .map(|l| format!("needs blob {} which is missing or corrupt", l.blob.digest)),
+        };
+        if let Some(why) = why {
+            rep.problems.push(format!("cache record {}: {why}", r.key));
+            if repair {
+                cache.remove(&r.key);
+                rep.repaired.push(format!("dropped cache record {}", r.key));
+            }
+        }
+    }
+    for p in cache.strays() {
+        rep.problems
+            .push(format!("stray file in the cache index: {}", p.display()));
+        if repair && std::fs::remove_file(&p).is_ok() {
+            rep.repaired.push(format!("removed {}", p.display()));
+        }
+    }
+
+    // Layer records.
+    if let Ok(rd) = std::fs::read_dir(root.path().join("layers-v1")) {
+        for e in rd.flatten() {
+            let parsed = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<kiln_cache::LayerRecord>(&b).ok());
+            let why = match &parsed {
+                None => Some("does not parse".to_string()),
+                Some(rec) if rec.blobs.iter().all(|b| missing(&b.digest, false)) => {
+                    Some("none of its blobs is present".to_string())
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                rep.problems.push(format!("layer record {}: {why}", e.path().display()));
+                if repair && std::fs::remove_file(e.path()).is_ok() {
+                    rep.repaired.push(format!("removed {}", e.path().display()));
+                }
+            }
+        }
+    }
+
+    // Snapshots: names must be chain ids; after a bad blob they cannot be trusted.
+    let snaps = root.subdir("snapshots-v1");
+    if let Ok(rd) = std::fs::read_dir(&snaps) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && e.path().is_dir();
+            if !valid {
+                rep.problems
+                    .push(format!("stray entry in snapshots: {}", e.path().display()));
+            }
+            if repair && (!valid || !bad.is_empty()) && remove_tree(&e.path()) {
+                rep.repaired.push(format!("removed snapshot {}", e.path().display()));
+            }
+        }
+    }
+    Ok(rep)
+}
+
+/// Where `fsck --repair` puts corrupt blobs.
+pub fn quarantine_dir(root: &KilnRoot) -> PathBuf {
+    root.subdir("quarantine-v1")
+}
