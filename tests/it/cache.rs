@@ -278,3 +278,142 @@ fn fsck_finds_and_repairs_a_corrupt_blob() {
     assert_eq!(ran(&p.build(&["-t", "app:1"])), ["RUN echo", "RUN cat"]);
     assert!(p.k.ok(&["fsck"]).contains(" 0 problems"));
 }
+
+/// A small xorshift generator: the torture test's moments come from a printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_leaves_a_sound_root() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let seed: u64 = std::env::var("KILN_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("torture seed: {seed} (KILN_TORTURE_SEED={seed} repeats this run)");
+    let mut rng = Rng(seed);
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let mut files = vec![("Dockerfile", String::new())];
+    for i in 0..50 {
+        files.push((
+            Box::leak(format!("src/f{i}.txt").into_boxed_str()),
+            format!("file {i}\n").repeat(200),
+        ));
+    }
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let ctx = context(&borrowed);
+    let mut total = 0;
+    for round in 0..20 {
+        // Each round changes the Dockerfile so that the steps really run.
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!(
+                "FROM bb:1\nCOPY src/ /src/\nRUN echo round {round} > /r && cp -r /src /copy\n\
+                 RUN dd if=/dev/urandom of=/blob bs=64k count=16 2>/dev/null\nRUN sleep 0.1 && ls /copy | wc -l\n"
+            ),
+        )
+        .unwrap();
+        let delay = std::time::Duration::from_millis(rng.next() % 900);
+        let mut child = p_cmd(&k, ctx.path()).spawn().unwrap();
+        std::thread::sleep(delay);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        let out = run(k.cmd().arg("fsck"));
+        assert!(
+            out.status.success(),
+            "seed {seed}, round {round}, killed after {delay:?}: fsck failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(p_cmd(&k, ctx.path()).arg("-q"));
+        assert!(
+            out.status.success(),
+            "seed {seed}, round {round}: the build after the kill failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        total += 1;
+    }
+    assert_eq!(total, 20);
+    assert!(k.ok(&["fsck"]).contains(" 0 problems"));
+}
+
+fn p_cmd(k: &Kiln, ctx: &Path) -> std::process::Command {
+    let mut c = k.cmd();
+    c.args(["build", "-t", "torture:1"])
+        .arg(ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn concurrent_builds_and_a_prune_share_one_root() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let same = "FROM bb:1\nCOPY . /ctx\nRUN sleep 0.3 && echo same > /same\nRUN ls /ctx > /list\n";
+    let ctxs: Vec<tempfile::TempDir> = vec![
+        context(&[("Dockerfile", same), ("a.txt", "a\n")]),
+        context(&[("Dockerfile", same), ("a.txt", "a\n")]),
+        context(&[("Dockerfile", "FROM bb:1\nRUN sleep 0.2 && echo two > /two\n")]),
+        context(&[("Dockerfile", "FROM bb:1\nRUN echo three > /three && sleep 0.3\n")]),
+    ];
+    let children: Vec<_> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            k.cmd()
+                .args(["build", "-q", "-t", &format!("conc:{i}")])
+                .arg(c.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // A prune in the middle waits for the builds instead of pulling blobs from under them.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let prune = k
+        .cmd()
+        .args(["prune", "--all"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        })
+        .collect();
+    assert!(prune.wait_with_output().unwrap().status.success());
+    assert_eq!(ids[0], ids[1], "identical builds make one image");
+    assert!(k.ok(&["fsck"]).contains(" 0 problems"));
+    for (i, c) in ctxs.iter().enumerate() {
+        let out = k.ok(&["build", "-q", "-t", &format!("conc:{i}"), c.path().to_str().unwrap()]);
+        assert!(!out.trim().is_empty());
+    }
+    let images = k.ok(&["images"]);
+    assert_eq!(images.lines().filter(|l| l.starts_with("conc")).count(), 4, "{images}");
+}
