@@ -70,6 +70,9 @@ pub struct BuildArgs {
     /// Do not use the build cache: run every step (results are still recorded).
     #[arg(long = "no-cache")]
     no_cache: bool,
+    /// Do not use the cache for these stages (names; repeatable or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
     /// Run RUN steps with an OCI runtime (`runc`, `crun` or a path) instead of kiln's
     /// built-in sandbox, as Buildah does. Root only.
     #[arg(long, value_name = "RUNTIME")]
@@ -335,7 +338,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         })),
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
-    let solver = Solver::new(&progress, 1).no_cache(a.no_cache);
+    let solver = Solver::new(&progress, 1)
+        .no_cache(a.no_cache)
+        .no_cache_stages(a.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect());
     progress.internal(
         solver.allocate_vertex(),
         &format!("[internal] load build definition from {}", inputs.dockerfile_name),
@@ -344,6 +349,17 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     );
     for w in &plan.warnings {
         eprintln!("WARN: {w}");
+    }
+    for f in &a.no_cache_filter {
+        let lower = f.to_ascii_lowercase();
+        if !plan
+            .definition
+            .nodes
+            .values()
+            .any(|n| n.meta.stage.as_deref() == Some(lower.as_str()))
+        {
+            eprintln!("WARN: --no-cache-filter {f}: no stage of this build is named `{f}`");
+        }
     }
 
     let mut locals = BTreeMap::new();

@@ -417,3 +417,27 @@ fn concurrent_builds_and_a_prune_share_one_root() {
     let images = k.ok(&["images"]);
     assert_eq!(images.lines().filter(|l| l.starts_with("conc")).count(), 4, "{images}");
 }
+
+#[test]
+fn no_cache_filter_reruns_only_the_named_stage() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let p = Project {
+        ctx: context(&[(
+            "Dockerfile",
+            "FROM bb:1 AS Deps\nRUN echo deps > /deps\nFROM bb:1\nCOPY --from=deps /deps /deps\nRUN cat /deps\n",
+        )]),
+        k,
+    };
+    assert_eq!(ran(&p.build(&[])), ["RUN echo", "COPY --from=deps", "RUN cat"]);
+    // The stage's own step runs; what follows is a hit again (same result).
+    assert_eq!(ran(&p.build(&["--no-cache-filter", "DEPS"])), ["RUN echo"]);
+    let out = run(p
+        .k
+        .cmd()
+        .args(["build", "--no-cache-filter", "nope", p.ctx.path().to_str().unwrap()]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARN: --no-cache-filter nope: no stage"));
+}

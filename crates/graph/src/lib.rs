@@ -160,6 +160,10 @@ pub struct OpMeta {
     /// Whether progress shows this op (internal ops are hidden).
     #[serde(default)]
     pub hidden: bool,
+    /// The (lower-cased) name of the Dockerfile stage the op belongs to, if it has one
+    /// (`--no-cache-filter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// Node is an op with its inputs and metadata.

@@ -132,6 +132,7 @@ pub struct Solver<'a> {
     progress: &'a dyn Progress,
     next_vertex: std::cell::Cell<u32>,
     no_cache: bool,
+    no_cache_stages: Vec<String>,
 }
 
 impl<'a> Solver<'a> {
@@ -141,7 +142,15 @@ impl<'a> Solver<'a> {
             progress,
             next_vertex: std::cell::Cell::new(first_vertex),
             no_cache: false,
+            no_cache_stages: Vec::new(),
         }
+    }
+
+    /// Runs the ops of these stages (lower-case names) even when cached
+    /// (`--no-cache-filter`).
+    pub fn no_cache_stages(mut self, stages: Vec<String>) -> Self {
+        self.no_cache_stages = stages;
+        self
     }
 
     /// Runs every op even when the cache holds its result (`--no-cache`); results are
@@ -184,7 +193,12 @@ impl<'a> Solver<'a> {
             let content = runner.content_key(node, &inputs).map_err(|e| fail(vertex, e))?;
             let key = cache_key(&digest, &input_keys, content.as_ref());
             keys.insert(digest.clone(), key.clone());
-            if !self.no_cache {
+            let filtered = node
+                .meta
+                .stage
+                .as_ref()
+                .is_some_and(|s| self.no_cache_stages.contains(s));
+            if !self.no_cache && !filtered {
                 if let Some(out) = runner.load(&key, node) {
                     if !node.meta.hidden {
                         self.progress.event(Event::Cached {

@@ -152,6 +152,7 @@ impl Converter<'_> {
                     description: format!("FROM {reference}"),
                     span: self.span(i),
                     hidden: false,
+                    stage: st.name.clone(),
                 },
             ),
         };
@@ -193,6 +194,7 @@ impl Converter<'_> {
                     description: "preparing inline document".to_string(),
                     span: self.span(i),
                     hidden: true,
+                    stage: st.name.clone(),
                 },
             );
             let idx = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
@@ -217,6 +219,7 @@ impl Converter<'_> {
                 description,
                 span: self.span(i),
                 hidden: false,
+                stage: st.name.clone(),
             },
         );
         let mut created_by = String::from(if spec.is_add { "ADD" } else { "COPY" });

@@ -345,6 +345,7 @@ impl Converter<'_> {
                     description,
                     span: self.span(i),
                     hidden: false,
+                    stage: st.name.clone(),
                 },
             );
         }
@@ -415,6 +416,7 @@ impl Converter<'_> {
                 description,
                 span: self.span(i),
                 hidden: false,
+                stage: st.name.clone(),
             },
         );
         let created_by = format!("RUN {} # buildkit", run_command_string(&args, st));

@@ -212,6 +212,7 @@ impl Converter<'_> {
                 description: "load build context".to_string(),
                 span: None,
                 hidden: true,
+                stage: None,
             },
         );
         self.context = Some(input.clone());
@@ -289,6 +290,7 @@ impl Converter<'_> {
                         description: "FROM scratch".to_string(),
                         span: None,
                         hidden: true,
+                        stage: None,
                     },
                 );
                 let mut image = empty_image(&self.opts.platform);
@@ -311,6 +313,7 @@ impl Converter<'_> {
                         description,
                         span: self.span(&stage.from),
                         hidden: false,
+                        stage: stage.name.as_ref().map(|n| n.to_ascii_lowercase()),
                     },
                 );
                 let image = match resolved {
@@ -329,6 +332,7 @@ impl Converter<'_> {
             }
         };
         st.cmd_total = stage.cmd_total;
+        st.name = stage.name.as_ref().map(|n| n.to_ascii_lowercase());
         st.cmd_index = if matches!(stage.base, Base::Image(_)) { 1 } else { 0 };
         // The run environment is the image's Env on top of what the base stage's ARGs
         // and ENVs left in it.
@@ -365,6 +369,7 @@ impl Converter<'_> {
 fn new_state(display: String, fs: Input, platform: Platform, image: ImageConfig) -> StageState {
     StageState {
         display,
+        name: None,
         fs,
         env: EnvList::default(),
         dir: "/".to_string(),

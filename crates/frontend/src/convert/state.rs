@@ -69,6 +69,8 @@ pub struct Tracker {
 pub struct StageState {
     /// The name shown in descriptions (`build`, `stage-1`), empty for a one-stage build.
     pub display: String,
+    /// The stage's `AS` name, lower-cased (what `--no-cache-filter` names).
+    pub name: Option<String>,
     /// The current filesystem.
     pub fs: Input,
     pub env: EnvList,
