@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Pull an image from a registry into the local store.
     Pull(images::PullArgs),
     /// Store credentials for a registry in the docker config file.
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
     let result = match cli.command {
-        Command::Build(a) => build::run(&root, a),
+        Command::Build(a) => build::run(&root, *a),
         Command::Pull(a) => images::pull(&root, a),
         Command::Login(a) => images::login(a),
         Command::Logout(a) => images::logout(a),
