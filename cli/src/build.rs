@@ -67,6 +67,13 @@ pub struct BuildArgs {
     /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
     #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
     network: NetworkArg,
+    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (min: the steps in
+    /// the final image; max: every step of every stage).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Option<String>,
+    /// Use an exported build cache: `type=local,src=DIR` (repeatable).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     /// Do not use the build cache: run every step (results are still recorded).
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -324,6 +331,12 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         Some(registry),
         a.pull.into(),
     ));
+    let cache_to = a.cache_to.as_deref().map(parse_cache_to).transpose()?;
+    let cache_from = a
+        .cache_from
+        .iter()
+        .map(|s| parse_cache_from(s))
+        .collect::<Result<Vec<_>>>()?;
     let t0 = Instant::now();
     let opts = kiln_frontend::BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
@@ -389,6 +402,15 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
             SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
         });
+    let mut imported = Vec::new();
+    for spec in &cache_from {
+        match kiln_worker::ImportedCache::open(spec) {
+            Ok(c) => imported.push(c),
+            // As buildx: a cache that cannot be read is a warning, not a failed build.
+            Err(e) => eprintln!("WARN: --cache-from {}: {e}", spec.display()),
+        }
+    }
+    let worker = worker.with_cache_from(imported);
     let result = solver.solve(&plan.definition, &worker);
     worker.finish();
     let result = result.map_err(|e| solve_error(&inputs, e))?;
@@ -417,6 +439,18 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         _ => "exporting outputs".to_string(),
     };
     progress.internal(solver.allocate_vertex(), &name, &lines, export_started.elapsed());
+    if let Some((dest, mode)) = &cache_to {
+        let t = Instant::now();
+        let n = worker
+            .export_cache(dest, *mode, &layers)
+            .with_context(|| format!("cannot export the cache to `{}`", dest.display()))?;
+        progress.internal(
+            solver.allocate_vertex(),
+            "exporting cache to client directory",
+            &[format!("writing {n} cache records done")],
+            t.elapsed(),
+        );
+    }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, built.id().to_string())
             .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
@@ -429,6 +463,42 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     let _ = started;
     Ok(())
+}
+
+/// `type=local,KEY=VALUE,...` as a map; only `type=local` is supported here.
+fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
+    let mut kv = BTreeMap::new();
+    for part in spec.split(',') {
+        let Some((k, v)) = part.split_once('=') else {
+            bail!("{flag} {spec}: `{part}` is not KEY=VALUE (e.g. `type=local,dest=DIR`)");
+        };
+        kv.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    match kv.get("type").map(String::as_str) {
+        Some("local") => Ok(kv),
+        Some(t) => bail!("{flag} {spec}: cache type `{t}` is not supported (use type=local)"),
+        None => bail!("{flag} {spec}: no type= (use type=local)"),
+    }
+}
+
+fn parse_cache_to(spec: &str) -> Result<(PathBuf, kiln_worker::CacheMode)> {
+    let kv = cache_spec("--cache-to", spec)?;
+    let dest = kv
+        .get("dest")
+        .ok_or_else(|| anyhow::anyhow!("--cache-to {spec}: dest=DIR is required"))?;
+    let mode = match kv.get("mode").map(String::as_str) {
+        None | Some("min") => kiln_worker::CacheMode::Min,
+        Some("max") => kiln_worker::CacheMode::Max,
+        Some(m) => bail!("--cache-to {spec}: mode `{m}` is not min or max"),
+    };
+    Ok((PathBuf::from(dest), mode))
+}
+
+fn parse_cache_from(spec: &str) -> Result<PathBuf> {
+    let kv = cache_spec("--cache-from", spec)?;
+    kv.get("src")
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow::anyhow!("--cache-from {spec}: src=DIR is required"))
 }
 
 fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> anyhow::Error {

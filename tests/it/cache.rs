@@ -441,3 +441,81 @@ fn no_cache_filter_reruns_only_the_named_stage() {
         .args(["build", "--no-cache-filter", "nope", p.ctx.path().to_str().unwrap()]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("WARN: --no-cache-filter nope: no stage"));
 }
+
+#[test]
+fn cache_exported_to_a_directory_gives_hits_in_a_fresh_root() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let Some(bb) = crate::run::busybox_context() else {
+        return;
+    };
+    let (a, b) = (kiln(), kiln());
+    // The same base image in both roots (fixed times make one image id).
+    for k in [&a, &b] {
+        k.ok(&[
+            "build",
+            "-q",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-t",
+            "bb:1",
+            bb.path().to_str().unwrap(),
+        ]);
+    }
+    let df = "FROM bb:1 AS deps\nRUN echo deps > /deps\nFROM bb:1\nCOPY app.txt /app.txt\nCOPY --from=deps /deps /deps\nRUN cat /deps /app.txt > /both\n";
+    let ctx = context(&[("Dockerfile", df), ("app.txt", "app\n")]);
+    let c = ctx.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (max, min) = (dir.path().join("max"), dir.path().join("min"));
+    let build = |k: &Kiln, extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "--iidfile"];
+        let iid = dir.path().join("iid");
+        let iid_s = iid.to_str().unwrap().to_string();
+        args.push(&iid_s);
+        args.extend_from_slice(extra);
+        args.push(c);
+        let out = run(k.cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let mut steps = ran(&outcomes(&err));
+        steps.sort();
+        (steps, std::fs::read_to_string(&iid).unwrap(), err)
+    };
+    let (steps, id_a, _) = build(
+        &a,
+        &["--cache-to", &format!("type=local,dest={},mode=max", max.display())],
+    );
+    assert_eq!(steps, ["COPY --from=deps", "COPY app.txt", "RUN cat", "RUN echo"]);
+    build(&a, &["--cache-to", &format!("type=local,dest={}", min.display())]);
+    assert!(max.join("index.json").is_file() && max.join("oci-layout").is_file());
+
+    // min: the final stage's steps only; the deps stage runs again.
+    let fresh = kiln();
+    fresh.ok(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+        "-t",
+        "bb:1",
+        bb.path().to_str().unwrap(),
+    ]);
+    let (steps, _, _) = build(&fresh, &["--cache-from", &format!("type=local,src={}", min.display())]);
+    assert_eq!(steps, ["RUN echo"], "min mode");
+
+    // max: everything is a hit, and the image is the same one.
+    let (steps, id_b, progress) = build(&b, &["--cache-from", &format!("type=local,src={}", max.display())]);
+    assert!(steps.is_empty(), "{progress}");
+    assert_eq!(id_a, id_b);
+    assert!(b.ok(&["fsck"]).contains(" 0 problems"));
+
+    // Bad specs are named; an unreadable cache is only a warning.
+    let err = a.fails(&["build", "--cache-to", "type=registry,ref=x", c]);
+    assert!(err.contains("cache type `registry` is not supported"), "{err}");
+    let (_, _, progress) = build(&a, &["--cache-from", "type=local,src=/nonexistent-kiln-cache"]);
+    assert!(
+        progress.contains("WARN: --cache-from /nonexistent-kiln-cache"),
+        "{progress}"
+    );
+}

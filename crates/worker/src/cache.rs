@@ -253,15 +253,19 @@ impl Worker {
             return None;
         }
         let records = self.root.cache_records();
-        let bytes = records.get(key)?;
-        let layers: Vec<Layer> = serde_json::from_slice(&bytes).ok()?;
-        let content = self.root.content();
-        if layers.iter().any(|l| !content.has(&l.blob.digest)) {
-            // The blobs were pruned or lost: the step runs again.
-            records.remove(key);
-            return None;
-        }
-        Some(Value::Fs(Arc::new(layers)))
+        let local = records.get(key).and_then(|bytes| {
+            let layers: Vec<Layer> = serde_json::from_slice(&bytes).ok()?;
+            let content = self.root.content();
+            if layers.iter().any(|l| !content.has(&l.blob.digest)) {
+                // The blobs were pruned or lost: the step runs again.
+                records.remove(key);
+                return None;
+            }
+            Some(layers)
+        });
+        let layers = Arc::new(local.or_else(|| self.load_imported(key))?);
+        self.used.lock().expect("used lock").push((key.clone(), layers.clone()));
+        Some(Value::Fs(layers))
     }
 
     pub(crate) fn save_cached(&self, key: &Digest, node: &Node, out: &Value) -> Result<(), WorkerError> {
@@ -270,6 +274,177 @@ impl Worker {
         };
         let bytes = serde_json::to_vec(layers.as_ref()).expect("layers serialise");
         self.root.cache_records().put(key, &bytes)?;
+        self.used.lock().expect("used lock").push((key.clone(), layers.clone()));
         Ok(())
+    }
+}
+
+/// Media type of kiln's exported cache index blob.
+pub const CACHE_MEDIA_TYPE: &str = "application/vnd.kiln.cache.v1+json";
+
+/// One exported cache record: the key, the layer chain, and each layer's first
+/// creation time (so an importing root writes the same image history).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExportedRecord {
+    pub key: Digest,
+    pub layers: Vec<Layer>,
+    pub created: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ExportedCache {
+    records: Vec<ExportedRecord>,
+}
+
+/// A cache directory given with `--cache-from type=local,src=DIR`.
+#[derive(Debug)]
+pub struct ImportedCache {
+    dir: PathBuf,
+    records: HashMap<Digest, ExportedRecord>,
+}
+
+/// Which records `--cache-to` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Only the steps whose results are in the final image.
+    Min,
+    /// Every step of the build, all stages.
+    Max,
+}
+
+impl ImportedCache {
+    /// Reads the cache exported into `dir` (an OCI layout holding kiln's cache index).
+    pub fn open(dir: &Path) -> Result<Self, String> {
+        let index: kiln_image::Index = std::fs::read(dir.join("index.json"))
+            .map_err(|e| format!("cannot read {}: {e}", dir.join("index.json").display()))
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", dir.join("index.json").display()))
+            })?;
+        let desc = index
+            .manifests
+            .iter()
+            .find(|d| d.media_type == CACHE_MEDIA_TYPE)
+            .ok_or_else(|| format!("{} holds no kiln cache", dir.display()))?;
+        let blob = dir.join("blobs/sha256").join(desc.digest.hex());
+        let bytes = std::fs::read(&blob).map_err(|e| format!("cannot read {}: {e}", blob.display()))?;
+        if Digest::of(&bytes) != desc.digest {
+            return Err(format!("{} is corrupt", blob.display()));
+        }
+        let cache: ExportedCache = serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", blob.display()))?;
+        Ok(ImportedCache {
+            dir: dir.to_path_buf(),
+            records: cache.records.into_iter().map(|r| (r.key.clone(), r)).collect(),
+        })
+    }
+}
+
+impl Worker {
+    /// Lets cache misses look into exported cache directories.
+    pub fn with_cache_from(mut self, imported: Vec<ImportedCache>) -> Self {
+        self.imported = imported;
+        self
+    }
+
+    /// A record from an imported cache: its blobs are copied (and verified) into the
+    /// content store and the record is kept locally.
+    pub(crate) fn load_imported(&self, key: &Digest) -> Option<Vec<Layer>> {
+        let content = self.root.content();
+        for imp in &self.imported {
+            let Some(rec) = imp.records.get(key) else { continue };
+            let ok = rec.layers.iter().all(|l| {
+                if content.has(&l.blob.digest) {
+                    return true;
+                }
+                let src = imp.dir.join("blobs/sha256").join(l.blob.digest.hex());
+                let Ok(mut f) = std::fs::File::open(&src) else {
+                    return false;
+                };
+                let Ok(mut w) = content.writer() else { return false };
+                std::io::copy(&mut f, &mut w).is_ok() && w.commit(Some(&l.blob.digest)).is_ok()
+            });
+            if !ok {
+                continue;
+            }
+            let layer_records = self.root.layers();
+            for (l, t) in rec.layers.iter().zip(&rec.created) {
+                let _ = layer_records.add(&l.diff_id, l.blob.clone(), t);
+            }
+            let bytes = serde_json::to_vec(&rec.layers).expect("layers serialise");
+            let _ = self.root.cache_records().put(key, &bytes);
+            return Some(rec.layers.clone());
+        }
+        None
+    }
+
+    /// Writes this build's cache records (all of them, or only those in `final_layers`'
+    /// chain) with their blobs to `dest` as an OCI layout.
+    pub fn export_cache(&self, dest: &Path, mode: CacheMode, final_layers: &[Layer]) -> Result<usize, WorkerError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| WorkerError::Io { path: p, source }
+        };
+        let used = self.used.lock().expect("used lock").clone();
+        let layer_records = self.root.layers();
+        let mut records = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, layers) in used {
+            let in_final = layers.len() <= final_layers.len()
+                && layers
+                    .iter()
+                    .zip(final_layers)
+                    .all(|(a, b)| a.blob.digest == b.blob.digest);
+            if (mode == CacheMode::Min && !in_final) || !seen.insert(key.clone()) {
+                continue;
+            }
+            let created = layers
+                .iter()
+                .map(|l| layer_records.get(&l.diff_id).map(|r| r.created).unwrap_or_default())
+                .collect();
+            records.push(ExportedRecord {
+                key,
+                layers: layers.as_ref().clone(),
+                created,
+            });
+        }
+        let blobs = dest.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+        let content = self.root.content();
+        let put = |digest: &Digest, from: Option<&Path>, bytes: Option<&[u8]>| -> Result<(), WorkerError> {
+            let target = blobs.join(digest.hex());
+            if target.is_file() {
+                return Ok(());
+            }
+            let tmp = blobs.join(format!(".tmp-{}", digest.hex()));
+            match (from, bytes) {
+                (Some(src), _) => {
+                    if std::fs::hard_link(src, &tmp).is_err() {
+                        std::fs::copy(src, &tmp).map_err(io(src))?;
+                    }
+                }
+                (None, Some(b)) => std::fs::write(&tmp, b).map_err(io(&tmp))?,
+                _ => return Ok(()),
+            }
+            std::fs::rename(&tmp, &target).map_err(io(&target))
+        };
+        for r in &records {
+            for l in &r.layers {
+                put(&l.blob.digest, Some(&content.blob_path(&l.blob.digest)), None)?;
+            }
+        }
+        let n = records.len();
+        let bytes = serde_json::to_vec_pretty(&ExportedCache { records }).expect("cache serialises");
+        let digest = Digest::of(&bytes);
+        put(&digest, None, Some(&bytes))?;
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": CACHE_MEDIA_TYPE, "digest": digest, "size": bytes.len()}]
+        });
+        let layout = dest.join("oci-layout");
+        std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
+        let tmp = dest.join(".index.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&index).expect("index")).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, dest.join("index.json")).map_err(io(dest))?;
+        Ok(n)
     }
 }

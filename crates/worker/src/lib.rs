@@ -20,6 +20,7 @@ use kiln_image::Digest;
 use kiln_snapshotter::{Compression, Layer, Snapshots};
 use kiln_solver::{OpRunner, VertexLog};
 
+pub use cache::{CacheMode, ImportedCache};
 pub use copy::clean_abs;
 pub use images::{BaseImage, ImageSource, PullPolicy};
 
@@ -123,6 +124,10 @@ pub struct Worker {
     overlay_failed: std::sync::atomic::AtomicBool,
     /// Context checksum memos by canonical context directory.
     memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
+    /// `--cache-from` directories.
+    imported: Vec<cache::ImportedCache>,
+    /// Cache records this build hit or wrote, for `--cache-to`.
+    used: std::sync::Mutex<Vec<(Digest, Arc<Vec<Layer>>)>>,
 }
 
 /// How RUN steps get a writable root file system.
@@ -153,6 +158,8 @@ impl Worker {
             snapshotter: SnapshotterKind::Auto,
             overlay_failed: std::sync::atomic::AtomicBool::new(false),
             memos: std::sync::Mutex::new(BTreeMap::new()),
+            imported: Vec::new(),
+            used: std::sync::Mutex::new(Vec::new()),
         })
     }
 
