@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kiln_cache::{KilnRoot, RootLock};
@@ -413,6 +413,15 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let worker = worker.with_cache_from(imported);
     let result = solver.solve(&plan.definition, &worker);
     worker.finish();
+    let (checked, hashed) = worker.context_stats();
+    if checked > 0 {
+        progress.internal(
+            solver.allocate_vertex(),
+            "[internal] checksum build context",
+            &[format!("{checked} files checked, {hashed} read")],
+            Duration::ZERO,
+        );
+    }
     let result = result.map_err(|e| solve_error(&inputs, e))?;
     let Value::Fs(layers) = result else {
         bail!("the build result is not a filesystem")

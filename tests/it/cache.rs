@@ -519,3 +519,40 @@ fn cache_exported_to_a_directory_gives_hits_in_a_fresh_root() {
         "{progress}"
     );
 }
+
+#[test]
+fn a_rebuild_reads_only_the_changed_context_files() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let mut files: Vec<(String, String)> = (0..300)
+        .map(|i| (format!("src/{}/f{i}", i % 7), format!("{i}\n")))
+        .collect();
+    files.push((
+        "Dockerfile".into(),
+        "FROM bb:1\nCOPY src /src\nRUN ls -R /src | wc -l\n".into(),
+    ));
+    let borrowed: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = Project {
+        ctx: context(&borrowed),
+        k,
+    };
+    let line = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        args.push(p.ctx.path().to_str().unwrap());
+        let out = run(p.k.cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err.lines()
+            .find(|l| l.contains("files checked"))
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+    };
+    assert_eq!(line(&[]).as_deref(), Some("300 files checked, 300 read"));
+    assert_eq!(line(&[]).as_deref(), Some("300 files checked, 0 read"));
+    p.write("src/3/f3", "changed\n");
+    assert_eq!(line(&[]).as_deref(), Some("300 files checked, 1 read"));
+    assert_eq!(line(&[]).as_deref(), Some("300 files checked, 0 read"));
+}

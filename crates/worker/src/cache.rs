@@ -56,6 +56,9 @@ pub struct ContextMemo {
     /// Entries seen in this build (what is saved).
     seen: Mutex<HashMap<String, MemoEntry>>,
     changed: std::sync::atomic::AtomicBool,
+    /// Files looked at and files read, for the progress line.
+    checked: std::sync::atomic::AtomicUsize,
+    hashed: std::sync::atomic::AtomicUsize,
 }
 
 impl ContextMemo {
@@ -72,6 +75,8 @@ impl ContextMemo {
             known,
             seen: Mutex::new(HashMap::new()),
             changed: std::sync::atomic::AtomicBool::new(false),
+            checked: std::sync::atomic::AtomicUsize::new(0),
+            hashed: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -94,6 +99,9 @@ impl ContextMemo {
                 }
             }
         }
+        self.checked
+            .fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
+        self.hashed.fetch_add(todo.len(), std::sync::atomic::Ordering::Relaxed);
         if !todo.is_empty() {
             let threads = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
@@ -194,6 +202,18 @@ impl Worker {
                 Arc::new(ContextMemo::load(path, dir))
             })
             .clone()
+    }
+
+    /// How many context files the build's COPYs looked at, and how many of them had to
+    /// be read because the memo did not know them.
+    pub fn context_stats(&self) -> (usize, usize) {
+        let memos = self.memos.lock().expect("memo lock");
+        memos.values().fold((0, 0), |(c, h), m| {
+            (
+                c + m.checked.load(std::sync::atomic::Ordering::Relaxed),
+                h + m.hashed.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 
     /// Saves what the build learnt about its contexts (call once the build is over).
