@@ -97,8 +97,10 @@ impl ImageStore {
     /// list stores it untagged). Blobs are linked in before `index.json` names them, so a
     /// crash never leaves a tag pointing at missing blobs. Tags move from older images.
     pub fn add(&self, manifest: &Descriptor, names: &[Reference]) -> Result<(), CacheError> {
-        self.import_blobs(manifest)?;
+        // Linking happens under the store lock too: another build's garbage collection
+        // must not see these blobs before the index names them.
         let _l = self.lock()?;
+        self.import_blobs(manifest)?;
         let mut index = self.read_index()?;
         let wanted: BTreeSet<String> = names.iter().map(|n| n.to_string()).collect();
         index
@@ -117,8 +119,7 @@ impl ImageStore {
             index.manifests.push(d);
         }
         self.write_index(&index)?;
-        drop(_l);
-        self.collect_garbage()
+        self.collect_garbage_locked()
     }
 
     /// Links the manifest, its config and layers from the content store into the layout.
@@ -212,14 +213,18 @@ impl ImageStore {
             !hit
         });
         self.write_index(&index)?;
-        drop(_l);
-        self.collect_garbage()?;
+        self.collect_garbage_locked()?;
         Ok(removed)
     }
 
     /// Deletes layout blobs that no index entry references.
     pub fn collect_garbage(&self) -> Result<(), CacheError> {
         let _l = self.lock()?;
+        self.collect_garbage_locked()
+    }
+
+    /// [`Self::collect_garbage`] for a caller that holds the store lock.
+    fn collect_garbage_locked(&self) -> Result<(), CacheError> {
         let index = self.read_index()?;
         let mut keep = BTreeSet::new();
         for d in &index.manifests {
