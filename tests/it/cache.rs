@@ -143,7 +143,8 @@ fn invalidation_matrix() {
         "--no-cache"
     );
 
-    // A new base image under the same tag: everything runs again.
+    // A new base image under the same tag: everything runs again, and so does a COPY
+    // from it by name.
     let base = context(&[("Dockerfile", "FROM bb:1\nRUN echo new > /new-base-file\n")]);
     p.k.ok(&["build", "-q", "-t", "bb:1", base.path().to_str().unwrap()]);
     assert_eq!(ran(&p.build(&["--build-arg", "MODE=prod"])), all, "the base moved");
@@ -555,4 +556,33 @@ fn a_rebuild_reads_only_the_changed_context_files() {
     p.write("src/3/f3", "changed\n");
     assert_eq!(line(&[]).as_deref(), Some("300 files checked, 1 read"));
     assert_eq!(line(&[]).as_deref(), Some("300 files checked, 0 read"));
+}
+
+#[test]
+fn copy_from_an_image_by_tag_follows_the_tag() {
+    if !kiln_testkit::is_root() && !require(false, "the cache tests run RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(_) = busybox_base(&k) else { return };
+    let src = context(&[("Dockerfile", "FROM bb:1\nRUN echo v1 > /version\n")]);
+    k.ok(&["build", "-q", "-t", "src:1", src.path().to_str().unwrap()]);
+    let p = Project {
+        ctx: context(&[(
+            "Dockerfile",
+            "FROM bb:1\nCOPY --from=src:1 /version /version\nRUN cat /version\n",
+        )]),
+        k,
+    };
+    assert_eq!(ran(&p.build(&[])), ["COPY --from=src:1", "RUN cat"]);
+    assert!(ran(&p.build(&[])).is_empty());
+    std::fs::write(src.path().join("Dockerfile"), "FROM bb:1\nRUN echo v2 > /version\n").unwrap();
+    p.k.ok(&["build", "-q", "-t", "src:1", src.path().to_str().unwrap()]);
+    let out = run(p
+        .k
+        .cmd()
+        .args(["build", "--progress=plain", p.ctx.path().to_str().unwrap()]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(ran(&outcomes(&err)), ["COPY --from=src:1", "RUN cat"], "{err}");
+    assert!(err.contains(" v2"), "{err}");
 }

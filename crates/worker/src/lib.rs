@@ -329,6 +329,12 @@ impl OpRunner for Worker {
     }
 
     fn content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
+        // An image counts by what its reference resolves to now (`COPY --from=image`
+        // names it by tag; FROM lines arrive pinned, which resolves locally).
+        if let (Op::Source(SourceOp::Image { reference, platform }), Some(images)) = (&node.op, &self.images) {
+            let img = images.resolve(reference, platform)?;
+            return Ok(Some(Digest::of(img.pinned.to_string().as_bytes())));
+        }
         self.copy_content_key(node, inputs)
     }
 
