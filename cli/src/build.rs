@@ -74,6 +74,9 @@ pub struct BuildArgs {
     /// Use an exported build cache: `type=local,src=DIR` (repeatable).
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// Run at most N steps at once (default: twice the number of CPUs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    jobs: Option<u32>,
     /// Do not use the build cache: run every step (results are still recorded).
     #[arg(long = "no-cache")]
     no_cache: bool,
@@ -352,6 +355,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1)
+        .jobs(a.jobs.map_or_else(kiln_solver::default_jobs, |n| n as usize))
         .no_cache(a.no_cache)
         .no_cache_stages(a.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect());
     progress.internal(

@@ -8,6 +8,7 @@ mod docker;
 mod errors;
 mod exports;
 mod ignore;
+mod progress;
 mod registry;
 mod rootless;
 mod run;

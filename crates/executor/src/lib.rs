@@ -85,11 +85,22 @@ pub enum ExecError {
     Io(#[from] std::io::Error),
 }
 
+/// Stops a running step.
+pub type StopFn = Box<dyn FnOnce() + Send>;
+
 /// Executor runs steps.
 pub trait Executor: Send + Sync {
     /// Runs `spec`, passing each line of the step's combined stdout/stderr to `output`,
     /// and returns the step's exit code (128 + signal when it was killed).
-    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError>;
+    ///
+    /// Once the step is started, `stop` receives a function that kills it (and with it
+    /// the step's whole process tree and mounts), for cancelling the build.
+    fn run(
+        &self,
+        spec: &ExecSpec,
+        output: &mut dyn FnMut(&str),
+        stop: &mut dyn FnMut(StopFn),
+    ) -> Result<i32, ExecError>;
 }
 
 /// If this process was started as the sandbox helper (`<exe> __kiln-sandbox SPEC`), runs

@@ -129,7 +129,12 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Executor for OciRuntime {
-    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError> {
+    fn run(
+        &self,
+        spec: &ExecSpec,
+        output: &mut dyn FnMut(&str),
+        stop: &mut dyn FnMut(crate::StopFn),
+    ) -> Result<i32, ExecError> {
         let bundle = spec
             .rootfs
             .target
@@ -216,6 +221,14 @@ impl Executor for OciRuntime {
             helper: self.binary.clone(),
             source,
         })?;
+        let (binary, cid) = (self.binary.clone(), id.clone());
+        stop(Box::new(move || {
+            let _ = Command::new(&binary)
+                .args(["kill", "--all", &cid, "KILL"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }));
         let mut reader = BufReader::new(std::fs::File::from(out_r));
         let mut buf = Vec::new();
         loop {

@@ -44,7 +44,12 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Executor for Sandbox {
-    fn run(&self, spec: &ExecSpec, output: &mut dyn FnMut(&str)) -> Result<i32, ExecError> {
+    fn run(
+        &self,
+        spec: &ExecSpec,
+        output: &mut dyn FnMut(&str),
+        stop: &mut dyn FnMut(crate::StopFn),
+    ) -> Result<i32, ExecError> {
         let state = spec
             .rootfs
             .target
@@ -81,6 +86,17 @@ impl Executor for Sandbox {
             source,
         })?;
 
+        // Killing the helper kills pid 1 of the step's namespace (PDEATHSIG), and so
+        // every process of the step; its mounts go with the mount namespace.
+        let pid = child.id() as libc::pid_t;
+        let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let w = waited.clone();
+        stop(Box::new(move || {
+            if !w.load(std::sync::atomic::Ordering::SeqCst) {
+                // SAFETY: signalling our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }));
         let mut reader = BufReader::new(std::fs::File::from(out_r));
         let mut buf = Vec::new();
         loop {
@@ -96,7 +112,9 @@ impl Executor for Sandbox {
         }
         let mut err = Vec::new();
         std::fs::File::from(err_r).read_to_end(&mut err)?;
-        let status = child.wait()?;
+        let status = child.wait();
+        waited.store(true, std::sync::atomic::Ordering::SeqCst);
+        let status = status?;
         let _ = std::fs::remove_file(&state);
         if !err.is_empty() {
             let msg = String::from_utf8_lossy(&err).into_owned();

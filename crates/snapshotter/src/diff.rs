@@ -31,6 +31,16 @@ pub struct CopyRun {
     skipped: HashSet<PathBuf>,
     /// ctime of a file made right after the clone finished.
     marker: (i64, i64),
+    /// The file system refused the clone mark: inode numbers alone tell replaced dirs.
+    unmarked: bool,
+}
+
+/// The extended attribute on every directory of a clone (`tarw` never writes `user.kiln.*`).
+const CLONE_MARK: &std::ffi::CStr = c"user.kiln.cloned";
+
+fn has_mark(p: &Path) -> bool {
+    let mut v = [0u8; 4];
+    rustix::fs::lgetxattr(p, CLONE_MARK, &mut v).is_ok()
 }
 
 fn ctx(op: &str, p: &Path) -> impl FnOnce(io::Error) -> io::Error {
@@ -63,6 +73,7 @@ impl CopyRun {
             dirs: HashMap::new(),
             skipped: HashSet::new(),
             marker: (0, 0),
+            unmarked: false,
         };
         match lower {
             Some(l) => {
@@ -101,6 +112,12 @@ impl CopyRun {
                 self.clone_entry(&src.join(&n), &dst.join(&n), &rel.join(&n), links)?;
             }
             self.dirs.insert(rel.to_path_buf(), std::fs::metadata(dst)?.ino());
+            // Inode numbers are reused at once on some file systems (ext4): a directory
+            // removed and made again by the step can get the same one. The mark (left
+            // out of layers) tells a clone's directory from a new one.
+            if rustix::fs::lsetxattr(dst, CLONE_MARK, b"1", rustix::fs::XattrFlags::empty()).is_err() {
+                self.unmarked = true;
+            }
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(src)?, dst).map_err(ctx("cannot create", dst))?;
         } else if ft.is_file() {
@@ -219,7 +236,9 @@ impl CopyRun {
                 (None, Some(n)) => self.all_new(&r, &n, out)?,
                 (Some(o), Some(n)) => {
                     if n.is_dir() {
-                        let replaced = !o.is_dir() || self.dirs.get(&r) != Some(&n.ino());
+                        let replaced = !o.is_dir()
+                            || self.dirs.get(&r) != Some(&n.ino())
+                            || (!self.unmarked && !has_mark(&self.tree.join(&r)));
                         if replaced {
                             out.push(Emit::Entry(r.clone()));
                             out.push(Emit::Opaque(r.clone()));

@@ -358,7 +358,11 @@ pub(crate) fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         Err(_) => return out,
     };
     for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
-        if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") || key == b"security.selinux" {
+        if key.starts_with(b"trusted.overlay.")
+            || key.starts_with(b"user.overlay.")
+            || key.starts_with(b"user.kiln.")
+            || key == b"security.selinux"
+        {
             continue;
         }
         let Ok(ckey) = std::ffi::CString::new(key) else {

@@ -128,13 +128,17 @@ impl Worker {
             hostname_file: hostname,
         };
         let mut tail: VecDeque<String> = VecDeque::new();
-        let code = executor.run(&spec, &mut |line| {
-            log.line(line);
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_string());
-        })?;
+        let code = executor.run(
+            &spec,
+            &mut |line| {
+                log.line(line);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+            },
+            &mut |stop| log.on_cancel(stop),
+        )?;
         if code != 0 {
             return Err(WorkerError::RunFailed {
                 code,
