@@ -311,7 +311,7 @@ fn interrupting_kiln_kills_the_step_and_leaves_no_mounts() {
         .cmd()
         .args(["build", "--progress=plain", ctx.path().to_str().unwrap()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
@@ -334,8 +334,13 @@ fn interrupting_kiln_kills_the_step_and_leaves_no_mounts() {
     // Ctrl-C.
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert!(!status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a canceled build exits 1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(" CANCELED") && err.contains("ERROR: the build was canceled"),
+        "{err}"
+    );
     let t0 = Instant::now();
     while !pids_running(&["sleep", &secs]).is_empty() {
         assert!(t0.elapsed() < Duration::from_secs(10), "the step outlived kiln");
