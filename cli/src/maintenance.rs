@@ -116,10 +116,11 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     let (r, _lock) = open_exclusive(root)?;
     let rep = gc::prune(&r, &opts)?;
     println!(
-        "Deleted {} cache records, {} blobs, {} snapshots\nTotal reclaimed space: {}",
+        "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts\nTotal reclaimed space: {}",
         rep.records,
         rep.blobs,
         rep.snapshots,
+        rep.cache_mounts,
         human(rep.bytes)
     );
     Ok(())

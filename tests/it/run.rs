@@ -585,3 +585,97 @@ pub fn assert_same_layers(a: &[Vec<String>], b: &[Vec<String>]) {
         }
     }
 }
+
+#[test]
+fn run_mounts_bind_cache_tmpfs_and_heredoc_scripts() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let df = format!(
+        "FROM {base} AS builder\n\
+         RUN mkdir /out && echo built > /out/artifact\n\
+         FROM {base}\n\
+         WORKDIR /work\n\
+         RUN --mount=type=bind,source=src,target=/ctx cat /ctx/data.txt && ls /ctx | sed 's/^/ctx: /' && (touch /ctx/x 2>/dev/null || echo ctx-readonly)\n\
+         RUN --mount=type=bind,from=builder,source=/out,target=/in,rw cat /in/artifact && touch /in/scratch\n\
+         RUN --mount=type=cache,target=/var/cache/thing echo run >> /var/cache/thing/log && echo cache-runs=$(wc -l < /var/cache/thing/log)\n\
+         RUN --mount=type=tmpfs,target=rel,size=1m df -k /work/rel | tail -1 | awk '{{print \"tmpfs-kb=\" $2}}'\n\
+         RUN --mount=type=secret,id=nope test ! -e /run/secrets/nope && echo no-secret\n\
+         RUN <<EOF\n#!/bin/sh\necho \"script=$0\"\nEOF\n"
+    );
+    let ctx = context(&[
+        ("Dockerfile", &df),
+        ("src/data.txt", "from context\n"),
+        ("src/ignored.txt", "ignored\n"),
+        (".dockerignore", "src/ignored.txt\n"),
+    ]);
+    let c = ctx.path().to_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "-t", "m:1"];
+        args.extend_from_slice(extra);
+        args.push(&c);
+        let o = run(k.cmd().args(&args));
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{e}");
+        (step_lines(&e), e)
+    };
+    let (lines, p) = build(&["-o", &format!("type=oci,dest={},tar=false", layout.display())]);
+    for want in [
+        "from context",
+        "ctx: data.txt",
+        "ctx-readonly",
+        "built",
+        "cache-runs=1",
+        "tmpfs-kb=1024",
+        "no-secret",
+        "script=/dev/pipes/EOF",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "missing `{want}`:\n{p}");
+    }
+    assert!(
+        !lines.iter().any(|l| l == "ctx: ignored.txt"),
+        ".dockerignore applies to bind mounts:\n{p}"
+    );
+    // Mount points and mounted files never reach the image.
+    let Some((_g, rootfs)) = umoci_unpack(&layout, "1") else {
+        return;
+    };
+    for gone in ["ctx", "in", "var/cache/thing", "work/rel", "run/secrets"] {
+        assert!(!rootfs.join(gone).exists(), "{gone} leaked into the image");
+    }
+    assert!(rootfs.join("var/cache").exists() || !rootfs.join("var").exists());
+    // The cache mount keeps its contents across builds; a changed bound file re-runs.
+    let (lines, _) = build(&["--no-cache"]);
+    assert!(lines.iter().any(|l| l == "cache-runs=2"), "{lines:?}");
+    std::fs::write(ctx.path().join("src/data.txt"), "changed\n").unwrap();
+    let (lines, p) = build(&[]);
+    assert!(lines.iter().any(|l| l == "changed"), "{p}");
+    // A changed ignored file does not.
+    std::fs::write(ctx.path().join("src/ignored.txt"), "still ignored\n").unwrap();
+    let (lines, _) = build(&[]);
+    assert!(!lines.iter().any(|l| l == "changed"), "{lines:?}");
+
+    // A required secret kiln cannot give, and a bad mount value, are named with the line.
+    let bad = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN --mount=type=secret,id=tok,required cat /run/secrets/tok\n"),
+    )]);
+    let err = k.fails(&["build", bad.path().to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("secret `tok` is required"),
+        "{err}"
+    );
+    let bad = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN --mount=type=nfs,target=/x true\n"),
+    )]);
+    let err = k.fails(&["build", bad.path().to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("unsupported mount type \"nfs\""),
+        "{err}"
+    );
+}

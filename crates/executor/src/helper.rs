@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::sys;
 use crate::users::{self, User};
-use crate::{ExecSpec, Network, HELPER_ARG};
+use crate::{ExecSpec, Network, SpecMount, SpecMountKind, HELPER_ARG};
 
 /// The descriptor setup errors are reported on.
 pub const ERR_FD: libc::c_int = 3;
@@ -113,6 +113,17 @@ fn init(spec: &ExecSpec) -> ! {
         )
     });
     let host_sys = sys::open_tree_clone(Path::new("/sys"), true).ok();
+    let binds: Vec<Option<(libc::c_int, bool)>> = spec
+        .mounts
+        .iter()
+        .map(|m| match &m.kind {
+            SpecMountKind::Bind { source, .. } => {
+                let fd = sys::open_tree_clone(source, true).or_fail(|| format!("cannot open {}", source.display()));
+                Some((fd, source.is_dir()))
+            }
+            SpecMountKind::Tmpfs { .. } => None,
+        })
+        .collect();
 
     // /proc goes in while the host's is still visible: a user namespace may only mount
     // a new proc where a full one is already mounted.
@@ -127,6 +138,9 @@ fn init(spec: &ExecSpec) -> ! {
     mask_proc();
     for (target, fd) in etc {
         bind_etc(Path::new(target), fd);
+    }
+    for (m, bind) in spec.mounts.iter().zip(binds) {
+        mount_extra(m, bind);
     }
     sys::sethostname(&spec.hostname).or_fail(|| "cannot set the hostname".into());
     if spec.network == Network::None {
@@ -391,6 +405,60 @@ fn mount_sys(host_sys: Option<libc::c_int>) {
     if let Some(fd) = host_sys {
         sys::move_mount(fd, target).or_fail(|| "cannot bind /sys".into());
         let _ = sys::mount(None, target, None, libc::MS_BIND | libc::MS_REMOUNT | ro, None);
+    }
+}
+
+/// A `RUN --mount`: its target (and missing parents) is made, then the mount goes on.
+fn mount_extra(m: &SpecMount, bind: Option<(libc::c_int, bool)>) {
+    let target = Path::new(&m.target);
+    let is_dir = bind.is_none_or(|(_, dir)| dir);
+    if let Some(parent) = target.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .or_fail(|| format!("cannot create the mount point {}", m.target));
+    }
+    if target.symlink_metadata().is_err() {
+        if is_dir {
+            ensure_dir(target, 0o755);
+        } else {
+            touch(target);
+        }
+    }
+    match (&m.kind, bind) {
+        (SpecMountKind::Bind { readonly, .. }, Some((fd, _))) => bind_fd(fd, target, *readonly),
+        (SpecMountKind::Tmpfs { size }, _) => {
+            let opts = match size {
+                Some(n) => format!("mode=1777,size={n}"),
+                None => "mode=1777".to_string(),
+            };
+            let data = sys::cstr(&opts).or_fail(|| "tmpfs options".into());
+            sys::mount(
+                Some(c"tmpfs"),
+                target,
+                Some(c"tmpfs"),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&data),
+            )
+            .or_fail(|| format!("cannot mount a tmpfs on {}", m.target));
+        }
+        _ => fail(format!("mount {} has no source", m.target)),
+    }
+}
+
+/// Attaches a detached mount at `target`; read-only binds are remounted so.
+fn bind_fd(fd: libc::c_int, target: &Path, readonly: bool) {
+    sys::move_mount(fd, target).or_fail(|| format!("cannot mount {}", target.display()));
+    if readonly {
+        sys::mount(
+            None,
+            target,
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            None,
+        )
+        .or_fail(|| format!("cannot make {} read-only", target.display()));
     }
 }
 

@@ -42,6 +42,27 @@ pub struct ExecSpec {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
     pub hostname_file: PathBuf,
+    /// `RUN --mount`s, mounted in this order after the container's own file systems.
+    #[serde(default)]
+    pub mounts: Vec<SpecMount>,
+}
+
+/// SpecMount is one extra mount of a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecMount {
+    /// Absolute path inside the container.
+    pub target: String,
+    pub kind: SpecMountKind,
+}
+
+/// What a [`SpecMount`] is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpecMountKind {
+    /// A host file or directory (made by kiln for this step), optionally read-only.
+    Bind { source: PathBuf, readonly: bool },
+    /// An empty tmpfs.
+    Tmpfs { size: Option<u64> },
 }
 
 /// Network is the step's network namespace.

@@ -86,6 +86,28 @@ impl OciRuntime {
         }
         let bind_ro = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]});
         let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
+        let mounts: Vec<serde_json::Value> = [
+                json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+                json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+                json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+                json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+                json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+                bind_ro("/etc/hosts", &spec.hosts),
+                bind_ro("/etc/resolv.conf", &spec.resolv_conf),
+                bind_ro("/etc/hostname", &spec.hostname_file)
+        ].into_iter().chain(spec.mounts.iter().map(|m| match &m.kind {
+                crate::SpecMountKind::Bind { source, readonly } => json!({
+                    "destination": m.target, "type": "bind", "source": source,
+                    "options": ["rbind", if *readonly { "ro" } else { "rw" }]
+                }),
+                crate::SpecMountKind::Tmpfs { size } => json!({
+                    "destination": m.target, "type": "tmpfs", "source": "tmpfs",
+                    "options": match size {
+                        Some(n) => vec!["nosuid".to_string(), "nodev".to_string(), "mode=1777".to_string(), format!("size={n}")],
+                        None => vec!["nosuid".to_string(), "nodev".to_string(), "mode=1777".to_string()],
+                    }
+                }),
+            })).collect();
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -99,16 +121,7 @@ impl OciRuntime {
             },
             "root": {"path": spec.rootfs.target, "readonly": false},
             "hostname": spec.hostname,
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-                bind_ro("/etc/hosts", &spec.hosts),
-                bind_ro("/etc/resolv.conf", &spec.resolv_conf),
-                bind_ro("/etc/hostname", &spec.hostname_file)
-            ],
+            "mounts": mounts,
             "linux": {
                 "namespaces": namespaces,
                 "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],

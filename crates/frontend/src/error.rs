@@ -260,6 +260,8 @@ pub enum ErrorKind {
     ChecksumNeedsRemote,
     #[error("`{flag}` is not supported yet")]
     UnsupportedFlag { flag: &'static str },
+    #[error("invalid `RUN --mount={value}`: {reason}")]
+    InvalidMount { value: String, reason: String },
     #[error("invalid `RUN --network` value `{value}`: expected `default`, `none` or `host`")]
     InvalidNetwork { value: String },
     #[error("lint violation: {rule}: {message}")]

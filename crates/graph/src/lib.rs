@@ -131,6 +131,72 @@ pub struct ExecOp {
     pub user: Option<String>,
     pub network: NetworkMode,
     pub platform: Platform,
+    /// `RUN --mount`s (and a heredoc script), in Dockerfile order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// Mount is one `RUN --mount`: what appears at `target` while the step runs (never in
+/// its layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub target: String,
+    #[serde(flatten)]
+    pub kind: MountKind,
+}
+
+/// The kinds of `RUN --mount`, as BuildKit has them (`File` carries a heredoc script).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MountKind {
+    /// A path of another input (the build context, a stage, an image).
+    Bind { input: u32, source: String, readonly: bool },
+    /// A directory kept between builds, by id.
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        readonly: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        /// Seeded from this input path when first created.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<(u32, String)>,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// A secret file given to the build (`--secret id=…`).
+    Secret {
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+    },
+    /// An SSH agent socket given to the build (`--ssh`).
+    Ssh {
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A read-only file with this content (a RUN heredoc run by its `#!` interpreter).
+    File { data: String, mode: u32 },
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
 }
 
 /// NetworkMode is a RUN step's network.

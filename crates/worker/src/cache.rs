@@ -223,49 +223,88 @@ impl Worker {
         }
     }
 
-    pub(crate) fn copy_content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
-        let Op::File(f) = &node.op else { return Ok(None) };
-        // Directories a file op creates get the build's fixed time.
-        let mut s = format!("epoch {}\n", self.epoch);
-        for (n, action) in f.actions.iter().enumerate() {
-            let FileAction::Copy(c) = action else { continue };
-            let Some(Value::Local { dir, ignore, .. }) = inputs.get(c.input as usize) else {
-                continue;
+    /// A digest of exactly what `action` selects from a build context.
+    fn selection_digest(
+        &self,
+        action: &kiln_graph::CopyAction,
+        dir: &Path,
+        ignore: &kiln_frontend::dockerignore::PatternMatcher,
+    ) -> Result<String, WorkerError> {
+        let src = SourceTree {
+            root: dir,
+            ignore: Some(ignore),
+            label: "the build context".to_string(),
+            keep_owner: false,
+        };
+        let selected = select(action, &src)?;
+        let files: Vec<(&Path, &std::fs::Metadata)> = selected
+            .iter()
+            .filter(|e| e.md.is_file())
+            .map(|e| (e.rel.as_path(), &e.md))
+            .collect();
+        let digests = self.memo(dir).digests(&files)?;
+        let mut digests = digests.into_iter();
+        let mut h = sha2::Sha256::new();
+        for e in &selected {
+            let ft = e.md.file_type();
+            let (kind, extra) = if ft.is_dir() {
+                ("dir", String::new())
+            } else if ft.is_symlink() {
+                (
+                    "symlink",
+                    e.link.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
+                )
+            } else {
+                ("file", digests.next().unwrap_or_default())
             };
-            let src = SourceTree {
-                root: dir,
-                ignore: Some(ignore),
-                label: "the build context".to_string(),
-                keep_owner: false,
-            };
-            let selected = select(c, &src)?;
-            let files: Vec<(&Path, &std::fs::Metadata)> = selected
-                .iter()
-                .filter(|e| e.md.is_file())
-                .map(|e| (e.rel.as_path(), &e.md))
-                .collect();
-            let digests = self.memo(dir).digests(&files)?;
-            let mut digests = digests.into_iter();
-            let mut h = sha2::Sha256::new();
-            for e in &selected {
-                let ft = e.md.file_type();
-                let (kind, extra) = if ft.is_dir() {
-                    ("dir", String::new())
-                } else if ft.is_symlink() {
-                    (
-                        "symlink",
-                        e.link.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
-                    )
-                } else {
-                    ("file", digests.next().unwrap_or_default())
-                };
-                let size = if ft.is_file() { e.md.size() } else { 0 };
-                h.update(e.rel.as_os_str().as_bytes());
-                h.update(format!("\0{kind}\0{:o}\0{size}\0{extra}\n", e.md.mode() & 0o7777).as_bytes());
-            }
-            s.push_str(&format!("copy {n} {}\n", hex::encode(h.finalize())));
+            let size = if ft.is_file() { e.md.size() } else { 0 };
+            h.update(e.rel.as_os_str().as_bytes());
+            h.update(format!("\0{kind}\0{:o}\0{size}\0{extra}\n", e.md.mode() & 0o7777).as_bytes());
         }
-        Ok(Some(Digest::of(s.as_bytes())))
+        Ok(hex::encode(h.finalize()))
+    }
+
+    pub(crate) fn copy_content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
+        match &node.op {
+            Op::File(f) => {
+                // Directories a file op creates get the build's fixed time.
+                let mut s = format!("epoch {}\n", self.epoch);
+                for (n, action) in f.actions.iter().enumerate() {
+                    let FileAction::Copy(c) = action else { continue };
+                    let Some(Value::Local { dir, ignore, .. }) = inputs.get(c.input as usize) else {
+                        continue;
+                    };
+                    s.push_str(&format!("copy {n} {}\n", self.selection_digest(c, dir, ignore)?));
+                }
+                Ok(Some(Digest::of(s.as_bytes())))
+            }
+            Op::Exec(e) => {
+                // What a bind mount of the build context shows is part of the step.
+                let mut s = String::new();
+                for (n, m) in e.mounts.iter().enumerate() {
+                    let kiln_graph::MountKind::Bind { input, source, .. } = &m.kind else {
+                        continue;
+                    };
+                    let Some(Value::Local { dir, ignore, .. }) = inputs.get(*input as usize) else {
+                        continue;
+                    };
+                    let action = kiln_graph::CopyAction {
+                        input: *input,
+                        src: source.clone(),
+                        dest: "/".to_string(),
+                        dest_is_dir: true,
+                        chown: None,
+                        chmod: None,
+                        allow_wildcard: false,
+                        allow_empty_wildcard: false,
+                        exclude: Vec::new(),
+                    };
+                    s.push_str(&format!("mount {n} {}\n", self.selection_digest(&action, dir, ignore)?));
+                }
+                Ok((!s.is_empty()).then(|| Digest::of(s.as_bytes())))
+            }
+            _ => Ok(None),
+        }
     }
 
     pub(crate) fn load_cached(&self, key: &Digest, node: &Node) -> Option<Value> {

@@ -5,8 +5,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_executor::{ExecSpec, Network, Rootfs};
-use kiln_graph::{ExecOp, NetworkMode};
+use kiln_executor::{ExecSpec, Network, Rootfs, SpecMount, SpecMountKind};
+use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode};
+use kiln_image::Digest;
 use kiln_snapshotter::diff::CopyRun;
 use kiln_snapshotter::{Layer, TarOptions};
 use kiln_solver::VertexLog;
@@ -45,7 +46,7 @@ impl Worker {
             SnapshotterKind::Overlay => false,
             SnapshotterKind::Auto => self.overlay_failed.load(Ordering::Relaxed),
         };
-        match self.exec_on(op, &parent, log, copy) {
+        match self.exec_on(op, &parent, inputs, log, copy) {
             Err(WorkerError::Exec(kiln_executor::ExecError::Setup(msg)))
                 if !copy && self.snapshotter == SnapshotterKind::Auto && msg.starts_with(OVERLAY_FAILED) =>
             {
@@ -53,13 +54,20 @@ impl Worker {
                     "overlayfs is not usable here ({msg}); using the copy snapshotter"
                 ));
                 self.overlay_failed.store(true, Ordering::Relaxed);
-                self.exec_on(op, &parent, log, true)
+                self.exec_on(op, &parent, inputs, log, true)
             }
             other => other,
         }
     }
 
-    fn exec_on(&self, op: &ExecOp, parent: &[Layer], log: &VertexLog<'_>, copy: bool) -> Result<Value, WorkerError> {
+    fn exec_on(
+        &self,
+        op: &ExecOp,
+        parent: &[Layer],
+        inputs: &[Value],
+        log: &VertexLog<'_>,
+        copy: bool,
+    ) -> Result<Value, WorkerError> {
         let Some(executor) = &self.executor else {
             return Err(WorkerError::Unsupported("RUN without a sandbox".to_string()));
         };
@@ -89,9 +97,25 @@ impl Worker {
                 .map_err(io_err(&upper))?;
             (upper, None)
         };
-        let missing: Vec<&str> = MOUNT_POINTS
+        let (mounts, _cache_locks) = self.prepare_mounts(op, inputs, dir)?;
+        // Mount points the sandbox may have to create, deepest first: theirs, then its own.
+        let mut points: Vec<String> = Vec::new();
+        for m in op.mounts.iter().filter(|m| !m.target.starts_with("/dev/")) {
+            let mut p = Path::new(m.target.trim_start_matches('/'));
+            loop {
+                if p.as_os_str().is_empty() {
+                    break;
+                }
+                points.push(p.to_string_lossy().into_owned());
+                p = p.parent().unwrap_or(Path::new(""));
+            }
+        }
+        points.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        points.dedup();
+        points.extend(MOUNT_POINTS.iter().map(|s| s.to_string()));
+        let missing: Vec<&str> = points
             .iter()
-            .copied()
+            .map(String::as_str)
             .filter(|p| lower.join(p).symlink_metadata().is_err())
             .collect();
 
@@ -126,6 +150,7 @@ impl Worker {
             hosts,
             resolv_conf: resolv,
             hostname_file: hostname,
+            mounts,
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(
@@ -163,6 +188,213 @@ impl Worker {
         layers.push(layer);
         Ok(Value::Fs(Arc::new(layers)))
     }
+}
+
+/// Holds a `sharing=locked` cache mount for the duration of a step.
+pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+impl Worker {
+    /// Makes what each `RUN --mount` needs on the host, in `dir` or the cache-mount store.
+    fn prepare_mounts(
+        &self,
+        op: &ExecOp,
+        inputs: &[Value],
+        dir: &Path,
+    ) -> Result<(Vec<SpecMount>, Vec<CacheLock>), WorkerError> {
+        let mut out = Vec::new();
+        let mut locks = Vec::new();
+        for (n, m) in op.mounts.iter().enumerate() {
+            let kind = match &m.kind {
+                MountKind::Bind {
+                    input,
+                    source,
+                    readonly,
+                } => {
+                    let path = self.mount_source(inputs, *input, source, &dir.join(format!("mount-{n}")), !readonly)?;
+                    SpecMountKind::Bind {
+                        source: path,
+                        readonly: *readonly,
+                    }
+                }
+                MountKind::Cache {
+                    id,
+                    sharing,
+                    readonly,
+                    mode,
+                    uid,
+                    gid,
+                    seed,
+                } => {
+                    let store = self.root.subdir("cachemounts-v1");
+                    std::fs::create_dir_all(&store).map_err(io_err(&store))?;
+                    let name = Digest::of(id.as_bytes());
+                    let path = store.join(name.hex());
+                    if *sharing == CacheSharing::Locked {
+                        let lock_path = store.join(format!("{}.lock", name.hex()));
+                        let f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .open(&lock_path)
+                            .map_err(io_err(&lock_path))?;
+                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                            .map_err(|e| io_err(&lock_path)(e.into()))?;
+                        locks.push(CacheLock(f));
+                    }
+                    if !path.is_dir() {
+                        let tmp = store.join(format!(".new-{}-{}", name.hex(), std::process::id()));
+                        match seed {
+                            Some((input, source)) => {
+                                self.mount_source(inputs, *input, source, &tmp, true)?;
+                            }
+                            None => std::fs::create_dir(&tmp).map_err(io_err(&tmp))?,
+                        }
+                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(io_err(&tmp))?;
+                        if self.privileged {
+                            std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err(&tmp))?;
+                        }
+                        if std::fs::rename(&tmp, &path).is_err() {
+                            // Another build made it first.
+                            let _ = std::fs::remove_dir_all(&tmp);
+                        }
+                    }
+                    SpecMountKind::Bind {
+                        source: path,
+                        readonly: *readonly,
+                    }
+                }
+                MountKind::Tmpfs { size } => SpecMountKind::Tmpfs { size: *size },
+                MountKind::File { data, mode } => {
+                    let path = dir.join(format!("file-{n}"));
+                    std::fs::write(&path, data).map_err(io_err(&path))?;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).map_err(io_err(&path))?;
+                    SpecMountKind::Bind {
+                        source: path,
+                        readonly: true,
+                    }
+                }
+                MountKind::Secret { id, required, .. } => {
+                    if *required {
+                        return Err(WorkerError::Unsupported(format!(
+                            "RUN --mount=type=secret (secret `{id}` is required, and kiln has no --secret yet)"
+                        )));
+                    }
+                    continue; // an optional secret that was not given is left out, as BuildKit does
+                }
+                MountKind::Ssh { id, required, .. } => {
+                    if *required {
+                        return Err(WorkerError::Unsupported(format!(
+                            "RUN --mount=type=ssh (ssh `{id}` is required, and kiln has no --ssh yet)"
+                        )));
+                    }
+                    continue;
+                }
+            };
+            out.push(SpecMount {
+                target: m.target.clone(),
+                kind,
+            });
+        }
+        Ok((out, locks))
+    }
+
+    /// The host path a bind mount shows: `source` inside input `input`. Build-context
+    /// sources are copied with `.dockerignore` applied (ignored files are not there, as
+    /// with BuildKit's context transfer); a writable mount gets a private copy, so the
+    /// step's writes are discarded.
+    fn mount_source(
+        &self,
+        inputs: &[Value],
+        input: u32,
+        source: &str,
+        scratch: &Path,
+        writable: bool,
+    ) -> Result<PathBuf, WorkerError> {
+        let rel = crate::copy::clean_abs(source);
+        let bad = |reason: String| WorkerError::BadSource {
+            path: source.to_string(),
+            reason,
+        };
+        match inputs.get(input as usize) {
+            Some(Value::Local { dir: ctx, ignore, .. }) => {
+                let from = kiln_snapshotter::resolve_in_root(ctx, &rel, true).map_err(bad)?;
+                if from.symlink_metadata().is_err() {
+                    return Err(WorkerError::SourceNotFound {
+                        path: source.to_string(),
+                        source_label: "the build context".to_string(),
+                    });
+                }
+                copy_filtered(ctx, &from, scratch, Some(ignore)).map_err(io_err(scratch))?;
+                Ok(scratch.to_path_buf())
+            }
+            Some(Value::Fs(layers)) => {
+                let tree = match self.snapshots.merged(layers)? {
+                    Some(t) => t,
+                    None => {
+                        std::fs::create_dir_all(scratch).map_err(io_err(scratch))?;
+                        return Ok(scratch.to_path_buf());
+                    }
+                };
+                let from = kiln_snapshotter::resolve_in_root(&tree, &rel, true).map_err(bad)?;
+                if from.symlink_metadata().is_err() {
+                    return Err(WorkerError::SourceNotFound {
+                        path: source.to_string(),
+                        source_label: "the mount's `from`".to_string(),
+                    });
+                }
+                if !writable {
+                    return Ok(from);
+                }
+                copy_filtered(&tree, &from, scratch, None).map_err(io_err(scratch))?;
+                Ok(scratch.to_path_buf())
+            }
+            _ => Err(WorkerError::Malformed(format!("mount input {input} is missing"))),
+        }
+    }
+}
+
+/// Copies `from` (inside `root`) to `to`, keeping modes, owners and times, skipping what
+/// `ignore` excludes (paths relative to `root`).
+fn copy_filtered(
+    root: &Path,
+    from: &Path,
+    to: &Path,
+    ignore: Option<&kiln_frontend::dockerignore::PatternMatcher>,
+) -> std::io::Result<()> {
+    let md = std::fs::metadata(from)?;
+    if md.is_dir() {
+        std::fs::create_dir(to)?;
+        for e in std::fs::read_dir(from)? {
+            let e = e?;
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
+            if ignore.is_some_and(|m| m.is_excluded(&rel)) {
+                continue;
+            }
+            let ft = e.file_type()?;
+            let dest = to.join(e.file_name());
+            if ft.is_dir() {
+                copy_filtered(root, &p, &dest, ignore)?;
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(std::fs::read_link(&p)?, &dest)?;
+            } else if ft.is_file() {
+                std::fs::copy(&p, &dest)?;
+                let m = e.metadata()?;
+                if kiln_snapshotter::ids::can_chown() {
+                    let _ = std::os::unix::fs::lchown(&dest, Some(m.uid()), Some(m.gid()));
+                }
+                let _ = kiln_snapshotter::set_mtime(&dest, m.mtime());
+            }
+        }
+    } else {
+        std::fs::copy(from, to)?;
+    }
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    if kiln_snapshotter::ids::can_chown() {
+        let _ = std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()));
+    }
+    let _ = kiln_snapshotter::set_mtime(to, md.mtime());
+    Ok(())
 }
 
 fn write(path: &Path, text: &str) -> Result<(), WorkerError> {

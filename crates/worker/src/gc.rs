@@ -33,6 +33,7 @@ pub struct PruneReport {
     pub blobs: usize,
     pub bytes: u64,
     pub snapshots: usize,
+    pub cache_mounts: usize,
 }
 
 /// One cache record as `prune` and `fsck` see it.
@@ -191,6 +192,23 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
             let name = e.file_name().to_string_lossy().into_owned();
             if (opts.all || !chains.contains(&name)) && remove_tree(&e.path()) {
                 report.snapshots += 1;
+            }
+        }
+    }
+    // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
+    if opts.all {
+        if let Ok(rd) = std::fs::read_dir(root.subdir("cachemounts-v1")) {
+            for e in rd.flatten() {
+                let used = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
+                let old = opts
+                    .until
+                    .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
+                if old {
+                    let _ = remove_tree(&e.path())
+                        .then_some(())
+                        .or_else(|| std::fs::remove_file(e.path()).ok());
+                    report.cache_mounts += 1;
+                }
             }
         }
     }

@@ -261,7 +261,7 @@ impl Converter<'_> {
     }
 }
 
-fn plan_stage_name(st: &StageState, plan: &Plan) -> String {
+pub(super) fn plan_stage_name(st: &StageState, plan: &Plan) -> String {
     if st.display.is_empty() {
         plan.stages
             .get(plan.target)

@@ -14,7 +14,9 @@
 //! - CMD sets `ArgsEscaped`; ENTRYPOINT clears a CMD inherited from the base unless
 //!   this stage set CMD before it.
 
-use kiln_graph::{ExecOp, FileAction, FileOp, NetworkMode, Op, OpMeta};
+use kiln_graph::{
+    CacheSharing, ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, OpMeta, SourceOp,
+};
 use kiln_image::{Empty, HealthConfig, History};
 
 use crate::error::ErrorKind;
@@ -23,7 +25,9 @@ use crate::shell::Env;
 use crate::syntax::scan::{chomp_heredoc_content, parse_heredoc};
 use crate::syntax::{Command, HealthTest, Instruction, InstructionKind, RunInstr};
 
+use super::copy::plan_stage_name;
 use super::plan::{Cmd, Plan};
+use super::state::normalize_path;
 use super::state::{
     clean_path, display_expand, go_duration, go_list, go_quote_list, go_quote_rune, parse_chown, uppercase_cmd,
     StageState, Tracker,
@@ -281,7 +285,7 @@ impl Converter<'_> {
                     .get_or_insert_with(Vec::new)
                     .push(expression.clone());
             }
-            InstructionKind::Run(r) => self.lower_run(st, i, r)?,
+            InstructionKind::Run(r) => self.lower_run(st, i, r, cmd, done, plan)?,
             InstructionKind::Copy(_) | InstructionKind::Add(_) => self.copy(st, cmd, done, plan)?,
         }
         Ok(())
@@ -354,9 +358,20 @@ impl Converter<'_> {
     }
 
     /// RUN: an exec op over the stage's filesystem.
-    fn lower_run(&mut self, st: &mut StageState, i: &Instruction, r: &RunInstr) -> Result<(), ErrorKind> {
-        if !r.flags.mounts.is_empty() {
-            return Err(ErrorKind::UnsupportedFlag { flag: "RUN --mount" });
+    fn lower_run(
+        &mut self,
+        st: &mut StageState,
+        i: &Instruction,
+        r: &RunInstr,
+        cmd: &Cmd,
+        done: &[Option<StageState>],
+        plan: &Plan,
+    ) -> Result<(), ErrorKind> {
+        let mut inputs = vec![st.fs.clone()];
+        let mut mounts = Vec::new();
+        for (n, value) in r.flags.mounts.iter().enumerate() {
+            let from = cmd.mount_froms.get(n).cloned().flatten();
+            mounts.push(self.lower_mount(st, i, value, from, done, plan, &mut inputs, n)?);
         }
         match r.flags.security.as_deref() {
             None | Some("sandbox") => {}
@@ -368,7 +383,7 @@ impl Converter<'_> {
             Some("host") => NetworkMode::Host,
             Some(v) => return Err(ErrorKind::InvalidNetwork { value: v.to_string() }),
         };
-        let (mut args, prepend_shell) = match &r.command {
+        let (mut args, mut prepend_shell) = match &r.command {
             Command::Exec(v) => (v.clone(), false),
             Command::Shell(s) => (vec![s.clone()], true),
         };
@@ -382,13 +397,20 @@ impl Converter<'_> {
                 } else {
                     doc.content.clone()
                 };
-                if data.starts_with("#!") {
-                    return Err(ErrorKind::UnsupportedFlag {
-                        flag: "a RUN heredoc with a `#!` interpreter line",
-                    });
-                }
                 description.push_str(&format!(" ({})", summarize_heredoc(&doc.content)));
-                args = vec![data];
+                if data.starts_with("#!") {
+                    // As BuildKit: the script is a file at /dev/pipes/<name>, run by
+                    // its interpreter line, never part of the layer.
+                    let target = format!("/dev/pipes/{}", doc.name);
+                    mounts.push(Mount {
+                        target: target.clone(),
+                        kind: MountKind::File { data, mode: 0o755 },
+                    });
+                    args = vec![target];
+                    prepend_shell = false;
+                } else {
+                    args = vec![data];
+                }
             } else {
                 let mut s = cmd;
                 for doc in &r.heredocs {
@@ -410,8 +432,9 @@ impl Converter<'_> {
                 user: st.user.clone(),
                 network,
                 platform: st.platform.clone(),
+                mounts,
             }),
-            vec![st.fs.clone()],
+            inputs,
             OpMeta {
                 description,
                 span: self.span(i),
@@ -422,6 +445,128 @@ impl Converter<'_> {
         let created_by = format!("RUN {} # buildkit", run_command_string(&args, st));
         commit(st, created_by, true);
         Ok(())
+    }
+}
+
+impl Converter<'_> {
+    /// Lowers one `RUN --mount` value; inputs it needs are appended to `inputs`.
+    #[allow(clippy::too_many_arguments)]
+    fn lower_mount(
+        &mut self,
+        st: &mut StageState,
+        i: &Instruction,
+        value: &str,
+        from: Option<super::plan::FromSource>,
+        done: &[Option<StageState>],
+        plan: &Plan,
+        inputs: &mut Vec<Input>,
+        n: usize,
+    ) -> Result<Mount, ErrorKind> {
+        use super::mounts::{parse_mount, MountType};
+        use super::plan::FromSource;
+        let spec = parse_mount(value)?;
+        let line = i.start_line;
+        let mut expand = |conv: &mut Self, v: &Option<String>| -> Result<Option<String>, ErrorKind> {
+            v.as_ref().map(|v| conv.expand(st, v, line)).transpose()
+        };
+        let target = expand(self, &spec.target)?;
+        let source = expand(self, &spec.source)?;
+        let id = expand(self, &spec.id)?;
+        // A relative target is relative to the working directory.
+        let absolute = |t: &str| normalize_path(&st.dir, t, false);
+        let mut input_of = |conv: &mut Self, from: &Option<FromSource>| -> Result<u32, ErrorKind> {
+            let input = match from {
+                None => conv.context(),
+                Some(FromSource::Stage(j)) => match done.get(*j).and_then(Option::as_ref) {
+                    Some(s) => s.fs.clone(),
+                    None => {
+                        return Err(ErrorKind::StageNotDefinedYet {
+                            from: plan.stages[*j].stage_name(*j),
+                            stage: plan_stage_name(st, plan),
+                        })
+                    }
+                },
+                Some(FromSource::Image(reference)) => conv.def.add(
+                    Op::Source(SourceOp::Image {
+                        reference: reference.clone(),
+                        platform: conv.opts.platform.clone(),
+                    }),
+                    Vec::new(),
+                    OpMeta {
+                        description: format!("FROM {reference}"),
+                        span: conv.span(i),
+                        hidden: false,
+                        stage: st.name.clone(),
+                    },
+                ),
+            };
+            inputs.push(input);
+            Ok((inputs.len() - 1) as u32)
+        };
+        let kind = match spec.kind {
+            MountType::Bind => MountKind::Bind {
+                input: input_of(self, &from)?,
+                source: normalize_path("/", source.as_deref().unwrap_or("/"), false),
+                readonly: spec.readonly.unwrap_or(true),
+            },
+            MountType::Cache => {
+                let target = absolute(target.as_deref().unwrap_or_default());
+                let seed = match &from {
+                    Some(_) => Some((
+                        input_of(self, &from)?,
+                        normalize_path("/", source.as_deref().unwrap_or("/"), false),
+                    )),
+                    None => None,
+                };
+                MountKind::Cache {
+                    id: id.clone().unwrap_or(target),
+                    sharing: match spec.sharing.as_deref() {
+                        Some("private") => CacheSharing::Private,
+                        Some("locked") => CacheSharing::Locked,
+                        _ => CacheSharing::Shared,
+                    },
+                    readonly: spec.readonly.unwrap_or(false),
+                    mode: spec.mode.unwrap_or(0o755),
+                    uid: spec.uid.unwrap_or(0),
+                    gid: spec.gid.unwrap_or(0),
+                    seed,
+                }
+            }
+            MountType::Tmpfs => MountKind::Tmpfs { size: spec.size },
+            MountType::Secret => {
+                let id = match (&id, &target) {
+                    (Some(id), _) => id.clone(),
+                    (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
+                    (None, None) => {
+                        return Err(ErrorKind::InvalidMount {
+                            value: value.to_string(),
+                            reason: "one of target or id is required for a secret".into(),
+                        })
+                    }
+                };
+                MountKind::Secret {
+                    id,
+                    required: spec.required.unwrap_or(false),
+                    mode: spec.mode.unwrap_or(0o400),
+                    uid: spec.uid.unwrap_or(0),
+                    gid: spec.gid.unwrap_or(0),
+                    env: spec.env.clone(),
+                }
+            }
+            MountType::Ssh => MountKind::Ssh {
+                id: id.clone().unwrap_or_else(|| "default".into()),
+                required: spec.required.unwrap_or(false),
+                mode: spec.mode.unwrap_or(0o600),
+                uid: spec.uid.unwrap_or(0),
+                gid: spec.gid.unwrap_or(0),
+            },
+        };
+        let target = match (&kind, &target) {
+            (_, Some(t)) => absolute(t),
+            (MountKind::Secret { id, .. }, None) => format!("/run/secrets/{id}"),
+            (_, None) => format!("/run/buildkit/ssh_agent.{n}"),
+        };
+        Ok(Mount { target, kind })
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod copy;
 mod dispatch;
+mod mounts;
 mod plan;
 mod state;
 #[cfg(test)]

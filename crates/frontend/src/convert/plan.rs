@@ -62,6 +62,8 @@ pub struct Cmd {
     /// An `ONBUILD` trigger inherited from the base stage.
     pub onbuild: bool,
     pub from: Option<FromSource>,
+    /// `RUN --mount … from=` of each mount, resolved (None: no `from`).
+    pub mount_froms: Vec<Option<FromSource>>,
 }
 
 /// StagePlan is a stage with its base resolved.
@@ -226,6 +228,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
                     instr: parse_trigger(trigger, from_i)?,
                     onbuild: true,
                     from: None,
+                    mount_froms: Vec::new(),
                 });
             }
         }
@@ -233,6 +236,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             instr: i.clone(),
             onbuild: false,
             from: None,
+            mount_froms: Vec::new(),
         }));
         let steps = commands.iter().filter(|cmd| is_step(&cmd.instr)).count();
         stages.push(StagePlan {
@@ -266,6 +270,22 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
     // build: a bad reference fails the build even in a stage the target does not need.
     let mut state_count = stages.len();
     for cmd in stages.iter_mut().flat_map(|s| s.commands.iter_mut()) {
+        if let InstructionKind::Run(r) = &cmd.instr.kind {
+            let mut froms = Vec::new();
+            for m in &r.flags.mounts {
+                let spec = super::mounts::parse_mount(m).map_err(|kind| at(&cmd.instr, kind))?;
+                let from = match &spec.from {
+                    Some(f) => Some(resolve_from(c, f, &names).map_err(|kind| at(&cmd.instr, kind))?),
+                    None => None,
+                };
+                if matches!(from, Some(FromSource::Image(_))) {
+                    state_count += 1;
+                }
+                froms.push(from);
+            }
+            cmd.mount_froms = froms;
+            continue;
+        }
         let InstructionKind::Copy(ci) = &cmd.instr.kind else {
             continue;
         };
@@ -281,8 +301,9 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         let mut d: Vec<usize> = s
             .commands
             .iter()
-            .filter_map(|c| match c.from {
-                Some(FromSource::Stage(j)) => Some(j),
+            .flat_map(|c| c.mount_froms.iter().chain(std::iter::once(&c.from)))
+            .filter_map(|f| match f {
+                Some(FromSource::Stage(j)) => Some(*j),
                 _ => None,
             })
             .collect();
@@ -339,6 +360,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
                     instr: parse_trigger(t, &stage.from)?,
                     onbuild: true,
                     from: None,
+                    mount_froms: Vec::new(),
                 });
             }
             stage.cmd_total += triggers.iter().filter(|c| is_step(&c.instr)).count();
