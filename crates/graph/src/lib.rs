@@ -230,6 +230,10 @@ pub struct OpMeta {
     /// (`--no-cache-filter`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// The build variables (ARG/ENV) the instruction used: those its words expanded,
+    /// or for RUN its whole environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vars: Vec<String>,
 }
 
 /// Node is an op with its inputs and metadata.

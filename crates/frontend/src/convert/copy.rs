@@ -153,6 +153,7 @@ impl Converter<'_> {
                     span: self.span(i),
                     hidden: false,
                     stage: st.name.clone(),
+                    vars: Vec::new(),
                 },
             ),
         };
@@ -195,6 +196,7 @@ impl Converter<'_> {
                     span: self.span(i),
                     hidden: true,
                     stage: st.name.clone(),
+                    vars: Vec::new(),
                 },
             );
             let idx = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
@@ -220,6 +222,7 @@ impl Converter<'_> {
                 span: self.span(i),
                 hidden: false,
                 stage: st.name.clone(),
+                vars: Vec::new(),
             },
         );
         let mut created_by = String::from(if spec.is_add { "ADD" } else { "COPY" });

@@ -61,6 +61,7 @@ impl Converter<'_> {
                 word: word.to_string(),
                 source,
             })?;
+        self.step_vars.extend(r.used.iter().cloned());
         st.used.extend(r.used);
         self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
         Ok(r.value)
@@ -350,6 +351,7 @@ impl Converter<'_> {
                     span: self.span(i),
                     hidden: false,
                     stage: st.name.clone(),
+                    vars: Vec::new(),
                 },
             );
         }
@@ -440,6 +442,7 @@ impl Converter<'_> {
                 span: self.span(i),
                 hidden: false,
                 stage: st.name.clone(),
+                vars: Vec::new(),
             },
         );
         let created_by = format!("RUN {} # buildkit", run_command_string(&args, st));
@@ -497,6 +500,7 @@ impl Converter<'_> {
                         span: conv.span(i),
                         hidden: false,
                         stage: st.name.clone(),
+                        vars: Vec::new(),
                     },
                 ),
             };

@@ -125,6 +125,7 @@ pub fn build_plan(dockerfile: &str, opts: &BuildOptions) -> Result<BuildPlan, Fr
         context: None,
         global: EnvList::default(),
         consumed: BTreeSet::new(),
+        step_vars: BTreeSet::new(),
     };
     let plan = plan::plan(&mut c, &df).map_err(locate)?;
     let (image, root, target_stage) = c.run(&plan).map_err(locate)?;
@@ -185,6 +186,8 @@ pub(crate) struct Converter<'a> {
     pub global: EnvList,
     /// Build arg names some ARG declared.
     pub consumed: BTreeSet<String>,
+    /// Variables the instruction being lowered expanded (recorded on its op).
+    pub step_vars: BTreeSet<String>,
 }
 
 impl Converter<'_> {
@@ -214,6 +217,7 @@ impl Converter<'_> {
                 span: None,
                 hidden: true,
                 stage: None,
+                vars: Vec::new(),
             },
         );
         self.context = Some(input.clone());
@@ -238,8 +242,26 @@ impl Converter<'_> {
                 } else {
                     (cmd.instr.start_line, cmd.instr.end_line)
                 };
+                self.step_vars.clear();
+                let before = st.fs.clone();
                 self.dispatch(&mut st, cmd, &done, plan)
                     .map_err(|k| SyntaxError::at(lines.0, lines.1, k))?;
+                // The variables a step used, on its op (not hashed: the expanded values
+                // already are). RUN sees its whole environment.
+                if st.fs != before {
+                    let vars: Vec<String> = if matches!(cmd.instr.kind, crate::syntax::InstructionKind::Run(_)) {
+                        st.env
+                            .to_strings()
+                            .iter()
+                            .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_string()))
+                            .collect()
+                    } else {
+                        self.step_vars.iter().cloned().collect()
+                    };
+                    if let Some(n) = self.def.nodes.get_mut(&st.fs.op) {
+                        n.meta.vars = vars;
+                    }
+                }
             }
             done[i] = Some(st);
         }
@@ -292,6 +314,7 @@ impl Converter<'_> {
                         span: None,
                         hidden: true,
                         stage: None,
+                        vars: Vec::new(),
                     },
                 );
                 let mut image = empty_image(&self.opts.platform);
@@ -315,6 +338,7 @@ impl Converter<'_> {
                         span: self.span(&stage.from),
                         hidden: false,
                         stage: stage.name.as_ref().map(|n| n.to_ascii_lowercase()),
+                        vars: Vec::new(),
                     },
                 );
                 let image = match resolved {
