@@ -679,3 +679,73 @@ fn run_mounts_bind_cache_tmpfs_and_heredoc_scripts() {
         "{err}"
     );
 }
+
+/// `path mode uid/gid size` for every entry under `root`, sorted (file contents by size,
+/// symlinks by target).
+fn listing(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        let md = e.path().symlink_metadata().unwrap();
+        let extra = if md.file_type().is_symlink() {
+            std::fs::read_link(e.path()).unwrap().display().to_string()
+        } else if md.is_file() {
+            format!(
+                "{:x}",
+                <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(e.path()).unwrap())
+            )
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} {:o} {}/{} {extra}",
+            e.path().strip_prefix(root).unwrap().display(),
+            md.mode() & 0o7777,
+            md.uid(),
+            md.gid()
+        ));
+    }
+    out
+}
+
+#[test]
+fn snapshots_made_from_a_steps_tree_equal_unpacked_layers() {
+    if !root_sandbox() {
+        return;
+    }
+    for snapshotter in ["overlay", "copy"] {
+        let k = kiln();
+        let Some(base) = busybox_base(&k) else { return };
+        let out = tempfile::tempdir().unwrap();
+        let rootfs = out.path().join("rootfs");
+        // The last step's tree, as the snapshotter kept it for the next step...
+        build_plain(
+            &k,
+            &format!("FROM {base}\n{CHANGES}RUN echo last > /tmp/last\n"),
+            &[
+                "--snapshotter",
+                snapshotter,
+                "-o",
+                &format!("type=local,dest={}", rootfs.display()),
+            ],
+        );
+        let snaps = k.root().join("snapshots-v1");
+        // The final chain's tree is the one with the last step's file.
+        let newest = std::fs::read_dir(&snaps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("tmp/last").exists())
+            .expect("the last step's tree was kept as a snapshot");
+        // ...equals the tree unpacked from the layers (`-o type=local`).
+        let (a, b) = (listing(&newest), listing(&rootfs));
+        let only_a: Vec<&String> = a.iter().filter(|x| !b.contains(x)).collect();
+        let only_b: Vec<&String> = b.iter().filter(|x| !a.contains(x)).collect();
+        assert!(
+            only_a.is_empty() && only_b.is_empty(),
+            "{snapshotter}: only in the snapshot {only_a:#?}\nonly unpacked {only_b:#?}"
+        );
+        assert!(a.iter().any(|x| x.starts_with("tmp/last ")));
+    }
+}

@@ -7,7 +7,7 @@
 //! fresh upper directory; the upper becomes the step's layer.
 
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_cache::{ContentStore, KilnRoot};
@@ -137,6 +137,7 @@ impl Snapshots {
             parent: parent.to_vec(),
             owners: OwnerOverrides::new(),
             overlay_upper: false,
+            snaps: self.clone(),
         })
     }
 }
@@ -151,6 +152,7 @@ pub struct ActiveSnapshot {
     pub owners: OwnerOverrides,
     /// The upper was written through an overlay mount (whiteouts are device nodes).
     pub overlay_upper: bool,
+    snaps: Snapshots,
 }
 
 impl ActiveSnapshot {
@@ -186,13 +188,147 @@ impl ActiveSnapshot {
         clamp_mtime: Option<i64>,
         compression: Compression,
     ) -> Result<Layer, SnapshotError> {
+        let has_owner_overrides = !self.owners.is_empty();
         let opts = TarOptions {
             clamp_mtime,
             owners: std::mem::take(&mut self.owners),
             overlay_upper: self.overlay_upper,
         };
-        write_layer(self.upper.path(), content, &opts, compression)
+        let layer = write_layer(self.upper.path(), content, &opts, compression)?;
+        // The new chain's tree, made from the parent's and this upper instead of
+        // unpacking the blob again (the upper is thrown away next). Owners that exist
+        // only in the layer (rootless) need the blob, so they skip this.
+        if !has_owner_overrides {
+            self.snaps.adopt_upper(
+                &self.parent,
+                &layer,
+                self.lower.as_deref(),
+                self.upper.path(),
+                self.overlay_upper,
+            );
+        }
+        Ok(layer)
     }
+}
+
+impl Snapshots {
+    fn chain_dir(&self, parent: &[Layer], layer: &Layer) -> PathBuf {
+        let mut ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
+        ids.push(layer.diff_id.clone());
+        self.dir.join(chain_id(&ids).expect("non-empty").hex())
+    }
+
+    /// Records `tree` (a complete root file system equal to `parent + layer`) as the
+    /// chain's snapshot, by renaming it. Best effort: on failure the snapshot is made
+    /// from blobs when first needed.
+    pub fn adopt_tree(&self, parent: &[Layer], layer: &Layer, tree: &Path) {
+        let target = self.chain_dir(parent, layer);
+        if !target.exists() {
+            let _ = std::fs::rename(tree, &target);
+        }
+    }
+
+    /// Makes the snapshot of `parent + layer` from the parent's tree and the step's
+    /// `upper` directory (moving its entries). Best effort, as [`Self::adopt_tree`].
+    fn adopt_upper(&self, parent: &[Layer], layer: &Layer, lower: Option<&Path>, upper: &Path, overlay: bool) {
+        let target = self.chain_dir(parent, layer);
+        if target.exists() {
+            return;
+        }
+        let Ok(work) = self.temp_dir("adopt-") else { return };
+        let tree = work.path().join("fs");
+        let made = match lower {
+            Some(l) => hardlink_tree(l, &tree),
+            None => std::fs::create_dir(&tree),
+        };
+        if made.is_err() || merge_upper(upper, &tree, overlay).is_err() {
+            return;
+        }
+        // The root directory's own attributes come from the layer's view: the upper's.
+        if let Ok(md) = std::fs::symlink_metadata(upper) {
+            if lower.is_none() {
+                let _ = std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+            }
+        }
+        let _ = std::fs::rename(&tree, &target);
+    }
+}
+
+/// Moves everything in `upper` onto `tree`, as applying the layer made from it would:
+/// files replace files, whiteouts (0/0 character devices) delete, opaque directories
+/// replace the directory's contents, directories take the upper's metadata.
+fn merge_upper(upper: &Path, tree: &Path, overlay: bool) -> io::Result<()> {
+    let mut names: Vec<_> = std::fs::read_dir(upper)?.collect::<Result<Vec<_>, _>>()?;
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        let from = e.path();
+        let to = tree.join(e.file_name());
+        let md = std::fs::symlink_metadata(&from)?;
+        let ft = md.file_type();
+        let existing = std::fs::symlink_metadata(&to).ok();
+        if overlay && ft.is_char_device() && md.rdev() == 0 {
+            match existing {
+                Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
+                Some(_) => std::fs::remove_file(&to)?,
+                None => {}
+            }
+            continue;
+        }
+        if ft.is_dir() {
+            let opaque = overlay && crate::tarw::is_opaque(&from);
+            match existing {
+                Some(m) if m.is_dir() && !opaque => {
+                    merge_upper(&from, &to, overlay)?;
+                    copy_dir_meta(&md, &to)?;
+                    continue;
+                }
+                Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
+                Some(_) => std::fs::remove_file(&to)?,
+                None => {}
+            }
+            std::fs::rename(&from, &to)?;
+            strip_overlay_xattrs(&to, overlay);
+            continue;
+        }
+        match existing {
+            Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
+            Some(_) => std::fs::remove_file(&to)?,
+            None => {}
+        }
+        std::fs::rename(&from, &to)?;
+        strip_overlay_xattrs(&to, overlay);
+    }
+    Ok(())
+}
+
+/// Overlay's private xattrs (opaque and origin marks) on moved entries have no meaning
+/// in a plain tree, which may later be an overlay lower itself.
+fn strip_overlay_xattrs(path: &Path, overlay: bool) {
+    if !overlay {
+        return;
+    }
+    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
+        let p = e.path();
+        let mut names = vec![0u8; 4096];
+        let Ok(n) = rustix::fs::llistxattr(p, &mut names) else {
+            continue;
+        };
+        for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
+            if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") {
+                if let Ok(k) = std::ffi::CString::new(key) {
+                    let _ = rustix::fs::lremovexattr(p, k.as_c_str());
+                }
+            }
+        }
+    }
+}
+
+fn copy_dir_meta(md: &std::fs::Metadata, to: &Path) -> io::Result<()> {
+    if crate::ids::can_chown() {
+        std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
+    }
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    set_mtime(to, md.mtime())
 }
 
 /// Clones the tree at `src` into `dst`: directories are recreated with their metadata,

@@ -174,9 +174,12 @@ impl Worker {
         let layer = match cloned {
             Some(c) => {
                 let opts = TarOptions::default();
-                kiln_snapshotter::write_layer_from(&upper, &self.root.content(), self.compression, |w| {
+                let layer = kiln_snapshotter::write_layer_from(&upper, &self.root.content(), self.compression, |w| {
                     c.write_diff(parent_tree.as_deref(), w, &opts).map(drop)
-                })?
+                })?;
+                // The clone is the new chain's whole tree: keep it as its snapshot.
+                self.snapshots.adopt_tree(parent, &layer, &upper);
+                layer
             }
             None => {
                 snap.overlay_upper = true;
