@@ -371,9 +371,14 @@ impl Converter<'_> {
     ) -> Result<(), ErrorKind> {
         let mut inputs = vec![st.fs.clone()];
         let mut mounts = Vec::new();
+        let mut ssh_count = 0;
         for (n, value) in r.flags.mounts.iter().enumerate() {
             let from = cmd.mount_froms.get(n).cloned().flatten();
-            mounts.push(self.lower_mount(st, i, value, from, done, plan, &mut inputs, n)?);
+            let m = self.lower_mount(st, i, value, from, done, plan, &mut inputs, ssh_count)?;
+            if matches!(m.kind, MountKind::Ssh { .. }) {
+                ssh_count += 1;
+            }
+            mounts.push(m);
         }
         match r.flags.security.as_deref() {
             None | Some("sandbox") => {}
@@ -463,7 +468,7 @@ impl Converter<'_> {
         done: &[Option<StageState>],
         plan: &Plan,
         inputs: &mut Vec<Input>,
-        n: usize,
+        ssh_index: usize,
     ) -> Result<Mount, ErrorKind> {
         use super::mounts::{parse_mount, MountType};
         use super::plan::FromSource;
@@ -568,7 +573,8 @@ impl Converter<'_> {
         let target = match (&kind, &target) {
             (_, Some(t)) => absolute(t),
             (MountKind::Secret { id, .. }, None) => format!("/run/secrets/{id}"),
-            (_, None) => format!("/run/buildkit/ssh_agent.{n}"),
+            // BuildKit numbers the step's SSH mounts from 0.
+            (_, None) => format!("/run/buildkit/ssh_agent.{ssh_index}"),
         };
         Ok(Mount { target, kind })
     }
