@@ -99,6 +99,14 @@ fn from_registry_image_adds_one_layer() {
         stderr.contains(&format!("FROM {}/busybox:1@sha256:", reg.host)),
         "{stderr}"
     );
+    // The pull shows its transfer as BuildKit does: `sha256:… 1.06MB / 1.06MB`.
+    let base_layer = base_info["Layers"][0].as_str().unwrap().to_string();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(&base_layer) && l.contains(" / ") && l.ends_with("MB")),
+        "no transfer progress for {base_layer}:\n{stderr}"
+    );
     let info = skopeo_inspect(&format!("oci-archive:{}", archive.display()), false).unwrap();
     let base_layers = base_info["Layers"].as_array().unwrap();
     let layers = info["Layers"].as_array().unwrap();

@@ -383,11 +383,30 @@ impl Client {
 
     /// Makes the blob present in `store`, downloading it if missing.
     pub fn fetch_blob(&self, r: &Reference, d: &Descriptor, store: &ContentStore) -> Result<(), RegistryError> {
+        self.fetch_blob_progress(r, d, store, &mut |_| {})
+    }
+
+    /// [`Self::fetch_blob`], telling `progress` how many bytes have arrived (about
+    /// every 200 ms, and at the end).
+    pub fn fetch_blob_progress(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        store: &ContentStore,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), RegistryError> {
         if store.has(&d.digest) {
             return Ok(());
         }
-        let mut w = io::BufWriter::with_capacity(1 << 20, store.writer()?);
-        self.read_blob(r, d, &mut w)?;
+        let mut counting = Counting {
+            inner: io::BufWriter::with_capacity(1 << 20, store.writer()?),
+            n: 0,
+            last: std::time::Instant::now(),
+            progress,
+        };
+        self.read_blob(r, d, &mut counting)?;
+        (counting.progress)(counting.n);
+        let w = counting.inner;
         let w = w.into_inner().map_err(|e| RegistryError::Transport {
             reference: r.to_string(),
             message: e.to_string(),
@@ -395,6 +414,30 @@ impl Client {
         // The temp file is removed on error; nothing half-written is stored.
         w.commit(Some(&d.digest))?;
         Ok(())
+    }
+}
+
+/// A writer that reports how much went through it.
+struct Counting<'a, W: Write> {
+    inner: W,
+    n: u64,
+    last: std::time::Instant,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        if self.last.elapsed() >= std::time::Duration::from_millis(200) {
+            self.last = std::time::Instant::now();
+            (self.progress)(self.n);
+        }
+        Ok(k)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

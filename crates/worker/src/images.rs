@@ -135,6 +135,16 @@ impl ImageSource {
     /// Resolves and fetches every missing layer; tags the image in the local store
     /// under its tag (so the next build, or `--pull=never`, finds it there).
     pub fn pull(&self, reference: &str, platform: &Platform) -> Result<(BaseImage, Vec<Layer>), WorkerError> {
+        self.pull_progress(reference, platform, &mut |_, _, _| {})
+    }
+
+    /// [`Self::pull`], telling `progress` (blob, bytes so far, size) as layers arrive.
+    pub fn pull_progress(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        progress: &mut dyn FnMut(&Descriptor, u64, u64),
+    ) -> Result<(BaseImage, Vec<Layer>), WorkerError> {
         let img = self.resolve(reference, platform)?;
         let m = &img.parsed;
         if img.config.rootfs.diff_ids.len() != m.layers.len() {
@@ -149,7 +159,9 @@ impl ImageSource {
         for (desc, diff_id) in m.layers.iter().zip(&img.config.rootfs.diff_ids) {
             if !content.has(&desc.digest) {
                 match (&self.client, self.policy) {
-                    (Some(c), PullPolicy::Missing | PullPolicy::Always) => c.fetch_blob(&img.pinned, desc, &content)?,
+                    (Some(c), PullPolicy::Missing | PullPolicy::Always) => {
+                        c.fetch_blob_progress(&img.pinned, desc, &content, &mut |n| progress(desc, n, desc.size))?
+                    }
                     _ => return Err(WorkerError::NotLocal(img.pinned.to_string())),
                 }
             }

@@ -88,6 +88,17 @@ fn tail_text(tail: &[String]) -> String {
     s
 }
 
+/// `1.05MB`, as BuildKit's progress prints sizes.
+fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    match n {
+        0..1_000 => format!("{n}B"),
+        1_000..1_000_000 => format!("{:.2}kB", f / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2}MB", f / 1e6),
+        _ => format!("{:.2}GB", f / 1e9),
+    }
+}
+
 /// BaseResolver answers the frontend's base-image questions through an [`ImageSource`].
 #[derive(Debug)]
 pub struct BaseResolver {
@@ -192,7 +203,7 @@ impl Worker {
         &self.snapshots
     }
 
-    fn source(&self, op: &SourceOp) -> Result<Value, WorkerError> {
+    fn source(&self, op: &SourceOp, log: &VertexLog<'_>) -> Result<Value, WorkerError> {
         match op {
             SourceOp::Scratch => Ok(Value::Fs(Arc::new(Vec::new()))),
             SourceOp::Local { name, exclude, .. } => {
@@ -207,16 +218,24 @@ impl Worker {
                     ignore: Arc::new(ignore),
                 })
             }
-            SourceOp::Image { reference, platform } => self.pull(reference, platform),
+            SourceOp::Image { reference, platform } => self.pull(reference, platform, log),
         }
     }
 
     /// Pulls a base image (or finds it locally) and returns its layer chain.
-    fn pull(&self, reference: &str, platform: &kiln_image::Platform) -> Result<Value, WorkerError> {
+    fn pull(
+        &self,
+        reference: &str,
+        platform: &kiln_image::Platform,
+        log: &VertexLog<'_>,
+    ) -> Result<Value, WorkerError> {
         let Some(images) = &self.images else {
             return Err(WorkerError::NotLocal(reference.to_string()));
         };
-        let (_, layers) = images.pull(reference, platform)?;
+        // BuildKit's transfer lines: `sha256:… 1.05MB / 2.81MB`.
+        let (_, layers) = images.pull_progress(reference, platform, &mut |d, n, size| {
+            log.line(format!("{} {} / {}", d.digest, human_bytes(n), human_bytes(size)))
+        })?;
         Ok(Value::Fs(Arc::new(layers)))
     }
 
@@ -322,7 +341,7 @@ impl OpRunner for Worker {
         log: &VertexLog<'_>,
     ) -> Result<Value, WorkerError> {
         match &node.op {
-            Op::Source(s) => self.source(s),
+            Op::Source(s) => self.source(s, log),
             Op::File(f) => self.file(f, &inputs),
             Op::Exec(e) => self.exec(e, &inputs, log),
         }
