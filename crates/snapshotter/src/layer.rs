@@ -4,11 +4,11 @@
 use std::io::{self, Write};
 use std::path::Path;
 
-use flate2::write::GzEncoder;
 use kiln_cache::ContentStore;
 use kiln_image::{media_types, Descriptor, Digest, Sha256Writer};
 use serde::{Deserialize, Serialize};
 
+use crate::pgzip::ParGzWriter;
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
@@ -53,8 +53,9 @@ pub fn write_layer_from(
     };
     let (diff_id, blob, media_type) = match compression {
         Compression::Gzip => {
-            // Level 6 like Go's default; flate2's output is deterministic for a given input.
-            let gz = GzEncoder::new(io::BufWriter::with_capacity(1 << 20, blob), flate2::Compression::new(6));
+            // Level 6 like Go's default, compressed on all cores in fixed 1 MiB chunks:
+            // the output depends only on the input.
+            let gz = ParGzWriter::new(io::BufWriter::with_capacity(1 << 20, blob), 6).map_err(ctx)?;
             let mut hashing = Sha256Writer::new(gz);
             tar(&mut hashing).map_err(ctx)?;
             let (diff_id, _, gz) = hashing.finish();

@@ -7,6 +7,7 @@ pub mod diff;
 mod error;
 pub mod ids;
 pub mod layer;
+pub mod pgzip;
 mod snapshots;
 pub mod tarw;
 
