@@ -341,6 +341,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .map(|s| parse_cache_from(s))
         .collect::<Result<Vec<_>>>()?;
     let t0 = Instant::now();
+    let resolver = std::sync::Arc::new(kiln_worker::BaseResolver::new(images.clone()));
     let opts = kiln_frontend::BuildOptions {
         dockerfile_name: inputs.dockerfile_name.clone(),
         build_args,
@@ -349,9 +350,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         build_platform: host,
         labels,
         ignore_patterns: inputs.ignore.clone(),
-        resolver: Some(std::sync::Arc::new(kiln_worker::BaseResolver {
-            source: images.clone(),
-        })),
+        resolver: Some(resolver.clone()),
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1)
@@ -364,6 +363,20 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         &[format!("transferring dockerfile: {}B done", inputs.dockerfile.len())],
         t0.elapsed(),
     );
+    let resolved = std::mem::take(&mut *resolver.resolved.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut shown_once = std::collections::BTreeSet::new();
+    for (reference, took) in resolved {
+        if !shown_once.insert(reference.clone()) {
+            continue;
+        }
+        let shown = kiln_image::Reference::parse(&reference).map_or(reference.clone(), |r| r.to_string());
+        progress.internal(
+            solver.allocate_vertex(),
+            &format!("[internal] load metadata for {shown}"),
+            &[],
+            took,
+        );
+    }
     for w in &plan.warnings {
         eprintln!("WARN: {w}");
     }
@@ -438,7 +451,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     if checked > 0 {
         progress.internal(
             solver.allocate_vertex(),
-            "[internal] checksum build context",
+            "[internal] load build context",
             &[format!("{checked} files checked, {hashed} read")],
             Duration::ZERO,
         );

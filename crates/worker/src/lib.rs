@@ -103,6 +103,17 @@ fn human_bytes(n: u64) -> String {
 #[derive(Debug)]
 pub struct BaseResolver {
     pub source: Arc<ImageSource>,
+    /// Each reference resolved and how long it took (BuildKit's `load metadata for` steps).
+    pub resolved: std::sync::Mutex<Vec<(String, std::time::Duration)>>,
+}
+
+impl BaseResolver {
+    pub fn new(source: Arc<ImageSource>) -> Self {
+        BaseResolver {
+            source,
+            resolved: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl kiln_frontend::ImageResolver for BaseResolver {
@@ -111,7 +122,11 @@ impl kiln_frontend::ImageResolver for BaseResolver {
         reference: &str,
         platform: &kiln_image::Platform,
     ) -> Result<kiln_frontend::ResolvedImage, String> {
+        let t0 = std::time::Instant::now();
         let img = self.source.resolve(reference, platform).map_err(|e| e.to_string())?;
+        if let Ok(mut r) = self.resolved.lock() {
+            r.push((reference.to_string(), t0.elapsed()));
+        }
         Ok(kiln_frontend::ResolvedImage {
             reference: img.pinned.to_string(),
             config: img.config,
