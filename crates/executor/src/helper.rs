@@ -215,7 +215,7 @@ fn mount_overlay(spec: &ExecSpec) {
         r.upper.display(),
         r.work.display()
     );
-    if sys::getuid() != 0 || !is_initial_userns() {
+    if sys::getuid() != 0 || !kiln_snapshotter::ids::initial_userns() {
         // In a user namespace: overlay's xattrs in the user.* namespace ("off" would still
         // follow redirects when the module says so, which userxattr forbids).
         opts.push_str(",userxattr,redirect_dir=nofollow,metacopy=off");
@@ -225,12 +225,6 @@ fn mount_overlay(spec: &ExecSpec) {
     let data = sys::cstr(&opts).or_fail(|| "overlay options".into());
     sys::mount(Some(c"overlay"), &r.target, Some(c"overlay"), 0, Some(&data))
         .or_fail(|| format!("cannot mount the overlay ({opts})"));
-}
-
-fn is_initial_userns() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
-        .unwrap_or(true)
 }
 
 fn ensure_dir(p: &Path, mode: u32) {
@@ -305,7 +299,7 @@ fn mount_dev(devs: &[(&str, libc::c_int)]) {
     }
     let pts = dev.join("pts");
     ensure_dir(&pts, 0o755);
-    let ptsopts = if is_initial_userns() {
+    let ptsopts = if kiln_snapshotter::ids::initial_userns() {
         c"newinstance,ptmxmode=0666,mode=0620,gid=5"
     } else {
         c"newinstance,ptmxmode=0666,mode=0620"

@@ -6,8 +6,6 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::io::{BufRead, BufReader};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,7 +56,7 @@ impl OciRuntime {
             return Err(format!("--runtime {name}: `{}` does not exist", binary.display()));
         }
         // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 || crate::userns::mapped_ids() != u64::from(u32::MAX) {
+        if unsafe { libc::geteuid() } != 0 || !kiln_snapshotter::ids::initial_userns() {
             return Err(format!(
                 "--runtime {name} needs root; rootless builds use the built-in sandbox (leave --runtime out)"
             ));
@@ -131,16 +129,6 @@ impl OciRuntime {
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 impl Executor for OciRuntime {
     fn run(
         &self,
@@ -186,7 +174,7 @@ impl Executor for OciRuntime {
         let c_target =
             CString::new(r.target.display().to_string()).map_err(|_| ExecError::Setup("NUL in a path".into()))?;
 
-        let (out_r, out_w) = pipe()?;
+        let (out_r, out_w) = crate::sys::pipe()?;
         let mut cmd = Command::new(&self.binary);
         cmd.args(["run", "--bundle"])
             .arg(&bundle)
@@ -242,17 +230,7 @@ impl Executor for OciRuntime {
                 .stderr(Stdio::null())
                 .status();
         }));
-        let mut reader = BufReader::new(std::fs::File::from(out_r));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let line = line.trim_end_matches(['\n', '\r']);
-            output(line.rsplit('\r').next().unwrap_or(line));
-        }
+        crate::sys::stream_lines(out_r, output)?;
         let status = child.wait()?;
         // The container is gone when `run` returns; make sure its state is too.
         let _ = Command::new(&self.binary)

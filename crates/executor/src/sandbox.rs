@@ -2,8 +2,7 @@
 //! the step's output and collects its exit code.
 #![allow(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -33,16 +32,6 @@ impl Sandbox {
     }
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 impl Executor for Sandbox {
     fn run(
         &self,
@@ -58,8 +47,8 @@ impl Executor for Sandbox {
             .ok_or_else(|| ExecError::Setup("root file system target has no parent".into()))?;
         std::fs::write(&state, serde_json::to_vec(spec).map_err(std::io::Error::other)?)?;
 
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        let (out_r, out_w) = crate::sys::pipe()?;
+        let (err_r, err_w) = crate::sys::pipe()?;
         let err_w_raw = std::os::fd::AsRawFd::as_raw_fd(&err_w);
         let mut cmd = Command::new(&self.helper);
         cmd.arg(HELPER_ARG)
@@ -97,19 +86,7 @@ impl Executor for Sandbox {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }));
-        let mut reader = BufReader::new(std::fs::File::from(out_r));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf)? == 0 {
-                break;
-            }
-            let line = String::from_utf8_lossy(&buf);
-            let line = line.trim_end_matches(['\n', '\r']);
-            // A carriage return redraws a line (progress bars): show the last state.
-            let line = line.rsplit('\r').next().unwrap_or(line);
-            output(line);
-        }
+        crate::sys::stream_lines(out_r, output)?;
         let mut err = Vec::new();
         std::fs::File::from(err_r).read_to_end(&mut err)?;
         let status = child.wait();

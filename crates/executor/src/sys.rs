@@ -279,3 +279,35 @@ pub fn exit(code: i32) -> ! {
     // SAFETY: ends the process without running atexit handlers (fork child).
     unsafe { libc::_exit(code) }
 }
+
+/// A pipe whose ends are closed on exec.
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid out array of two ints.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+/// Passes each line read from `from` to `output` until end of file. A carriage return
+/// redraws a line (progress bars): the last state is what is shown.
+pub fn stream_lines(from: std::os::fd::OwnedFd, output: &mut dyn FnMut(&str)) -> io::Result<()> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(std::fs::File::from(from));
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        output(line.rsplit('\r').next().unwrap_or(line));
+    }
+}

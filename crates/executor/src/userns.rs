@@ -35,17 +35,6 @@ pub fn subid_range(file: &Path, name: &str, id: u32) -> Option<IdRange> {
     })
 }
 
-/// How many ids the current user namespace maps (4294967295 in the initial one).
-pub fn mapped_ids() -> u64 {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| {
-            m.lines()
-                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Whether this process runs in kiln's single-id user namespace.
 pub fn single_id() -> bool {
     std::env::var(USERNS_ENV).is_ok_and(|v| v == "single")

@@ -17,6 +17,11 @@ fn mapped_ids() -> u64 {
     })
 }
 
+/// Whether this process is in the initial user namespace (every id mapped to itself).
+pub fn initial_userns() -> bool {
+    mapped_ids() == u64::from(u32::MAX)
+}
+
 /// Whether files can be given the owners a layer records: root with more than a
 /// single id mapped (in a single-id namespace every chown to another id fails).
 pub fn can_chown() -> bool {
@@ -25,5 +30,5 @@ pub fn can_chown() -> bool {
 
 /// Whether device nodes can be created: only root of the initial user namespace.
 pub fn can_mknod() -> bool {
-    rustix::process::geteuid().is_root() && mapped_ids() == u64::from(u32::MAX)
+    rustix::process::geteuid().is_root() && initial_userns()
 }

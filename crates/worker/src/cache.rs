@@ -5,7 +5,6 @@
 //! cache records (a step's layer chain by cache key).
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -177,17 +176,9 @@ fn hash_file(p: &Path) -> Result<String, WorkerError> {
         path: p.to_path_buf(),
         source,
     };
-    let mut f = std::fs::File::open(p).map_err(io)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    let mut w = kiln_image::Sha256Writer::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(p).map_err(io)?, &mut w).map_err(io)?;
+    Ok(w.finish().0.hex().to_string())
 }
 
 impl Worker {

@@ -79,30 +79,7 @@ impl<'a> FileWriter<'a> {
     /// Runs one COPY action from `src`.
     pub fn copy(&mut self, action: &CopyAction, src: &SourceTree<'_>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(&action.chown)?;
-        let pattern = clean_abs(&action.src);
-        let matches = if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
-            let found = expand_glob(src, &pattern)?;
-            if found.is_empty() && !action.allow_empty_wildcard {
-                return Err(WorkerError::SourceNotFound {
-                    path: action.src.clone(),
-                    source_label: src.label.clone(),
-                });
-            }
-            found
-        } else {
-            let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
-                path: action.src.clone(),
-                reason,
-            })?;
-            let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
-            if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
-                return Err(WorkerError::SourceNotFound {
-                    path: action.src.clone(),
-                    source_label: src.label.clone(),
-                });
-            }
-            vec![rel]
-        };
+        let matches = matching(action, src)?;
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
         for rel in matches {
@@ -400,6 +377,33 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, Wor
     Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
 }
 
+/// The sources `action` names in `src` (globs expanded), relative to its root.
+fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<PathBuf>, WorkerError> {
+    let pattern = clean_abs(&action.src);
+    if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
+        let found = expand_glob(src, &pattern)?;
+        if found.is_empty() && !action.allow_empty_wildcard {
+            return Err(WorkerError::SourceNotFound {
+                path: action.src.clone(),
+                source_label: src.label.clone(),
+            });
+        }
+        return Ok(found);
+    }
+    let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
+        path: action.src.clone(),
+        reason,
+    })?;
+    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
+    if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
+        return Err(WorkerError::SourceNotFound {
+            path: action.src.clone(),
+            source_label: src.label.clone(),
+        });
+    }
+    Ok(vec![rel])
+}
+
 /// One file system object a COPY from the build context would read.
 pub struct Selected {
     /// Path relative to the source root.
@@ -412,30 +416,7 @@ pub struct Selected {
 /// Everything `action` would copy from `src`, in copy order: the same matching,
 /// ignore rules and walk as [`FileWriter::copy`], without writing anything.
 pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>, WorkerError> {
-    let pattern = clean_abs(&action.src);
-    let matches = if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
-        let found = expand_glob(src, &pattern)?;
-        if found.is_empty() && !action.allow_empty_wildcard {
-            return Err(WorkerError::SourceNotFound {
-                path: action.src.clone(),
-                source_label: src.label.clone(),
-            });
-        }
-        found
-    } else {
-        let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
-            path: action.src.clone(),
-            reason,
-        })?;
-        let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
-        if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
-            return Err(WorkerError::SourceNotFound {
-                path: action.src.clone(),
-                source_label: src.label.clone(),
-            });
-        }
-        vec![rel]
-    };
+    let matches = matching(action, src)?;
     let mut out = Vec::new();
     for rel in matches {
         select_entry(src, &rel, true, &mut out)?;

@@ -130,33 +130,7 @@ impl Converter<'_> {
             heredocs.push((h.name.clone(), data));
         }
 
-        let src_input = match &cmd.from {
-            None => self.context(),
-            Some(FromSource::Stage(j)) => match done.get(*j).and_then(Option::as_ref) {
-                Some(s) => s.fs.clone(),
-                None => {
-                    return Err(ErrorKind::StageNotDefinedYet {
-                        from: plan.stages[*j].stage_name(*j),
-                        stage: plan_stage_name(st, plan),
-                    })
-                }
-            },
-            Some(FromSource::Image(reference)) => self.def.add(
-                Op::Source(SourceOp::Image {
-                    reference: reference.clone(),
-                    // BuildKit resolves a `--from` image for the target platform.
-                    platform: self.opts.platform.clone(),
-                }),
-                Vec::new(),
-                OpMeta {
-                    description: format!("FROM {reference}"),
-                    span: self.span(i),
-                    hidden: false,
-                    stage: st.name.clone(),
-                    vars: Vec::new(),
-                },
-            ),
-        };
+        let src_input = self.input_for_from(st, i, &cmd.from, done, plan)?;
 
         let dest = normalize_path(&st.dir, &dest_written, true);
         let dest_is_dir = dest.ends_with('/') || sources.len() + heredocs.len() > 1;
@@ -261,6 +235,47 @@ impl Converter<'_> {
         st.used.extend(r.used);
         self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
         Ok(r.value)
+    }
+}
+
+impl Converter<'_> {
+    /// The input a `--from` names: the build context (none), an earlier stage, or an
+    /// image source op.
+    pub(super) fn input_for_from(
+        &mut self,
+        st: &StageState,
+        i: &crate::syntax::Instruction,
+        from: &Option<FromSource>,
+        done: &[Option<StageState>],
+        plan: &Plan,
+    ) -> Result<Input, ErrorKind> {
+        Ok(match from {
+            None => self.context(),
+            Some(FromSource::Stage(j)) => match done.get(*j).and_then(Option::as_ref) {
+                Some(s) => s.fs.clone(),
+                None => {
+                    return Err(ErrorKind::StageNotDefinedYet {
+                        from: plan.stages[*j].stage_name(*j),
+                        stage: plan_stage_name(st, plan),
+                    })
+                }
+            },
+            Some(FromSource::Image(reference)) => self.def.add(
+                Op::Source(SourceOp::Image {
+                    reference: reference.clone(),
+                    // BuildKit resolves a `--from` image for the target platform.
+                    platform: self.opts.platform.clone(),
+                }),
+                Vec::new(),
+                OpMeta {
+                    description: format!("FROM {reference}"),
+                    span: self.span(i),
+                    hidden: false,
+                    stage: st.name.clone(),
+                    vars: Vec::new(),
+                },
+            ),
+        })
     }
 }
 

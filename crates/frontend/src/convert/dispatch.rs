@@ -14,9 +14,7 @@
 //! - CMD sets `ArgsEscaped`; ENTRYPOINT clears a CMD inherited from the base unless
 //!   this stage set CMD before it.
 
-use kiln_graph::{
-    CacheSharing, ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, OpMeta, SourceOp,
-};
+use kiln_graph::{CacheSharing, ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, OpMeta};
 use kiln_image::{Empty, HealthConfig, History};
 
 use crate::error::ErrorKind;
@@ -25,7 +23,6 @@ use crate::shell::Env;
 use crate::syntax::scan::{chomp_heredoc_content, parse_heredoc};
 use crate::syntax::{Command, HealthTest, Instruction, InstructionKind, RunInstr};
 
-use super::copy::plan_stage_name;
 use super::plan::{Cmd, Plan};
 use super::state::normalize_path;
 use super::state::{
@@ -483,32 +480,7 @@ impl Converter<'_> {
         // A relative target is relative to the working directory.
         let absolute = |t: &str| normalize_path(&st.dir, t, false);
         let mut input_of = |conv: &mut Self, from: &Option<FromSource>| -> Result<u32, ErrorKind> {
-            let input = match from {
-                None => conv.context(),
-                Some(FromSource::Stage(j)) => match done.get(*j).and_then(Option::as_ref) {
-                    Some(s) => s.fs.clone(),
-                    None => {
-                        return Err(ErrorKind::StageNotDefinedYet {
-                            from: plan.stages[*j].stage_name(*j),
-                            stage: plan_stage_name(st, plan),
-                        })
-                    }
-                },
-                Some(FromSource::Image(reference)) => conv.def.add(
-                    Op::Source(SourceOp::Image {
-                        reference: reference.clone(),
-                        platform: conv.opts.platform.clone(),
-                    }),
-                    Vec::new(),
-                    OpMeta {
-                        description: format!("FROM {reference}"),
-                        span: conv.span(i),
-                        hidden: false,
-                        stage: st.name.clone(),
-                        vars: Vec::new(),
-                    },
-                ),
-            };
+            let input = conv.input_for_from(st, i, from, done, plan)?;
             inputs.push(input);
             Ok((inputs.len() - 1) as u32)
         };
