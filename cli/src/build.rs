@@ -43,6 +43,14 @@ pub struct BuildArgs {
     /// Write the image id (config digest) to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (image digest, descriptor, names) as JSON to
+    /// this file, as buildx does.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// Push the image to the registries its names (`-t`) point at; shorthand for
+    /// `--output type=registry`.
+    #[arg(long)]
+    push: bool,
     /// Progress output: auto, plain, tty, rawjson or quiet.
     #[arg(long, value_enum, default_value = "auto")]
     progress: Mode,
@@ -293,8 +301,33 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .iter()
         .map(|o| outputs::parse(o, &tags))
         .collect::<Result<Vec<_>>>()?;
+    if a.push {
+        let mut pushed = false;
+        for o in outputs.iter_mut() {
+            if let Output::Image { push, .. } = o {
+                *push = true;
+                pushed = true;
+            }
+        }
+        if !pushed {
+            outputs.push(Output::Image {
+                names: tags.clone(),
+                push: true,
+            });
+        }
+    }
     if outputs.is_empty() {
-        outputs.push(Output::Image { names: tags.clone() });
+        outputs.push(Output::Image {
+            names: tags.clone(),
+            push: false,
+        });
+    }
+    for o in &outputs {
+        if let Output::Image { names, push: true } = o {
+            if names.is_empty() {
+                bail!("pushing needs an image name: add -t HOST/REPO[:TAG] (or name= to the output)");
+            }
+        }
     }
     let build_args = kv(&a.build_args, "--build-arg", true)?;
     let labels = kv(&a.labels, "--label", false)?;
@@ -331,7 +364,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let _lock = RootLock::shared_after_sweep(&root.path().join("lock"), &root.tmp_dir())?;
     let images = std::sync::Arc::new(kiln_worker::ImageSource::new(
         root.clone(),
-        Some(registry),
+        Some(registry.clone()),
         a.pull.into(),
     ));
     let cache_to = a.cache_to.as_deref().map(parse_cache_to).transpose()?;
@@ -471,7 +504,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let (store_outs, file_outs): (Vec<&Output>, Vec<&Output>) =
         outputs.iter().partition(|o| matches!(o, Output::Image { .. }));
     for out in file_outs.into_iter().chain(store_outs) {
-        lines.extend(export(&root, &worker, &built, out)?);
+        lines.extend(export(&root, &worker, &registry, &built, out)?);
     }
     let name = match outputs.as_slice() {
         [Output::Image { .. }] => "exporting to image".to_string(),
@@ -497,6 +530,12 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     if let Some(path) = &a.iidfile {
         std::fs::write(path, built.id().to_string())
             .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
+    }
+    if let Some(path) = &a.metadata_file {
+        write_dest(&Dest::Path(path.clone()), "--metadata-file", |w| {
+            serde_json::to_writer_pretty(&mut *w, &metadata(&built, &outputs))?;
+            Ok(())
+        })?;
     }
     if a.quiet {
         #[allow(clippy::print_stdout)]
@@ -650,12 +689,57 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
     }
 }
 
-fn export(root: &KilnRoot, worker: &Worker, built: &BuiltImage, out: &Output) -> Result<Vec<String>> {
+/// The `--metadata-file` JSON, with the keys buildx writes.
+fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
+    let mut names: Vec<String> = Vec::new();
+    for o in outputs {
+        if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
+            for r in n {
+                if !names.contains(&r.to_string()) {
+                    names.push(r.to_string());
+                }
+            }
+        }
+    }
+    let mut v = serde_json::json!({
+        "containerimage.config.digest": built.config.digest,
+        "containerimage.descriptor": {
+            "mediaType": built.manifest.media_type,
+            "digest": built.manifest.digest,
+            "size": built.manifest.size,
+        },
+        "containerimage.digest": built.manifest.digest,
+    });
+    if !names.is_empty() {
+        v["image.name"] = serde_json::Value::String(names.join(","));
+    }
+    v
+}
+
+fn export(
+    root: &KilnRoot,
+    worker: &Worker,
+    registry: &kiln_registry::Client,
+    built: &BuiltImage,
+    out: &Output,
+) -> Result<Vec<String>> {
     let content = root.content();
     Ok(match out {
-        Output::Image { names } => {
-            root.images().add(&built.manifest, names)?;
-            names.iter().map(|n| format!("naming to {n} done")).collect()
+        Output::Image { names, push } => {
+            let store = root.images();
+            store.add(&built.manifest, names)?;
+            let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
+            if *push {
+                for n in names {
+                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|_| {})?;
+                    lines.push(format!(
+                        "pushing layers {} uploaded, {} mounted, {} already there done",
+                        report.uploaded, report.mounted, report.existed
+                    ));
+                    lines.push(format!("pushing manifest for {n}@{} done", built.manifest.digest));
+                }
+            }
+            lines
         }
         Output::Oci { dest, names, tar } | Output::Docker { dest, names, tar } => {
             let docker = matches!(out, Output::Docker { .. });

@@ -5,6 +5,7 @@ mod images;
 mod maintenance;
 mod outputs;
 mod progress;
+mod push;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Build(Box<build::BuildArgs>),
     /// Pull an image from a registry into the local store.
     Pull(images::PullArgs),
+    /// Push an image from the local store to a registry.
+    Push(push::PushArgs),
     /// Store credentials for a registry in the docker config file.
     Login(images::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(a) => build::run(&root, *a),
         Command::Pull(a) => images::pull(&root, a),
+        Command::Push(a) => push::push(&root, a),
         Command::Login(a) => images::login(a),
         Command::Logout(a) => images::logout(a),
         Command::Images(a) => images::images(&root, a),

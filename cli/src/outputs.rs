@@ -9,8 +9,8 @@ use kiln_image::Reference;
 /// Output is one export of the build result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// The local image store.
-    Image { names: Vec<Reference> },
+    /// The local image store, and with `push` the registries the names point at.
+    Image { names: Vec<Reference>, push: bool },
     /// OCI image layout: a tarball (`tar=true`, default) or a directory.
     Oci {
         dest: Dest,
@@ -82,6 +82,7 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
     let mut dest = None;
     let mut names: Option<Vec<Reference>> = None;
     let mut tar = true;
+    let mut push = false;
     for field in split_csv(spec)? {
         let (k, v) = field
             .split_once('=')
@@ -97,11 +98,7 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
                 names = Some(list);
             }
             "tar" => tar = parse_bool("tar", v, spec)?,
-            "push" => {
-                if parse_bool("push", v, spec)? {
-                    bail!("invalid output `{spec}`: pushing to a registry is not supported yet");
-                }
-            }
+            "push" => push = parse_bool("push", v, spec)?,
             // Accepted for compatibility; kiln's layers are always gzip and reproducible.
             "oci-mediatypes" | "compression" | "compression-level" | "force-compression" | "rewrite-timestamp" => {}
             other => bail!("invalid output `{spec}`: unknown key `{other}`"),
@@ -117,7 +114,9 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
         }
     };
     Ok(match kind.as_str() {
-        "image" => Output::Image { names },
+        "image" => Output::Image { names, push },
+        // As buildx: `type=registry` is `type=image,push=true`.
+        "registry" => Output::Image { names, push: true },
         "oci" => Output::Oci {
             dest: need_dest(dest)?,
             names,
@@ -133,8 +132,9 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
             Dest::Path(p) => Output::Local { dest: p },
             Dest::Stdout => bail!("invalid output `{spec}`: type `local` cannot write to stdout; use type=tar"),
         },
-        "registry" => bail!("invalid output `{spec}`: pushing to a registry is not supported yet"),
-        other => bail!("invalid output `{spec}`: unknown type `{other}` (expected image, oci, docker, local or tar)"),
+        other => bail!(
+            "invalid output `{spec}`: unknown type `{other}` (expected image, registry, oci, docker, local or tar)"
+        ),
     })
 }
 

@@ -9,6 +9,7 @@ mod errors;
 mod exports;
 mod ignore;
 mod progress;
+mod push;
 mod registry;
 mod rootless;
 mod run;

@@ -7,7 +7,7 @@ use crate::common::*;
 use kiln_testkit::Registry;
 
 /// Builds the busybox base with kiln and pushes it to `reg` as `busybox:1`.
-fn push_busybox(k: &Kiln, reg: &Registry) -> Option<String> {
+pub(crate) fn push_busybox(k: &Kiln, reg: &Registry) -> Option<String> {
     push_busybox_as(k, reg, "busybox:1", &[])
 }
 
@@ -49,7 +49,7 @@ fn push_busybox_as(k: &Kiln, reg: &Registry, name: &str, skopeo_args: &[&str]) -
 }
 
 /// Every blob in the root's content store matches its digest.
-fn assert_blobs_whole(k: &Kiln) {
+pub(crate) fn assert_blobs_whole(k: &Kiln) {
     for entry in std::fs::read_dir(k.root().join("content-v1/blobs/sha256")).unwrap() {
         let p = entry.unwrap().path();
         let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&p).unwrap()));
@@ -160,8 +160,8 @@ fn registry_errors_name_the_reference() {
 /// A loopback TCP proxy to `upstream` that cuts the first large response short once
 /// (after `cut_after` bytes from the server), to force a resumed download; with
 /// `fail_first` it instead answers the first `fail_first` connections with HTTP 500.
-struct CuttingProxy {
-    addr: String,
+pub(crate) struct CuttingProxy {
+    pub(crate) addr: String,
     cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -170,7 +170,7 @@ impl CuttingProxy {
         Self::start_with(upstream, cut_after, 0, 1)
     }
 
-    fn start_with(upstream: String, cut_after: usize, fail_first: usize, max_cuts: usize) -> CuttingProxy {
+    pub(crate) fn start_with(upstream: String, cut_after: usize, fail_first: usize, max_cuts: usize) -> CuttingProxy {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;

@@ -50,8 +50,9 @@ impl Auth {
             .cloned()
     }
 
-    /// Answers a challenge; anonymous unless credentials are configured.
-    pub fn login(&self, agent: &ureq::Agent, r: &Reference, challenge: &str) -> Result<(), String> {
+    /// Answers a challenge; anonymous unless credentials are configured. `actions` is
+    /// the scope asked for when the challenge names none (`pull`, `pull,push`).
+    pub fn login(&self, agent: &ureq::Agent, r: &Reference, challenge: &str, actions: &str) -> Result<(), String> {
         let (scheme, params) = parse_challenge(challenge);
         let creds = crate::creds::lookup(r.domain())?;
         match scheme.as_str() {
@@ -76,7 +77,7 @@ impl Auth {
                 let scope = params
                     .get("scope")
                     .cloned()
-                    .unwrap_or_else(|| format!("repository:{}:pull", r.path()));
+                    .unwrap_or_else(|| format!("repository:{}:{actions}", r.path()));
                 let mut req = agent.get(realm.as_str()).query("scope", &scope);
                 if let Some(s) = params.get("service") {
                     req = req.query("service", s);

@@ -9,6 +9,9 @@
 
 mod auth;
 pub mod creds;
+mod push;
+
+pub use push::{PushEvent, PushReport};
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -47,6 +50,14 @@ pub enum RegistryError {
     Digest { reference: String, digest: Digest },
     #[error(transparent)]
     Store(#[from] CacheError),
+}
+
+/// Payload is the body of a request, re-read on every attempt.
+#[derive(Debug, Clone, Copy)]
+enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    File(&'a std::path::Path),
 }
 
 /// Resolved is an image manifest chosen for a platform, with its config.
@@ -162,31 +173,72 @@ impl Client {
         accept: Option<&str>,
         range: Option<u64>,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let mut headers = Vec::new();
+        if let Some(a) = accept {
+            headers.push(("Accept", a.to_string()));
+        }
+        if let Some(from) = range {
+            headers.push(("Range", format!("bytes={from}-")));
+        }
+        self.send(r, "GET", url, &headers, Payload::Empty, ATTEMPTS, "pull")
+    }
+
+    /// Sends one request with auth: a 401 with a challenge is answered once (asking for
+    /// `actions`, e.g. `pull,push`), and transport errors, 429 and 5xx are retried with
+    /// backoff up to `attempts` times. Returns the response for any other status.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        r: &Reference,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        payload: Payload<'_>,
+        attempts: u32,
+        actions: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let mut delay = Duration::from_millis(200);
         let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            let mut req = self.agent.get(url);
-            if let Some(a) = accept {
-                req = req.header("Accept", a);
-            }
-            if let Some(from) = range {
-                req = req.header("Range", format!("bytes={from}-"));
+        let mut answered = false;
+        let mut attempt = 0;
+        while attempt < attempts {
+            let mut b = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                b = b.header(*k, v.as_str());
             }
             if let Some(h) = self.auth.header(r) {
-                req = req.header("Authorization", h);
+                b = b.header("Authorization", h);
             }
-            match req.call() {
+            let result = match payload {
+                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
+                Payload::Bytes(bytes) => b.body(bytes).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
+                Payload::File(path) => match std::fs::File::open(path) {
+                    Ok(f) => b.body(f).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
+                    Err(e) => {
+                        return Err(RegistryError::Transport {
+                            reference: r.to_string(),
+                            message: format!("cannot read {}: {e}", path.display()),
+                        })
+                    }
+                },
+            };
+            let result = result.map_err(|message| RegistryError::Transport {
+                reference: r.to_string(),
+                message,
+            })?;
+            match result {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if status == 401 && attempt == 0 {
+                    if status == 401 && !answered {
                         let challenge = resp
                             .headers()
                             .get("www-authenticate")
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string);
                         if let Some(c) = challenge {
+                            answered = true;
                             self.auth
-                                .login(&self.agent, r, &c)
+                                .login(&self.agent, r, &c, actions)
                                 .map_err(|message| RegistryError::Status {
                                     reference: r.to_string(),
                                     status: 401,
@@ -203,14 +255,15 @@ impl Client {
                 }
                 Err(e) => last = e.to_string(),
             }
-            if attempt + 1 < ATTEMPTS {
+            attempt += 1;
+            if attempt < attempts {
                 std::thread::sleep(delay);
                 delay *= 2;
             }
         }
         Err(RegistryError::Transport {
             reference: r.to_string(),
-            message: format!("{last} after {ATTEMPTS} attempts"),
+            message: format!("{last} after {attempts} attempts"),
         })
     }
 

@@ -261,7 +261,7 @@ pub fn workspace_root() -> PathBuf {
 /// stopped when dropped.
 pub struct Registry {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     /// `127.0.0.1:PORT`
     pub host: String,
 }
@@ -318,7 +318,7 @@ impl Registry {
             .port();
         let host = format!("127.0.0.1:{port}");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
+            "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
             dir.path().join("data").display()
         );
         if let Some((user, password)) = auth {
@@ -404,7 +404,7 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let me = Registry { child, _dir: dir, host };
+        let me = Registry { child, dir, host };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect(&me.host).is_ok() {
@@ -413,6 +413,32 @@ impl Registry {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("docker-registry did not listen on {} within 30s", me.host);
+    }
+}
+
+impl Registry {
+    /// Every request the registry has answered so far, as `METHOD /v2/…` (query
+    /// strings dropped), read from its access log.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        let field = |line: &str, key: &str| -> Option<String> {
+            let rest = &line[line.find(key)? + key.len()..];
+            let v = match rest.strip_prefix('"') {
+                Some(q) => &q[..q.find('"')?],
+                None => rest.split(' ').next()?,
+            };
+            Some(v.split('?').next().unwrap_or(v).to_string())
+        };
+        log.lines()
+            .filter(|l| l.contains("response completed"))
+            .filter_map(|l| {
+                Some(format!(
+                    "{} {}",
+                    field(l, "http.request.method=")?,
+                    field(l, "http.request.uri=")?
+                ))
+            })
+            .collect()
     }
 }
 
