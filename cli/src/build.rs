@@ -454,10 +454,14 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         });
     let mut imported = Vec::new();
     for spec in &cache_from {
-        match kiln_worker::ImportedCache::open(spec) {
+        let opened = match spec {
+            CacheFrom::Dir(dir) => kiln_worker::ImportedCache::open(dir),
+            CacheFrom::Registry(r) => kiln_worker::ImportedCache::from_registry(registry.clone(), r.clone()),
+        };
+        match opened {
             Ok(c) => imported.push(c),
             // As buildx: a cache that cannot be read is a warning, not a failed build.
-            Err(e) => eprintln!("WARN: --cache-from {}: {e}", spec.display()),
+            Err(e) => eprintln!("WARN: --cache-from {spec}: {e}"),
         }
     }
     let worker = worker.with_cache_from(imported);
@@ -515,17 +519,26 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         _ => "exporting outputs".to_string(),
     };
     progress.internal(solver.allocate_vertex(), &name, &lines, export_started.elapsed());
-    if let Some((dest, mode)) = &cache_to {
+    if let Some(c) = &cache_to {
         let t = Instant::now();
-        let n = worker
-            .export_cache(dest, *mode, &layers)
-            .with_context(|| format!("cannot export the cache to `{}`", dest.display()))?;
-        progress.internal(
-            solver.allocate_vertex(),
-            "exporting cache to client directory",
-            &[format!("writing {n} cache records done")],
-            t.elapsed(),
-        );
+        let (what, name) = match &c.target {
+            kiln_worker::CacheTarget::Dir(d) => (d.display().to_string(), "exporting cache to client directory"),
+            kiln_worker::CacheTarget::Registry(r) => (r.to_string(), "exporting cache to registry"),
+        };
+        match worker
+            .export_cache(&c.target, Some(&registry), c.mode, &layers)
+            .with_context(|| format!("cannot export the cache to `{what}`"))
+        {
+            Ok(n) => progress.internal(
+                solver.allocate_vertex(),
+                name,
+                &[format!("writing {n} cache records done")],
+                t.elapsed(),
+            ),
+            // As buildx: `ignore-error=true` makes a failed cache export a warning.
+            Err(e) if c.ignore_error => eprintln!("WARN: {e:#}"),
+            Err(e) => return Err(e),
+        }
     }
     if let Some(path) = &a.iidfile {
         std::fs::write(path, built.id().to_string())
@@ -547,7 +560,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// `type=local,KEY=VALUE,...` as a map; only `type=local` is supported here.
+/// `type=local|registry,KEY=VALUE,...` as a map.
 fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
     let mut kv = BTreeMap::new();
     for part in spec.split(',') {
@@ -557,29 +570,74 @@ fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
         kv.insert(k.trim().to_string(), v.trim().to_string());
     }
     match kv.get("type").map(String::as_str) {
-        Some("local") => Ok(kv),
-        Some(t) => bail!("{flag} {spec}: cache type `{t}` is not supported (use type=local)"),
-        None => bail!("{flag} {spec}: no type= (use type=local)"),
+        Some("local" | "registry") => Ok(kv),
+        Some("inline") => {
+            bail!("{flag} {spec}: type `inline` is not supported; use type=registry,ref=… for CI runners")
+        }
+        Some(t) => bail!("{flag} {spec}: cache type `{t}` is not supported (use type=local or type=registry)"),
+        None => bail!("{flag} {spec}: no type= (use type=local or type=registry)"),
     }
 }
 
-fn parse_cache_to(spec: &str) -> Result<(PathBuf, kiln_worker::CacheMode)> {
+fn cache_ref(flag: &str, spec: &str, kv: &BTreeMap<String, String>) -> Result<Reference> {
+    let r = kv
+        .get("ref")
+        .ok_or_else(|| anyhow::anyhow!("{flag} {spec}: ref=HOST/REPO[:TAG] is required for type=registry"))?;
+    Reference::parse(r).with_context(|| format!("{flag} {spec}: invalid ref `{r}`"))
+}
+
+/// A parsed `--cache-to`.
+struct CacheTo {
+    target: kiln_worker::CacheTarget,
+    mode: kiln_worker::CacheMode,
+    ignore_error: bool,
+}
+
+fn parse_cache_to(spec: &str) -> Result<CacheTo> {
     let kv = cache_spec("--cache-to", spec)?;
-    let dest = kv
-        .get("dest")
-        .ok_or_else(|| anyhow::anyhow!("--cache-to {spec}: dest=DIR is required"))?;
+    let target = if kv["type"] == "registry" {
+        kiln_worker::CacheTarget::Registry(cache_ref("--cache-to", spec, &kv)?)
+    } else {
+        let dest = kv
+            .get("dest")
+            .ok_or_else(|| anyhow::anyhow!("--cache-to {spec}: dest=DIR is required"))?;
+        kiln_worker::CacheTarget::Dir(PathBuf::from(dest))
+    };
     let mode = match kv.get("mode").map(String::as_str) {
         None | Some("min") => kiln_worker::CacheMode::Min,
         Some("max") => kiln_worker::CacheMode::Max,
         Some(m) => bail!("--cache-to {spec}: mode `{m}` is not min or max"),
     };
-    Ok((PathBuf::from(dest), mode))
+    let ignore_error = matches!(kv.get("ignore-error").map(String::as_str), Some("true" | "1"));
+    Ok(CacheTo {
+        target,
+        mode,
+        ignore_error,
+    })
 }
 
-fn parse_cache_from(spec: &str) -> Result<PathBuf> {
+/// A parsed `--cache-from`: a directory or a registry reference.
+enum CacheFrom {
+    Dir(PathBuf),
+    Registry(Reference),
+}
+
+impl std::fmt::Display for CacheFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheFrom::Dir(p) => write!(f, "{}", p.display()),
+            CacheFrom::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+fn parse_cache_from(spec: &str) -> Result<CacheFrom> {
     let kv = cache_spec("--cache-from", spec)?;
+    if kv["type"] == "registry" {
+        return Ok(CacheFrom::Registry(cache_ref("--cache-from", spec, &kv)?));
+    }
     kv.get("src")
-        .map(PathBuf::from)
+        .map(|s| CacheFrom::Dir(PathBuf::from(s)))
         .ok_or_else(|| anyhow::anyhow!("--cache-from {spec}: src=DIR is required"))
 }
 

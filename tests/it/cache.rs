@@ -6,7 +6,7 @@ use crate::common::*;
 use crate::run::busybox_base;
 
 /// (step description, whether it was CACHED) for every `[stage n/m]` step.
-fn outcomes(progress: &str) -> Vec<(String, bool)> {
+pub(crate) fn outcomes(progress: &str) -> Vec<(String, bool)> {
     let mut names: Vec<(String, String)> = Vec::new();
     let mut cached = std::collections::HashSet::new();
     for line in progress.lines() {
@@ -54,7 +54,7 @@ impl Project {
 }
 
 /// Which steps ran (not CACHED), by the start of their description.
-fn ran(steps: &[(String, bool)]) -> Vec<String> {
+pub(crate) fn ran(steps: &[(String, bool)]) -> Vec<String> {
     steps
         .iter()
         .filter(|(d, c)| !c && !d.starts_with("FROM"))
@@ -512,8 +512,10 @@ fn cache_exported_to_a_directory_gives_hits_in_a_fresh_root() {
     assert!(b.ok(&["fsck"]).contains(" 0 problems"));
 
     // Bad specs are named; an unreadable cache is only a warning.
-    let err = a.fails(&["build", "--cache-to", "type=registry,ref=x", c]);
-    assert!(err.contains("cache type `registry` is not supported"), "{err}");
+    let err = a.fails(&["build", "--cache-to", "type=inline", c]);
+    assert!(err.contains("type `inline` is not supported"), "{err}");
+    let err = a.fails(&["build", "--cache-to", "type=registry,mode=max", c]);
+    assert!(err.contains("ref=HOST/REPO[:TAG] is required"), "{err}");
     let (_, _, progress) = build(&a, &["--cache-from", "type=local,src=/nonexistent-kiln-cache"]);
     assert!(
         progress.contains("WARN: --cache-from /nonexistent-kiln-cache"),

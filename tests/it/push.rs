@@ -243,3 +243,65 @@ fn push_faults_are_retried_or_fail_without_a_tag() {
     assert!(!status.status.success(), "the tag must not exist");
     assert_blobs_whole(&k);
 }
+
+#[test]
+fn registry_cache_makes_a_fresh_root_run_nothing() {
+    if !kiln_testkit::is_root() && !require(false, "the registry cache test runs RUN steps as root") {
+        return;
+    }
+    let Some(reg) = Registry::start() else { return };
+    let Some(bb) = crate::run::busybox_context() else {
+        return;
+    };
+    let runner_a = kiln();
+    let base = format!("{}/bb:1", reg.host);
+    runner_a.ok(&["build", "-q", "--push", "-t", &base, bb.path().to_str().unwrap()]);
+    let df = format!(
+        "FROM {base} AS deps\nRUN echo deps > /deps\nFROM {base}\nCOPY app.txt /app.txt\nCOPY --from=deps /deps /deps\nRUN cat /deps /app.txt > /both\n"
+    );
+    let ctx = context(&[("Dockerfile", &df), ("app.txt", "app\n")]);
+    let cache = format!("{}/cache:main", reg.host);
+    let d = tempfile::tempdir().unwrap();
+    let build = |k: &Kiln, extra: &[&str]| {
+        let iid = d.path().join("iid");
+        let mut args = vec!["build", "--progress=plain", "--iidfile", iid.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        let out = run(k.cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let mut steps = crate::cache::ran(&crate::cache::outcomes(&err));
+        steps.sort();
+        (steps, std::fs::read_to_string(&iid).unwrap(), err)
+    };
+    let (steps, id_a, _) = build(
+        &runner_a,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert_eq!(steps, ["COPY --from=deps", "COPY app.txt", "RUN cat", "RUN echo"]);
+    if require_tool("skopeo") {
+        let raw = json(&run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{cache}")),
+        ));
+        assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(raw["config"]["mediaType"], "application/vnd.kiln.cache.v1+json");
+    }
+
+    // Another runner, empty root: every step is a hit, nothing runs, same image.
+    let runner_b = kiln();
+    let (steps, id_b, progress) = build(&runner_b, &["--cache-from", &format!("type=registry,ref={cache}")]);
+    assert!(steps.is_empty(), "{progress}");
+    assert_eq!(id_a, id_b);
+    assert!(runner_b.ok(&["fsck"]).contains(" 0 problems"));
+
+    // A cache that is not there is a warning, as with buildx.
+    let runner_c = kiln();
+    let (steps, _, progress) = build(
+        &runner_c,
+        &["--cache-from", &format!("type=registry,ref={}/nothing:here", reg.host)],
+    );
+    assert!(progress.contains("WARN: --cache-from"), "{progress}");
+    assert_eq!(steps.len(), 4);
+}

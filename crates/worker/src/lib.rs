@@ -2,6 +2,7 @@
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
 mod cache;
+mod cache_export;
 mod copy;
 mod exec;
 pub mod gc;
@@ -20,7 +21,7 @@ use kiln_image::Digest;
 use kiln_snapshotter::{Compression, Layer, Snapshots};
 use kiln_solver::{OpRunner, VertexLog};
 
-pub use cache::{CacheMode, ImportedCache};
+pub use cache_export::{CacheMode, CacheTarget, ImportedCache, CACHE_MEDIA_TYPE};
 pub use copy::clean_abs;
 pub use images::{BaseImage, ImageSource, PullPolicy};
 
@@ -151,7 +152,7 @@ pub struct Worker {
     /// Context checksum memos by canonical context directory.
     memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
     /// `--cache-from` directories.
-    imported: Vec<cache::ImportedCache>,
+    imported: Vec<cache_export::ImportedCache>,
     /// Cache records this build hit or wrote, for `--cache-to`.
     used: std::sync::Mutex<Vec<(Digest, Arc<Vec<Layer>>)>>,
 }
