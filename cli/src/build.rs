@@ -445,6 +445,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         NetworkArg::Default | NetworkArg::Host => kiln_executor::Network::Host,
     };
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
+        .with_mtime_clamp(epoch)
         .with_images(images)
         .with_executor(executor, network)
         .with_snapshotter(match a.snapshotter {

@@ -11,6 +11,7 @@ mod ignore;
 mod progress;
 mod push;
 mod registry;
+mod repro;
 mod rootless;
 mod run;
 mod scratch;

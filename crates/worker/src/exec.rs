@@ -173,7 +173,10 @@ impl Worker {
         remove_mount_points(&upper, &lower, &missing, !copy);
         let layer = match cloned {
             Some(c) => {
-                let opts = TarOptions::default();
+                let opts = TarOptions {
+                    clamp_mtime: self.clamp_mtime,
+                    ..TarOptions::default()
+                };
                 let layer = kiln_snapshotter::write_layer_from(&upper, &self.root.content(), self.compression, |w| {
                     c.write_diff(parent_tree.as_deref(), w, &opts).map(drop)
                 })?;
@@ -183,7 +186,7 @@ impl Worker {
             }
             None => {
                 snap.overlay_upper = true;
-                snap.commit(&self.root.content(), None, self.compression)?
+                snap.commit(&self.root.content(), self.clamp_mtime, self.compression)?
             }
         };
         drop(run);

@@ -142,6 +142,8 @@ pub struct Worker {
     locals: BTreeMap<String, PathBuf>,
     privileged: bool,
     epoch: i64,
+    /// SOURCE_DATE_EPOCH: no file time in a new layer is later than this.
+    clamp_mtime: Option<i64>,
     compression: Compression,
     images: Option<Arc<ImageSource>>,
     executor: Option<Arc<dyn kiln_executor::Executor>>,
@@ -178,6 +180,7 @@ impl Worker {
             locals,
             privileged: kiln_snapshotter::ids::can_chown(),
             epoch,
+            clamp_mtime: None,
             compression: Compression::Gzip,
             images: None,
             executor: None,
@@ -188,6 +191,13 @@ impl Worker {
             imported: Vec::new(),
             used: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Clamps every file time in the layers this build makes to `epoch`
+    /// (SOURCE_DATE_EPOCH), so they do not depend on when the build ran.
+    pub fn with_mtime_clamp(mut self, epoch: Option<i64>) -> Self {
+        self.clamp_mtime = epoch;
+        self
     }
 
     /// Lets the worker use base images from `source`.
@@ -328,7 +338,7 @@ impl Worker {
             }
         }
         writer.finish()?;
-        let layer = snap.commit(&self.root.content(), None, self.compression)?;
+        let layer = snap.commit(&self.root.content(), self.clamp_mtime, self.compression)?;
         let mut layers = parent;
         layers.push(layer);
         Ok(Value::Fs(Arc::new(layers)))
@@ -370,7 +380,15 @@ impl OpRunner for Worker {
             let img = images.resolve(reference, platform)?;
             return Ok(Some(Digest::of(img.pinned.to_string().as_bytes())));
         }
-        self.copy_content_key(node, inputs)
+        let key = self.copy_content_key(node, inputs)?;
+        // Clamped layers differ from unclamped ones: the clamp is part of every key.
+        Ok(match (self.clamp_mtime, &node.op) {
+            (Some(e), Op::File(_) | Op::Exec(_)) => {
+                let inner = key.map(|k| k.to_string()).unwrap_or_default();
+                Some(Digest::of(format!("{inner} clamp-mtime {e}").as_bytes()))
+            }
+            _ => key,
+        })
     }
 
     fn load(&self, key: &Digest, node: &Node) -> Option<Value> {
