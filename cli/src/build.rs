@@ -1,17 +1,19 @@
 //! `kiln build`: read the Dockerfile and context, lower, solve, export.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use kiln_cache::{KilnRoot, RootLock};
-use kiln_exporter::{ArchiveImage, BuiltImage};
+use kiln_exporter::BuiltImage;
 use kiln_image::{Platform, Reference};
 use kiln_solver::Solver;
 use kiln_worker::{Value, Worker};
 
+use crate::cachespec::{parse_cache_from, parse_cache_to, CacheFrom};
+use crate::export::{self, write_dest};
 use crate::outputs::{self, Dest, Output};
 use crate::progress::{Mode, Renderer};
 
@@ -286,6 +288,24 @@ fn kv(list: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<String, St
     Ok(m)
 }
 
+/// The compression new layers are made in: what every image output asks for, so
+/// nothing has to be converted at export; gzip when they differ or say nothing.
+fn new_layer_compression(outputs: &[Output]) -> kiln_snapshotter::Compression {
+    let asked: Vec<Option<kiln_snapshotter::Compression>> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Image { layers, .. } | Output::Oci { layers, .. } | Output::Docker { layers, .. } => {
+                Some(layers.compression)
+            }
+            _ => None,
+        })
+        .collect();
+    match asked.first() {
+        Some(Some(c)) if asked.iter().all(|a| *a == Some(*c)) => *c,
+        _ => kiln_snapshotter::Compression::default(),
+    }
+}
+
 /// Runs `kiln build`.
 pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let started = Instant::now();
@@ -313,6 +333,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             outputs.push(Output::Image {
                 names: tags.clone(),
                 push: true,
+                layers: Default::default(),
             });
         }
     }
@@ -320,10 +341,11 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         outputs.push(Output::Image {
             names: tags.clone(),
             push: false,
+            layers: Default::default(),
         });
     }
     for o in &outputs {
-        if let Output::Image { names, push: true } = o {
+        if let Output::Image { names, push: true, .. } = o {
             if names.is_empty() {
                 bail!("pushing needs an image name: add -t HOST/REPO[:TAG] (or name= to the output)");
             }
@@ -446,6 +468,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     };
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
         .with_mtime_clamp(epoch)
+        .with_compression(new_layer_compression(&outputs))
         .with_images(images)
         .with_executor(executor, network)
         .with_snapshotter(match a.snapshotter {
@@ -508,9 +531,16 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     // Files first, the local store last: a failed export leaves the store unchanged.
     let (store_outs, file_outs): (Vec<&Output>, Vec<&Output>) =
         outputs.iter().partition(|o| matches!(o, Output::Image { .. }));
+    // The image the metadata describes: the first image output's, as written.
+    let mut written: Option<BuiltImage> = None;
     for out in file_outs.into_iter().chain(store_outs) {
-        lines.extend(export(&root, &worker, &registry, &built, out)?);
+        let (l, image) = export::export(&root, &worker, &registry, &built, out)?;
+        lines.extend(l);
+        if written.is_none() {
+            written = image;
+        }
     }
+    let written = written.unwrap_or_else(|| built.clone());
     let name = match outputs.as_slice() {
         [Output::Image { .. }] => "exporting to image".to_string(),
         [Output::Oci { .. }] => "exporting to oci image format".to_string(),
@@ -547,7 +577,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     if let Some(path) = &a.metadata_file {
         write_dest(&Dest::Path(path.clone()), "--metadata-file", |w| {
-            serde_json::to_writer_pretty(&mut *w, &metadata(&built, &outputs))?;
+            serde_json::to_writer_pretty(&mut *w, &export::metadata(&written, &outputs))?;
             Ok(())
         })?;
     }
@@ -559,87 +589,6 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     let _ = started;
     Ok(())
-}
-
-/// `type=local|registry,KEY=VALUE,...` as a map.
-fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
-    let mut kv = BTreeMap::new();
-    for part in spec.split(',') {
-        let Some((k, v)) = part.split_once('=') else {
-            bail!("{flag} {spec}: `{part}` is not KEY=VALUE (e.g. `type=local,dest=DIR`)");
-        };
-        kv.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    match kv.get("type").map(String::as_str) {
-        Some("local" | "registry") => Ok(kv),
-        Some("inline") => {
-            bail!("{flag} {spec}: type `inline` is not supported; use type=registry,ref=… for CI runners")
-        }
-        Some(t) => bail!("{flag} {spec}: cache type `{t}` is not supported (use type=local or type=registry)"),
-        None => bail!("{flag} {spec}: no type= (use type=local or type=registry)"),
-    }
-}
-
-fn cache_ref(flag: &str, spec: &str, kv: &BTreeMap<String, String>) -> Result<Reference> {
-    let r = kv
-        .get("ref")
-        .ok_or_else(|| anyhow::anyhow!("{flag} {spec}: ref=HOST/REPO[:TAG] is required for type=registry"))?;
-    Reference::parse(r).with_context(|| format!("{flag} {spec}: invalid ref `{r}`"))
-}
-
-/// A parsed `--cache-to`.
-struct CacheTo {
-    target: kiln_worker::CacheTarget,
-    mode: kiln_worker::CacheMode,
-    ignore_error: bool,
-}
-
-fn parse_cache_to(spec: &str) -> Result<CacheTo> {
-    let kv = cache_spec("--cache-to", spec)?;
-    let target = if kv["type"] == "registry" {
-        kiln_worker::CacheTarget::Registry(cache_ref("--cache-to", spec, &kv)?)
-    } else {
-        let dest = kv
-            .get("dest")
-            .ok_or_else(|| anyhow::anyhow!("--cache-to {spec}: dest=DIR is required"))?;
-        kiln_worker::CacheTarget::Dir(PathBuf::from(dest))
-    };
-    let mode = match kv.get("mode").map(String::as_str) {
-        None | Some("min") => kiln_worker::CacheMode::Min,
-        Some("max") => kiln_worker::CacheMode::Max,
-        Some(m) => bail!("--cache-to {spec}: mode `{m}` is not min or max"),
-    };
-    let ignore_error = matches!(kv.get("ignore-error").map(String::as_str), Some("true" | "1"));
-    Ok(CacheTo {
-        target,
-        mode,
-        ignore_error,
-    })
-}
-
-/// A parsed `--cache-from`: a directory or a registry reference.
-enum CacheFrom {
-    Dir(PathBuf),
-    Registry(Reference),
-}
-
-impl std::fmt::Display for CacheFrom {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CacheFrom::Dir(p) => write!(f, "{}", p.display()),
-            CacheFrom::Registry(r) => write!(f, "{r}"),
-        }
-    }
-}
-
-fn parse_cache_from(spec: &str) -> Result<CacheFrom> {
-    let kv = cache_spec("--cache-from", spec)?;
-    if kv["type"] == "registry" {
-        return Ok(CacheFrom::Registry(cache_ref("--cache-from", spec, &kv)?));
-    }
-    kv.get("src")
-        .map(|s| CacheFrom::Dir(PathBuf::from(s)))
-        .ok_or_else(|| anyhow::anyhow!("--cache-from {spec}: src=DIR is required"))
 }
 
 /// SIGINT/SIGTERM during a build: the first one asks for a clean cancel.
@@ -697,138 +646,4 @@ fn solve_error(inputs: &Inputs, e: kiln_solver::SolveError<kiln_worker::WorkerEr
         }
         other => anyhow::Error::new(other),
     }
-}
-
-fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
-    ArchiveImage {
-        manifest: built.manifest.clone(),
-        config: built.config.clone(),
-        layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
-        names: names.to_vec(),
-    }
-}
-
-/// Writes a file destination atomically: into a temp file beside it, renamed when
-/// complete, so a failed export leaves nothing behind.
-pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    match dest {
-        Dest::Stdout => {
-            let stdout = std::io::stdout();
-            let mut lock = std::io::BufWriter::new(stdout.lock());
-            f(&mut lock)?;
-            lock.flush().context("cannot write to stdout")?;
-            Ok(())
-        }
-        Dest::Path(p) => {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-                _ => PathBuf::from("."),
-            };
-            if p.is_dir() {
-                bail!("cannot write {what} to `{}`: it is a directory", p.display());
-            }
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".kiln-")
-                .tempfile_in(&dir)
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
-            {
-                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-                f(&mut w)?;
-                w.flush()
-                    .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
-            }
-            tmp.as_file()
-                .sync_all()
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
-            tmp.persist(p)
-                .map_err(|e| e.error)
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
-            Ok(())
-        }
-    }
-}
-
-/// The `--metadata-file` JSON, with the keys buildx writes.
-fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
-    let mut names: Vec<String> = Vec::new();
-    for o in outputs {
-        if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
-            for r in n {
-                if !names.contains(&r.to_string()) {
-                    names.push(r.to_string());
-                }
-            }
-        }
-    }
-    let mut v = serde_json::json!({
-        "containerimage.config.digest": built.config.digest,
-        "containerimage.descriptor": {
-            "mediaType": built.manifest.media_type,
-            "digest": built.manifest.digest,
-            "size": built.manifest.size,
-        },
-        "containerimage.digest": built.manifest.digest,
-    });
-    if !names.is_empty() {
-        v["image.name"] = serde_json::Value::String(names.join(","));
-    }
-    v
-}
-
-fn export(
-    root: &KilnRoot,
-    worker: &Worker,
-    registry: &kiln_registry::Client,
-    built: &BuiltImage,
-    out: &Output,
-) -> Result<Vec<String>> {
-    let content = root.content();
-    Ok(match out {
-        Output::Image { names, push } => {
-            let store = root.images();
-            store.add(&built.manifest, names)?;
-            let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
-            if *push {
-                for n in names {
-                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|_| {})?;
-                    lines.push(format!(
-                        "pushing layers {} uploaded, {} mounted, {} already there done",
-                        report.uploaded, report.mounted, report.existed
-                    ));
-                    lines.push(format!("pushing manifest for {n}@{} done", built.manifest.digest));
-                }
-            }
-            lines
-        }
-        Output::Oci { dest, names, tar } | Output::Docker { dest, names, tar } => {
-            let docker = matches!(out, Output::Docker { .. });
-            let img = [archive_image(built, names)];
-            match (tar, dest) {
-                (true, _) => write_dest(dest, "the image archive", |w| {
-                    if docker {
-                        kiln_exporter::write_docker_archive(w, &content, &img)?;
-                    } else {
-                        kiln_exporter::write_oci_archive(w, &content, &img)?;
-                    }
-                    Ok(())
-                })?,
-                (false, Dest::Path(p)) => kiln_exporter::write_oci_layout(p, &content, &img)?,
-                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
-            }
-            vec![format!("sending tarball done")]
-        }
-        Output::Local { dest } => {
-            for w in kiln_exporter::write_rootfs_dir(worker.snapshots(), &built.layers, dest)? {
-                eprintln!("WARN: {w}");
-            }
-            vec![format!("copying files to {} done", dest.display())]
-        }
-        Output::Tar { dest } => {
-            write_dest(dest, "the rootfs tarball", |w| {
-                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w)?;
-                Ok(())
-            })?;
-            vec!["sending tarball done".to_string()]
-        }
-    })
 }

@@ -9,7 +9,7 @@ use kiln_image::{ImageConfig, Reference};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::build::write_dest;
+use crate::export::write_dest;
 use crate::outputs::Dest;
 
 #[derive(clap::Args, Debug)]

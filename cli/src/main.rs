@@ -1,6 +1,8 @@
 //! `kiln`: a daemonless Dockerfile image builder.
 
 mod build;
+mod cachespec;
+mod export;
 mod images;
 mod maintenance;
 mod outputs;

@@ -6,22 +6,38 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use kiln_image::Reference;
 
+/// LayerOpts is how an image output stores its layers (`compression=`,
+/// `compression-level=`, `force-compression=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerOpts {
+    /// None: as built (gzip, base layers as pulled).
+    pub compression: Option<kiln_snapshotter::Compression>,
+    /// Convert base image layers too.
+    pub force: bool,
+}
+
 /// Output is one export of the build result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// The local image store, and with `push` the registries the names point at.
-    Image { names: Vec<Reference>, push: bool },
+    Image {
+        names: Vec<Reference>,
+        push: bool,
+        layers: LayerOpts,
+    },
     /// OCI image layout: a tarball (`tar=true`, default) or a directory.
     Oci {
         dest: Dest,
         names: Vec<Reference>,
         tar: bool,
+        layers: LayerOpts,
     },
     /// docker-archive (loadable by `docker load`), or an OCI layout dir with `tar=false`.
     Docker {
         dest: Dest,
         names: Vec<Reference>,
         tar: bool,
+        layers: LayerOpts,
     },
     /// The root filesystem as a directory.
     Local { dest: PathBuf },
@@ -83,6 +99,9 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
     let mut names: Option<Vec<Reference>> = None;
     let mut tar = true;
     let mut push = false;
+    let mut compression: Option<String> = None;
+    let mut level: Option<i32> = None;
+    let mut force = false;
     for field in split_csv(spec)? {
         let (k, v) = field
             .split_once('=')
@@ -99,12 +118,35 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
             }
             "tar" => tar = parse_bool("tar", v, spec)?,
             "push" => push = parse_bool("push", v, spec)?,
-            // Accepted for compatibility; kiln's layers are always gzip and reproducible.
-            "oci-mediatypes" | "compression" | "compression-level" | "force-compression" | "rewrite-timestamp" => {}
+            "compression" => compression = Some(v.to_string()),
+            "compression-level" => {
+                level =
+                    Some(v.parse().map_err(|_| {
+                        anyhow::anyhow!("invalid output `{spec}`: compression-level `{v}` is not a number")
+                    })?)
+            }
+            "force-compression" => force = parse_bool("force-compression", v, spec)?,
+            // Accepted for compatibility: kiln always writes OCI media types, and with
+            // SOURCE_DATE_EPOCH always clamps the new layers' times.
+            "oci-mediatypes" | "rewrite-timestamp" => {}
             other => bail!("invalid output `{spec}`: unknown key `{other}`"),
         }
     }
     let names = names.unwrap_or_else(|| tags.to_vec());
+    let layers = LayerOpts {
+        compression: match &compression {
+            Some(c) => Some(
+                kiln_snapshotter::Compression::parse(c, level)
+                    .map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?,
+            ),
+            None if level.is_some() => Some(
+                kiln_snapshotter::Compression::parse("gzip", level)
+                    .map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?,
+            ),
+            None => None,
+        },
+        force,
+    };
     let kind = kind.with_context(|| format!("invalid output `{spec}`: missing `type=`"))?;
     let need_dest = |dest: Option<String>| -> Result<Dest> {
         match dest.as_deref() {
@@ -114,18 +156,24 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
         }
     };
     Ok(match kind.as_str() {
-        "image" => Output::Image { names, push },
+        "image" => Output::Image { names, push, layers },
         // As buildx: `type=registry` is `type=image,push=true`.
-        "registry" => Output::Image { names, push: true },
+        "registry" => Output::Image {
+            names,
+            push: true,
+            layers,
+        },
         "oci" => Output::Oci {
             dest: need_dest(dest)?,
             names,
             tar,
+            layers,
         },
         "docker" => Output::Docker {
             dest: need_dest(dest)?,
             names,
             tar,
+            layers,
         },
         "tar" => Output::Tar { dest: need_dest(dest)? },
         "local" => match need_dest(dest)? {
@@ -152,7 +200,8 @@ mod tests {
             Output::Oci {
                 dest: Dest::Path("a.tar".into()),
                 names: tags.clone(),
-                tar: true
+                tar: true,
+                layers: LayerOpts::default(),
             }
         );
         let o = parse("type=docker,dest=-,\"name=x:1,y:2\"", &tags).unwrap();
@@ -169,6 +218,18 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown type"));
+        let o = parse(
+            "type=image,compression=zstd,compression-level=5,force-compression=true",
+            &tags,
+        )
+        .unwrap();
+        let Output::Image { layers, .. } = o else { panic!() };
+        assert_eq!(layers.compression, Some(kiln_snapshotter::Compression::Zstd(5)));
+        assert!(layers.force);
+        assert!(parse("type=oci,dest=x,compression=lz4", &tags)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown compression `lz4`"));
         assert!(parse("type=oci,dest=x,frob=1", &tags)
             .unwrap_err()
             .to_string()

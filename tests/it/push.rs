@@ -305,3 +305,139 @@ fn registry_cache_makes_a_fresh_root_run_nothing() {
     assert!(progress.contains("WARN: --cache-from"), "{progress}");
     assert_eq!(steps.len(), 4);
 }
+
+/// The layer media types of `reference`'s manifest, read with skopeo.
+fn layer_types(reference: &str) -> Option<Vec<String>> {
+    if !require_tool("skopeo") {
+        return None;
+    }
+    let raw = json(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(reference),
+    ));
+    Some(
+        raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["mediaType"].as_str().unwrap().rsplit('.').next().unwrap().to_string())
+            .collect(),
+    )
+}
+
+#[test]
+fn layer_compression_is_chosen_per_output_and_base_layers_stay_unless_forced() {
+    let Some(reg) = Registry::start() else { return };
+    let k = kiln();
+    let Some(_) = push_busybox(&k, &reg) else { return };
+    let ctx = app_context(&format!("{}/busybox:1", reg.host));
+    let c = ctx.path().to_str().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let archive = |name: &str| d.path().join(name).display().to_string();
+
+    // zstd: the new layers; busybox's layer stays gzip as pulled.
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={},compression=zstd", archive("z.tar")),
+        c,
+    ]);
+    let Some(types) = layer_types(&format!("oci-archive:{}", archive("z.tar"))) else {
+        return;
+    };
+    assert_eq!(types, ["tar+gzip", "tar+zstd", "tar+zstd"]);
+    // force-compression: every layer; a second output in the same build keeps gzip.
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!(
+            "type=oci,dest={},compression=zstd,compression-level=9,force-compression=true",
+            archive("zf.tar")
+        ),
+        "-o",
+        &format!("type=oci,dest={}", archive("g.tar")),
+        c,
+    ]);
+    assert_eq!(
+        layer_types(&format!("oci-archive:{}", archive("zf.tar"))).unwrap(),
+        ["tar+zstd", "tar+zstd", "tar+zstd"]
+    );
+    assert_eq!(
+        layer_types(&format!("oci-archive:{}", archive("g.tar"))).unwrap(),
+        ["tar+gzip", "tar+gzip", "tar+gzip"]
+    );
+    // uncompressed: a layer's digest is its diff id.
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={},compression=uncompressed", archive("u.tar")),
+        c,
+    ]);
+    let raw = json(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci-archive:{}", archive("u.tar"))),
+    ));
+    let cfg = json(&run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("oci-archive:{}", archive("u.tar"))),
+    ));
+    assert_eq!(raw["layers"][2]["digest"], cfg["rootfs"]["diff_ids"][2]);
+    // Every variant is the same image: the same config (diff ids).
+    for a in ["z.tar", "zf.tar", "g.tar"] {
+        let other = json(&run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--config"])
+                .arg(format!("oci-archive:{}", archive(a))),
+        ));
+        assert_eq!(other["rootfs"], cfg["rootfs"], "{a}");
+    }
+    // skopeo reads every zstd blob back (digests verified on copy).
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q"])
+            .arg(format!("oci-archive:{}", archive("zf.tar")))
+            .arg(format!("dir:{}", archive("zf-dir"))),
+    );
+
+    // A zstd image pushed and used as a base in another root: it unpacks, its layers
+    // stay zstd, and the new layer is gzip.
+    let zbase = format!("{}/zbase:1", reg.host);
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=registry,name={zbase},compression=zstd,force-compression=true"),
+        c,
+    ]);
+    assert_eq!(
+        layer_types(&format!("docker://{zbase}")).unwrap(),
+        ["tar+zstd", "tar+zstd", "tar+zstd"]
+    );
+    let other = kiln();
+    let ctx2 = context(&[
+        ("Dockerfile", &format!("FROM {zbase}\nCOPY more /more\n")),
+        ("more", "more\n"),
+    ]);
+    let out = d.path().join("from-zstd");
+    other.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=oci,dest={}", archive("fz.tar")),
+        "-o",
+        out.to_str().unwrap(),
+        ctx2.path().to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(out.join("hello")).unwrap(), "hello from kiln\n");
+    assert_eq!(
+        layer_types(&format!("oci-archive:{}", archive("fz.tar"))).unwrap(),
+        ["tar+zstd", "tar+zstd", "tar+zstd", "tar+gzip"]
+    );
+    assert!(k.ok(&["fsck"]).contains(" 0 problems"));
+}

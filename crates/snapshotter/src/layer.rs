@@ -1,5 +1,6 @@
 //! Making a layer blob from a directory in one streaming pass:
-//! tar → sha256 (diff id) → gzip → sha256 (digest) → content store.
+//! tar → sha256 (diff id) → gzip/zstd → sha256 (digest) → content store; and
+//! converting a stored layer to another compression.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -19,12 +20,66 @@ pub struct Layer {
     pub blob: Descriptor,
 }
 
-/// Compression of new layer blobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Compression of new layer blobs, with its level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    #[default]
-    Gzip,
+    /// gzip at this level (0–9; Go's and BuildKit's default is 6), on all cores.
+    Gzip(u32),
+    /// zstd at this level (1–22; BuildKit's default is 3), on all cores.
+    Zstd(i32),
     Uncompressed,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip(6)
+    }
+}
+
+impl Compression {
+    /// `compression=NAME` with an optional `compression-level=N`, as buildx takes them.
+    pub fn parse(name: &str, level: Option<i32>) -> Result<Self, String> {
+        let check = |lo: i32, hi: i32, default: i32| -> Result<i32, String> {
+            match level {
+                None => Ok(default),
+                Some(l) if (lo..=hi).contains(&l) => Ok(l),
+                Some(l) => Err(format!("compression-level {l} is out of range for {name} ({lo}-{hi})")),
+            }
+        };
+        Ok(match name {
+            "gzip" => Compression::Gzip(check(0, 9, 6)? as u32),
+            "zstd" => Compression::Zstd(check(1, 22, 3)?),
+            "uncompressed" => {
+                if level.is_some() {
+                    return Err("compression-level makes no sense with compression=uncompressed".to_string());
+                }
+                Compression::Uncompressed
+            }
+            other => return Err(format!("unknown compression `{other}` (expected gzip, zstd or uncompressed)")),
+        })
+    }
+
+    /// The OCI layer media type of blobs in this compression.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Compression::Gzip(_) => media_types::OCI_LAYER_GZIP,
+            Compression::Zstd(_) => media_types::OCI_LAYER_ZSTD,
+            Compression::Uncompressed => media_types::OCI_LAYER_TAR,
+        }
+    }
+
+    /// The kind without the level, for comparing with a blob's media type.
+    pub fn matches(&self, media_type: &str) -> bool {
+        match self {
+            Compression::Gzip(_) => {
+                media_type == media_types::OCI_LAYER_GZIP || media_type == media_types::DOCKER_LAYER_GZIP
+            }
+            Compression::Zstd(_) => media_type == media_types::OCI_LAYER_ZSTD,
+            Compression::Uncompressed => {
+                media_type == media_types::OCI_LAYER_TAR || media_type == media_types::DOCKER_LAYER_TAR
+            }
+        }
+    }
 }
 
 /// Writes the tree under `dir` as a layer blob into `store`.
@@ -51,11 +106,11 @@ pub fn write_layer_from(
         path: dir.to_path_buf(),
         source,
     };
-    let (diff_id, blob, media_type) = match compression {
-        Compression::Gzip => {
-            // Level 6 like Go's default, compressed on all cores in fixed 1 MiB chunks:
-            // the output depends only on the input.
-            let gz = ParGzWriter::new(io::BufWriter::with_capacity(1 << 20, blob), 6).map_err(ctx)?;
+    let (diff_id, blob) = match compression {
+        Compression::Gzip(level) => {
+            // Compressed on all cores in fixed 1 MiB chunks: the output depends only on
+            // the input and the level.
+            let gz = ParGzWriter::new(io::BufWriter::with_capacity(1 << 20, blob), level).map_err(ctx)?;
             let mut hashing = Sha256Writer::new(gz);
             tar(&mut hashing).map_err(ctx)?;
             let (diff_id, _, gz) = hashing.finish();
@@ -64,23 +119,135 @@ pub fn write_layer_from(
                 .map_err(ctx)?
                 .into_inner()
                 .map_err(|e| ctx(e.into_error()))?;
-            (diff_id, blob, media_types::OCI_LAYER_GZIP)
+            (diff_id, blob)
+        }
+        Compression::Zstd(level) => {
+            let mut z = zstd::Encoder::new(io::BufWriter::with_capacity(1 << 20, blob), level).map_err(ctx)?;
+            // zstd's multithreaded output is the same for any number of workers >= 1,
+            // so layers stay reproducible across machines.
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+            z.multithread(workers.max(1)).map_err(ctx)?;
+            let mut hashing = Sha256Writer::new(z);
+            tar(&mut hashing).map_err(ctx)?;
+            let (diff_id, _, z) = hashing.finish();
+            let blob = z
+                .finish()
+                .map_err(ctx)?
+                .into_inner()
+                .map_err(|e| ctx(e.into_error()))?;
+            (diff_id, blob)
         }
         Compression::Uncompressed => {
             let mut hashing = Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, blob));
             tar(&mut hashing).map_err(ctx)?;
             hashing.flush().map_err(ctx)?;
             let (diff_id, _, w) = hashing.finish();
-            (
-                diff_id,
-                w.into_inner().map_err(|e| ctx(e.into_error()))?,
-                media_types::OCI_LAYER_TAR,
-            )
+            (diff_id, w.into_inner().map_err(|e| ctx(e.into_error()))?)
         }
     };
+    let media_type = compression.media_type();
     let (digest, size) = blob.commit(None)?;
     Ok(Layer {
         diff_id,
         blob: Descriptor::new(media_type, digest, size),
     })
+}
+
+/// The uncompressed tar stream of a stored layer blob.
+pub fn open_layer_tar(store: &ContentStore, blob: &Descriptor) -> Result<Box<dyn io::Read>, SnapshotError> {
+    let f = io::BufReader::with_capacity(1 << 20, store.open(&blob.digest)?);
+    Ok(match blob.media_type.as_str() {
+        media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        media_types::OCI_LAYER_ZSTD => Box::new(zstd::Decoder::with_buffer(f).map_err(|source| SnapshotError::Io {
+            op: "cannot decompress",
+            path: store.blob_path(&blob.digest),
+            source,
+        })?),
+        media_types::OCI_LAYER_TAR | media_types::DOCKER_LAYER_TAR => Box::new(f),
+        other => return Err(SnapshotError::MediaType(other.to_string())),
+    })
+}
+
+/// Stores `layer` again in `compression`: the same tar (its diff id is checked), a
+/// new blob.
+pub fn convert_layer(store: &ContentStore, layer: &Layer, compression: Compression) -> Result<Layer, SnapshotError> {
+    let path = store.blob_path(&layer.blob.digest);
+    let mut tar = open_layer_tar(store, &layer.blob)?;
+    let converted = write_layer_from(&path, store, compression, |w| io::copy(&mut tar, w).map(drop))?;
+    if converted.diff_id != layer.diff_id {
+        return Err(SnapshotError::Io {
+            op: "layer content does not match its diff id",
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, format!("expected {}", layer.diff_id)),
+        });
+    }
+    Ok(converted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<u8> {
+        // Half text-like, half noise: both kinds of zstd/gzip blocks.
+        let mut state = 0x2545f4914f6cdd1du64;
+        (0..n)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if (i / 65536) % 2 == 0 {
+                    b"the quick brown fox "[i % 20]
+                } else {
+                    state as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zstd_output_does_not_depend_on_the_worker_count() {
+        let data = sample(6 << 20);
+        let compress = |workers: u32| {
+            let mut z = zstd::Encoder::new(Vec::new(), 3).unwrap();
+            z.multithread(workers).unwrap();
+            z.write_all(&data).unwrap();
+            z.finish().unwrap()
+        };
+        let one = compress(1);
+        assert_eq!(one, compress(2));
+        assert_eq!(one, compress(4));
+    }
+
+    #[test]
+    fn conversions_keep_the_diff_id_and_come_back_byte_identical() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::new(dir.path().join("blobs"), dir.path().join("tmp"));
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("d")).unwrap();
+        std::fs::write(tree.join("d/big"), sample(3 << 20)).unwrap();
+        std::fs::write(tree.join("small"), "small\n").unwrap();
+        let gz = write_layer(&tree, &store, &TarOptions::default(), Compression::default()).unwrap();
+        let zst = convert_layer(&store, &gz, Compression::Zstd(3)).unwrap();
+        let raw = convert_layer(&store, &zst, Compression::Uncompressed).unwrap();
+        let back = convert_layer(&store, &raw, Compression::default()).unwrap();
+        assert_eq!(zst.blob.media_type, media_types::OCI_LAYER_ZSTD);
+        assert_eq!(raw.blob.media_type, media_types::OCI_LAYER_TAR);
+        assert_eq!(raw.blob.digest, gz.diff_id, "an uncompressed layer's digest is its diff id");
+        for l in [&zst, &raw, &back] {
+            assert_eq!(l.diff_id, gz.diff_id);
+        }
+        assert_eq!(back.blob, gz.blob, "gzip is deterministic");
+        assert!(zst.blob.size < raw.blob.size);
+    }
+
+    #[test]
+    fn compression_options_parse_like_buildx() {
+        assert_eq!(Compression::parse("zstd", None), Ok(Compression::Zstd(3)));
+        assert_eq!(Compression::parse("gzip", Some(9)), Ok(Compression::Gzip(9)));
+        assert!(Compression::parse("gzip", Some(10)).unwrap_err().contains("out of range"));
+        assert!(Compression::parse("lz4", None).unwrap_err().contains("unknown compression `lz4`"));
+        assert!(Compression::parse("uncompressed", Some(1)).is_err());
+    }
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use kiln_cache::{ContentStore, KilnRoot};
-use kiln_image::{media_types, Digest};
+use kiln_image::Digest;
 
 use crate::apply::{apply_tar, set_mtime, ApplyOptions};
 use crate::layer::{write_layer, Compression, Layer};
@@ -104,15 +104,8 @@ impl Snapshots {
 
     /// Applies one layer blob from the content store onto `dest`.
     pub fn apply_layer(&self, layer: &Layer, dest: &Path, opts: &ApplyOptions) -> Result<Vec<String>, SnapshotError> {
-        let f = io::BufReader::with_capacity(1 << 20, self.content.open(&layer.blob.digest)?);
-        let report = match layer.blob.media_type.as_str() {
-            media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => {
-                apply_tar(dest, flate2::read::MultiGzDecoder::new(f), opts)?
-            }
-            media_types::OCI_LAYER_TAR | media_types::DOCKER_LAYER_TAR => apply_tar(dest, f, opts)?,
-            other => return Err(SnapshotError::MediaType(other.to_string())),
-        };
-        Ok(report.warnings)
+        let tar = crate::layer::open_layer_tar(&self.content, &layer.blob)?;
+        Ok(apply_tar(dest, tar, opts)?.warnings)
     }
 
     /// A temp directory under the root's `tmp/` (same filesystem, so renames work).

@@ -155,6 +155,9 @@ pub struct Worker {
     memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
     /// `--cache-from` directories.
     imported: Vec<cache_export::ImportedCache>,
+    /// Blobs of the base images this build used (kept as pulled unless
+    /// `force-compression`).
+    base_blobs: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
     /// Cache records this build hit or wrote, for `--cache-to`.
     used: std::sync::Mutex<Vec<(Digest, Arc<Vec<Layer>>)>>,
 }
@@ -181,7 +184,7 @@ impl Worker {
             privileged: kiln_snapshotter::ids::can_chown(),
             epoch,
             clamp_mtime: None,
-            compression: Compression::Gzip,
+            compression: Compression::default(),
             images: None,
             executor: None,
             network: kiln_executor::Network::Host,
@@ -189,8 +192,15 @@ impl Worker {
             overlay_failed: std::sync::atomic::AtomicBool::new(false),
             memos: std::sync::Mutex::new(BTreeMap::new()),
             imported: Vec::new(),
+            base_blobs: Default::default(),
             used: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Makes new layers in `compression` (gzip level 6 by default).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
     }
 
     /// Clamps every file time in the layers this build makes to `epoch`
@@ -222,6 +232,11 @@ impl Worker {
     pub fn with_snapshotter(mut self, kind: SnapshotterKind) -> Self {
         self.snapshotter = kind;
         self
+    }
+
+    /// The layer blobs that came from base images.
+    pub fn base_blobs(&self) -> std::collections::BTreeSet<Digest> {
+        self.base_blobs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The snapshots this worker uses.
@@ -262,6 +277,10 @@ impl Worker {
         let (_, layers) = images.pull_progress(reference, platform, &mut |d, n, size| {
             log.line(format!("{} {} / {}", d.digest, human_bytes(n), human_bytes(size)))
         })?;
+        self.base_blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(layers.iter().map(|l| l.blob.digest.clone()));
         Ok(Value::Fs(Arc::new(layers)))
     }
 

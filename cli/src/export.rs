@@ -1,0 +1,177 @@
+//! Writing the built image to the outputs (`-o`): the local store (and registries
+//! with push=true), archives, layout directories, the root filesystem; and the
+//! `--metadata-file` JSON.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use kiln_cache::KilnRoot;
+use kiln_exporter::{ArchiveImage, BuiltImage};
+use kiln_image::Reference;
+use kiln_worker::Worker;
+
+use crate::outputs::{Dest, LayerOpts, Output};
+
+fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
+    ArchiveImage {
+        manifest: built.manifest.clone(),
+        config: built.config.clone(),
+        layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
+        names: names.to_vec(),
+    }
+}
+
+/// Writes a file destination atomically: into a temp file beside it, renamed when
+/// complete, so a failed export leaves nothing behind.
+pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = std::io::stdout();
+            let mut lock = std::io::BufWriter::new(stdout.lock());
+            f(&mut lock)?;
+            lock.flush().context("cannot write to stdout")?;
+            Ok(())
+        }
+        Dest::Path(p) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if p.is_dir() {
+                bail!("cannot write {what} to `{}`: it is a directory", p.display());
+            }
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".kiln-")
+                .tempfile_in(&dir)
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            {
+                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                f(&mut w)?;
+                w.flush()
+                    .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            }
+            tmp.as_file()
+                .sync_all()
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            tmp.persist(p)
+                .map_err(|e| e.error)
+                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// The `--metadata-file` JSON, with the keys buildx writes.
+pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
+    let mut names: Vec<String> = Vec::new();
+    for o in outputs {
+        if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
+            for r in n {
+                if !names.contains(&r.to_string()) {
+                    names.push(r.to_string());
+                }
+            }
+        }
+    }
+    let mut v = serde_json::json!({
+        "containerimage.config.digest": built.config.digest,
+        "containerimage.descriptor": {
+            "mediaType": built.manifest.media_type,
+            "digest": built.manifest.digest,
+            "size": built.manifest.size,
+        },
+        "containerimage.digest": built.manifest.digest,
+    });
+    if !names.is_empty() {
+        v["image.name"] = serde_json::Value::String(names.join(","));
+    }
+    v
+}
+
+/// `built` with its layers in the compression the output asks for (gzip when it says
+/// nothing: a layer cached by a zstd build is converted back); base image layers stay
+/// as pulled unless forced.
+pub fn in_compression(root: &KilnRoot, worker: &Worker, built: &BuiltImage, layers: &LayerOpts) -> Result<BuiltImage> {
+    let to = layers.compression.unwrap_or_default();
+    Ok(kiln_exporter::recompress(
+        root,
+        built,
+        to,
+        layers.force,
+        &worker.base_blobs(),
+    )?)
+}
+
+/// Writes `built` to `out`; returns the progress lines and the image as written
+/// (its manifest differs from `built`'s when the output asks for another compression).
+pub fn export(
+    root: &KilnRoot,
+    worker: &Worker,
+    registry: &kiln_registry::Client,
+    built: &BuiltImage,
+    out: &Output,
+) -> Result<(Vec<String>, Option<BuiltImage>)> {
+    let content = root.content();
+    Ok(match out {
+        Output::Image { names, push, layers } => {
+            let built = in_compression(root, worker, built, layers)?;
+            let store = root.images();
+            store.add(&built.manifest, names)?;
+            let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
+            if *push {
+                for n in names {
+                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|_| {})?;
+                    lines.push(format!(
+                        "pushing layers {} uploaded, {} mounted, {} already there done",
+                        report.uploaded, report.mounted, report.existed
+                    ));
+                    lines.push(format!("pushing manifest for {n}@{} done", built.manifest.digest));
+                }
+            }
+            (lines, Some(built))
+        }
+        Output::Oci {
+            dest,
+            names,
+            tar,
+            layers,
+        }
+        | Output::Docker {
+            dest,
+            names,
+            tar,
+            layers,
+        } => {
+            let built = in_compression(root, worker, built, layers)?;
+            let docker = matches!(out, Output::Docker { .. });
+            let img = [archive_image(&built, names)];
+            match (tar, dest) {
+                (true, _) => write_dest(dest, "the image archive", |w| {
+                    if docker {
+                        kiln_exporter::write_docker_archive(w, &content, &img)?;
+                    } else {
+                        kiln_exporter::write_oci_archive(w, &content, &img)?;
+                    }
+                    Ok(())
+                })?,
+                (false, Dest::Path(p)) => kiln_exporter::write_oci_layout(p, &content, &img)?,
+                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
+            }
+            (vec![format!("sending tarball done")], Some(built))
+        }
+        Output::Local { dest } => {
+            for w in kiln_exporter::write_rootfs_dir(worker.snapshots(), &built.layers, dest)? {
+                eprintln!("WARN: {w}");
+            }
+            (vec![format!("copying files to {} done", dest.display())], None)
+        }
+        Output::Tar { dest } => {
+            write_dest(dest, "the rootfs tarball", |w| {
+                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w)?;
+                Ok(())
+            })?;
+            (vec!["sending tarball done".to_string()], None)
+        }
+    })
+}
