@@ -76,7 +76,11 @@ pub fn push_image(
     };
     client
         .push(dest, content, manifest, &blobs, &mount_from, &on_blob)
-        .with_context(|| format!("cannot push `{dest}`"))
+        .map_err(|e| match e {
+            // Registry errors start with the reference already.
+            kiln_registry::RegistryError::Store(_) => anyhow::anyhow!("cannot push `{dest}`: {e}"),
+            e => anyhow::anyhow!("cannot push {e}"),
+        })
 }
 
 fn short(d: &Digest) -> &str {

@@ -441,3 +441,52 @@ fn layer_compression_is_chosen_per_output_and_base_layers_stay_unless_forced() {
     );
     assert!(k.ok(&["fsck"]).contains(" 0 problems"));
 }
+
+#[test]
+fn push_uses_the_pull_credentials_and_names_a_refusal() {
+    let Some(reg) = Registry::start_with_htpasswd("kiln", "s3cret") else {
+        return;
+    };
+    let k = kiln();
+    let docker_config = tempfile::tempdir().unwrap();
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY hello /hello\n"), ("hello", "hi\n")]);
+    k.ok(&["build", "-q", "-t", "app:1", ctx.path().to_str().unwrap()]);
+    let dest = format!("{}/private/app:1", reg.host);
+    let push = || {
+        run(k
+            .cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["push", "app:1", &dest]))
+    };
+    let out = push();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&reg.host) && err.contains("kiln login"),
+        "{err}"
+    );
+    run_ok(
+        k.cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["login", "-u", "kiln", "-p", "wrong", &reg.host]),
+    );
+    let out = push();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(&format!("cannot push `{dest}`")) && err.contains("401"),
+        "{err}"
+    );
+    run_ok(
+        k.cmd()
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(["login", "-u", "kiln", "-p", "s3cret", &reg.host]),
+    );
+    let out = push();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    if require_tool("skopeo") {
+        run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--tls-verify=false", "--creds", "kiln:s3cret"])
+                .arg(format!("docker://{dest}")),
+        );
+    }
+}
