@@ -406,13 +406,30 @@ fn tls_registry_with_a_private_ca_and_credentials() {
         .env("DOCKER_CONFIG", docker_config.path())
         .args(["build", "-q"])
         .arg(app.path()));
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an untrusted certificate must fail");
+    assert!(err.contains(&reg.host) && err.contains("certificate"), "{err}");
     // With --tls-ca and the docker config's credentials, the pull goes over TLS.
     let out = run(kiln()
         .cmd()
         .env("DOCKER_CONFIG", docker_config.path())
         .args(["build", "-q", "--tls-ca"])
         .arg(&ca)
+        .arg(app.path()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The system store (here `$SSL_CERT_FILE`) is trusted without --tls-ca.
+    let out = run(kiln()
+        .cmd()
+        .env("DOCKER_CONFIG", docker_config.path())
+        .env("SSL_CERT_FILE", &ca)
+        .args(["build", "-q"])
+        .arg(app.path()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // --insecure-registry HOST skips verification, as Docker does.
+    let out = run(kiln()
+        .cmd()
+        .env("DOCKER_CONFIG", docker_config.path())
+        .args(["build", "-q", "--insecure-registry", &reg.host])
         .arg(app.path()));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -440,4 +457,105 @@ fn a_blob_that_never_arrives_whole_fails_cleanly() {
         "no temp files left"
     );
     assert!(fresh.ok(&["images"]).lines().count() == 1, "no image was stored");
+}
+
+/// A gzip layer holding one file, as (blob, diff id hex, digest hex). Its uid, gid and
+/// mtime fields are left empty, as some tar writers leave them (kiln once refused
+/// such layers; Go's archive/tar, hence Docker, reads them as 0).
+fn one_file_layer(name: &str, text: &str) -> (Vec<u8>, String, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(text.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, name, text.as_bytes()).unwrap();
+    let raw = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let blob = gz.finish().unwrap();
+    let hex = |b: &[u8]| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b));
+    (blob.clone(), hex(&raw), hex(&blob))
+}
+
+#[test]
+fn an_index_gives_each_platform_its_manifest() {
+    let Some(reg) = Registry::start() else { return };
+    if !require_tool("skopeo") {
+        return;
+    }
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other = if host == "amd64" { "arm64" } else { "amd64" };
+    // An OCI layout with one image per platform, each a file naming its platform.
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut entries = Vec::new();
+    let mut configs = std::collections::BTreeMap::new();
+    for arch in [host, other] {
+        let (layer, diff_id, _) = one_file_layer("platform", arch);
+        let (layer_digest, layer_size) = put(&layer);
+        let config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Env": [format!("ARCH={arch}")]},
+            "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+        });
+        let (config_digest, config_size) = put(config.to_string().as_bytes());
+        configs.insert(arch, config_digest.clone());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}],
+        });
+        let (m_digest, m_size) = put(manifest.to_string().as_bytes());
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries});
+    let (i_digest, i_size) = put(index.to_string().as_bytes());
+    std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": i_digest, "size": i_size,
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(dir.path().join("index.json"), top.to_string()).unwrap();
+    let image = format!("{}/multi:1", reg.host);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:multi", dir.path().display()))
+            .arg(format!("docker://{image}")),
+    );
+
+    let k = kiln();
+    let id = k.ok(&["pull", "-q", "--platform", &format!("linux/{other}"), &image]);
+    assert_eq!(id.trim(), configs[other], "--platform picks the {other} manifest");
+    let id = k.ok(&["pull", "-q", &image]);
+    assert_eq!(id.trim(), configs[host], "the host's platform by default");
+    let err = k.fails(&["pull", "--platform", "linux/s390x", &image]);
+    assert!(
+        err.contains("no manifest for platform `linux/s390x`") && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
+    // A build FROM the index gets the host's image.
+    let ctx2 = context(&[("Dockerfile", &format!("FROM {image}\nENV X=1\n"))]);
+    let out = tempfile::tempdir().unwrap();
+    k.ok(&[
+        "build",
+        "-q",
+        "--pull=always",
+        "-o",
+        out.path().to_str().unwrap(),
+        ctx2.path().to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(out.path().join("platform")).unwrap(), host);
 }

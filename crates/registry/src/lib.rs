@@ -78,6 +78,10 @@ pub struct Resolved {
 #[derive(Debug)]
 pub struct Client {
     agent: ureq::Agent,
+    /// For `--insecure-registry` hosts: TLS without verification, as Docker does for
+    /// insecure registries (loopback hosts may use plain HTTP but are verified when
+    /// they speak TLS).
+    unverified: ureq::Agent,
     insecure: Vec<String>,
     auth: Auth,
     schemes: std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
@@ -90,8 +94,10 @@ const ATTEMPTS: u32 = 5;
 impl Client {
     /// A client; hosts in `insecure` (and loopback hosts) are reached over plain HTTP.
     pub fn new(insecure: Vec<String>) -> Self {
+        let system = system_roots();
         Client {
-            agent: Self::agent(None),
+            agent: Self::agent(Some(Self::tls(&system, false))),
+            unverified: Self::agent(Some(Self::tls(&[], true))),
             insecure,
             auth: Auth::default(),
             schemes: Default::default(),
@@ -103,11 +109,7 @@ impl Client {
     /// used when the host does not speak TLS (probed once per host).
     fn base_url(&self, r: &Reference) -> String {
         let host = r.domain();
-        let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-        let may_be_plain = name == "localhost"
-            || name.starts_with("127.")
-            || name == "[::1]"
-            || self.insecure.iter().any(|i| i == host || i == name);
+        let may_be_plain = self.is_insecure(host);
         let api_host = if host == "docker.io" {
             "registry-1.docker.io"
         } else {
@@ -121,13 +123,33 @@ impl Client {
         format!("{scheme}://{api_host}/v2/{}", r.path())
     }
 
+    /// Loopback hosts and `--insecure-registry` hosts: plain HTTP allowed, TLS not verified.
+    fn is_insecure(&self, host: &str) -> bool {
+        let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        name == "localhost"
+            || name.starts_with("127.")
+            || name == "[::1]"
+            || self.insecure.iter().any(|i| i == host || i == name)
+    }
+
+    /// The agent for `r`'s registry.
+    fn agent_for(&self, r: &Reference) -> &ureq::Agent {
+        let host = r.domain();
+        let name = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        if self.insecure.iter().any(|i| i == host || i == name) {
+            &self.unverified
+        } else {
+            &self.agent
+        }
+    }
+
     fn probe_scheme(&self, host: &str) -> &'static str {
         let mut schemes = self.schemes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = schemes.get(host) {
             return known;
         }
         // Any HTTP answer over TLS (even 401) means the host speaks HTTPS.
-        let scheme = match self.agent.get(&format!("https://{host}/v2/")).call() {
+        let scheme = match self.unverified.get(&format!("https://{host}/v2/")).call() {
             Ok(_) => "https",
             Err(_) => "http",
         };
@@ -135,22 +157,26 @@ impl Client {
         scheme
     }
 
-    /// Trusts the CA certificates in `pem` (instead of the built-in roots) for TLS.
+    /// Also trusts the CA certificates in `pem` (besides the system's) for TLS.
     pub fn with_tls_ca(mut self, pem: &[u8]) -> Result<Self, String> {
-        let mut certs = Vec::new();
-        for item in ureq::tls::parse_pem(pem) {
-            if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| format!("bad PEM: {e}"))? {
-                certs.push(c);
-            }
-        }
+        let mut certs = parse_certs(pem)?;
         if certs.is_empty() {
             return Err("no certificates in the PEM file".to_string());
         }
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-            .build();
-        self.agent = Self::agent(Some(tls));
+        certs.extend(system_roots());
+        self.agent = Self::agent(Some(Self::tls(&certs, false)));
         Ok(self)
+    }
+
+    /// TLS trusting `roots` (Mozilla's built-in roots when empty), or nothing verified.
+    fn tls(roots: &[ureq::tls::Certificate<'static>], unverified: bool) -> ureq::tls::TlsConfig {
+        let mut b = ureq::tls::TlsConfig::builder();
+        if unverified {
+            b = b.disable_verification(true);
+        } else if !roots.is_empty() {
+            b = b.root_certs(ureq::tls::RootCerts::new_with_certs(roots));
+        }
+        b.build()
     }
 
     fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
@@ -197,6 +223,7 @@ impl Client {
         attempts: u32,
         actions: &str,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let agent = self.agent_for(r);
         let mut delay = Duration::from_millis(200);
         let mut last = String::new();
         let mut answered = false;
@@ -210,10 +237,10 @@ impl Client {
                 b = b.header("Authorization", h);
             }
             let result = match payload {
-                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
-                Payload::Bytes(bytes) => b.body(bytes).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
+                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(|req| agent.run(req)),
+                Payload::Bytes(bytes) => b.body(bytes).map_err(|e| e.to_string()).map(|req| agent.run(req)),
                 Payload::File(path) => match std::fs::File::open(path) {
-                    Ok(f) => b.body(f).map_err(|e| e.to_string()).map(|req| self.agent.run(req)),
+                    Ok(f) => b.body(f).map_err(|e| e.to_string()).map(|req| agent.run(req)),
                     Err(e) => {
                         return Err(RegistryError::Transport {
                             reference: r.to_string(),
@@ -238,7 +265,7 @@ impl Client {
                         if let Some(c) = challenge {
                             answered = true;
                             self.auth
-                                .login(&self.agent, r, &c, actions)
+                                .login(agent, r, &c, actions)
                                 .map_err(|message| RegistryError::Status {
                                     reference: r.to_string(),
                                     status: 401,
@@ -540,4 +567,40 @@ fn available(index: &Index) -> String {
     } else {
         list.join(", ")
     }
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| format!("bad PEM: {e}"))? {
+            certs.push(c.to_owned());
+        }
+    }
+    Ok(certs)
+}
+
+/// The system's CA bundle (`$SSL_CERT_FILE`, else the usual distribution paths), as
+/// Docker and Buildah trust it; empty when there is none (Mozilla's roots are used).
+fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .map(std::path::PathBuf::from),
+        );
+    for path in candidates {
+        if let Ok(pem) = std::fs::read(&path) {
+            if let Ok(certs) = parse_certs(&pem) {
+                if !certs.is_empty() {
+                    return certs;
+                }
+            }
+        }
+    }
+    Vec::new()
 }

@@ -93,10 +93,11 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
         let target = parent.join(&file_name);
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let mode = header.mode().map_err(io_err(&target))? & 0o7777;
-        let uid = header.uid().map_err(io_err(&target))?;
-        let gid = header.gid().map_err(io_err(&target))?;
-        let mtime = header.mtime().map_err(io_err(&target))? as i64;
+        let old = header.as_old();
+        let mode = numeric(header.mode().map(u64::from), &old.mode).map_err(io_err(&target))? as u32 & 0o7777;
+        let uid = numeric(header.uid(), &old.uid).map_err(io_err(&target))?;
+        let gid = numeric(header.gid(), &old.gid).map_err(io_err(&target))?;
+        let mtime = numeric(header.mtime(), &old.mtime).map_err(io_err(&target))? as i64;
         // An existing directory stays when a directory replaces it (merging); anything
         // else at the target is removed first.
         let existing = std::fs::symlink_metadata(&target).ok();
@@ -456,5 +457,14 @@ mod tests {
         assert!(!root.join("dir/old").exists());
         assert!(!root.join("dir/sub").exists());
         assert!(root.join("dir/-new").exists());
+    }
+}
+
+/// A numeric header field; an empty one (all NULs or spaces, as some tar writers leave
+/// unset fields) is 0, as Go's archive/tar — which Docker and BuildKit use — reads it.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        other => other,
     }
 }
