@@ -42,6 +42,11 @@ pub struct BuildArgs {
     /// a directory for a local export, or `-` for a rootfs tar on stdout. Repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
+    /// Name an extra build context: `NAME=DIR`, `NAME=docker-image://REF` or
+    /// `NAME=oci-layout://DIR[:TAG|@DIGEST]`; `FROM NAME` and `--from=NAME` use it
+    /// (before stages and images of that name). Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Write the image id (config digest) to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -397,7 +402,41 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let t0 = Instant::now();
     let resolver = std::sync::Arc::new(kiln_worker::BaseResolver::new(images.clone()));
+    let mut named_locals = BTreeMap::new();
+    let mut named_contexts = BTreeMap::new();
+    for spec in &a.build_contexts {
+        let (name, value) = spec
+            .split_once('=')
+            .with_context(|| format!("invalid --build-context `{spec}`: expected NAME=VALUE"))?;
+        let name = name.trim().to_lowercase();
+        if name.is_empty() {
+            bail!("invalid --build-context `{spec}`: the name is empty");
+        }
+        let context = if let Some(r) = value.strip_prefix("docker-image://") {
+            let r = Reference::parse(r).with_context(|| format!("invalid --build-context `{spec}`"))?;
+            kiln_frontend::NamedContext::Image(r.to_string())
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            let dir_part = layout.split(['@', ':']).next().unwrap_or(layout);
+            let dir = std::fs::canonicalize(dir_part)
+                .with_context(|| format!("invalid --build-context `{spec}`: no OCI layout at `{dir_part}`"))?;
+            kiln_frontend::NamedContext::Image(format!("oci-layout://{}{}", dir.display(), &layout[dir_part.len()..]))
+        } else if value.contains("://") {
+            bail!(
+                "invalid --build-context `{spec}`: only a directory, docker-image:// and oci-layout:// are supported"
+            );
+        } else {
+            let dir = std::fs::canonicalize(value)
+                .ok()
+                .filter(|d| d.is_dir())
+                .with_context(|| format!("invalid --build-context `{spec}`: `{value}` is not a directory"))?;
+            let local = format!("context:{name}");
+            named_locals.insert(local.clone(), dir);
+            kiln_frontend::NamedContext::Local(local)
+        };
+        named_contexts.insert(name, context);
+    }
     let opts = kiln_frontend::BuildOptions {
+        named_contexts,
         dockerfile_name: inputs.dockerfile_name.clone(),
         build_args,
         target: a.target.clone(),
@@ -458,6 +497,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
+    locals.extend(named_locals);
     let executor: std::sync::Arc<dyn kiln_executor::Executor> = match &a.runtime {
         None => std::sync::Arc::new(kiln_executor::Sandbox::default()),
         Some(name) => std::sync::Arc::new(kiln_executor::OciRuntime::new(name).map_err(anyhow::Error::msg)?),

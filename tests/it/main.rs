@@ -3,6 +3,7 @@
 
 mod cache;
 mod common;
+mod contexts;
 mod debian;
 mod docker;
 mod errors;

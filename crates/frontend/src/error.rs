@@ -225,6 +225,8 @@ pub enum ErrorKind {
         #[source]
         source: ReferenceError,
     },
+    #[error("build context `{name}` is a directory; FROM needs an image (`--build-context {name}=docker-image://REF` or `oci-layout://DIR`)")]
+    LocalContextAsBase { name: String },
     #[error("cannot resolve image `{reference}`: {reason}")]
     ResolveImage { reference: String, reason: String },
     #[error("invalid platform `{value}`: expected `os/arch[/variant]`")]

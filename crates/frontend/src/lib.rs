@@ -15,7 +15,7 @@ pub mod lint;
 mod suggest;
 pub mod syntax;
 
-pub use convert::{build_plan, BuildOptions, BuildPlan, ImageResolver, ResolvedImage};
+pub use convert::{build_plan, BuildOptions, BuildPlan, ImageResolver, NamedContext, ResolvedImage};
 pub use error::{ErrorKind, FrontendError};
 pub use lint::Warning;
 

@@ -25,8 +25,12 @@ pub enum PullPolicy {
 /// A base image as the build uses it.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
-    /// The reference pinned to a digest (`repo:tag@sha256:…`).
+    /// The reference pinned to a digest (`repo:tag@sha256:…`); for an OCI layout a
+    /// placeholder never sent to a registry (its blobs are imported on resolve).
     pub pinned: Reference,
+    /// What the build shows and keys the cache by: the pinned reference, or
+    /// `oci-layout://DIR@sha256:…`.
+    pub shown: String,
     pub manifest: Descriptor,
     pub parsed: Manifest,
     pub config: ImageConfig,
@@ -47,6 +51,9 @@ impl ImageSource {
 
     /// Resolves `reference` for `platform` without fetching layers.
     pub fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, WorkerError> {
+        if let Some(spec) = reference.strip_prefix("oci-layout://") {
+            return self.resolve_layout(spec, platform);
+        }
         let r = Reference::parse(reference).map_err(|e| WorkerError::Malformed(e.to_string()))?;
         // Pinned by digest and already held: nothing to ask anyone.
         if let Some(d) = r.digest() {
@@ -83,6 +90,7 @@ impl ImageSource {
         content.put_bytes(&resolved.parsed.config.media_type, &resolved.config_bytes)?;
         let config = parse_config(&r, &resolved.config_bytes)?;
         Ok(BaseImage {
+            shown: resolved.pinned.to_string(),
             pinned: resolved.pinned,
             manifest: resolved.manifest,
             parsed: resolved.parsed,
@@ -125,6 +133,7 @@ impl ImageSource {
         };
         let pinned = Reference::parse(&pinned_text).map_err(|e| WorkerError::Malformed(e.to_string()))?;
         Ok(Some(BaseImage {
+            shown: pinned.to_string(),
             pinned,
             manifest: desc,
             parsed,
@@ -176,12 +185,96 @@ impl ImageSource {
                 blob: Descriptor::new(media_type, desc.digest.clone(), desc.size),
             });
         }
-        if let Some(tag) = img.pinned.tag() {
+        if let (Some(tag), false) = (img.pinned.tag(), img.shown.starts_with("oci-layout://")) {
             let name = Reference::parse(&format!("{}:{tag}", img.pinned.repository()))
                 .map_err(|e| WorkerError::Malformed(e.to_string()))?;
             self.root.images().add(&img.manifest, &[name])?;
         }
         Ok((img, layers))
+    }
+}
+
+impl ImageSource {
+    /// An image in an OCI layout directory (`DIR`, `DIR:TAG`, `DIR@sha256:…`): its
+    /// manifest, config and layers are copied into the content store, each verified
+    /// against its digest; the index entry is chosen by tag (`ref.name` annotation), by
+    /// digest, or as the only one.
+    fn resolve_layout(&self, spec: &str, platform: &Platform) -> Result<BaseImage, WorkerError> {
+        let bad = |m: String| WorkerError::Malformed(format!("oci-layout://{spec}: {m}"));
+        let (dir, tag, digest) = match spec.split_once('@') {
+            Some((d, dg)) => (d, None, Some(dg.parse::<Digest>().map_err(|e| bad(e.to_string()))?)),
+            None => match spec.rsplit_once(':') {
+                Some((d, t)) if !t.contains('/') && !t.is_empty() => (d, Some(t), None),
+                _ => (spec, None, None),
+            },
+        };
+        let dir = std::path::Path::new(dir);
+        let index_path = dir.join("index.json");
+        let index: Index = std::fs::read(&index_path)
+            .map_err(|e| bad(format!("cannot read {}: {e}", index_path.display())))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| bad(format!("{}: {e}", index_path.display()))))?;
+        let tag_of = |d: &Descriptor| {
+            d.annotations.get(kiln_image::annotations::REF_NAME).map(|n| {
+                // BuildKit writes the tag; some tools the whole name.
+                n.rsplit_once(':')
+                    .filter(|(_, t)| !t.contains('/'))
+                    .map_or(n.as_str(), |(_, t)| t)
+                    .to_string()
+            })
+        };
+        let entry = match (&digest, tag) {
+            (Some(d), _) => index.manifests.iter().find(|m| &m.digest == d),
+            (None, Some(t)) => index.manifests.iter().find(|m| tag_of(m).as_deref() == Some(t)),
+            (None, None) if index.manifests.len() == 1 => index.manifests.first(),
+            (None, None) => {
+                return Err(bad(format!(
+                    "the layout holds {} images; name one with :TAG or @DIGEST",
+                    index.manifests.len()
+                )))
+            }
+        }
+        .ok_or_else(|| {
+            let tags: Vec<String> = index.manifests.iter().filter_map(tag_of).collect();
+            bad(format!("no such image in the layout (tags: {})", tags.join(", ")))
+        })?
+        .clone();
+        let content = self.root.content();
+        let import = |d: &Digest| -> Result<(), WorkerError> {
+            if content.has(d) {
+                return Ok(());
+            }
+            let src = dir.join("blobs/sha256").join(d.hex());
+            let mut f = std::fs::File::open(&src).map_err(|e| bad(format!("cannot read {}: {e}", src.display())))?;
+            let mut w = content.writer()?;
+            std::io::copy(&mut f, &mut w).map_err(|e| bad(format!("cannot read {}: {e}", src.display())))?;
+            w.commit(Some(d)).map_err(|e| bad(format!("blob {d}: {e}")))?;
+            Ok(())
+        };
+        import(&entry.digest)?;
+        let top = content.read_all(&entry.digest)?;
+        let v: serde_json::Value = serde_json::from_slice(&top).map_err(|e| bad(format!("manifest: {e}")))?;
+        let manifest_digest = if v.get("manifests").is_some() {
+            let inner: Index = serde_json::from_value(v).map_err(|e| bad(format!("index: {e}")))?;
+            let chosen = kiln_registry::choose(&inner, platform)
+                .ok_or_else(|| bad(format!("no manifest for platform `{platform}`")))?;
+            import(&chosen.digest)?;
+            chosen.digest.clone()
+        } else {
+            entry.digest.clone()
+        };
+        let m: Manifest =
+            serde_json::from_slice(&content.read_all(&manifest_digest)?).map_err(|e| bad(format!("manifest: {e}")))?;
+        import(&m.config.digest)?;
+        for l in &m.layers {
+            import(&l.digest)?;
+        }
+        let pinned = Reference::parse(&format!("localhost/oci-layout@{}", entry.digest))
+            .map_err(|e| WorkerError::Malformed(e.to_string()))?;
+        let mut img = self
+            .local(&pinned, &entry.digest, platform)?
+            .ok_or_else(|| bad("incomplete layout".to_string()))?;
+        img.shown = format!("oci-layout://{}@{}", dir.display(), entry.digest);
+        Ok(img)
     }
 }
 

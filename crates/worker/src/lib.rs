@@ -129,7 +129,7 @@ impl kiln_frontend::ImageResolver for BaseResolver {
             r.push((reference.to_string(), t0.elapsed()));
         }
         Ok(kiln_frontend::ResolvedImage {
-            reference: img.pinned.to_string(),
+            reference: img.shown,
             config: img.config,
         })
     }
@@ -397,7 +397,7 @@ impl OpRunner for Worker {
         // names it by tag; FROM lines arrive pinned, which resolves locally).
         if let (Op::Source(SourceOp::Image { reference, platform }), Some(images)) = (&node.op, &self.images) {
             let img = images.resolve(reference, platform)?;
-            return Ok(Some(Digest::of(img.pinned.to_string().as_bytes())));
+            return Ok(Some(Digest::of(img.shown.as_bytes())));
         }
         let key = self.copy_content_key(node, inputs)?;
         // Clamped layers differ from unclamped ones: the clamp is part of every key.

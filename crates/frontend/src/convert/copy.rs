@@ -260,6 +260,7 @@ impl Converter<'_> {
                     })
                 }
             },
+            Some(FromSource::Local(name)) => self.named_local(name),
             Some(FromSource::Image(reference)) => self.def.add(
                 Op::Source(SourceOp::Image {
                     reference: reference.clone(),

@@ -67,6 +67,18 @@ pub struct BuildOptions {
     /// Looks up base images' configs; without one, a stage `FROM` an image starts
     /// from an empty config.
     pub resolver: Option<std::sync::Arc<dyn ImageResolver>>,
+    /// `--build-context NAME=…` by lowercase name: used for `FROM NAME` and
+    /// `--from=NAME` before stages and images of that name, as BuildKit does.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// NamedContext is what a `--build-context` name stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// An image: a normalised reference, or `oci-layout://DIR[:TAG|@DIGEST]`.
+    Image(String),
+    /// A local directory, by the worker's local source name.
+    Local(String),
 }
 
 impl BuildOptions {
@@ -81,6 +93,7 @@ impl BuildOptions {
             labels: BTreeMap::new(),
             ignore_patterns: Vec::new(),
             resolver: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -198,6 +211,25 @@ impl Converter<'_> {
             start_line: i.start_line,
             end_line: i.end_line,
         })
+    }
+
+    /// The source op of a named local context (`--build-context NAME=DIR`).
+    pub fn named_local(&mut self, name: &str) -> Input {
+        self.def.add(
+            Op::Source(SourceOp::Local {
+                name: name.to_string(),
+                include: Vec::new(),
+                exclude: Vec::new(),
+            }),
+            Vec::new(),
+            OpMeta {
+                description: format!("load build context {name}"),
+                span: None,
+                hidden: true,
+                stage: None,
+                vars: Vec::new(),
+            },
+        )
     }
 
     /// The shared build-context source.

@@ -53,6 +53,8 @@ pub enum Base {
 pub enum FromSource {
     Stage(usize),
     Image(String),
+    /// A named local context (`--build-context NAME=DIR`), by local source name.
+    Local(String),
 }
 
 /// Cmd is one instruction of a stage, with its resolved `--from`.
@@ -202,7 +204,21 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             }
         };
         let lower = base_name.to_lowercase();
-        let base = if base_name == "scratch" {
+        let base = if let Some(named) = c.opts.named_contexts.get(&lower) {
+            match named {
+                super::NamedContext::Image(r) => Base::Image(r.clone()),
+                super::NamedContext::Local(_) => {
+                    return Err(at(
+                        from_i,
+                        ErrorKind::LocalContextAsBase {
+                            name: base_name.clone(),
+                        },
+                    ));
+                }
+            }
+        } else if base_name.starts_with("oci-layout://") {
+            Base::Image(base_name.clone())
+        } else if base_name == "scratch" {
             Base::Scratch
         } else if let Some(j) = names[..idx].iter().rposition(|n| n.as_deref() == Some(lower.as_str())) {
             Base::Stage(j)
@@ -404,8 +420,16 @@ fn resolve_from(c: &Converter<'_>, from: &str, names: &[Option<String>]) -> Resu
         };
     }
     let lower = from.to_lowercase();
+    match c.opts.named_contexts.get(&lower) {
+        Some(super::NamedContext::Image(r)) => return Ok(FromSource::Image(r.clone())),
+        Some(super::NamedContext::Local(name)) => return Ok(FromSource::Local(name.clone())),
+        None => {}
+    }
     if let Some(j) = names.iter().rposition(|n| n.as_deref() == Some(lower.as_str())) {
         return Ok(FromSource::Stage(j));
+    }
+    if from.starts_with("oci-layout://") {
+        return Ok(FromSource::Image(from.to_string()));
     }
     let r = Reference::parse(from).map_err(|source| ErrorKind::InvalidReference {
         reference: from.to_string(),
