@@ -55,7 +55,11 @@ impl Compression {
                 }
                 Compression::Uncompressed
             }
-            other => return Err(format!("unknown compression `{other}` (expected gzip, zstd or uncompressed)")),
+            other => {
+                return Err(format!(
+                    "unknown compression `{other}` (expected gzip, zstd or uncompressed)"
+                ))
+            }
         })
     }
 
@@ -130,11 +134,7 @@ pub fn write_layer_from(
             let mut hashing = Sha256Writer::new(z);
             tar(&mut hashing).map_err(ctx)?;
             let (diff_id, _, z) = hashing.finish();
-            let blob = z
-                .finish()
-                .map_err(ctx)?
-                .into_inner()
-                .map_err(|e| ctx(e.into_error()))?;
+            let blob = z.finish().map_err(ctx)?.into_inner().map_err(|e| ctx(e.into_error()))?;
             (diff_id, blob)
         }
         Compression::Uncompressed => {
@@ -234,7 +234,10 @@ mod tests {
         let back = convert_layer(&store, &raw, Compression::default()).unwrap();
         assert_eq!(zst.blob.media_type, media_types::OCI_LAYER_ZSTD);
         assert_eq!(raw.blob.media_type, media_types::OCI_LAYER_TAR);
-        assert_eq!(raw.blob.digest, gz.diff_id, "an uncompressed layer's digest is its diff id");
+        assert_eq!(
+            raw.blob.digest, gz.diff_id,
+            "an uncompressed layer's digest is its diff id"
+        );
         for l in [&zst, &raw, &back] {
             assert_eq!(l.diff_id, gz.diff_id);
         }
@@ -246,8 +249,12 @@ mod tests {
     fn compression_options_parse_like_buildx() {
         assert_eq!(Compression::parse("zstd", None), Ok(Compression::Zstd(3)));
         assert_eq!(Compression::parse("gzip", Some(9)), Ok(Compression::Gzip(9)));
-        assert!(Compression::parse("gzip", Some(10)).unwrap_err().contains("out of range"));
-        assert!(Compression::parse("lz4", None).unwrap_err().contains("unknown compression `lz4`"));
+        assert!(Compression::parse("gzip", Some(10))
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(Compression::parse("lz4", None)
+            .unwrap_err()
+            .contains("unknown compression `lz4`"));
         assert!(Compression::parse("uncompressed", Some(1)).is_err());
     }
 }
