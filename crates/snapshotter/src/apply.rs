@@ -357,6 +357,15 @@ fn clear_dir_except(dir: &Path, keep: &HashSet<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// A numeric header field; an empty one (all NULs or spaces, as some tar writers leave
+/// unset fields) is 0, as Go's archive/tar — which Docker and BuildKit use — reads it.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,14 +466,5 @@ mod tests {
         assert!(!root.join("dir/old").exists());
         assert!(!root.join("dir/sub").exists());
         assert!(root.join("dir/-new").exists());
-    }
-}
-
-/// A numeric header field; an empty one (all NULs or spaces, as some tar writers leave
-/// unset fields) is 0, as Go's archive/tar — which Docker and BuildKit use — reads it.
-fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
-    match parsed {
-        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
-        other => other,
     }
 }
