@@ -29,18 +29,6 @@ fn app_context(base: &str) -> tempfile::TempDir {
     ctx
 }
 
-/// `skopeo inspect docker://REF` over plain HTTP, or None when skopeo is missing.
-fn remote_inspect(reference: &str) -> Option<serde_json::Value> {
-    if !require_tool("skopeo") {
-        return None;
-    }
-    Some(json(&run_ok(
-        Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false"])
-            .arg(format!("docker://{reference}")),
-    )))
-}
-
 fn uploads(reg: &Registry) -> usize {
     reg.requests()
         .iter()
@@ -81,7 +69,7 @@ fn build_push_reads_back_in_skopeo_and_docker() {
         meta["containerimage.config.digest"].as_str().unwrap(),
         std::fs::read_to_string(&iid).unwrap()
     );
-    let Some(remote) = remote_inspect(&app) else {
+    let Some(remote) = skopeo_inspect(&format!("docker://{app}"), false) else {
         return;
     };
     assert_eq!(remote["Digest"], digest.as_str(), "the registry serves kiln's manifest");
@@ -212,7 +200,7 @@ fn push_faults_are_retried_or_fail_without_a_tag() {
     let dest = format!("{}/flaky:1", proxy.addr);
     let out = k.cmd().args(["push", "app:1", &dest]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let Some(remote) = remote_inspect(&format!("{}/flaky:1", reg.host)) else {
+    let Some(remote) = skopeo_inspect(&format!("docker://{}/flaky:1", reg.host), false) else {
         return;
     };
     assert_eq!(remote["Layers"].as_array().unwrap().len(), 3);
@@ -220,7 +208,7 @@ fn push_faults_are_retried_or_fail_without_a_tag() {
     // A slow registry (every response a second late): pushed.
     let slow = fault_proxy(reg.host.clone(), usize::MAX, std::time::Duration::from_secs(1));
     k.ok(&["push", "-q", "app:1", &format!("{slow}/slow:1")]);
-    assert!(remote_inspect(&format!("{}/slow:1", reg.host)).is_some());
+    assert!(skopeo_inspect(&format!("docker://{}/slow:1", reg.host), false).is_some());
 
     // Every upload cut mid-body: the push fails naming the destination, and the tag
     // is never published.

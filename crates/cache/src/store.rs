@@ -53,6 +53,19 @@ impl ContentStore {
         })
     }
 
+    /// Copies the file `src` in as the blob `digest` (an OCI layout's blob, say),
+    /// verifying it; nothing is stored when the bytes do not match.
+    pub fn import(&self, src: &Path, digest: &Digest) -> Result<(), CacheError> {
+        if self.has(digest) {
+            return Ok(());
+        }
+        let mut f = File::open(src).map_err(CacheError::io("cannot read", src))?;
+        let mut w = self.writer()?;
+        io::copy(&mut f, &mut w).map_err(CacheError::io("cannot read", src))?;
+        w.commit(Some(digest))?;
+        Ok(())
+    }
+
     /// Reads a whole (small) blob, such as a manifest or config.
     pub fn read_all(&self, digest: &Digest) -> Result<Vec<u8>, CacheError> {
         let mut buf = Vec::new();

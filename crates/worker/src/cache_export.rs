@@ -110,14 +110,9 @@ impl ImportedCache {
             return true;
         }
         match &self.source {
-            Source::Dir(dir) => {
-                let src = dir.join("blobs/sha256").join(blob.digest.hex());
-                let Ok(mut f) = std::fs::File::open(&src) else {
-                    return false;
-                };
-                let Ok(mut w) = content.writer() else { return false };
-                std::io::copy(&mut f, &mut w).is_ok() && w.commit(Some(&blob.digest)).is_ok()
-            }
+            Source::Dir(dir) => content
+                .import(&dir.join("blobs/sha256").join(blob.digest.hex()), &blob.digest)
+                .is_ok(),
             Source::Registry { client, reference } => client.fetch_blob(reference, blob, content).is_ok(),
         }
     }

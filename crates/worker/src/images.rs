@@ -240,15 +240,9 @@ impl ImageSource {
         .clone();
         let content = self.root.content();
         let import = |d: &Digest| -> Result<(), WorkerError> {
-            if content.has(d) {
-                return Ok(());
-            }
-            let src = dir.join("blobs/sha256").join(d.hex());
-            let mut f = std::fs::File::open(&src).map_err(|e| bad(format!("cannot read {}: {e}", src.display())))?;
-            let mut w = content.writer()?;
-            std::io::copy(&mut f, &mut w).map_err(|e| bad(format!("cannot read {}: {e}", src.display())))?;
-            w.commit(Some(d)).map_err(|e| bad(format!("blob {d}: {e}")))?;
-            Ok(())
+            content
+                .import(&dir.join("blobs/sha256").join(d.hex()), d)
+                .map_err(|e| bad(format!("blob `{d}`: {e}")))
         };
         import(&entry.digest)?;
         let top = content.read_all(&entry.digest)?;
