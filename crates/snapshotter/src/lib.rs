@@ -3,6 +3,7 @@
 //! chains that build steps write on.
 
 pub mod apply;
+mod deflate;
 pub mod diff;
 mod error;
 pub mod ids;

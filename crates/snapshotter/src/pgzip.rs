@@ -1,85 +1,192 @@
 //! Parallel gzip, the way pigz does it: the stream is cut into fixed 1 MiB chunks, each
-//! deflated on its own thread with the previous chunk's last 32 KiB as its dictionary
-//! and ended with a sync flush, so the concatenation is one deflate stream inside one
-//! gzip member. The bytes depend only on the input (chunk size and level are fixed),
-//! never on how many threads ran: layers stay reproducible.
+//! compressed on its own thread with the previous chunk's last 32 KiB as its dictionary
+//! and ended on a byte boundary (a sync flush), so the concatenation is one deflate
+//! stream inside one gzip member. The bytes depend only on the input and the level
+//! (chunk size and every choice below are fixed, and each choice looks at nothing but
+//! the chunk's own bytes), never on how many threads ran: layers stay reproducible.
+//!
+//! A chunk on which string matching pays little (compressed or random data, base64 or
+//! hex text, such text with tar headers between files) is not run through zlib, whose
+//! lazy match search would spend most of the time finding next to nothing: one greedy
+//! LZ77 pass both decides that and parses the chunk, and the parse is written as
+//! dynamic-Huffman deflate blocks, or stored blocks where those are smaller. Ordinary
+//! data goes through zlib at the requested level. All of it is plain deflate that any
+//! inflater reads.
 
-use std::collections::VecDeque;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use crate::deflate::{parse_poorly_compressible, write_parse, Scratch, WINDOW};
+
 /// Bytes per independently compressed chunk.
 const CHUNK: usize = 1 << 20;
-/// Deflate's window: how much of the previous chunk primes the next.
-const WINDOW: usize = 32 << 10;
 
-/// ParGzWriter gzip-compresses what is written to it on all cores.
-pub struct ParGzWriter<W: Write> {
-    inner: Option<W>,
-    level: u32,
-    buf: Vec<u8>,
-    dict: Vec<u8>,
-    crc: Crc,
-    pending: VecDeque<JoinHandle<io::Result<Vec<u8>>>>,
-    threads: usize,
+/// Slot is the memory one chunk in flight uses, reused from chunk to chunk so that
+/// each does not fault in fresh pages.
+#[derive(Default)]
+struct Slot {
+    input: Vec<u8>,
+    out: Vec<u8>,
+    scratch: Scratch,
 }
 
-impl<W: Write> ParGzWriter<W> {
-    pub fn new(mut inner: W, level: u32) -> io::Result<Self> {
+/// A compressed chunk: its slot (`out` holds the deflate bytes) and its input's CRC.
+type Compressed = io::Result<(Slot, Crc)>;
+
+/// ParGzWriter gzip-compresses what is written to it on all cores. The caller's
+/// thread only gathers the input; chunks are compressed on their own threads and
+/// written to `W`, in order, by a writer thread, so the writing (hashing, the file
+/// system's work) overlaps with both.
+pub struct ParGzWriter<W: Write + Send + 'static> {
+    level: u32,
+    /// The chunk being filled.
+    slot: Slot,
+    dict: Vec<u8>,
+    /// Chunks in flight, in stream order, to the writer thread.
+    chunks: Option<mpsc::Sender<JoinHandle<Compressed>>>,
+    writer: Option<JoinHandle<io::Result<(W, Crc)>>>,
+    /// Slots back from the writer thread.
+    free: mpsc::Receiver<Slot>,
+    failed: Arc<AtomicBool>,
+    /// Slots made so far, at most `slots`.
+    made: usize,
+    slots: usize,
+}
+
+impl<W: Write + Send + 'static> ParGzWriter<W> {
+    pub fn new(inner: W, level: u32) -> io::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self::with_threads(inner, level, threads)
+    }
+
+    /// As [`ParGzWriter::new`] with about `threads` chunks compressed at once (the
+    /// output is the same for any number).
+    pub fn with_threads(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
         // flate2's default header: no name, no mtime, OS unknown.
         inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+        let (chunks, rx) = mpsc::channel::<JoinHandle<Compressed>>();
+        let (free_tx, free) = mpsc::channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer_failed = failed.clone();
+        let writer = std::thread::spawn(move || {
+            let mut crc = Crc::new();
+            let mut error = None;
+            for h in rx {
+                let done = h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("compression thread panicked")));
+                let slot = match done {
+                    Ok((mut slot, chunk_crc)) => {
+                        if error.is_none() {
+                            crc.combine(&chunk_crc);
+                            if let Err(e) = inner.write_all(&slot.out) {
+                                error = Some(e);
+                            }
+                        }
+                        slot.out.clear();
+                        slot
+                    }
+                    Err(e) => {
+                        error.get_or_insert(e);
+                        Slot::default()
+                    }
+                };
+                if error.is_some() {
+                    writer_failed.store(true, Ordering::Relaxed);
+                }
+                // Every chunk gives its slot back (a new one if it was lost), so the
+                // caller never waits for a slot that will not come.
+                let _ = free_tx.send(slot);
+            }
+            match error {
+                Some(e) => Err(e),
+                None => Ok((inner, crc)),
+            }
+        });
+        let mut slot = Slot::default();
+        slot.input.reserve_exact(CHUNK);
         Ok(ParGzWriter {
-            inner: Some(inner),
             level,
-            buf: Vec::with_capacity(CHUNK),
-            dict: Vec::new(),
-            crc: Crc::new(),
-            pending: VecDeque::new(),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            slot,
+            dict: Vec::with_capacity(WINDOW),
+            chunks: Some(chunks),
+            writer: Some(writer),
+            free,
+            failed,
+            made: 1,
+            // The chunk being filled, `threads` compressing, one being written.
+            slots: threads.max(1) + 2,
         })
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.crc.update(&data);
-        let dict = std::mem::take(&mut self.dict);
-        self.dict = data[data.len().saturating_sub(WINDOW)..].to_vec();
-        let level = self.level;
-        self.pending
-            .push_back(std::thread::spawn(move || deflate_chunk(&data, &dict, level, last)));
-        while self.pending.len() > self.threads || (last && !self.pending.is_empty()) {
-            self.write_oldest()?;
+        let next = if self.made < self.slots {
+            self.made += 1;
+            let mut s = Slot::default();
+            s.input.reserve_exact(CHUNK);
+            s
+        } else {
+            self.free
+                .recv()
+                .map_err(|_| io::Error::other("compression writer thread ended"))?
+        };
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(self.writer_error());
         }
-        Ok(())
+        let mut slot = std::mem::replace(&mut self.slot, next);
+        let dict = std::mem::take(&mut self.dict);
+        self.dict
+            .extend_from_slice(&slot.input[slot.input.len().saturating_sub(WINDOW)..]);
+        let level = self.level;
+        let h = std::thread::spawn(move || {
+            let mut crc = Crc::new();
+            crc.update(&slot.input);
+            let Slot { input, out, scratch } = &mut slot;
+            compress_chunk(input, &dict, level, last, out, scratch)?;
+            input.clear();
+            Ok((slot, crc))
+        });
+        self.chunks
+            .as_ref()
+            .expect("not finished")
+            .send(h)
+            .map_err(|_| self.writer_error())
     }
 
-    fn write_oldest(&mut self) -> io::Result<()> {
-        let Some(h) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        let out = h
-            .join()
-            .map_err(|_| io::Error::other("compression thread panicked"))??;
-        self.inner.as_mut().expect("not finished").write_all(&out)
+    /// The writer thread's error, once it has failed.
+    fn writer_error(&mut self) -> io::Error {
+        self.chunks = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => io::Error::other("compression writer thread failed"),
+        }
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.submit(true)?;
-        let mut inner = self.inner.take().expect("not finished");
-        inner.write_all(&self.crc.sum().to_le_bytes())?;
-        inner.write_all(&self.crc.amount().to_le_bytes())?;
+        self.chunks = None;
+        let (mut inner, crc) = self
+            .writer
+            .take()
+            .expect("not finished")
+            .join()
+            .map_err(|_| io::Error::other("compression writer thread panicked"))??;
+        inner.write_all(&crc.sum().to_le_bytes())?;
+        inner.write_all(&crc.amount().to_le_bytes())?;
         Ok(inner)
     }
 }
 
-impl<W: Write> Write for ParGzWriter<W> {
+impl<W: Write + Send + 'static> Write for ParGzWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
+        let n = data.len().min(CHUNK - self.slot.input.len());
+        self.slot.input.extend_from_slice(&data[..n]);
+        if self.slot.input.len() == CHUNK {
             self.submit(false)?;
         }
         Ok(n)
@@ -90,9 +197,30 @@ impl<W: Write> Write for ParGzWriter<W> {
     }
 }
 
-/// Raw deflate of one chunk: primed with `dict`, ended with a sync flush (or the final
-/// block for the last chunk).
-fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+/// Below this size a chunk (only ever the last) simply goes through zlib.
+const MIN_FAST: usize = 64 << 10;
+
+/// Raw deflate of one chunk into `out`: primed with `dict`, ended on a byte boundary
+/// (or with the final block for the last chunk).
+fn compress_chunk(
+    data: &[u8],
+    dict: &[u8],
+    level: u32,
+    last: bool,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> io::Result<()> {
+    out.clear();
+    if level > 0 && data.len() >= MIN_FAST && parse_poorly_compressible(data, scratch) {
+        write_parse(data, scratch, last, out);
+        return Ok(());
+    }
+    deflate_chunk(data, dict, level, last, out)
+}
+
+/// zlib's deflate of one chunk: primed with `dict`, ended with a sync flush (or the
+/// final block for the last chunk).
+fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool, out: &mut Vec<u8>) -> io::Result<()> {
     let mut c = Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -102,11 +230,11 @@ fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
     } else {
         FlushCompress::Sync
     };
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    out.reserve(data.len() / 2 + 1024);
     loop {
         let consumed = c.total_in() as usize;
         let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
+            .compress_vec(&data[consumed..], out, flush)
             .map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == data.len();
         match status {
@@ -116,7 +244,7 @@ fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result
             _ => out.reserve(out.capacity().max(4096)),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -124,29 +252,45 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    fn xorshift(x: &mut u32) -> u8 {
+        *x ^= *x << 13;
+        *x ^= *x >> 17;
+        *x ^= *x << 5;
+        *x as u8
+    }
+
     fn sample() -> Vec<u8> {
-        // Text and incompressible bytes, across several chunk boundaries.
+        // Text, incompressible bytes and base64-like text, across chunk boundaries.
         let mut v = Vec::new();
         let mut x: u32 = 12345;
-        for i in 0..(3 * CHUNK + 777) {
-            if (i / 100_000) % 2 == 0 {
-                v.push(b"kiln layer text "[i % 16]);
-            } else {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                v.push(x as u8);
+        const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for i in 0..(5 * CHUNK + 777) {
+            match (i / 1_100_000) % 3 {
+                0 => v.push(b"kiln layer text "[i % 16]),
+                1 => v.push(xorshift(&mut x)),
+                _ if i % 77 == 76 => v.push(b'\n'),
+                _ => v.push(B64[(xorshift(&mut x) & 63) as usize]),
             }
         }
         v
     }
 
-    fn gz(data: &[u8], write_size: usize) -> Vec<u8> {
-        let mut w = ParGzWriter::new(Vec::new(), 6).unwrap();
-        for part in data.chunks(write_size) {
+    fn gz_with(data: &[u8], write_size: usize, threads: usize, level: u32) -> Vec<u8> {
+        let mut w = ParGzWriter::with_threads(Vec::new(), level, threads).unwrap();
+        for part in data.chunks(write_size.max(1)) {
             w.write_all(part).unwrap();
         }
         w.finish().unwrap()
+    }
+
+    fn gz(data: &[u8], write_size: usize) -> Vec<u8> {
+        gz_with(data, write_size, 2, 6)
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(gz).read_to_end(&mut back).unwrap();
+        back
     }
 
     #[test]
@@ -155,20 +299,87 @@ mod tests {
         let a = gz(&data, 4096);
         let b = gz(&data, 1 << 20);
         assert_eq!(a, b, "the same bytes whatever the write sizes");
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(a.as_slice())
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, data);
+        for threads in [1, 3, 8] {
+            assert_eq!(
+                a,
+                gz_with(&data, 100_000, threads, 6),
+                "the same bytes with {threads} threads"
+            );
+        }
+        assert_eq!(gunzip(&a), data);
         // Exactly one chunk, and nothing at all.
-        for n in [CHUNK, 0, 1] {
+        for n in [CHUNK, 0, 1, MIN_FAST, CHUNK + MIN_FAST + 3] {
             let d = &data[..n];
-            let mut back = Vec::new();
-            flate2::read::GzDecoder::new(gz(d, 7777).as_slice())
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, d);
+            assert_eq!(gunzip(&gz(d, 7777)), d);
         }
         assert!(a.len() < data.len() * 3 / 4, "text compresses");
+    }
+
+    #[test]
+    fn every_level_round_trips() {
+        let data = sample();
+        for level in 0..=9 {
+            let z = gz_with(&data[..2 * CHUNK + 99], 65536, 2, level);
+            assert_eq!(gunzip(&z), &data[..2 * CHUNK + 99], "level {level}");
+        }
+    }
+
+    fn fast_path(data: &[u8]) -> bool {
+        parse_poorly_compressible(data, &mut Scratch::default())
+    }
+
+    #[test]
+    fn poorly_compressible_chunks_take_the_fast_path() {
+        let mut x = 99u32;
+        let noise: Vec<u8> = (0..CHUNK).map(|_| xorshift(&mut x)).collect();
+        assert!(fast_path(&noise));
+        let z = gz(&noise, CHUNK);
+        // Stored blocks: 5 bytes per 65535, plus header and trailer.
+        assert!(z.len() <= CHUNK + (CHUNK / 65535 + 1) * 5 + 20, "{}", z.len());
+        assert_eq!(gunzip(&z), noise);
+
+        let hex: Vec<u8> = noise.iter().map(|b| b"0123456789abcdef"[(b & 15) as usize]).collect();
+        assert!(fast_path(&hex));
+        let z = gz(&hex, CHUNK);
+        assert!(
+            z.len() < CHUNK * 51 / 100,
+            "hex text is Huffman coded to 4 bits a byte: {}",
+            z.len()
+        );
+        assert_eq!(gunzip(&z), hex);
+
+        // Like a tar of small base64 files: a repetitive header every 9 KiB.
+        let mut tarlike = Vec::new();
+        let mut n = 0;
+        while tarlike.len() < 3 * CHUNK {
+            let mut header = format!("d{:03}/f{:03}.txt", n / 100, n % 100).into_bytes();
+            header.resize(100, 0);
+            header.extend_from_slice(b"0000644\x000000000\x000000000\x0000000020464\x0014712345670\x00");
+            header.resize(512, 0);
+            tarlike.extend_from_slice(&header);
+            tarlike.extend(hex.iter().skip(n * 8500 % CHUNK).take(8500).map(|b| b ^ (n as u8 & 1)));
+            tarlike.resize(tarlike.len().next_multiple_of(512), 0);
+            n += 1;
+        }
+        assert!(fast_path(&tarlike[..CHUNK]));
+        let fast = gz(&tarlike, 65536);
+        assert_eq!(gunzip(&fast), tarlike);
+        let mut zlib = Vec::new();
+        let mut scratch = Scratch::default();
+        for (i, c) in tarlike.chunks(CHUNK).enumerate() {
+            let mut out = Vec::new();
+            deflate_chunk(c, &[], 6, i == 2, &mut out).unwrap();
+            zlib.extend(out);
+            assert!(parse_poorly_compressible(c, &mut scratch));
+        }
+        assert!(
+            fast.len() < zlib.len() * 101 / 100,
+            "fast {} vs zlib {}",
+            fast.len(),
+            zlib.len()
+        );
+
+        let text: Vec<u8> = (0..CHUNK).map(|i| b"the quick brown fox "[i % 20]).collect();
+        assert!(!fast_path(&text));
     }
 }
