@@ -105,15 +105,27 @@ impl ContextMemo {
             let threads = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .min(todo.len());
-            let chunk = todo.len().div_ceil(threads);
+            // Files are handed out one at a time, so a few big ones do not leave one
+            // thread with most of the bytes.
+            let next = std::sync::atomic::AtomicUsize::new(0);
             let hashed: Vec<Result<Vec<(usize, String)>, WorkerError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = todo
-                    .chunks(chunk)
-                    .map(|part| {
-                        s.spawn(move || {
-                            part.iter()
-                                .map(|&i| Ok((i, hash_file(&self.root.join(files[i].0))?)))
-                                .collect::<Result<Vec<_>, WorkerError>>()
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let mut buf = vec![0u8; HASH_BUF];
+                            let mut done = Vec::new();
+                            loop {
+                                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(&i) = todo.get(n) else { break };
+                                match hash_file(&self.root.join(files[i].0), &mut buf) {
+                                    Ok(d) => done.push((i, d)),
+                                    Err(e) => {
+                                        next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+                                        return Err(e);
+                                    }
+                                }
+                            }
+                            Ok(done)
                         })
                     })
                     .collect();
@@ -171,13 +183,27 @@ impl ContextMemo {
     }
 }
 
-fn hash_file(p: &Path) -> Result<String, WorkerError> {
+/// Read size for hashing context files.
+const HASH_BUF: usize = 256 << 10;
+
+/// The sha256 of the file at `p` in hex, read through `buf`.
+fn hash_file(p: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
+    use std::io::Read;
     let io = |source| WorkerError::Io {
         path: p.to_path_buf(),
         source,
     };
+    use std::io::Write;
+    let mut f = std::fs::File::open(p).map_err(io)?;
     let mut w = kiln_image::Sha256Writer::new(std::io::sink());
-    std::io::copy(&mut std::fs::File::open(p).map_err(io)?, &mut w).map_err(io)?;
+    loop {
+        match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => w.write_all(&buf[..n]).map_err(io)?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
     Ok(w.finish().0.hex().to_string())
 }
 

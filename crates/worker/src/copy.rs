@@ -8,9 +8,12 @@
 //! the way get mode 0755 and the build's fixed timestamp, so layers are reproducible.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_graph::{ChownOpt, CopyAction, UserSpec};
@@ -39,6 +42,20 @@ pub struct FileWriter<'a> {
     /// Upper directories whose mtime must be (re)set once all writes are done.
     dir_times: Vec<(PathBuf, i64)>,
     hardlinks: HashMap<(u64, u64), PathBuf>,
+    /// Regular files to copy, then hard links to make, on all cores (see [`Self::flush`]).
+    files: Vec<FileJob>,
+    links: Vec<(PathBuf, PathBuf)>,
+}
+
+/// FileJob is one regular file to copy into the upper directory with its metadata.
+struct FileJob {
+    from: PathBuf,
+    to: PathBuf,
+    mode: u32,
+    /// Owner to set (privileged builds only; rootless ones record it for the layer).
+    owner: Option<Owner>,
+    mtime: i64,
+    size: u64,
 }
 
 type Owner = (u32, u32);
@@ -51,6 +68,8 @@ impl<'a> FileWriter<'a> {
             epoch,
             dir_times: Vec::new(),
             hardlinks: HashMap::new(),
+            files: Vec::new(),
+            links: Vec::new(),
         }
     }
 
@@ -94,6 +113,58 @@ impl<'a> FileWriter<'a> {
             };
             let target = self.prepare_target(&target, owner)?;
             self.copy_entry(src, &from, &rel, &target, owner, action.chmod, true)?;
+            // One source's walk never names a target twice; the next source may.
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Copies the files queued by the walk, on all cores, then makes the hard links to
+    /// them. Each file is copied with `copy_file_range` and gets its mode, owner and
+    /// time through the open descriptor. Threads take batches of files of one
+    /// directory, so that they seldom wait for each other on a directory's lock.
+    fn flush(&mut self) -> Result<(), WorkerError> {
+        let files = std::mem::take(&mut self.files);
+        let mut batches = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, f) in files.iter().enumerate() {
+            if i > start && (f.to.parent() != files[start].to.parent() || i - start >= 128 || bytes >= 16 << 20) {
+                batches.push(start..i);
+                (start, bytes) = (i, 0);
+            }
+            bytes += f.size;
+        }
+        if start < files.len() {
+            batches.push(start..files.len());
+        }
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(batches.len());
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<WorkerError>> = Mutex::new(None);
+        let privileged = self.privileged;
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(batch) = batches.get(b) else { break };
+                    if let Err(e) = files[batch.clone()]
+                        .iter()
+                        .try_for_each(|job| copy_file(job, privileged))
+                    {
+                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                        // Make the other threads stop too.
+                        next.store(batches.len(), Ordering::Relaxed);
+                        break;
+                    }
+                });
+            }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        for (first, link) in std::mem::take(&mut self.links) {
+            std::fs::hard_link(&first, &link).map_err(io_err(&link))?;
         }
         Ok(())
     }
@@ -127,6 +198,7 @@ impl<'a> FileWriter<'a> {
 
     /// Sets directory times last, after every child has been written.
     pub fn finish(mut self) -> Result<(), WorkerError> {
+        self.flush()?;
         for (dir, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             set_mtime(&dir, mtime).map_err(io_err(&dir))?;
         }
@@ -290,13 +362,23 @@ impl<'a> FileWriter<'a> {
         if ft.is_file() {
             if md.nlink() > 1 {
                 if let Some(first) = self.hardlinks.get(&(md.dev(), md.ino())) {
-                    std::fs::hard_link(first, &up).map_err(io_err(&up))?;
+                    self.links.push((first.clone(), up));
                     return Ok(());
                 }
                 self.hardlinks.insert((md.dev(), md.ino()), up.clone());
             }
-            std::fs::copy(from, &up).map_err(io_err(&up))?;
-            return self.finish_entry(&up, mode, own, md.mtime(), false);
+            if !self.privileged {
+                self.record_owner(&up, own);
+            }
+            self.files.push(FileJob {
+                from: from.to_path_buf(),
+                to: up,
+                mode,
+                owner: self.privileged.then_some(own),
+                mtime: md.mtime(),
+                size: md.len(),
+            });
+            return Ok(());
         }
         // Sockets, fifos and devices are not copied, as with BuildKit's context transfer.
         Ok(())
@@ -320,9 +402,8 @@ impl<'a> FileWriter<'a> {
             if !is_link && mode & 0o6000 != 0 {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
             }
-        } else if let Ok(rel) = path.strip_prefix(self.snap.upper()) {
-            let rel = rel.to_path_buf();
-            self.snap.owners.insert(rel, owner);
+        } else {
+            self.record_owner(path, owner);
         }
         if is_dir {
             self.dir_times.push((path.to_path_buf(), mtime));
@@ -331,6 +412,54 @@ impl<'a> FileWriter<'a> {
         }
         Ok(())
     }
+}
+
+impl FileWriter<'_> {
+    /// Records the owner the layer must give `path` (rootless builds cannot chown).
+    fn record_owner(&mut self, path: &Path, owner: Owner) {
+        if let Ok(rel) = path.strip_prefix(self.snap.upper()) {
+            let rel = rel.to_path_buf();
+            self.snap.owners.insert(rel, owner);
+        }
+    }
+}
+
+/// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
+/// mode, owner and mtime (atime too, as [`set_mtime`]) through the descriptor.
+fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
+    let mut from = File::open(&job.from).map_err(io_err(&job.from))?;
+    let err = io_err(&job.to);
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&job.to)
+        .map_err(io_err(&job.to))?;
+    let result = (|| {
+        io::copy(&mut from, &mut to)?;
+        let mode = std::fs::Permissions::from_mode(job.mode);
+        to.set_permissions(mode.clone())?;
+        if let (true, Some((uid, gid))) = (privileged, job.owner) {
+            std::os::unix::fs::fchown(&to, Some(uid), Some(gid))?;
+            // chown clears set-id bits.
+            if job.mode & 0o6000 != 0 {
+                to.set_permissions(mode)?;
+            }
+        }
+        let t = rustix::fs::Timespec {
+            tv_sec: job.mtime,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            &to,
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )?;
+        Ok(())
+    })();
+    result.map_err(err)
 }
 
 fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
