@@ -4,6 +4,7 @@ use std::path::Path;
 
 use kiln_cache::ContentStore;
 use kiln_image::{annotations, media_types, Descriptor, Digest, Index, OciLayout, Reference};
+use kiln_snapshotter::tarw::DropBehind;
 use kiln_snapshotter::TarWriter;
 use serde::Serialize;
 
@@ -82,8 +83,12 @@ impl<W: Write> ArchiveWriter<W> {
             }
         }
         for (digest, d) in all {
-            let mut f = content.open(digest).map_err(io::Error::other)?;
-            let mut limited = (&mut f).take(d.size);
+            let f = content.open(digest).map_err(io::Error::other)?;
+            // Each blob is read once here; its pages go to the archive's copy rather
+            // than the page cache holding the image twice (fresh pages are what
+            // writing a big archive costs most, on a VM with free page reporting
+            // ~3 ms/MB against ~0.3 for reused ones).
+            let mut limited = DropBehind::new(&f).take(d.size);
             self.tw.append_file(
                 &format!("blobs/sha256/{}", digest.hex()),
                 0o644,

@@ -28,6 +28,34 @@ pub struct TarOptions {
     pub overlay_upper: bool,
 }
 
+/// DropBehind reads a file and tells the kernel, behind each read, that the pages read
+/// are not needed again (`POSIX_FADV_DONTNEED`): a stream that copies a file once (a
+/// blob into an archive) then lets the copy reuse those pages instead of growing the
+/// page cache by the file's size. Clean pages go at once; dirty ones are left alone.
+pub struct DropBehind<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> DropBehind<'a> {
+    /// Reads `file` from its current position, which must be the start.
+    pub fn new(file: &'a File) -> Self {
+        DropBehind { file, offset: 0 }
+    }
+}
+
+impl Read for DropBehind<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&mut &*self.file).read(buf)?;
+        if let Some(len) = std::num::NonZeroU64::new(n as u64) {
+            // Only advice: a failure costs nothing but the pages.
+            let _ = rustix::fs::fadvise(self.file, self.offset, Some(len), rustix::fs::Advice::DontNeed);
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
 /// Entry metadata as it goes into a header.
 pub(crate) struct EntryMeta {
     pub kind: EntryType,
@@ -44,11 +72,17 @@ pub(crate) struct EntryMeta {
 /// TarWriter writes entries with USTAR headers and PAX extensions where needed.
 pub struct TarWriter<W: Write> {
     out: W,
+    /// File contents pass through here, in pieces of up to [`COPY_BUF`] bytes.
+    buf: Vec<u8>,
 }
+
+/// Largest piece of file contents read and written at once: big pieces mean few
+/// system calls for big files (and big writes let the page cache use large folios).
+const COPY_BUF: usize = 1 << 20;
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out }
+        TarWriter { out, buf: Vec::new() }
     }
 
     pub(crate) fn append(&mut self, name: &[u8], meta: &EntryMeta, data: Option<&mut dyn Read>) -> io::Result<()> {
@@ -125,7 +159,7 @@ impl<W: Write> TarWriter<W> {
         h.set_cksum();
         self.out.write_all(h.as_bytes())?;
         if let Some(data) = data {
-            let n = io::copy(&mut data.take(meta.size), &mut self.out)?;
+            let n = self.copy_contents(data, meta.size)?;
             if n != meta.size {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -135,6 +169,27 @@ impl<W: Write> TarWriter<W> {
             pad(&mut self.out, meta.size)?;
         }
         Ok(())
+    }
+
+    /// Copies at most `size` bytes of `data` to the output; returns how many there were.
+    fn copy_contents(&mut self, data: &mut dyn Read, size: u64) -> io::Result<u64> {
+        let want = size.min(COPY_BUF as u64) as usize;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let mut done = 0u64;
+        while done < size {
+            let piece = (size - done).min(self.buf.len() as u64) as usize;
+            let n = match data.read(&mut self.buf[..piece]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.out.write_all(&self.buf[..n])?;
+            done += n as u64;
+        }
+        Ok(done)
     }
 
     /// Appends a regular file of `size` bytes read from `data`, owned by 0:0.
