@@ -1,12 +1,14 @@
+# shellcheck shell=bash
 # Helpers shared by the benchmark scripts (sourced, not run).  Before sourcing, set
 #   BENCH=name        prefix of log and error lines
+# and before using the helpers
 #   WORK=DIR          scratch directory of this run (quiet's log goes there)
 #   IDLE_WAIT, IDLE_BUSY   the idle gate's limits (see idle_gate)
 # and, if dockerd is used, DOCKER_CLI, DOCKER_STORAGE_DRIVER and DOCKER_DIR (its data,
-# exec root and socket go there; DOCKERD_PID is set by start_dockerd).
+# exec root and socket go there; DOCKERD_PID is set by start_dockerd).  After sourcing,
+# TIMED_SYNC=0 makes timed_into / timed skip their `sync` (see timed_into).
 #
-# bench/cold-build.sh and bench/push.sh use it; the older scripts (run-steps.sh,
-# noop-rebuild.sh, parallel-stages.sh) still carry their own copies of the same helpers.
+# Every benchmark script in bench/ sources it; none keeps a copy of these helpers.
 
 die() { echo "$BENCH: $*" >&2; exit 1; }
 log() { echo "$BENCH: $*" >&2; }
@@ -54,19 +56,23 @@ idle_gate() {
   done
 }
 
-# Wall-clock seconds of one command (output to $WORK/last.log); prints e.g. 0.212345.
-# Earlier dirty pages are written back first and the machine must be idle (untimed).
-# Call it directly, not in $( ), when IDLE_MISSES should count.
-timed_into() { # $1: variable to set, then the command
-  local var=$1 t0 t1
+# Wall-clock seconds of one command (output to $WORK/last.log); sets e.g. 0.212345.
+# Earlier dirty pages are written back first (unless TIMED_SYNC=0, which run-steps.sh
+# and parallel-stages.sh set: they were measured without it) and the machine must be
+# idle (both untimed).  Call it directly, not in $( ), when IDLE_MISSES should count.
+TIMED_SYNC=1
+timed_into() { # $1: variable to set (any name but these locals'), then the command
+  local _ti_var=$1 _ti_t0 _ti_t1
   shift
-  sync
+  [ "$TIMED_SYNC" = 0 ] || sync
   idle_gate
-  t0=$EPOCHREALTIME
+  _ti_t0=$EPOCHREALTIME
   quiet "$@"
-  t1=$EPOCHREALTIME
-  printf -v "$var" '%s' "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }')"
+  _ti_t1=$EPOCHREALTIME
+  printf -v "$_ti_var" '%s' "$(awk -v a="$_ti_t0" -v b="$_ti_t1" 'BEGIN { printf "%.6f\n", b - a }')"
 }
+# The same, printing the seconds (for $(...); its idle gate misses are not counted).
+timed() { local _secs; timed_into _secs "$@"; echo "$_secs"; }
 
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
   if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -160,16 +166,26 @@ find_kiln() {
   KILN_BIN=$(realpath "$KILN_BIN")
 }
 
-# key=value lines every result file starts with.
-machine_lines() {
+# The short commit of the tree holding the scripts, with "+dirty" if it has changes.
+git_rev() {
   local rev
   rev=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
   if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then rev="$rev+dirty"; fi
+  echo "$rev"
+}
+
+# key=value lines the result files start with (run-steps.sh, noop-rebuild.sh and
+# parallel-stages.sh write these keys themselves, in their own order and without the
+# last two, as their earlier results have them).
+machine_lines() {
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "git=$rev (of the tree holding this script)"
+  echo "git=$GIT_REV (of the tree holding this script)"
   echo "kernel=$(uname -r)"
   echo "cpus=$(nproc)"
   echo "cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
   echo "mem_total_kb=$(awk '/MemTotal/ { print $2 }' /proc/meminfo)"
   echo "fs=$(findmnt -n -o FSTYPE,OPTIONS --target "$WORK" | head -n 1)"
 }
+
+# Taken when the script starts, before its own result file makes the tree dirty.
+GIT_REV=$(git_rev)

@@ -80,18 +80,19 @@ DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker} # /usr/local/bin/docker may lack Build
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/results}
 
-die() { echo "noop-rebuild: $*" >&2; exit 1; }
-log() { echo "noop-rebuild: $*" >&2; }
+BENCH=noop-rebuild
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "must run as root (RUN sandboxes, Buildah and dockerd need it)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer"
-[[ $DIRS =~ ^[1-9][0-9]*$ ]] && [ "$DIRS" -le 1000 ] || die "DIRS must be 1..1000"
-[[ $FILES_PER_DIR =~ ^[1-9][0-9]*$ ]] && [ "$FILES_PER_DIR" -le 1000 ] ||
+[[ $DIRS =~ ^[1-9][0-9]*$ && $DIRS -le 1000 ]] || die "DIRS must be 1..1000"
+[[ $FILES_PER_DIR =~ ^[1-9][0-9]*$ && $FILES_PER_DIR -le 1000 ]] ||
   die "FILES_PER_DIR must be 1..1000"
 [[ $SMALL_BYTES =~ ^[1-9][0-9]*$ ]] || die "SMALL_BYTES must be a positive integer"
-[[ $BINS =~ ^[0-9]+$ ]] && [ "$BINS" -le 100 ] || die "BINS must be 0..100"
+[[ $BINS =~ ^[0-9]+$ && $BINS -le 100 ]] || die "BINS must be 0..100"
 [[ $BIN_BYTES =~ ^[1-9][0-9]*$ ]] || die "BIN_BYTES must be a positive integer"
 [[ $GOAL_S =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "GOAL_S must be a number of seconds"
 [[ $RSS_RUNS =~ ^[0-9]+$ ]] || die "RSS_RUNS must be a non-negative integer"
@@ -112,46 +113,12 @@ if [ "$SKIP_BUILDKIT" != 1 ]; then
   command -v dockerd >/dev/null || die "dockerd not found (apt-get install docker.io, or SKIP_BUILDKIT=1)"
   [ -x "$DOCKER_CLI" ] || die "docker CLI not found at $DOCKER_CLI (apt-get install docker.io, or SKIP_BUILDKIT=1)"
 fi
-if [ -z "${KILN_BIN:-}" ]; then
-  command -v cargo >/dev/null || die "cargo not found; build kiln or set KILN_BIN"
-  log "building kiln (cargo build --release)"
-  (cd "$REPO" && cargo build --release --quiet)
-  KILN_BIN=$REPO/target/release/kiln
-fi
-[ -x "$KILN_BIN" ] || die "kiln binary not found at $KILN_BIN"
-KILN_BIN=$(realpath "$KILN_BIN")
+find_kiln
 
 # ---------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /tmp/kiln-bench-noop.XXXXXX)
+DOCKER_DIR=$WORK/docker
 DOCKERD_PID=
-
-unmount_under() { # unmount everything mounted at or below $1, deepest first
-  local m
-  findmnt -rn -o TARGET | awk -v p="$1" 'index($0, p) == 1' | sort -r | while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-  done
-}
-
-stop_dockerd() {
-  [ -n "$DOCKERD_PID" ] || return 0
-  local ctr_pid=
-  [ -f "$WORK/docker/exec/containerd/containerd.pid" ] &&
-    ctr_pid=$(cat "$WORK/docker/exec/containerd/containerd.pid" 2>/dev/null || true)
-  if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-    kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-  fi
-  wait "$DOCKERD_PID" 2>/dev/null || true
-  # dockerd's managed containerd normally exits with it; make sure ours did.
-  if [ -n "$ctr_pid" ] && kill -0 "$ctr_pid" 2>/dev/null &&
-     grep -q "$WORK" "/proc/$ctr_pid/cmdline" 2>/dev/null; then
-    kill -TERM "$ctr_pid" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$ctr_pid" 2>/dev/null || true
-  fi
-  DOCKERD_PID=
-}
 
 cleanup() {
   local rc=$?
@@ -167,78 +134,13 @@ cd "$WORK" # nothing lands in the caller's directory
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-fresh_dir() { unmount_under "$1"; rm -rf --one-file-system "$1"; mkdir -p "$1"; }
-
-# Run a command with its output in $WORK/last.log; on failure show the log and stop.
-quiet() {
-  if ! "$@" >"$WORK/last.log" 2>&1; then
-    echo "noop-rebuild: command failed: $*" >&2
-    tail -n 30 "$WORK/last.log" >&2
-    exit 1
-  fi
-}
-
-# CPU busy percent of the whole machine over one second (from /proc/stat).
-busy_pct() {
-  local a b
-  a=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8+$9, $5+$6 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8+$9, $5+$6 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    d = (y[1] - x[1]) + (y[2] - x[2]); printf "%d\n", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
-}
-# On a shared machine, wait (up to IDLE_WAIT s) until it is quiet before a timed run.
-idle_gate() {
-  [ "$IDLE_WAIT" -gt 0 ] || return 0
-  local start=$SECONDS b
-  while b=$(busy_pct); [ "$b" -ge "$IDLE_BUSY" ]; do
-    if [ $((SECONDS - start)) -ge "$IDLE_WAIT" ]; then
-      log "warning: machine still ${b}% busy after ${IDLE_WAIT}s; timing anyway"
-      return 0
-    fi
-  done
-}
-
-# Wall-clock seconds of one command (output to $WORK/last.log); prints e.g. 0.212345.
-# The previous build's dirty pages are written back first (untimed).
-timed() {
-  local t0 t1
-  sync
-  idle_gate
-  t0=$EPOCHREALTIME
-  quiet "$@"
-  t1=$EPOCHREALTIME
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
-}
-
 # ---------------------------------------------------------------- contexts
 BASE_CTX=$WORK/base-ctx
 CTX=$WORK/ctx
-mkdir -p "$BASE_CTX/rootfs"/{bin,etc,proc,dev,sys,tmp,root,home} "$CTX"
-cp "$BUSYBOX" "$BASE_CTX/rootfs/bin/busybox"
-for a in $("$BUSYBOX" --list); do
-  [ "$a" = busybox ] || ln -s busybox "$BASE_CTX/rootfs/bin/$a"
-done
-chmod 1777 "$BASE_CTX/rootfs/tmp"
-echo 'root:x:0:0:root:/root:/bin/sh' >"$BASE_CTX/rootfs/etc/passwd"
-echo 'root:x:0:' >"$BASE_CTX/rootfs/etc/group"
-printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$BASE_CTX/Dockerfile"
+make_base_ctx "$BASE_CTX"
 
 log "making the context ($DIRS x $FILES_PER_DIR small files of $SMALL_BYTES bytes, $BINS x $BIN_BYTES bytes of binaries)"
-for ((d = 0; d < DIRS; d++)); do
-  dir=$CTX/$(printf 'd%03d' "$d")
-  mkdir -p "$dir"
-  # Text (base64 lines), cut into FILES_PER_DIR files f000.txt, f001.txt, ...
-  head -c $((FILES_PER_DIR * SMALL_BYTES * 3 / 4 + 3)) /dev/urandom | base64 -w 76 >"$WORK/chunk"
-  truncate -s $((FILES_PER_DIR * SMALL_BYTES)) "$WORK/chunk"
-  split -b "$SMALL_BYTES" -d -a 3 --additional-suffix=.txt "$WORK/chunk" "$dir/f"
-done
-mkdir -p "$CTX/bin"
-for ((b = 0; b < BINS; b++)); do
-  head -c "$BIN_BYTES" /dev/urandom >"$CTX/bin/$(printf 'blob%02d.bin' "$b")"
-done
-printf 'FROM bb:1\nCOPY . /app\nRUN ls /app | wc -l\n' >"$CTX/Dockerfile"
-rm -f "$WORK/chunk"
+make_big_ctx "$CTX"
 CTX_FILES=$(find "$CTX" -type f | wc -l)
 CTX_BYTES=$(du -sb "$CTX" | cut -f1)
 CTX_APPARENT=$(find "$CTX" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%d\n", s }')
@@ -305,23 +207,6 @@ setup_buildah() {
   FULL[buildah]=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }')
 }
 
-DOCKER_SOCK=$WORK/docker/docker.sock
-dk() { "$DOCKER_CLI" -H "unix://$DOCKER_SOCK" "$@"; }
-start_dockerd() {
-  mkdir -p "$WORK/docker/data" "$WORK/docker/exec"
-  dockerd --iptables=false --bridge=none --storage-driver="$DOCKER_STORAGE_DRIVER" \
-    --host "unix://$DOCKER_SOCK" --data-root "$WORK/docker/data" \
-    --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/dockerd.pid" \
-    >"$WORK/docker/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  for _ in $(seq 150); do
-    dk version >/dev/null 2>&1 && return 0
-    kill -0 "$DOCKERD_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  tail -n 20 "$WORK/docker/dockerd.log" >&2
-  die "private dockerd did not come up"
-}
 buildkit_build() {
   (cd "$CTX" && DOCKER_BUILDKIT=1 dk build --network host -q -t x .)
 }
@@ -406,10 +291,6 @@ for ((r = 1 - WARMUP; r <= RUNS; r++)); do
   done
 done
 
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
-  if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.3f..%.3f\n", lo, hi }'; }
-
 # The same evidence once more, after all the timed rebuilds.
 EVIDENCE_NOOP_AFTER=$(kiln_checksum_line)
 change_one_file
@@ -429,8 +310,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RESULTS_DIR"
 OUT=$RESULTS_DIR/noop-rebuild-$STAMP.txt
-GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then GIT_REV="$GIT_REV+dirty"; fi
+GIT_REV=$(git_rev)
 one_read() { [[ $1 =~ ^#[0-9]+\ [0-9]+\ files\ checked,\ 1\ read$ ]]; }
 {
   echo "benchmark=noop-rebuild"

@@ -55,8 +55,10 @@ DOCKER_CLI=${DOCKER_CLI:-/usr/bin/docker} # /usr/local/bin/docker may lack Build
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS_DIR=${RESULTS_DIR:-$REPO/bench/results}
 
-die() { echo "run-steps: $*" >&2; exit 1; }
-log() { echo "run-steps: $*" >&2; }
+BENCH=run-steps
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+TIMED_SYNC=0 # no `sync` before a timed run (docs/benchmarks.md's numbers were made so)
 
 # ---------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "must run as root (RUN sandboxes, Buildah and dockerd need it)"
@@ -77,46 +79,12 @@ if [ "$SKIP_BUILDKIT" != 1 ]; then
   command -v dockerd >/dev/null || die "dockerd not found (apt-get install docker.io, or SKIP_BUILDKIT=1)"
   [ -x "$DOCKER_CLI" ] || die "docker CLI not found at $DOCKER_CLI (apt-get install docker.io, or SKIP_BUILDKIT=1)"
 fi
-if [ -z "${KILN_BIN:-}" ]; then
-  command -v cargo >/dev/null || die "cargo not found; build kiln or set KILN_BIN"
-  log "building kiln (cargo build --release)"
-  (cd "$REPO" && cargo build --release --quiet)
-  KILN_BIN=$REPO/target/release/kiln
-fi
-[ -x "$KILN_BIN" ] || die "kiln binary not found at $KILN_BIN"
-KILN_BIN=$(realpath "$KILN_BIN")
+find_kiln
 
 # ---------------------------------------------------------------- cleanup
 WORK=$(mktemp -d /tmp/kiln-bench-steps.XXXXXX)
+DOCKER_DIR=$WORK/docker
 DOCKERD_PID=
-
-unmount_under() { # unmount everything mounted at or below $1, deepest first
-  local m
-  findmnt -rn -o TARGET | awk -v p="$1" 'index($0, p) == 1' | sort -r | while read -r m; do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
-  done
-}
-
-stop_dockerd() {
-  [ -n "$DOCKERD_PID" ] || return 0
-  local ctr_pid=
-  [ -f "$WORK/docker/exec/containerd/containerd.pid" ] &&
-    ctr_pid=$(cat "$WORK/docker/exec/containerd/containerd.pid" 2>/dev/null || true)
-  if kill -0 "$DOCKERD_PID" 2>/dev/null; then
-    kill -TERM "$DOCKERD_PID" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$DOCKERD_PID" 2>/dev/null || true
-  fi
-  wait "$DOCKERD_PID" 2>/dev/null || true
-  # dockerd's managed containerd normally exits with it; make sure ours did.
-  if [ -n "$ctr_pid" ] && kill -0 "$ctr_pid" 2>/dev/null &&
-     grep -q "$WORK" "/proc/$ctr_pid/cmdline" 2>/dev/null; then
-    kill -TERM "$ctr_pid" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$ctr_pid" 2>/dev/null || true
-  fi
-  DOCKERD_PID=
-}
 
 cleanup() {
   local rc=$?
@@ -132,60 +100,11 @@ cd "$WORK" # nothing lands in the caller's directory
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-fresh_dir() { unmount_under "$1"; rm -rf --one-file-system "$1"; mkdir -p "$1"; }
-
-# Run a command with its output in $WORK/last.log; on failure show the log and stop.
-quiet() {
-  if ! "$@" >"$WORK/last.log" 2>&1; then
-    echo "run-steps: command failed: $*" >&2
-    tail -n 30 "$WORK/last.log" >&2
-    exit 1
-  fi
-}
-
-# CPU busy percent of the whole machine over one second (from /proc/stat).
-busy_pct() {
-  local a b
-  a=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8+$9, $5+$6 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8+$9, $5+$6 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    d = (y[1] - x[1]) + (y[2] - x[2]); printf "%d\n", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
-}
-# On a shared machine, wait (up to IDLE_WAIT s) until it is quiet before a timed run.
-idle_gate() {
-  [ "$IDLE_WAIT" -gt 0 ] || return 0
-  local start=$SECONDS b
-  while b=$(busy_pct); [ "$b" -ge "$IDLE_BUSY" ]; do
-    if [ $((SECONDS - start)) -ge "$IDLE_WAIT" ]; then
-      log "warning: machine still ${b}% busy after ${IDLE_WAIT}s; timing anyway"
-      return 0
-    fi
-  done
-}
-
-# Wall-clock seconds of one command (output to $WORK/last.log); prints e.g. 0.212345.
-timed() {
-  local t0 t1
-  idle_gate
-  t0=$EPOCHREALTIME
-  quiet "$@"
-  t1=$EPOCHREALTIME
-  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f\n", b - a }'
-}
-
 # ---------------------------------------------------------------- contexts
 BASE_CTX=$WORK/base-ctx
 STEPS_CTX=$WORK/steps-ctx
-mkdir -p "$BASE_CTX/rootfs"/{bin,etc,proc,dev,sys,tmp,root,home} "$STEPS_CTX"
-cp "$BUSYBOX" "$BASE_CTX/rootfs/bin/busybox"
-for a in $("$BUSYBOX" --list); do
-  [ "$a" = busybox ] || ln -s busybox "$BASE_CTX/rootfs/bin/$a"
-done
-chmod 1777 "$BASE_CTX/rootfs/tmp"
-echo 'root:x:0:0:root:/root:/bin/sh' >"$BASE_CTX/rootfs/etc/passwd"
-echo 'root:x:0:' >"$BASE_CTX/rootfs/etc/group"
-printf 'FROM scratch\nCOPY rootfs/ /\nCMD ["sh"]\n' >"$BASE_CTX/Dockerfile"
+make_base_ctx "$BASE_CTX"
+mkdir -p "$STEPS_CTX"
 {
   echo 'FROM bb:1'
   for i in $(seq 1 "$STEPS"); do echo "RUN echo step $i"; done
@@ -220,23 +139,6 @@ run_buildah() { # $1: host|default
   quiet bh rmi -a -f
 }
 
-DOCKER_SOCK=$WORK/docker/docker.sock
-dk() { "$DOCKER_CLI" -H "unix://$DOCKER_SOCK" "$@"; }
-start_dockerd() {
-  mkdir -p "$WORK/docker/data" "$WORK/docker/exec"
-  dockerd --iptables=false --bridge=none --storage-driver="$DOCKER_STORAGE_DRIVER" \
-    --host "unix://$DOCKER_SOCK" --data-root "$WORK/docker/data" \
-    --exec-root "$WORK/docker/exec" --pidfile "$WORK/docker/dockerd.pid" \
-    >"$WORK/docker/dockerd.log" 2>&1 &
-  DOCKERD_PID=$!
-  for _ in $(seq 150); do
-    dk version >/dev/null 2>&1 && return 0
-    kill -0 "$DOCKERD_PID" 2>/dev/null || break
-    sleep 0.2
-  done
-  tail -n 20 "$WORK/docker/dockerd.log" >&2
-  die "private dockerd did not come up"
-}
 run_buildkit() {
   quiet dk builder prune -af
   dk rmi -f x >/dev/null 2>&1 || true
@@ -288,10 +190,6 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{ v[NR] = $1 } END {
-  if (NR % 2) printf "%.6f\n", v[(NR + 1) / 2]; else printf "%.6f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-minmax() { tr ' ' '\n' | awk 'NF' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.3f..%.3f\n", lo, hi }'; }
-
 # Peak RSS of the kiln build (the process and the children it waited for).
 RSS_KB=()
 for ((r = 1; r <= RSS_RUNS; r++)); do
@@ -308,8 +206,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RESULTS_DIR"
 OUT=$RESULTS_DIR/run-steps-$STAMP.txt
-GIT_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ]; then GIT_REV="$GIT_REV+dirty"; fi
+GIT_REV=$(git_rev)
 {
   echo "benchmark=run-steps"
   echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
