@@ -65,7 +65,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
     };
     // Paths this layer created, so an opaque marker met later keeps them.
     let mut created: HashSet<PathBuf> = HashSet::new();
-    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
+    let mut dir_times: Vec<(PathBuf, (i64, u32))> = Vec::new();
     let entries = ar.entries().map_err(io_err(root))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(root))?;
@@ -97,7 +97,14 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
         let mode = numeric(header.mode().map(u64::from), &old.mode).map_err(io_err(&target))? as u32 & 0o7777;
         let uid = numeric(header.uid(), &old.uid).map_err(io_err(&target))?;
         let gid = numeric(header.gid(), &old.gid).map_err(io_err(&target))?;
-        let mtime = numeric(header.mtime(), &old.mtime).map_err(io_err(&target))? as i64;
+        // The tar crate puts PAX `uid`/`gid`/`size` into the header it hands out, but
+        // not `mtime`: read it here (Go's archive/tar, which wrote most layers, records
+        // sub-second and out-of-range times only there).
+        let pax = pax_records(&mut entry);
+        let mtime = match pax.iter().find(|(k, _)| k == b"mtime") {
+            Some((_, v)) => parse_pax_time(v).ok_or_else(|| bad(&name, "invalid PAX `mtime` record".into()))?,
+            None => (numeric(header.mtime(), &old.mtime).map_err(io_err(&target))? as i64, 0),
+        };
         // An existing directory stays when a directory replaces it (merging); anything
         // else at the target is removed first.
         let existing = std::fs::symlink_metadata(&target).ok();
@@ -162,6 +169,8 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 let dev = rustix::fs::makedev(dev_major, dev_minor);
                 rustix::fs::mknodat(CWD, &target, file_type, rustix::fs::Mode::from_raw_mode(mode), dev)
                     .map_err(|e| io_err(&target)(e.into()))?;
+                // mknod applies the umask; the layer's mode is the mode.
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
             }
             EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink => continue,
             other => {
@@ -169,26 +178,6 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                     .warnings
                     .push(format!("skipped `{name}`: unsupported entry type {other:?}"));
                 continue;
-            }
-        }
-        if let Ok(Some(exts)) = entry.pax_extensions() {
-            for ext in exts.flatten() {
-                if let Some(key) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    let Ok(ckey) = std::ffi::CString::new(key) else {
-                        continue;
-                    };
-                    if let Err(e) = rustix::fs::lsetxattr(
-                        &target,
-                        ckey.as_c_str(),
-                        ext.value_bytes(),
-                        rustix::fs::XattrFlags::empty(),
-                    ) {
-                        report.warnings.push(format!(
-                            "cannot set xattr `{}` on `{name}`: {e}",
-                            String::from_utf8_lossy(key)
-                        ));
-                    }
-                }
             }
         }
         if opts.privileged {
@@ -216,23 +205,52 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 }
             }
         }
+        // Extended attributes after the owner: chown drops `security.capability`.
+        for (key, value) in &pax {
+            let Some(key) = key.strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            if reserved_xattr(key) {
+                // The snapshot may be an overlay lower and a copy-snapshotter source:
+                // their private attributes would change what a step sees.
+                report.warnings.push(format!(
+                    "skipped xattr `{}` on `{name}`: reserved for overlayfs and kiln",
+                    String::from_utf8_lossy(key)
+                ));
+                continue;
+            }
+            let Ok(ckey) = std::ffi::CString::new(key) else {
+                continue;
+            };
+            if let Err(e) = rustix::fs::lsetxattr(&target, ckey.as_c_str(), value, rustix::fs::XattrFlags::empty()) {
+                report.warnings.push(format!(
+                    "cannot set xattr `{}` on `{name}`: {e}",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+        }
         if kind != EntryType::Directory {
-            set_mtime(&target, mtime).map_err(io_err(&target))?;
+            set_mtime_ns(&target, mtime).map_err(io_err(&target))?;
         }
         created.insert(target);
     }
     // Directory times last: writing children changed them.
     for (dir, mtime) in dir_times.iter().rev() {
-        set_mtime(dir, *mtime).map_err(io_err(dir))?;
+        set_mtime_ns(dir, *mtime).map_err(io_err(dir))?;
     }
     Ok(report)
 }
 
 /// Sets atime and mtime of `path` (not following symlinks).
 pub fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
+    set_mtime_ns(path, (mtime, 0))
+}
+
+/// Sets atime and mtime of `path` to (seconds, nanoseconds), not following symlinks.
+fn set_mtime_ns(path: &Path, (sec, nsec): (i64, u32)) -> io::Result<()> {
     let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
+        tv_sec: sec,
+        tv_nsec: nsec.into(),
     };
     rustix::fs::utimensat(
         CWD,
@@ -357,6 +375,47 @@ fn clear_dir_except(dir: &Path, keep: &HashSet<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// The entry's own PAX records (key, value), if it has any.
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match entry.pax_extensions() {
+        Ok(Some(exts)) => exts
+            .flatten()
+            .map(|e| (e.key_bytes().to_vec(), e.value_bytes().to_vec()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A PAX time, `SECONDS[.FRACTION]` (possibly negative), as (seconds, nanoseconds)
+/// with the nanoseconds counted forward, as Go's archive/tar reads it.
+fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sec: i64 = whole.parse().ok()?;
+    let mut nsec: u32 = 0;
+    for (i, b) in frac.bytes().take(9).enumerate() {
+        nsec += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
+    }
+    Some(match (neg, nsec) {
+        (false, _) => (sec, nsec),
+        (true, 0) => (-sec, 0),
+        (true, n) => (-sec - 1, 1_000_000_000 - n),
+    })
+}
+
+/// Attributes a layer may not set: overlayfs's private ones and kiln's own marks (the
+/// tar writer never writes them either).
+fn reserved_xattr(key: &[u8]) -> bool {
+    key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") || key.starts_with(b"user.kiln.")
+}
+
 /// A numeric header field; an empty one (all NULs or spaces, as some tar writers leave
 /// unset fields) is 0, as Go's archive/tar — which Docker and BuildKit use — reads it.
 fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
@@ -438,6 +497,161 @@ mod tests {
             0,
             "nothing written outside"
         );
+    }
+
+    fn unprivileged() -> ApplyOptions {
+        ApplyOptions {
+            privileged: false,
+            devices: false,
+        }
+    }
+
+    #[test]
+    fn hard_link_to_a_symlink_links_the_symlink_not_what_it_points_at() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, b"host").unwrap();
+        let t = tar_of(&[
+            ("sym", EntryType::Symlink, b"", Some(secret.to_str().unwrap())),
+            ("hl", EntryType::Link, b"", Some("sym")),
+            ("out", EntryType::Symlink, b"", Some(d.path().to_str().unwrap())),
+        ]);
+        apply_tar(&root, &t[..], &unprivileged()).unwrap();
+        assert_eq!(std::fs::read_link(root.join("hl")).unwrap(), secret);
+        assert_eq!(
+            std::fs::metadata(&secret).unwrap().nlink(),
+            1,
+            "the host file gained a link"
+        );
+        // A hard link to an absolute path outside, or through a symlink leading out,
+        // resolves inside the root, where there is no such file.
+        for link in [secret.to_str().unwrap(), "out/secret"] {
+            let t = tar_of(&[("hl2", EntryType::Link, b"", Some(link))]);
+            let err = apply_tar(&root, &t[..], &unprivileged()).unwrap_err().to_string();
+            assert!(err.contains("does not exist"), "{err}");
+        }
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 1);
+    }
+
+    #[test]
+    fn pax_mtime_and_xattrs_apply_and_reserved_xattrs_are_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([
+            ("mtime", &b"1234567890.25"[..]),
+            ("SCHILY.xattr.user.kiln-test", &b"hello"[..]),
+            ("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..]),
+            ("SCHILY.xattr.user.kiln.cloned", &b"1"[..]),
+        ])
+        .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("f").unwrap();
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(2);
+        h.set_cksum();
+        b.append(&h, &b"hi"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let rep = apply_tar(d.path(), &t[..], &unprivileged()).unwrap();
+        let md = std::fs::metadata(d.path().join("f")).unwrap();
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1234567890, 250_000_000));
+        let mut v = [0u8; 16];
+        let n = rustix::fs::lgetxattr(d.path().join("f"), c"user.kiln-test", &mut v).unwrap();
+        assert_eq!(&v[..n], b"hello");
+        assert!(rustix::fs::lgetxattr(d.path().join("f"), c"user.kiln.cloned", &mut v).is_err());
+        let reserved: Vec<&String> = rep.warnings.iter().filter(|w| w.contains("reserved")).collect();
+        assert_eq!(reserved.len(), 2, "{:?}", rep.warnings);
+    }
+
+    /// `cap_net_raw+ep` as a version 2 `security.capability` value.
+    const CAP_NET_RAW_EP: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn file_capabilities_survive_the_chown() {
+        use std::os::unix::fs::MetadataExt;
+        // Regression: xattrs were set before the chown, which drops file capabilities.
+        if !crate::ids::can_chown() {
+            eprintln!("SKIPPED: setting owners and file capabilities needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.security.capability", &CAP_NET_RAW_EP[..])])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path("ping").unwrap();
+        h.set_mode(0o4755);
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let opts = ApplyOptions {
+            privileged: true,
+            devices: false,
+        };
+        let rep = apply_tar(d.path(), &t[..], &opts).unwrap();
+        assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+        let p = d.path().join("ping");
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (1000, 1000, 0o4755));
+        let mut v = [0u8; 64];
+        let n = rustix::fs::lgetxattr(&p, c"security.capability", &mut v).expect("capability kept");
+        assert_eq!(&v[..n], &CAP_NET_RAW_EP[..]);
+    }
+
+    #[test]
+    fn fifos_and_devices_keep_their_mode_whatever_the_umask() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        // Regression: mknod applied the umask (0666 came out 0644).
+        let d = tempfile::tempdir().unwrap();
+        let devices = crate::ids::can_mknod();
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind) in [("fifo", EntryType::Fifo), ("null", EntryType::Char)] {
+            if kind == EntryType::Char && !devices {
+                continue;
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o666);
+            h.set_size(0);
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        let opts = ApplyOptions {
+            privileged: false,
+            devices,
+        };
+        apply_tar(d.path(), &t[..], &opts).unwrap();
+        let md = std::fs::symlink_metadata(d.path().join("fifo")).unwrap();
+        assert!(md.file_type().is_fifo());
+        assert_eq!(md.mode() & 0o7777, 0o666);
+        if devices {
+            let md = std::fs::symlink_metadata(d.path().join("null")).unwrap();
+            assert!(md.file_type().is_char_device());
+            assert_eq!(md.mode() & 0o7777, 0o666);
+        }
+    }
+
+    #[test]
+    fn pax_times_parse_as_go_reads_them() {
+        assert_eq!(parse_pax_time(b"1234567890"), Some((1234567890, 0)));
+        assert_eq!(parse_pax_time(b"1.5"), Some((1, 500_000_000)));
+        assert_eq!(parse_pax_time(b"1.1234567899"), Some((1, 123_456_789)));
+        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-3"), Some((-3, 0)));
+        for bad in [&b""[..], b".5", b"1.x", b"abc", b"1e9"] {
+            assert_eq!(parse_pax_time(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

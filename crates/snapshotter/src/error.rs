@@ -12,6 +12,12 @@ pub enum SnapshotError {
     },
     #[error("layer entry `{entry}` rejected: {reason}")]
     BadLayer { entry: String, reason: String },
+    /// Applying the layer blob `digest` failed; `source` names the entry.
+    #[error("cannot apply layer `{digest}`: {source}")]
+    Apply {
+        digest: kiln_image::Digest,
+        source: Box<SnapshotError>,
+    },
     #[error("unsupported layer media type `{0}`")]
     MediaType(String),
     #[error(transparent)]

@@ -9,6 +9,7 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use kiln_cache::{ContentStore, KilnRoot};
 use kiln_image::Digest;
@@ -35,6 +36,9 @@ pub struct Snapshots {
     dir: PathBuf,
     tmp: PathBuf,
     content: ContentStore,
+    /// What unpacking skipped (device nodes rootless, unsettable xattrs, unmapped
+    /// owners), for the caller to show: see [`Snapshots::take_warnings`].
+    warnings: Arc<Mutex<Vec<String>>>,
 }
 
 impl Snapshots {
@@ -50,7 +54,16 @@ impl Snapshots {
             dir,
             tmp: root.tmp_dir(),
             content: root.content(),
+            warnings: Arc::default(),
         })
+    }
+
+    /// The warnings of the layers unpacked since the last call, each naming its layer
+    /// (`layer sha256:…: skipped device node `dev/null`: …`), without repeats.
+    pub fn take_warnings(&self) -> Vec<String> {
+        let taken = std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut seen = std::collections::HashSet::new();
+        taken.into_iter().filter(|w| seen.insert(w.clone())).collect()
     }
 
     /// The merged tree of `layers`, unpacked on first use; `None` for no layers.
@@ -88,7 +101,12 @@ impl Snapshots {
         }
         let opts = ApplyOptions::default();
         for layer in &layers[start..] {
-            self.apply_layer(layer, &tree, &opts)?;
+            let warnings = self.apply_layer(layer, &tree, &opts)?;
+            self.warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(
+                warnings
+                    .into_iter()
+                    .map(|w| format!("layer {}: {w}", layer.blob.digest)),
+            );
         }
         match std::fs::rename(&tree, &target) {
             Ok(()) => Ok(Some(target)),
@@ -102,10 +120,15 @@ impl Snapshots {
         }
     }
 
-    /// Applies one layer blob from the content store onto `dest`.
+    /// Applies one layer blob from the content store onto `dest`; an error names the
+    /// layer's digest (and, from the applier, the entry).
     pub fn apply_layer(&self, layer: &Layer, dest: &Path, opts: &ApplyOptions) -> Result<Vec<String>, SnapshotError> {
-        let tar = crate::layer::open_layer_tar(&self.content, &layer.blob)?;
-        Ok(apply_tar(dest, tar, opts)?.warnings)
+        let named = |e: SnapshotError| SnapshotError::Apply {
+            digest: layer.blob.digest.clone(),
+            source: Box::new(e),
+        };
+        let tar = crate::layer::open_layer_tar(&self.content, &layer.blob).map_err(named)?;
+        Ok(apply_tar(dest, tar, opts).map_err(named)?.warnings)
     }
 
     /// A temp directory under the root's `tmp/` (same filesystem, so renames work).
