@@ -32,6 +32,14 @@ pub struct BuildArgs {
     /// Set a build-time variable (`KEY=VALUE`, or `KEY` to take it from the environment).
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     build_args: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID[,src=PATH][,env=VAR][,type=file|env]`
+    /// (only an id: the variable ID if set, else the file ID); repeatable.
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh`: `default|ID[=SOCKET]` (no socket:
+    /// $SSH_AUTH_SOCK); repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    ssh: Vec<String>,
     /// Build this stage and what it needs, not the last one.
     #[arg(long)]
     target: Option<String>,
@@ -358,6 +366,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     let build_args = kv(&a.build_args, "--build-arg", true)?;
     let labels = kv(&a.labels, "--label", false)?;
+    let build_secrets = crate::secrets::resolve(&a.secrets, &a.ssh)?;
     let host = Platform::host();
     let platform = match &a.platform {
         None => host.clone(),
@@ -511,6 +520,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .with_compression(new_layer_compression(&outputs))
         .with_images(images)
         .with_executor(executor, network)
+        .with_secrets(build_secrets)
         .with_snapshotter(match a.snapshotter {
             SnapshotterArg::Auto => kiln_worker::SnapshotterKind::Auto,
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
@@ -548,6 +558,10 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         r
     });
     worker.finish();
+    // What unpacking base layers skipped (device nodes when rootless, unmapped owners).
+    for w in worker.snapshots().take_warnings() {
+        eprintln!("WARN: {w}");
+    }
     let (checked, hashed) = worker.context_stats();
     if checked > 0 {
         progress.internal(

@@ -8,6 +8,7 @@ mod maintenance;
 mod outputs;
 mod progress;
 mod push;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

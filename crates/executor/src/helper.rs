@@ -122,6 +122,25 @@ fn init(spec: &ExecSpec) -> ! {
                 Some((fd, source.is_dir()))
             }
             SpecMountKind::Tmpfs { .. } => None,
+            SpecMountKind::Secret { index, .. } => {
+                let source = secret_source(spec, *index);
+                let fd = sys::open_tree_clone(&source, false)
+                    .or_fail(|| format!("cannot open the secret file {}", source.display()));
+                Some((fd, false))
+            }
+        })
+        .collect();
+    // `env=` secrets are read from the tmpfs while it is still in reach.
+    let secret_env: Vec<String> = spec
+        .secret_env
+        .iter()
+        .map(|(name, index)| {
+            let source = secret_source(spec, *index);
+            let value = std::fs::read(&source).or_fail(|| format!("cannot read the secret for ${name}"));
+            match String::from_utf8(value) {
+                Ok(v) if !v.contains('\0') => format!("{name}={v}"),
+                _ => fail(format!("the secret for ${name} is not text without NUL bytes")),
+            }
         })
         .collect();
 
@@ -151,7 +170,12 @@ fn init(spec: &ExecSpec) -> ! {
         Ok(u) => u,
         Err(e) => fail(e),
     };
-    let env = step_env(&spec.env, &user.home);
+    let mut env = step_env(&spec.env, &user.home);
+    for e in secret_env {
+        let key = e.split('=').next().unwrap_or_default().len() + 1;
+        env.retain(|old| old.get(..key) != e.get(..key));
+        env.push(e);
+    }
     let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
     if !Path::new(cwd).is_dir() {
         std::fs::DirBuilder::new()
@@ -171,6 +195,14 @@ fn init(spec: &ExecSpec) -> ! {
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(|| "no_new_privs".into());
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     exec(&spec.args, &env)
+}
+
+/// Where secret `index` is on the step's secrets tmpfs.
+fn secret_source(spec: &ExecSpec, index: usize) -> PathBuf {
+    match &spec.secrets_dir {
+        Some(dir) => crate::secrets::secret_path(dir, index),
+        None => fail("a secret mount without a secrets directory"),
+    }
 }
 
 fn mount_overlay(spec: &ExecSpec) {
@@ -422,6 +454,15 @@ fn mount_extra(m: &SpecMount, bind: Option<(libc::c_int, bool)>) {
     }
     match (&m.kind, bind) {
         (SpecMountKind::Bind { readonly, .. }, Some((fd, _))) => bind_fd(fd, target, *readonly),
+        (SpecMountKind::Secret { executable, .. }, Some((fd, _))) => {
+            sys::move_mount(fd, target).or_fail(|| format!("cannot mount the secret on {}", m.target));
+            let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+            if !executable {
+                flags |= libc::MS_NOEXEC;
+            }
+            sys::mount(None, target, None, flags, None)
+                .or_fail(|| format!("cannot make the secret on {} read-only", m.target));
+        }
         (SpecMountKind::Tmpfs { size }, _) => {
             let opts = match size {
                 Some(n) => format!("mode=1777,size={n}"),

@@ -8,6 +8,7 @@
 mod helper;
 mod runtime;
 mod sandbox;
+mod secrets;
 mod sys;
 pub mod userns;
 pub mod users;
@@ -45,6 +46,40 @@ pub struct ExecSpec {
     /// `RUN --mount`s, mounted in this order after the container's own file systems.
     #[serde(default)]
     pub mounts: Vec<SpecMount>,
+    /// Secrets of the step (`RUN --mount=type=secret`): written to a tmpfs at
+    /// `secrets_dir` that exists only in the step's own mount namespace, so they never
+    /// touch a disk. Never serialized (the spec is a file).
+    #[serde(skip)]
+    pub secrets: Vec<SecretFile>,
+    /// An empty directory the secrets tmpfs is mounted on (needed when `secrets` is
+    /// not empty).
+    #[serde(default)]
+    pub secrets_dir: Option<PathBuf>,
+    /// Environment variables whose value is a secret (`env=`): the name and an index
+    /// into `secrets`; set for this step only.
+    #[serde(default)]
+    pub secret_env: Vec<(String, usize)>,
+}
+
+/// SecretFile is one secret's value and the mode and owner its file gets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    pub data: Vec<u8>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl std::fmt::Debug for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the value.
+        f.debug_struct("SecretFile")
+            .field("len", &self.data.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .finish()
+    }
 }
 
 /// SpecMount is one extra mount of a step.
@@ -63,6 +98,9 @@ pub enum SpecMountKind {
     Bind { source: PathBuf, readonly: bool },
     /// An empty tmpfs.
     Tmpfs { size: Option<u64> },
+    /// Secret `index` of [`ExecSpec::secrets`], bind-mounted read-only, nosuid, nodev
+    /// (and noexec unless `executable`, i.e. its mode has an x bit).
+    Secret { index: usize, executable: bool },
 }
 
 /// Network is the step's network namespace.

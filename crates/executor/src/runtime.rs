@@ -6,6 +6,7 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -98,6 +99,11 @@ impl OciRuntime {
                     "destination": m.target, "type": "bind", "source": source,
                     "options": ["rbind", if *readonly { "ro" } else { "rw" }]
                 }),
+                crate::SpecMountKind::Secret { index, executable } => json!({
+                    "destination": m.target, "type": "bind",
+                    "source": spec.secrets_dir.as_deref().map(|d| crate::secrets::secret_path(d, *index)),
+                    "options": if *executable { vec!["bind", "ro", "nosuid", "nodev"] } else { vec!["bind", "ro", "nosuid", "nodev", "noexec"] }
+                }),
                 crate::SpecMountKind::Tmpfs { size } => json!({
                     "destination": m.target, "type": "tmpfs", "source": "tmpfs",
                     "options": match size {
@@ -106,13 +112,23 @@ impl OciRuntime {
                     }
                 }),
             })).collect();
+        let mut env = step_env(&spec.env, &user.home);
+        for (name, index) in &spec.secret_env {
+            let value = spec
+                .secrets
+                .get(*index)
+                .map(|s| String::from_utf8_lossy(&s.data).into_owned())
+                .ok_or_else(|| ExecError::Setup(format!("no secret for ${name}")))?;
+            env.retain(|e| e.split('=').next() != Some(name.as_str()));
+            env.push(format!("{name}={value}"));
+        }
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
                 "terminal": false,
                 "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.groups},
                 "args": spec.args,
-                "env": step_env(&spec.env, &user.home),
+                "env": env,
                 "cwd": cwd,
                 "capabilities": {"bounding": caps, "effective": if user.uid == 0 { caps.clone() } else { vec![] }, "permitted": if user.uid == 0 { caps.clone() } else { vec![] }},
                 "noNewPrivileges": true
@@ -142,17 +158,25 @@ impl Executor for OciRuntime {
             .parent()
             .ok_or_else(|| ExecError::Setup("root file system target has no parent".into()))?
             .to_path_buf();
-        let config = self.config(spec)?;
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec_pretty(&config).map_err(std::io::Error::other)?,
-        )?;
         let id = format!(
             "kiln-{}-{}",
             std::process::id(),
             bundle.file_name().and_then(|n| n.to_str()).unwrap_or("step")
         );
-
+        let config = serde_json::to_vec_pretty(&self.config(spec)?).map_err(std::io::Error::other)?;
+        // With secrets the config (it may hold `env=` secret values) is written to the
+        // secrets tmpfs, which becomes the bundle; it never touches a disk.
+        let mut secrets = crate::secrets::SecretsSetup::new(spec)?;
+        let bundle = match &mut secrets {
+            Some(s) => {
+                s.add_private_file("config.json", config)?;
+                PathBuf::from(std::ffi::OsStr::from_bytes(s.dir().as_bytes()))
+            }
+            None => {
+                std::fs::write(bundle.join("config.json"), config)?;
+                bundle
+            }
+        };
         let r = &spec.rootfs;
         let lower: Vec<String> = r.lower.iter().map(|p| p.display().to_string()).collect();
         let opts = format!(
@@ -211,6 +235,9 @@ impl Executor for OciRuntime {
                         ) < 0)
                 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(s) = &secrets {
+                    s.apply(false)?;
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
                 Ok(())

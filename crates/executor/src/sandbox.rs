@@ -50,6 +50,10 @@ impl Executor for Sandbox {
         let (out_r, out_w) = crate::sys::pipe()?;
         let (err_r, err_w) = crate::sys::pipe()?;
         let err_w_raw = std::os::fd::AsRawFd::as_raw_fd(&err_w);
+        // Secrets go on a tmpfs in a mount namespace made for the helper (which makes
+        // its own inside that one), never on disk.
+        let secrets = crate::secrets::SecretsSetup::new(spec)?;
+        let has_secrets = secrets.is_some();
         let mut cmd = Command::new(&self.helper);
         cmd.arg(HELPER_ARG)
             .arg(&state)
@@ -64,15 +68,27 @@ impl Executor for Sandbox {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if let Some(s) = &secrets {
+                    s.apply(true)?;
+                }
                 Ok(())
             });
         }
         let spawned = cmd.spawn();
         drop(cmd); // closes our copies of the write ends
         drop(err_w);
-        let mut child = spawned.map_err(|source| ExecError::Spawn {
-            helper: self.helper.clone(),
-            source,
+        let mut child = spawned.map_err(|source| {
+            if has_secrets {
+                ExecError::Setup(format!(
+                    "cannot write the step's secrets to a private tmpfs (or start the sandbox helper `{}`): {source}",
+                    self.helper.display()
+                ))
+            } else {
+                ExecError::Spawn {
+                    helper: self.helper.clone(),
+                    source,
+                }
+            }
         })?;
 
         // Killing the helper kills pid 1 of the step's namespace (PDEATHSIG), and so

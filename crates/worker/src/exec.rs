@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_executor::{ExecSpec, Network, Rootfs, SpecMount, SpecMountKind};
+use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, SpecMount, SpecMountKind};
 use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode};
 use kiln_image::Digest;
 use kiln_snapshotter::diff::CopyRun;
@@ -97,7 +97,8 @@ impl Worker {
                 .map_err(io_err(&upper))?;
             (upper, None)
         };
-        let (mounts, _cache_locks) = self.prepare_mounts(op, inputs, dir)?;
+        let mut step = StepSecrets::default();
+        let (mounts, _cache_locks) = self.prepare_mounts(op, inputs, dir, &mut step)?;
         // Mount points the sandbox may have to create, deepest first: theirs, then its own.
         let mut points: Vec<String> = Vec::new();
         for m in op.mounts.iter().filter(|m| !m.target.starts_with("/dev/")) {
@@ -134,9 +135,18 @@ impl Worker {
         write(&resolv, &resolv_conf(network))?;
         write(&hostname, &format!("{HOSTNAME}\n"))?;
 
+        let mut env = op.env.clone();
+        // As BuildKit: a step with SSH mounts has SSH_AUTH_SOCK at the first one, unless
+        // it sets the variable itself.
+        if let Some(first) = op.mounts.iter().find(|m| matches!(m.kind, MountKind::Ssh { .. })) {
+            if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                env.push(format!("SSH_AUTH_SOCK={}", first.target));
+            }
+        }
+        let secrets_dir = (!step.files.is_empty()).then(|| dir.join("secrets"));
         let spec = ExecSpec {
             args: op.args.clone(),
-            env: op.env.clone(),
+            env,
             cwd: op.cwd.clone(),
             user: op.user.clone(),
             hostname: HOSTNAME.to_string(),
@@ -151,6 +161,9 @@ impl Worker {
             resolv_conf: resolv,
             hostname_file: hostname,
             mounts,
+            secrets: std::mem::take(&mut step.files),
+            secrets_dir,
+            secret_env: std::mem::take(&mut step.env),
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(
@@ -163,7 +176,10 @@ impl Worker {
                 tail.push_back(line.to_string());
             },
             &mut |stop| log.on_cancel(stop),
-        )?;
+        );
+        drop(spec);
+        drop(step); // stops the SSH forwards
+        let code = code?;
         if code != 0 {
             return Err(WorkerError::RunFailed {
                 code,
@@ -199,6 +215,17 @@ impl Worker {
 /// Holds a `sharing=locked` cache mount for the duration of a step.
 pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 
+/// A step's secrets and SSH forwards, while it runs.
+#[derive(Default)]
+struct StepSecrets {
+    /// The values of its secret mounts (files on the sandbox's private tmpfs).
+    files: Vec<SecretFile>,
+    /// `env=` secrets: variable name, index into `files`.
+    env: Vec<(String, usize)>,
+    /// Sockets relaying to `--ssh` agents; dropping them stops them.
+    forwards: Vec<crate::ssh::SshForward>,
+}
+
 impl Worker {
     /// Makes what each `RUN --mount` needs on the host, in `dir` or the cache-mount store.
     fn prepare_mounts(
@@ -206,6 +233,7 @@ impl Worker {
         op: &ExecOp,
         inputs: &[Value],
         dir: &Path,
+        step: &mut StepSecrets,
     ) -> Result<(Vec<SpecMount>, Vec<CacheLock>), WorkerError> {
         let mut out = Vec::new();
         let mut locks = Vec::new();
@@ -279,21 +307,100 @@ impl Worker {
                         readonly: true,
                     }
                 }
-                MountKind::Secret { id, required, .. } => {
-                    if *required {
-                        return Err(WorkerError::Unsupported(format!(
-                            "RUN --mount=type=secret (secret `{id}` is required, and kiln has no --secret yet)"
+                MountKind::Secret {
+                    id,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                    env,
+                } => {
+                    let Some(value) = self.secrets.secret(id) else {
+                        if *required {
+                            return Err(WorkerError::NotGiven {
+                                what: "secret",
+                                id: id.clone(),
+                                flag: format!("--secret id={id}[,src=FILE|,env=VARIABLE]"),
+                            });
+                        }
+                        continue; // an optional secret that was not given is left out, as BuildKit does
+                    };
+                    let bad = |reason: String| WorkerError::BadSecret {
+                        what: "secret",
+                        id: id.clone(),
+                        reason,
+                    };
+                    if (*uid, *gid) != (0, 0) && !kiln_snapshotter::ids::can_chown() {
+                        return Err(bad(format!(
+                            "cannot give its file uid={uid},gid={gid}: rootless kiln without a subordinate id range maps only root"
                         )));
                     }
-                    continue; // an optional secret that was not given is left out, as BuildKit does
+                    let index = step.files.len();
+                    step.files.push(SecretFile {
+                        data: value.to_vec(),
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    });
+                    if let Some(name) = env {
+                        if std::str::from_utf8(value).is_err() || value.contains(&0) {
+                            return Err(bad(format!(
+                                "cannot be the value of ${name}: it is not text (or holds a NUL byte)"
+                            )));
+                        }
+                        step.env.push((name.clone(), index));
+                    }
+                    if index == 0 {
+                        let d = dir.join("secrets");
+                        std::fs::create_dir(&d).map_err(io_err(&d))?;
+                    }
+                    // With `env=` and no target the secret is only the variable.
+                    if m.target.is_empty() {
+                        continue;
+                    }
+                    SpecMountKind::Secret {
+                        index,
+                        executable: mode & 0o111 != 0,
+                    }
                 }
-                MountKind::Ssh { id, required, .. } => {
-                    if *required {
-                        return Err(WorkerError::Unsupported(format!(
-                            "RUN --mount=type=ssh (ssh `{id}` is required, and kiln has no --ssh yet)"
+                MountKind::Ssh {
+                    id,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let Some(agent) = self.secrets.ssh_socket(id) else {
+                        if *required {
+                            return Err(WorkerError::NotGiven {
+                                what: "SSH agent",
+                                id: id.clone(),
+                                flag: match id.as_str() {
+                                    "default" => "--ssh default[=SOCKET] (default: $SSH_AUTH_SOCK)".to_string(),
+                                    _ => format!("--ssh {id}=SOCKET"),
+                                },
+                            });
+                        }
+                        continue; // as BuildKit: an optional agent that was not given is left out
+                    };
+                    let bad = |reason: String| WorkerError::BadSecret {
+                        what: "SSH agent",
+                        id: id.clone(),
+                        reason,
+                    };
+                    if (*uid, *gid) != (0, 0) && !kiln_snapshotter::ids::can_chown() {
+                        return Err(bad(format!(
+                            "cannot give its socket uid={uid},gid={gid}: rootless kiln without a subordinate id range maps only root"
                         )));
                     }
-                    continue;
+                    let sock = dir.join(format!("ssh-{n}.sock"));
+                    let fwd = crate::ssh::SshForward::start(&sock, agent, *uid, *gid, *mode)
+                        .map_err(|e| bad(format!("cannot make its socket {}: {e}", sock.display())))?;
+                    step.forwards.push(fwd);
+                    SpecMountKind::Bind {
+                        source: sock,
+                        readonly: false,
+                    }
                 }
             };
             out.push(SpecMount {

@@ -515,7 +515,8 @@ impl Converter<'_> {
             }
             MountType::Tmpfs => MountKind::Tmpfs { size: spec.size },
             MountType::Secret => {
-                let id = match (&id, &target) {
+                // As BuildKit: `source` names the secret too, and wins over `id`.
+                let id = match (source.as_ref().or(id.as_ref()), &target) {
                     (Some(id), _) => id.clone(),
                     (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
                     (None, None) => {
@@ -544,7 +545,14 @@ impl Converter<'_> {
         };
         let target = match (&kind, &target) {
             (_, Some(t)) => absolute(t),
-            (MountKind::Secret { id, .. }, None) => format!("/run/secrets/{id}"),
+            // As BuildKit: with `env=` and no target the secret is only the variable.
+            (MountKind::Secret { env: Some(_), .. }, None) => String::new(),
+            (MountKind::Secret { id, .. }, None) => {
+                format!(
+                    "/run/secrets/{}",
+                    id.trim_end_matches('/').rsplit('/').next().unwrap_or_default()
+                )
+            }
             // BuildKit numbers the step's SSH mounts from 0.
             (_, None) => format!("/run/buildkit/ssh_agent.{ssh_index}"),
         };
