@@ -1,9 +1,12 @@
 //! kiln's integration tests: the real binary, verified with real tools (skopeo, umoci,
 //! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
+mod add;
 mod cache;
 mod common;
 mod contexts;
+mod copyflags;
+mod crafted;
 mod debian;
 mod docker;
 mod errors;
@@ -16,4 +19,5 @@ mod repro;
 mod rootless;
 mod run;
 mod scratch;
+mod secrets;
 mod store;

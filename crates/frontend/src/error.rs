@@ -251,15 +251,14 @@ pub enum ErrorKind {
     InvalidSignal { signal: String },
     #[error("invalid `--chown` value `{value}`")]
     InvalidChown { value: String },
-    #[error("{instruction} from URL is not supported yet: `{source_url}`")]
-    RemoteSourceUnsupported {
-        instruction: &'static str,
-        source_url: String,
-    },
     #[error("`COPY` cannot copy from a URL or git repository: `{source_url}` (use `ADD`)")]
     CopyFromUrl { source_url: String },
     #[error("`--checksum` requires an HTTP(S) or git source")]
     ChecksumNeedsRemote,
+    #[error("`--checksum` can't be specified for multiple sources")]
+    ChecksumSeveralSources,
+    #[error("invalid git source `{source_url}`: {reason}")]
+    InvalidGitSource { source_url: String, reason: String },
     #[error("`{flag}` is not supported yet")]
     UnsupportedFlag { flag: &'static str },
     #[error("invalid `RUN --mount={value}`: {reason}")]

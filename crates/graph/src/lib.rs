@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use kiln_image::{Digest, Platform};
 use serde::{Deserialize, Serialize};
 
+mod chmod;
+pub use chmod::{Chmod, ChmodError, SymbolicMode};
+
 /// Input names one output of another op by that op's digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Input {
@@ -47,6 +50,36 @@ pub enum SourceOp {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         exclude: Vec<String>,
     },
+    /// One file downloaded over HTTP(S) (`ADD <url>`), named `filename`, mode 0600,
+    /// owned by 0:0, its mtime the response's `Last-Modified` (BuildKit's `llb.HTTP`).
+    Http {
+        url: String,
+        filename: String,
+        /// `--checksum`: the `sha256:` digest the body must have.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
+    /// A git repository checked out at `reference` (a branch, tag or commit; empty for
+    /// the remote's HEAD), or only its `subdir` (`ADD <git url>`, BuildKit's `llb.Git`).
+    Git {
+        remote: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reference: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        subdir: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        keep_git_dir: bool,
+        /// `--checksum` (or `?checksum=`): the commit the reference must resolve to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+        /// `?submodules=false`: submodules are not checked out.
+        #[serde(default, skip_serializing_if = "is_false")]
+        skip_submodules: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// FileOp applies actions, in order, to a copy of its base filesystem.
@@ -110,8 +143,9 @@ pub struct CopyAction {
     pub dest_is_dir: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chown: Option<ChownOpt>,
+    /// `--chmod`: applied to every copied file and directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chmod: Option<u32>,
+    pub chmod: Option<Chmod>,
     /// The source may contain `*`, `?` and `[...]` globs.
     pub allow_wildcard: bool,
     /// A glob matching nothing is not an error.
@@ -119,6 +153,16 @@ pub struct CopyAction {
     /// Patterns (relative to the source root) left out of the copy (`--exclude`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// `ADD`: a source file that is a tar archive (plain, gzip, bzip2, xz or zstd, told
+    /// by its content) is extracted into `dest` instead of copied.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unpack: bool,
+    /// `COPY --parents`: `src` is then the directory the kept paths start from (the
+    /// part before a `/./`, else the root), and this the pattern below it of what is
+    /// copied; each match lands at `dest/<its path below src>`, with the directories
+    /// on the way copied from the source (BuildKit's include pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parents: Option<String>,
 }
 
 /// ExecOp runs a command over input 0 (RUN).

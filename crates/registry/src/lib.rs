@@ -579,6 +579,12 @@ fn parse_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, Strin
     Ok(certs)
 }
 
+/// TLS trusting the system's CA bundle, as registries are reached: for kiln's other
+/// HTTPS clients (`ADD <url>` downloads).
+pub fn system_tls_config() -> ureq::tls::TlsConfig {
+    Client::tls(&system_roots(), false)
+}
+
 /// The system's CA bundle (`$SSL_CERT_FILE`, else the usual distribution paths), as
 /// Docker and Buildah trust it; empty when there is none (Mozilla's roots are used).
 fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {

@@ -315,6 +315,8 @@ impl Worker {
                         allow_wildcard: false,
                         allow_empty_wildcard: false,
                         exclude: Vec::new(),
+                        parents: None,
+                        unpack: false,
                     };
                     s.push_str(&format!("mount {n} {}\n", self.selection_digest(&action, dir, ignore)?));
                 }

@@ -3,9 +3,21 @@
 //! Semantics follow BuildKit: sources are resolved inside their root (symlinks followed,
 //! never out of it); a directory source copies its contents; several sources or a
 //! trailing `/` make the destination a directory; files from the build context are
-//! owned by 0:0 unless `--chown`, files from a stage keep their owners; `--chmod`
-//! applies to everything copied; source mtimes are kept. Directories kiln creates on
-//! the way get mode 0755 and the build's fixed timestamp, so layers are reproducible.
+//! owned by 0:0 unless `--chown`, files from a stage keep their owners; source mtimes
+//! are kept.
+//!
+//! `--chmod` (fsutil's copier): an octal mode replaces the mode of everything copied;
+//! a symbolic one is applied to each entry's own mode. Directories created for the
+//! destination (its missing parents, and the destination itself when a directory's
+//! contents are copied into a new one) get mode 0755 — or the octal `--chmod` less its
+//! special bits, as BuildKit does since v0.21 — never a symbolic one, owner 0:0 or
+//! `--chown`; missing parents get the build's fixed timestamp, so layers are
+//! reproducible.
+//!
+//! `--exclude` patterns, and a `COPY --parents` pattern, are matched against paths
+//! relative to each matched source. A directory that is not itself selected is walked,
+//! and created (from its source, as any copied directory) only when something below
+//! it is copied.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,11 +28,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use kiln_frontend::dockerignore::PatternMatcher;
-use kiln_graph::{ChownOpt, CopyAction, UserSpec};
-use kiln_snapshotter::{resolve_in_root, set_mtime, ActiveSnapshot};
+use kiln_graph::{Chmod, ChownOpt, CopyAction, UserSpec};
+use kiln_snapshotter::{set_mtime, ActiveSnapshot};
 
 use crate::{users, WorkerError};
-use kiln_frontend::pathmatch as glob;
+
+mod select;
+pub use select::select;
+use select::{matching, skip_ignored, sorted_entries, Decision, Filter};
 
 /// SourceTree is where a COPY reads from.
 pub struct SourceTree<'a> {
@@ -40,7 +55,10 @@ pub struct FileWriter<'a> {
     /// mtime for directories kiln creates.
     pub epoch: i64,
     /// Upper directories whose mtime must be (re)set once all writes are done.
-    dir_times: Vec<(PathBuf, i64)>,
+    /// Their final modes are set then too: a directory being filled stays writable and
+    /// searchable by its owner (`--chmod=644` on a tree must not lock a rootless build
+    /// out of it).
+    dir_times: Vec<(PathBuf, i64, u32)>,
     hardlinks: HashMap<(u64, u64), PathBuf>,
     /// Regular files to copy, then hard links to make, on all cores (see [`Self::flush`]).
     files: Vec<FileJob>,
@@ -59,6 +77,47 @@ struct FileJob {
 }
 
 type Owner = (u32, u32);
+
+/// Walk is the state of copying one matched source of a COPY action.
+struct Walk<'w, 's> {
+    src: &'w SourceTree<'s>,
+    owner: Option<Owner>,
+    chmod: Option<&'w Chmod>,
+    /// Mode of the directories created for the destination.
+    dir_mode: u32,
+    filter: &'w Filter,
+    /// The matched source, relative to the source root: `--exclude` and `--parents`
+    /// patterns are relative to it.
+    base: PathBuf,
+    /// Directories walked through but not yet made (see [`FileWriter::create_pending`]).
+    pending: Vec<Pending>,
+}
+
+impl Walk<'_, '_> {
+    fn below_base(&self, rel: &Path) -> String {
+        rel.strip_prefix(&self.base)
+            .unwrap_or(rel)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A source directory a walk passed through without selecting it.
+struct Pending {
+    target: PathBuf,
+    md: std::fs::Metadata,
+    created: bool,
+}
+
+/// The mode of directories a COPY creates for its destination: 0755, or an octal
+/// `--chmod` without its special bits (fsutil's `MkdirAll(dst, *Mode)`); a symbolic
+/// `--chmod` does not apply to them.
+fn created_dir_mode(chmod: Option<&Chmod>) -> u32 {
+    match chmod {
+        Some(Chmod::Octal(m)) => m & 0o777,
+        _ => 0o755,
+    }
+}
 
 impl<'a> FileWriter<'a> {
     pub fn new(snap: &'a mut ActiveSnapshot, privileged: bool, epoch: i64) -> Self {
@@ -98,10 +157,16 @@ impl<'a> FileWriter<'a> {
     /// Runs one COPY action from `src`.
     pub fn copy(&mut self, action: &CopyAction, src: &SourceTree<'_>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(&action.chown)?;
+        let filter = Filter::new(action)?;
         let matches = matching(action, src)?;
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
+        let dir_mode = created_dir_mode(action.chmod.as_ref());
         for rel in matches {
+            // ADD: an archive is extracted into `dest` instead (see `unpack.rs`).
+            if action.unpack && self.try_unpack(src.root, &rel, &dest, owner)? {
+                continue;
+            }
             let from = src.root.join(&rel);
             let md = std::fs::metadata(&from).map_err(io_err(&from))?;
             let target = if md.is_dir() {
@@ -111,8 +176,17 @@ impl<'a> FileWriter<'a> {
             } else {
                 dest.clone()
             };
-            let target = self.prepare_target(&target, owner)?;
-            self.copy_entry(src, &from, &rel, &target, owner, action.chmod, true)?;
+            let target = self.prepare_target(&target, owner, dir_mode)?;
+            let mut walk = Walk {
+                src,
+                owner,
+                chmod: action.chmod.as_ref(),
+                dir_mode,
+                filter: &filter,
+                base: rel.clone(),
+                pending: Vec::new(),
+            };
+            self.copy_entry(&mut walk, &from, &rel, &target, true)?;
             // One source's walk never names a target twice; the next source may.
             self.flush()?;
         }
@@ -176,7 +250,7 @@ impl<'a> FileWriter<'a> {
         if rel.as_os_str().is_empty() || self.is_dir_in_view(&rel) {
             return Ok(());
         }
-        let target = self.prepare_target(&rel, owner)?;
+        let target = self.prepare_target(&rel, owner, 0o755)?;
         let up = self.snap.upper().join(&target);
         if up.symlink_metadata().is_err() {
             std::fs::create_dir(&up).map_err(io_err(&up))?;
@@ -189,7 +263,7 @@ impl<'a> FileWriter<'a> {
     pub fn mkfile(&mut self, path: &str, mode: u32, data: &[u8], chown: &Option<ChownOpt>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(chown)?;
         let rel = clean_abs(path);
-        let target = self.prepare_target(&rel, owner)?;
+        let target = self.prepare_target(&rel, owner, 0o755)?;
         let up = self.snap.upper().join(&target);
         remove_existing(&up)?;
         std::fs::write(&up, data).map_err(io_err(&up))?;
@@ -199,7 +273,8 @@ impl<'a> FileWriter<'a> {
     /// Sets directory times last, after every child has been written.
     pub fn finish(mut self) -> Result<(), WorkerError> {
         self.flush()?;
-        for (dir, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+        for (dir, mtime, mode) in std::mem::take(&mut self.dir_times).into_iter().rev() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(&dir))?;
             set_mtime(&dir, mtime).map_err(io_err(&dir))?;
         }
         Ok(())
@@ -253,8 +328,9 @@ impl<'a> FileWriter<'a> {
     }
 
     /// Resolves the destination's parent through the view and makes every ancestor
-    /// exist in the upper directory; returns the resolved relative target.
-    fn prepare_target(&mut self, rel: &Path, owner: Option<Owner>) -> Result<PathBuf, WorkerError> {
+    /// exist in the upper directory (new ones with `dir_mode`); returns the resolved
+    /// relative target.
+    fn prepare_target(&mut self, rel: &Path, owner: Option<Owner>, dir_mode: u32) -> Result<PathBuf, WorkerError> {
         let parent = rel.parent().map(|p| self.resolve_view(p, true)).unwrap_or_default();
         let mut cur = PathBuf::new();
         for comp in parent.iter() {
@@ -275,7 +351,7 @@ impl<'a> FileWriter<'a> {
             match lower {
                 // Mirror the existing directory so the layer carries it unchanged.
                 Some(md) => self.finish_entry(&up, md.mode() & 0o7777, (md.uid(), md.gid()), md.mtime(), true)?,
-                None => self.finish_entry(&up, 0o755, owner.unwrap_or((0, 0)), self.epoch, true)?,
+                None => self.finish_entry(&up, dir_mode, owner.unwrap_or((0, 0)), self.epoch, true)?,
             }
         }
         Ok(match rel.file_name() {
@@ -284,15 +360,14 @@ impl<'a> FileWriter<'a> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Copies one entry of a source walk: `rel` is its path below the source root,
+    /// `target` below the destination root; `top` marks the matched source itself.
     fn copy_entry(
         &mut self,
-        src: &SourceTree<'_>,
+        walk: &mut Walk<'_, '_>,
         from: &Path,
         rel: &Path,
         target: &Path,
-        owner: Option<Owner>,
-        chmod: Option<u32>,
         top: bool,
     ) -> Result<(), WorkerError> {
         // The top-level source is followed if it is a symlink; entries inside are not.
@@ -302,10 +377,33 @@ impl<'a> FileWriter<'a> {
             std::fs::symlink_metadata(from)
         }
         .map_err(io_err(from))?;
-        let up = self.snap.upper().join(target);
-        let own = owner.unwrap_or(if src.keep_owner { (md.uid(), md.gid()) } else { (0, 0) });
-        let mode = chmod.unwrap_or(md.mode() & 0o7777);
         let ft = md.file_type();
+        if !top {
+            match walk.filter.decide(&walk.below_base(rel), ft.is_dir()) {
+                Decision::Skip => return Ok(()),
+                Decision::Descend => {
+                    walk.pending.push(Pending {
+                        target: target.to_path_buf(),
+                        md,
+                        created: false,
+                    });
+                    let done = self.copy_children(walk, from, rel, target);
+                    walk.pending.pop();
+                    return done;
+                }
+                Decision::Copy => self.create_pending(walk)?,
+            }
+        }
+        let up = self.snap.upper().join(target);
+        let own = walk.owner.unwrap_or(if walk.src.keep_owner {
+            (md.uid(), md.gid())
+        } else {
+            (0, 0)
+        });
+        let mode = match walk.chmod {
+            Some(c) => c.apply(md.mode(), ft.is_dir()),
+            None => md.mode() & 0o7777,
+        };
         if ft.is_dir() {
             let exists_in_upper = up.symlink_metadata().is_ok_and(|m| m.is_dir());
             if !exists_in_upper {
@@ -318,40 +416,24 @@ impl<'a> FileWriter<'a> {
                 .map(|l| l.join(target))
                 .and_then(|p| p.symlink_metadata().ok())
                 .filter(|m| m.is_dir());
-            if top && !target.as_os_str().is_empty() && (exists_in_upper || lower_dir.is_some()) {
-                // Copying contents into an existing directory keeps its metadata.
-                if let (false, Some(l)) = (exists_in_upper, lower_dir) {
-                    self.finish_entry(&up, l.mode() & 0o7777, (l.uid(), l.gid()), l.mtime(), true)?;
+            if top && !target.as_os_str().is_empty() {
+                match (exists_in_upper, lower_dir) {
+                    // Copying contents into an existing directory keeps its metadata.
+                    (true, _) => {}
+                    (false, Some(l)) => {
+                        self.finish_entry(&up, l.mode() & 0o7777, (l.uid(), l.gid()), l.mtime(), true)?
+                    }
+                    // A new destination directory is made before the copy, as BuildKit's
+                    // MkdirAll does: mode 0755 (or octal `--chmod`), owner 0:0 (or
+                    // `--chown`); it takes the source directory's time.
+                    (false, None) => {
+                        self.finish_entry(&up, walk.dir_mode, walk.owner.unwrap_or((0, 0)), md.mtime(), true)?
+                    }
                 }
             } else if !target.as_os_str().is_empty() {
                 self.finish_entry(&up, mode, own, md.mtime(), true)?;
             }
-            let mut names: Vec<_> = std::fs::read_dir(from)
-                .map_err(io_err(from))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(io_err(from))?;
-            names.sort_by_key(|e| e.file_name());
-            for e in names {
-                let child_rel = rel.join(e.file_name());
-                // An ignored file is skipped; an ignored directory only when no `!`
-                // pattern can re-include something below it.
-                if is_ignored(src, &child_rel)
-                    && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
-                        || !e.file_type().is_ok_and(|t| t.is_dir()))
-                {
-                    continue;
-                }
-                self.copy_entry(
-                    src,
-                    &e.path(),
-                    &child_rel,
-                    &target.join(e.file_name()),
-                    owner,
-                    chmod,
-                    false,
-                )?;
-            }
-            return Ok(());
+            return self.copy_children(walk, from, rel, target);
         }
         remove_existing(&up)?;
         if ft.is_symlink() {
@@ -384,8 +466,75 @@ impl<'a> FileWriter<'a> {
         Ok(())
     }
 
+    /// Walks a source directory's entries in name order, leaving out what
+    /// .dockerignore excludes.
+    fn copy_children(
+        &mut self,
+        walk: &mut Walk<'_, '_>,
+        from: &Path,
+        rel: &Path,
+        target: &Path,
+    ) -> Result<(), WorkerError> {
+        for e in sorted_entries(from)? {
+            let child_rel = rel.join(e.file_name());
+            if skip_ignored(walk.src, &child_rel, &e) {
+                continue;
+            }
+            self.copy_entry(walk, &e.path(), &child_rel, &target.join(e.file_name()), false)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the directories a walk passed through without selecting them, now that
+    /// something below them is copied (fsutil's `createParentDirs`): a new one is a
+    /// copy of its source directory; an existing one keeps its owner and time and
+    /// takes the source directory's mode.
+    fn create_pending(&mut self, walk: &mut Walk<'_, '_>) -> Result<(), WorkerError> {
+        for i in 0..walk.pending.len() {
+            if walk.pending[i].created {
+                continue;
+            }
+            walk.pending[i].created = true;
+            let p = &walk.pending[i];
+            let (target, md) = (p.target.clone(), p.md.clone());
+            let up = self.snap.upper().join(&target);
+            let src_mode = md.mode() & 0o7777;
+            if up.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                // Made earlier in this step, so its final mode is still pending.
+                match self.dir_times.iter_mut().find(|(d, _, _)| *d == up) {
+                    Some(entry) => entry.2 = src_mode,
+                    None => {
+                        std::fs::set_permissions(&up, std::fs::Permissions::from_mode(src_mode)).map_err(io_err(&up))?
+                    }
+                }
+                continue;
+            }
+            remove_existing(&up)?;
+            std::fs::create_dir(&up).map_err(io_err(&up))?;
+            let lower = self
+                .snap
+                .lower()
+                .map(|l| l.join(&target))
+                .and_then(|p| p.symlink_metadata().ok())
+                .filter(|m| m.is_dir());
+            match lower {
+                Some(l) => self.finish_entry(&up, src_mode, (l.uid(), l.gid()), l.mtime(), true)?,
+                None => {
+                    let own = walk.owner.unwrap_or(if walk.src.keep_owner {
+                        (md.uid(), md.gid())
+                    } else {
+                        (0, 0)
+                    });
+                    let mode = walk.chmod.map_or(src_mode, |c| c.apply(md.mode(), true));
+                    self.finish_entry(&up, mode, own, md.mtime(), true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Applies mode, owner and time to a path just written in the upper directory.
-    fn finish_entry(
+    pub(crate) fn finish_entry(
         &mut self,
         path: &Path,
         mode: u32,
@@ -394,19 +543,21 @@ impl<'a> FileWriter<'a> {
         is_dir: bool,
     ) -> Result<(), WorkerError> {
         let is_link = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+        // A directory gets its final mode in `finish`, once it is filled.
+        let now = if is_dir { mode | 0o700 } else { mode };
         if !is_link {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(now)).map_err(io_err(path))?;
         }
         if self.privileged {
             std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
-            if !is_link && mode & 0o6000 != 0 {
+            if !is_link && !is_dir && mode & 0o6000 != 0 {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
             }
         } else {
             self.record_owner(path, owner);
         }
         if is_dir {
-            self.dir_times.push((path.to_path_buf(), mtime));
+            self.dir_times.push((path.to_path_buf(), mtime, mode));
         } else {
             set_mtime(path, mtime).map_err(io_err(path))?;
         }
@@ -460,139 +611,6 @@ fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
         Ok(())
     })();
     result.map_err(err)
-}
-
-fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
-    !rel.as_os_str().is_empty() && src.ignore.is_some_and(|m| m.is_excluded(&slash(rel)))
-}
-
-fn slash(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
-}
-
-/// Expands a glob source component by component (`*` never crosses `/`), sorted.
-fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, WorkerError> {
-    let mut current = vec![PathBuf::new()];
-    for comp in pattern.iter() {
-        let comp_s = comp.to_string_lossy();
-        let mut next = Vec::new();
-        for base in &current {
-            if !glob::has_meta(&comp_s) {
-                let p = base.join(comp);
-                if src.root.join(&p).symlink_metadata().is_ok() {
-                    next.push(p);
-                }
-                continue;
-            }
-            let dir = src.root.join(base);
-            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-            let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-            names.sort();
-            for n in names {
-                match glob::matches(&comp_s, &n.to_string_lossy()) {
-                    Some(true) => next.push(base.join(&n)),
-                    Some(false) => {}
-                    None => {
-                        return Err(WorkerError::BadSource {
-                            path: pattern.display().to_string(),
-                            reason: "malformed glob pattern".into(),
-                        })
-                    }
-                }
-            }
-        }
-        current = next;
-    }
-    Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
-}
-
-/// The sources `action` names in `src` (globs expanded), relative to its root.
-fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<PathBuf>, WorkerError> {
-    let pattern = clean_abs(&action.src);
-    if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
-        let found = expand_glob(src, &pattern)?;
-        if found.is_empty() && !action.allow_empty_wildcard {
-            return Err(WorkerError::SourceNotFound {
-                path: action.src.clone(),
-                source_label: src.label.clone(),
-            });
-        }
-        return Ok(found);
-    }
-    let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
-        path: action.src.clone(),
-        reason,
-    })?;
-    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
-    if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
-        return Err(WorkerError::SourceNotFound {
-            path: action.src.clone(),
-            source_label: src.label.clone(),
-        });
-    }
-    Ok(vec![rel])
-}
-
-/// One file system object a COPY from the build context would read.
-pub struct Selected {
-    /// Path relative to the source root.
-    pub rel: PathBuf,
-    pub md: std::fs::Metadata,
-    /// Symlink target, for symlinks.
-    pub link: Option<PathBuf>,
-}
-
-/// Everything `action` would copy from `src`, in copy order: the same matching,
-/// ignore rules and walk as [`FileWriter::copy`], without writing anything.
-pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>, WorkerError> {
-    let matches = matching(action, src)?;
-    let mut out = Vec::new();
-    for rel in matches {
-        select_entry(src, &rel, true, &mut out)?;
-    }
-    Ok(out)
-}
-
-fn select_entry(src: &SourceTree<'_>, rel: &Path, top: bool, out: &mut Vec<Selected>) -> Result<(), WorkerError> {
-    let from = src.root.join(rel);
-    let md = if top {
-        std::fs::metadata(&from)
-    } else {
-        std::fs::symlink_metadata(&from)
-    }
-    .map_err(io_err(&from))?;
-    let ft = md.file_type();
-    let link = if ft.is_symlink() {
-        Some(std::fs::read_link(&from).map_err(io_err(&from))?)
-    } else {
-        None
-    };
-    let is_dir = ft.is_dir();
-    if is_dir || ft.is_file() || ft.is_symlink() {
-        out.push(Selected {
-            rel: rel.to_path_buf(),
-            md,
-            link,
-        });
-    }
-    if is_dir {
-        let mut names: Vec<_> = std::fs::read_dir(&from)
-            .map_err(io_err(&from))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_err(&from))?;
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
-            let child_rel = rel.join(e.file_name());
-            if is_ignored(src, &child_rel)
-                && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(&child_rel)))
-                    || !e.file_type().is_ok_and(|t| t.is_dir()))
-            {
-                continue;
-            }
-            select_entry(src, &child_rel, false, out)?;
-        }
-    }
-    Ok(())
 }
 
 /// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.

@@ -1,13 +1,19 @@
 //! kiln-worker binds graph ops to real backends: sources (scratch, build context),
 //! file ops (COPY, WORKDIR) on snapshots, and later exec ops in containers.
 
+mod add;
 mod cache;
 mod cache_export;
 mod copy;
 mod exec;
+mod fetch_git;
+mod fetch_http;
 pub mod gc;
 mod images;
+mod secrets;
+mod ssh;
 
+mod unpack;
 mod users;
 
 use std::collections::BTreeMap;
@@ -24,6 +30,7 @@ use kiln_solver::{OpRunner, VertexLog};
 pub use cache_export::{CacheMode, CacheTarget, ImportedCache, CACHE_MEDIA_TYPE};
 pub use copy::clean_abs;
 pub use images::{BaseImage, ImageSource, PullPolicy};
+pub use secrets::BuildSecrets;
 
 /// Value is what an op produces.
 #[derive(Debug, Clone)]
@@ -36,6 +43,8 @@ pub enum Value {
         dir: PathBuf,
         ignore: Arc<PatternMatcher>,
     },
+    /// A download or git checkout for `ADD`, fetched when first copied from.
+    Remote(Arc<add::Remote>),
 }
 
 /// WorkerError is a failed op, worded for the user.
@@ -57,6 +66,18 @@ pub enum WorkerError {
     NotLocal(String),
     #[error("{0} is not supported yet")]
     Unsupported(String),
+    #[error("{what} `{id}` is required by this RUN but was not given to the build (pass it with {flag})")]
+    NotGiven {
+        what: &'static str,
+        id: String,
+        flag: String,
+    },
+    #[error("{what} `{id}`: {reason}")]
+    BadSecret {
+        what: &'static str,
+        id: String,
+        reason: String,
+    },
     #[error("RUN failed (exit code {code}){}", tail_text(tail))]
     RunFailed { code: i32, tail: Vec<String> },
     #[error(transparent)]
@@ -75,6 +96,18 @@ pub enum WorkerError {
     Store(#[from] kiln_cache::CacheError),
     #[error(transparent)]
     Registry(#[from] kiln_registry::RegistryError),
+    #[error("cannot download `{url}`: {message}")]
+    Download { url: String, message: String },
+    #[error("checksum mismatch for `{url}`: the download is `{actual}`, but `--checksum` expects `{expected}`")]
+    ChecksumMismatch {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("git source `{remote}`: {message}")]
+    Git { remote: String, message: String },
+    #[error("cannot unpack `{path}`: {reason}")]
+    Archive { path: String, reason: String },
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -160,6 +193,10 @@ pub struct Worker {
     base_blobs: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
     /// Cache records this build hit or wrote, for `--cache-to`.
     used: std::sync::Mutex<Vec<(Digest, Arc<Vec<Layer>>)>>,
+    /// `--secret` values and `--ssh` agents (never part of a cache key).
+    secrets: BuildSecrets,
+    /// What keying ADD's downloads and git sources found out, for running them.
+    remote: add::RemoteMemo,
 }
 
 /// How RUN steps get a writable root file system.
@@ -194,6 +231,8 @@ impl Worker {
             imported: Vec::new(),
             base_blobs: Default::default(),
             used: std::sync::Mutex::new(Vec::new()),
+            secrets: BuildSecrets::default(),
+            remote: add::RemoteMemo::default(),
         })
     }
 
@@ -225,6 +264,12 @@ impl Worker {
     ) -> Self {
         self.executor = Some(executor);
         self.network = network;
+        self
+    }
+
+    /// Gives RUN steps the build's `--secret`s and `--ssh` agents.
+    pub fn with_secrets(mut self, secrets: BuildSecrets) -> Self {
+        self.secrets = secrets;
         self
     }
 
@@ -260,6 +305,7 @@ impl Worker {
                 })
             }
             SourceOp::Image { reference, platform } => self.pull(reference, platform, log),
+            SourceOp::Http { .. } | SourceOp::Git { .. } => Ok(self.remote_value(op)),
         }
     }
 
@@ -345,6 +391,16 @@ impl Worker {
                             };
                             writer.copy(c, &src)?;
                         }
+                        Value::Remote(r) => {
+                            let (_guard, tree) = self.remote_tree(r)?;
+                            let src = copy::SourceTree {
+                                root: &tree,
+                                ignore: None,
+                                label: r.label(),
+                                keep_owner: false,
+                            };
+                            writer.copy(c, &src)?;
+                        }
                     }
                 }
                 FileAction::Mkdir { path, mode, chown } => writer.mkdir(path, *mode, chown)?,
@@ -395,6 +451,9 @@ impl OpRunner for Worker {
     fn content_key(&self, node: &Node, inputs: &[Value]) -> Result<Option<Digest>, WorkerError> {
         // An image counts by what its reference resolves to now (`COPY --from=image`
         // names it by tag; FROM lines arrive pinned, which resolves locally).
+        if let Op::Source(s @ (SourceOp::Http { .. } | SourceOp::Git { .. })) = &node.op {
+            return self.remote_content_key(s);
+        }
         if let (Op::Source(SourceOp::Image { reference, platform }), Some(images)) = (&node.op, &self.images) {
             let img = images.resolve(reference, platform)?;
             return Ok(Some(Digest::of(img.shown.as_bytes())));

@@ -5,14 +5,21 @@
 //!   stage), globs allowed; a glob matching nothing is not an error;
 //! - the destination is relative to WORKDIR; a trailing `/` (or several sources)
 //!   makes it a directory;
-//! - `--chown` and `--chmod` are expanded; `--chmod` must be octal up to `07777`;
+//! - `--chown` and `--chmod` are expanded; `--chmod` is octal up to `07777` or a
+//!   symbolic chmod(1) mode (`u+x`, `go=rX`; see [`kiln_graph::Chmod`]);
+//! - `COPY --parents`: a source `a/./b/c` keeps `b/c` below the destination (the part
+//!   after the first `/./`, or the whole path when there is none), matched as a
+//!   pattern below `a` (or the root) with `*`, `?`, `[…]` and `**`; the destination is
+//!   always a directory;
 //! - a heredoc source (`COPY <<EOF /dest`) is a file named after its delimiter,
 //!   mode 0644, written into an empty filesystem and copied from there;
-//! - history: `COPY [--chown=…] [--chmod=…] src… dest # buildkit` (no `--from`).
+//! - history: `COPY [--parents] [--chown=…] [--chmod=…] src… dest # buildkit` (no
+//!   `--from`).
 
-use kiln_graph::{CopyAction, FileAction, FileOp, Input, Op, OpMeta, SourceOp};
+use kiln_graph::{Chmod, CopyAction, FileAction, FileOp, Input, Op, OpMeta, SourceOp};
 
 use crate::error::ErrorKind;
+use crate::syntax::flags::AddFlags;
 use crate::syntax::instruction::HeredocSource;
 use crate::syntax::InstructionKind;
 
@@ -30,13 +37,9 @@ struct CopySpec<'a> {
     chown: Option<&'a str>,
     chmod: Option<&'a str>,
     exclude: &'a [String],
-}
-
-fn is_remote(src: &str) -> bool {
-    let lower = src.to_ascii_lowercase();
-    ["http://", "https://", "git://", "git@", "ssh://"]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    parents: bool,
+    /// ADD's own flags (`None` for COPY).
+    add: Option<&'a AddFlags>,
 }
 
 impl Converter<'_> {
@@ -50,34 +53,28 @@ impl Converter<'_> {
     ) -> Result<(), ErrorKind> {
         let i = &cmd.instr;
         let spec = match &i.kind {
-            InstructionKind::Copy(c) => {
-                if c.flags.parents {
-                    return Err(ErrorKind::UnsupportedFlag { flag: "COPY --parents" });
-                }
-                CopySpec {
-                    is_add: false,
-                    sources: &c.sources,
-                    heredocs: &c.heredocs,
-                    dest: &c.dest,
-                    chown: c.flags.chown.as_deref(),
-                    chmod: c.flags.chmod.as_deref(),
-                    exclude: &c.flags.exclude,
-                }
-            }
-            InstructionKind::Add(a) => {
-                if a.flags.checksum.is_some() && !a.sources.iter().any(|s| is_remote(s)) {
-                    return Err(ErrorKind::ChecksumNeedsRemote);
-                }
-                CopySpec {
-                    is_add: true,
-                    sources: &a.sources,
-                    heredocs: &a.heredocs,
-                    dest: &a.dest,
-                    chown: a.flags.chown.as_deref(),
-                    chmod: a.flags.chmod.as_deref(),
-                    exclude: &a.flags.exclude,
-                }
-            }
+            InstructionKind::Copy(c) => CopySpec {
+                is_add: false,
+                sources: &c.sources,
+                heredocs: &c.heredocs,
+                dest: &c.dest,
+                chown: c.flags.chown.as_deref(),
+                chmod: c.flags.chmod.as_deref(),
+                exclude: &c.flags.exclude,
+                parents: c.flags.parents,
+                add: None,
+            },
+            InstructionKind::Add(a) => CopySpec {
+                is_add: true,
+                sources: &a.sources,
+                heredocs: &a.heredocs,
+                dest: &a.dest,
+                chown: a.flags.chown.as_deref(),
+                chmod: a.flags.chmod.as_deref(),
+                exclude: &a.flags.exclude,
+                parents: false,
+                add: Some(&a.flags),
+            },
             _ => return Ok(()),
         };
         let line = i.start_line;
@@ -98,18 +95,21 @@ impl Converter<'_> {
         for e in spec.exclude {
             exclude.push(self.expand(st, e, line)?);
         }
+        // URLs and git repositories are ADD's only (see `add.rs`).
+        let mut kinds = Vec::new();
         for s in &sources {
-            if is_remote(s) {
-                return Err(if spec.is_add {
-                    ErrorKind::RemoteSourceUnsupported {
-                        instruction: "ADD",
-                        source_url: s.clone(),
-                    }
-                } else {
-                    ErrorKind::CopyFromUrl { source_url: s.clone() }
-                });
+            let kind = super::add::classify(s)?;
+            if !spec.is_add && !kind.is_local() {
+                return Err(ErrorKind::CopyFromUrl { source_url: s.clone() });
             }
+            kinds.push((s.clone(), kind));
         }
+        let checksum = match spec.add.and_then(|f| f.checksum.as_deref()) {
+            Some(c) => Some(self.expand(st, c, line)?),
+            None => None,
+        };
+        super::add::check_checksum(checksum.as_deref(), &kinds)?;
+        let any_local = kinds.iter().any(|(_, k)| k.is_local());
         let chown_opt = match &chown {
             Some(c) if !c.is_empty() => {
                 Some(parse_chown(c).ok_or_else(|| ErrorKind::InvalidChown { value: c.clone() })?)
@@ -130,26 +130,62 @@ impl Converter<'_> {
             heredocs.push((h.name.clone(), data));
         }
 
-        let src_input = self.input_for_from(st, i, &cmd.from, done, plan)?;
+        let src_input = if any_local || !spec.is_add {
+            Some(self.input_for_from(st, i, &cmd.from, done, plan)?)
+        } else {
+            None
+        };
 
         let dest = normalize_path(&st.dir, &dest_written, true);
         let dest_is_dir = dest.ends_with('/') || sources.len() + heredocs.len() > 1;
         let mut inputs: Vec<Input> = vec![st.fs.clone()];
         let mut actions = Vec::new();
-        if !sources.is_empty() {
+        if let (true, Some(src_input)) = (any_local, src_input) {
             inputs.push(src_input);
         }
-        for s in &sources {
+        for (s, kind) in &kinds {
+            let remote = match spec.add {
+                Some(flags) => self.add_remote_source(st, i, kind, flags, checksum.as_deref())?,
+                None => None,
+            };
+            if let Some((input, src, unpack)) = remote {
+                let idx = u32::try_from(inputs.len()).unwrap_or(u32::MAX);
+                inputs.push(input);
+                actions.push(FileAction::Copy(CopyAction {
+                    input: idx,
+                    src,
+                    dest: dest.clone(),
+                    dest_is_dir,
+                    chown: chown_opt.clone(),
+                    chmod: chmod_mode.clone(),
+                    allow_wildcard: false,
+                    allow_empty_wildcard: false,
+                    exclude: exclude.clone(),
+                    parents: None,
+                    unpack,
+                }));
+                continue;
+            }
+            let (src, parents) = if spec.parents {
+                let (from, pattern) = parents_source(s);
+                (from, Some(pattern))
+            } else {
+                (normalize_path("/", s, false), None)
+            };
             actions.push(FileAction::Copy(CopyAction {
                 input: 1,
-                src: normalize_path("/", s, false),
+                src,
                 dest: dest.clone(),
-                dest_is_dir,
+                // `--parents` copies into `dest` as a directory, always.
+                dest_is_dir: dest_is_dir || parents.is_some(),
                 chown: chown_opt.clone(),
-                chmod: chmod_mode,
+                chmod: chmod_mode.clone(),
                 allow_wildcard: true,
                 allow_empty_wildcard: true,
                 exclude: exclude.clone(),
+                parents,
+                // ADD extracts local archives unless `--unpack=false`.
+                unpack: spec.add.is_some_and(|f| f.unpack.unwrap_or(true)),
             }));
         }
         for (name, data) in &heredocs {
@@ -181,10 +217,12 @@ impl Converter<'_> {
                 dest: dest.clone(),
                 dest_is_dir,
                 chown: chown_opt.clone(),
-                chmod: chmod_mode,
+                chmod: chmod_mode.clone(),
                 allow_wildcard: false,
                 allow_empty_wildcard: false,
                 exclude: Vec::new(),
+                parents: None,
+                unpack: false,
             }));
         }
         let description = self.describe(st, i);
@@ -200,6 +238,9 @@ impl Converter<'_> {
             },
         );
         let mut created_by = String::from(if spec.is_add { "ADD" } else { "COPY" });
+        if spec.parents {
+            created_by.push_str(" --parents");
+        }
         if let Some(c) = chown.as_deref().filter(|c| !c.is_empty()) {
             created_by.push_str(&format!(" --chown={c}"));
         }
@@ -291,21 +332,29 @@ pub(super) fn plan_stage_name(st: &StageState, plan: &Plan) -> String {
     }
 }
 
-/// Parses an octal `--chmod` (BuildKit: octal up to `07777`; symbolic modes are not
-/// supported by kiln yet).
-fn parse_chmod(m: &str) -> Result<u32, ErrorKind> {
-    let bad = || ErrorKind::FlagValue {
+/// Parses a `--chmod` value: octal up to `07777`, or a symbolic mode (BuildKit's
+/// `convert_copy.go` with `dchapes-mode`).
+fn parse_chmod(m: &str) -> Result<Chmod, ErrorKind> {
+    Chmod::parse(m).map_err(|e| ErrorKind::FlagValue {
         flag: "chmod".to_string(),
         value: m.to_string(),
-        reason: "expected an octal mode between 0 and 07777".to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Splits a `COPY --parents` source at its first `/./` into the directory the kept
+/// path starts from and the pattern below it (BuildKit: `strings.Cut(src, "/./")`;
+/// without a `/./` the directory is the root and the pattern the whole path).
+fn parents_source(s: &str) -> (String, String) {
+    let (from, pattern) = match s.split_once("/./") {
+        Some((from, pattern)) => (from, pattern),
+        None => ("/", s),
     };
-    if !m.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err(bad());
-    }
-    match u32::from_str_radix(m, 8) {
-        Ok(v) if v <= 0o7777 => Ok(v),
-        _ => Err(bad()),
-    }
+    let pattern = normalize_path("/", pattern, false);
+    (
+        normalize_path("/", from, false),
+        pattern.trim_start_matches('/').to_string(),
+    )
 }
 
 /// Parses an EXPOSE port spec (`80`, `80/udp`, `8000-8002/tcp`, `[ip:]host:container`)
@@ -367,10 +416,27 @@ mod tests {
 
     #[test]
     fn chmod() {
-        assert_eq!(parse_chmod("755").unwrap(), 0o755);
-        assert_eq!(parse_chmod("0644").unwrap(), 0o644);
-        assert!(parse_chmod("u+x").is_err());
-        assert!(parse_chmod("17777").is_err());
-        assert!(parse_chmod("9").is_err());
+        assert_eq!(parse_chmod("755").unwrap(), Chmod::Octal(0o755));
+        assert_eq!(parse_chmod("0644").unwrap(), Chmod::Octal(0o644));
+        assert_eq!(parse_chmod("u+x").unwrap().to_string(), "u+x");
+        assert_eq!(parse_chmod("u=rwX,go=rX").unwrap().apply(0o600, true), 0o755);
+        for bad in ["17777", "9", "rwx", "u", "a+r,", "+7"] {
+            let e = parse_chmod(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{bad}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn parents_pivot() {
+        let split = |s: &str| {
+            let (a, b) = parents_source(s);
+            (a, b)
+        };
+        assert_eq!(split("./src/./pkg/a.go"), ("/src".into(), "pkg/a.go".into()));
+        assert_eq!(split("x/a.txt"), ("/".into(), "x/a.txt".into()));
+        assert_eq!(split("./x/./y/*.txt"), ("/x".into(), "y/*.txt".into()));
+        assert_eq!(split("/./usr/lib/"), ("/".into(), "usr/lib".into()));
+        assert_eq!(split("a/./b/./c"), ("/a".into(), "b/c".into()));
+        assert_eq!(split("src/**/*.txt"), ("/".into(), "src/**/*.txt".into()));
     }
 }

@@ -5,9 +5,11 @@
 //! - [`plan`] splits the file into global `ARG`s and stages, resolves `FROM` and
 //!   `COPY --from` references, the target and what it needs;
 //! - [`dispatch`] lowers the instructions that change the config or run commands;
-//! - [`copy`] lowers `COPY` and `ADD`;
+//! - [`copy`] lowers `COPY` and `ADD`; [`add`] tells ADD's git, URL and local sources
+//!   apart and lowers the remote ones to source ops;
 //! - [`state`] holds a stage's state and BuildKit's formatting helpers.
 
+mod add;
 mod copy;
 mod dispatch;
 mod mounts;

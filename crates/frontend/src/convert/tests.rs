@@ -139,8 +139,9 @@ fn errors_name_line_and_source() {
     );
     assert_eq!(e.line(), Some(3));
     assert_eq!(e.source_line(), Some("COPPY a /"));
-    let e = build_plan("FROM scratch\nADD http://x/y /\n", &opts()).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::RemoteSourceUnsupported { .. }));
+    let e = build_plan("FROM scratch\nCOPY http://x/y /\n", &opts()).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::CopyFromUrl { .. }));
+    assert_eq!(e.line(), Some(2));
     let e = build_plan("", &opts()).unwrap_err();
     assert_eq!(e.line(), None);
 }
@@ -258,4 +259,101 @@ fn only_needed_stages_are_resolved_and_failures_name_the_line() {
         msg.contains("Dockerfile:2") && msg.contains("missing:2") && msg.contains("HTTP 404"),
         "{msg}"
     );
+}
+
+/// The inputs and copy actions of the root file op.
+fn root_copies(p: &BuildPlan) -> Vec<(Op, kiln_graph::CopyAction)> {
+    let root = p.definition.root.as_ref().expect("root");
+    let node = p.definition.node(&root.op).expect("root node");
+    let Op::File(f) = &node.op else { panic!("a file op") };
+    f.actions
+        .iter()
+        .filter_map(|a| match a {
+            FileAction::Copy(c) => {
+                let input = &node.inputs[c.input as usize];
+                Some((p.definition.node(&input.op).expect("input").op.clone(), c.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn add_url_downloads_into_a_source_op() {
+    let sum = format!("sha256:{}", "0".repeat(64));
+    let p = plan(&format!(
+        "FROM scratch\nADD --checksum={sum} --chmod=644 https://example.com/dl/app.tar.gz /opt/\n"
+    ));
+    let copies = root_copies(&p);
+    assert_eq!(copies.len(), 1);
+    let (op, c) = &copies[0];
+    assert_eq!(
+        op,
+        &Op::Source(SourceOp::Http {
+            url: "https://example.com/dl/app.tar.gz".into(),
+            filename: "app.tar.gz".into(),
+            checksum: Some(sum.clone()),
+        })
+    );
+    // Downloads are not extracted unless `--unpack=true`; no build context is read.
+    assert_eq!(
+        (c.src.as_str(), c.dest.as_str(), c.unpack),
+        ("/app.tar.gz", "/opt/", false)
+    );
+    assert_eq!(p.definition.nodes.len(), 3, "scratch, the download and the copy");
+    let p = plan("FROM scratch\nADD --unpack=true https://example.com/a.tgz /x/\n");
+    assert!(root_copies(&p)[0].1.unpack);
+    assert_eq!(history(&p), vec!["ADD https://example.com/a.tgz /x/ # buildkit"]);
+}
+
+#[test]
+fn add_local_unpacks_unless_told_not_to() {
+    let p = plan("FROM scratch\nADD a.tar /x/\n");
+    assert!(root_copies(&p)[0].1.unpack);
+    let p = plan("FROM scratch\nADD --unpack=false a.tar /x/\n");
+    assert!(!root_copies(&p)[0].1.unpack);
+    let p = plan("FROM scratch\nCOPY a.tar /x/\n");
+    assert!(!root_copies(&p)[0].1.unpack);
+}
+
+#[test]
+fn add_git_checks_out_a_ref() {
+    let p = plan("FROM scratch\nADD --keep-git-dir=true https://example.com/r.git#v1:docs /src\n");
+    let (op, c) = &root_copies(&p)[0];
+    assert_eq!(
+        op,
+        &Op::Source(SourceOp::Git {
+            remote: "https://example.com/r.git".into(),
+            reference: "v1".into(),
+            subdir: "docs".into(),
+            keep_git_dir: true,
+            checksum: None,
+            skip_submodules: false,
+        })
+    );
+    assert_eq!((c.src.as_str(), c.dest.as_str(), c.unpack), ("/", "/src", false));
+}
+
+#[test]
+fn add_flag_errors_name_the_line() {
+    let sum = format!("sha256:{}", "0".repeat(64));
+    let e = build_plan(&format!("FROM scratch\n\nADD --checksum={sum} a.txt /\n"), &opts()).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::ChecksumNeedsRemote));
+    assert_eq!(e.line(), Some(3));
+    let e = build_plan(
+        &format!("FROM scratch\nADD --checksum={sum} https://h/a https://h/b /\n"),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::ChecksumSeveralSources));
+    let e = build_plan("FROM scratch\nADD --checksum=sha256:12 https://h/a /\n", &opts()).unwrap_err();
+    assert!(e.to_string().contains("--checksum"), "{e}");
+    let e = build_plan(
+        "FROM scratch\nADD --keep-git-dir=false https://h/r.git?keep-git-dir=true /\n",
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidGitSource { .. }), "{e}");
+    let e = build_plan("FROM scratch\nCOPY git@github.com:a/b.git /\n", &opts()).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::CopyFromUrl { .. }));
 }

@@ -1,0 +1,352 @@
+//! What a COPY action reads: its sources (globs expanded) and, below each, the entries
+//! .dockerignore, `--exclude` and a `--parents` pattern leave in.
+
+use std::path::{Path, PathBuf};
+
+use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_frontend::pathmatch as glob;
+use kiln_graph::CopyAction;
+use kiln_snapshotter::resolve_in_root;
+
+use super::{clean_abs, io_err, SourceTree};
+use crate::WorkerError;
+
+/// What a walk does with one entry below a matched source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Copy it (and, for a directory, walk it).
+    Copy,
+    /// A directory not selected itself that something below may be: walk it, make it
+    /// only when something below is copied.
+    Descend,
+    /// Leave it out, and everything below it.
+    Skip,
+}
+
+/// Filter holds a COPY's `--exclude` patterns and its `--parents` pattern, both
+/// matched (Docker patternmatcher rules: `*`, `?`, `[…]`, `**`, a match of a parent
+/// counts) against paths relative to each matched source, as fsutil's copier does.
+#[derive(Debug, Default)]
+pub(super) struct Filter {
+    exclude: Option<PatternMatcher>,
+    /// The `--parents` pattern and its leading components without wildcards, which
+    /// every selected path must start with.
+    include: Option<(PatternMatcher, Vec<String>)>,
+}
+
+impl Filter {
+    pub(super) fn new(action: &CopyAction) -> Result<Filter, WorkerError> {
+        let compile = |patterns: &[String]| {
+            PatternMatcher::new(patterns).map_err(|e| WorkerError::BadSource {
+                path: patterns.join(" "),
+                reason: e.to_string(),
+            })
+        };
+        let exclude = if action.exclude.is_empty() {
+            None
+        } else {
+            Some(compile(&action.exclude)?)
+        };
+        // `COPY --parents . /d/` has an empty pattern: BuildKit's matcher then selects
+        // nothing at all; kiln copies everything, as `COPY . /d/` does.
+        let include = match action.parents.as_deref() {
+            Some(p) if !p.is_empty() && p != "." => {
+                let prefix = p
+                    .split('/')
+                    .take_while(|c| !glob::has_meta(c) && !c.contains('\\'))
+                    .map(str::to_string)
+                    .collect();
+                Some((compile(&[p.to_string()])?, prefix))
+            }
+            _ => None,
+        };
+        Ok(Filter { exclude, include })
+    }
+
+    /// Decides about the entry at `rel` (relative to the matched source).
+    pub(super) fn decide(&self, rel: &str, is_dir: bool) -> Decision {
+        if self.exclude.is_none() && self.include.is_none() {
+            return Decision::Copy;
+        }
+        let excluded = self.exclude.as_ref().is_some_and(|m| m.is_excluded(rel));
+        let included = !excluded && self.include.as_ref().is_none_or(|(m, _)| m.is_excluded(rel));
+        if included {
+            return Decision::Copy;
+        }
+        if !is_dir {
+            return Decision::Skip;
+        }
+        // Nothing below an excluded directory comes back without a `!` pattern.
+        if excluded && self.exclude.as_ref().is_some_and(|m| m.can_skip_dir(rel)) {
+            return Decision::Skip;
+        }
+        // Nothing below a directory off the pattern's literal prefix can match it.
+        if let Some((_, prefix)) = &self.include {
+            if !rel.split('/').zip(prefix).all(|(a, b)| a == b) {
+                return Decision::Skip;
+            }
+        }
+        Decision::Descend
+    }
+}
+
+pub(super) fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
+    !rel.as_os_str().is_empty() && src.ignore.is_some_and(|m| m.is_excluded(&slash(rel)))
+}
+
+/// Whether a walk leaves `rel` out for .dockerignore: an ignored file always, an
+/// ignored directory only when no `!` pattern can re-include something below it.
+pub(super) fn skip_ignored(src: &SourceTree<'_>, rel: &Path, entry: &std::fs::DirEntry) -> bool {
+    is_ignored(src, rel)
+        && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(rel))) || !entry.file_type().is_ok_and(|t| t.is_dir()))
+}
+
+/// A directory's entries, sorted by name.
+pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WorkerError> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+fn slash(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Expands a glob source component by component (`*` never crosses `/`), sorted.
+fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, WorkerError> {
+    let mut current = vec![PathBuf::new()];
+    for comp in pattern.iter() {
+        let comp_s = comp.to_string_lossy();
+        let mut next = Vec::new();
+        for base in &current {
+            if !glob::has_meta(&comp_s) {
+                let p = base.join(comp);
+                if src.root.join(&p).symlink_metadata().is_ok() {
+                    next.push(p);
+                }
+                continue;
+            }
+            let dir = src.root.join(base);
+            let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+            let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+            names.sort();
+            for n in names {
+                match glob::matches(&comp_s, &n.to_string_lossy()) {
+                    Some(true) => next.push(base.join(&n)),
+                    Some(false) => {}
+                    None => {
+                        return Err(WorkerError::BadSource {
+                            path: pattern.display().to_string(),
+                            reason: "malformed glob pattern".into(),
+                        })
+                    }
+                }
+            }
+        }
+        current = next;
+    }
+    Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
+}
+
+/// The sources `action` names in `src` (globs expanded), relative to its root.
+pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<PathBuf>, WorkerError> {
+    let pattern = clean_abs(&action.src);
+    if let Some(below) = action.parents.as_deref() {
+        require_parents_path(action, below, src)?;
+    }
+    if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
+        let found = expand_glob(src, &pattern)?;
+        if found.is_empty() && !action.allow_empty_wildcard {
+            return Err(WorkerError::SourceNotFound {
+                path: action.src.clone(),
+                source_label: src.label.clone(),
+            });
+        }
+        return Ok(found);
+    }
+    let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
+        path: action.src.clone(),
+        reason,
+    })?;
+    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
+    if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
+        return Err(WorkerError::SourceNotFound {
+            path: action.src.clone(),
+            source_label: src.label.clone(),
+        });
+    }
+    Ok(vec![rel])
+}
+
+/// `COPY --parents` without wildcards names one path, which must exist (BuildKit's
+/// `RequiredPaths`); with wildcards, matching nothing copies nothing.
+fn require_parents_path(action: &CopyAction, below: &str, src: &SourceTree<'_>) -> Result<(), WorkerError> {
+    if glob::has_meta(&action.src) || glob::has_meta(below) || below.is_empty() || below == "." {
+        return Ok(());
+    }
+    let full = clean_abs(&action.src).join(below);
+    let shown = format!("/{}", slash(&full));
+    let resolved = resolve_in_root(src.root, &full, true).map_err(|reason| WorkerError::BadSource {
+        path: shown.clone(),
+        reason,
+    })?;
+    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new(""));
+    if resolved.symlink_metadata().is_err() || is_ignored(src, rel) {
+        return Err(WorkerError::SourceNotFound {
+            path: shown,
+            source_label: src.label.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// One file system object a COPY from the build context would read.
+pub struct Selected {
+    /// Path relative to the source root.
+    pub rel: PathBuf,
+    pub md: std::fs::Metadata,
+    /// Symlink target, for symlinks.
+    pub link: Option<PathBuf>,
+}
+
+/// Everything `action` would copy from `src`, in copy order: the same matching,
+/// ignore rules, filters and walk as [`super::FileWriter::copy`], without writing
+/// anything.
+pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>, WorkerError> {
+    let filter = Filter::new(action)?;
+    let matches = matching(action, src)?;
+    let mut out = Vec::new();
+    for rel in matches {
+        let mut pending = Vec::new();
+        select_entry(src, &filter, &rel, &rel, true, &mut pending, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn select_entry(
+    src: &SourceTree<'_>,
+    filter: &Filter,
+    base: &Path,
+    rel: &Path,
+    top: bool,
+    pending: &mut Vec<Option<Selected>>,
+    out: &mut Vec<Selected>,
+) -> Result<(), WorkerError> {
+    let from = src.root.join(rel);
+    let md = if top {
+        std::fs::metadata(&from)
+    } else {
+        std::fs::symlink_metadata(&from)
+    }
+    .map_err(io_err(&from))?;
+    let ft = md.file_type();
+    let is_dir = ft.is_dir();
+    let mut descend_only = false;
+    if !top {
+        let below = slash(rel.strip_prefix(base).unwrap_or(rel));
+        match filter.decide(&below, is_dir) {
+            Decision::Skip => return Ok(()),
+            Decision::Descend => descend_only = true,
+            // The directories walked through are made before what is copied below them.
+            Decision::Copy => out.extend(pending.iter_mut().filter_map(Option::take)),
+        }
+    }
+    let link = if ft.is_symlink() {
+        Some(std::fs::read_link(&from).map_err(io_err(&from))?)
+    } else {
+        None
+    };
+    let entry = Selected {
+        rel: rel.to_path_buf(),
+        md,
+        link,
+    };
+    if descend_only {
+        pending.push(Some(entry));
+    } else if is_dir || ft.is_file() || ft.is_symlink() {
+        out.push(entry);
+    }
+    if is_dir {
+        for e in sorted_entries(&from)? {
+            let child_rel = rel.join(e.file_name());
+            if skip_ignored(src, &child_rel, &e) {
+                continue;
+            }
+            select_entry(src, filter, base, &child_rel, false, pending, out)?;
+        }
+    }
+    if descend_only {
+        pending.pop();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(exclude: &[&str], parents: Option<&str>) -> Filter {
+        let action = CopyAction {
+            input: 1,
+            src: "/".into(),
+            dest: "/d/".into(),
+            dest_is_dir: true,
+            chown: None,
+            chmod: None,
+            allow_wildcard: true,
+            allow_empty_wildcard: true,
+            exclude: exclude.iter().map(|s| s.to_string()).collect(),
+            unpack: false,
+            parents: parents.map(str::to_string),
+        };
+        Filter::new(&action).expect("patterns compile")
+    }
+
+    #[test]
+    fn exclude_patterns_are_relative_to_the_source() {
+        let f = filter(&["*.txt", "dir2"], None);
+        assert_eq!(f.decide("a.txt", false), Decision::Skip);
+        assert_eq!(f.decide("a.md", false), Decision::Copy);
+        assert_eq!(f.decide("sub/a.txt", false), Decision::Copy);
+        assert_eq!(f.decide("dir2", true), Decision::Skip);
+        assert_eq!(f.decide("dir2/x", false), Decision::Skip);
+        // A `!` pattern below an excluded directory makes the walk go in.
+        let f = filter(&["dir", "!dir/keep"], None);
+        assert_eq!(f.decide("dir", true), Decision::Descend);
+        assert_eq!(f.decide("dir/keep", false), Decision::Copy);
+        assert_eq!(f.decide("dir/other", false), Decision::Skip);
+    }
+
+    #[test]
+    fn parents_pattern_selects_paths_and_what_is_below_them() {
+        let f = filter(&[], Some("pkg/a.go"));
+        assert_eq!(f.decide("pkg", true), Decision::Descend);
+        assert_eq!(f.decide("pkg/a.go", false), Decision::Copy);
+        assert_eq!(f.decide("pkg/b.go", false), Decision::Skip);
+        assert_eq!(f.decide("vendor", true), Decision::Skip);
+        let f = filter(&["**/skip"], Some("src/**/*.txt"));
+        assert_eq!(f.decide("src", true), Decision::Descend);
+        assert_eq!(f.decide("src/a.txt", false), Decision::Copy);
+        assert_eq!(f.decide("src/x/y/c.txt", false), Decision::Copy);
+        assert_eq!(f.decide("src/x/y/c.md", false), Decision::Skip);
+        assert_eq!(f.decide("src/skip", true), Decision::Skip);
+        assert_eq!(f.decide("docs", true), Decision::Skip);
+        // A matched directory is copied whole.
+        let f = filter(&[], Some("*/lib"));
+        assert_eq!(f.decide("a", true), Decision::Descend);
+        assert_eq!(f.decide("a/lib", true), Decision::Copy);
+        assert_eq!(f.decide("a/lib/deep/file", false), Decision::Copy);
+        assert_eq!(f.decide("a/bin", true), Decision::Descend);
+    }
+
+    #[test]
+    fn no_filters_copy_everything() {
+        let f = filter(&[], None);
+        assert_eq!(f.decide("x", true), Decision::Copy);
+        let f = filter(&[], Some("."));
+        assert_eq!(f.decide("x/y", false), Decision::Copy);
+    }
+}

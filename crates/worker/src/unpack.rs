@@ -1,0 +1,518 @@
+//! ADD's archive extraction: a source file that is a tar archive (plain, gzip, bzip2,
+//! xz or zstd, told by its content) is extracted into the destination directory.
+//!
+//! Semantics follow BuildKit (`solver/llbsolver/file/unpack.go`, `unpack_root.go`,
+//! `util/archiveutil`):
+//! - a source is an archive when it is a regular file whose (decompressed) content
+//!   starts with a valid tar header; anything else, whatever its name, is copied;
+//! - the destination is always a directory, created (mode 0755, `--chown` or 0:0) when
+//!   missing; `--chmod` does not apply to extracted entries;
+//! - entries keep the archive's modes, mtimes and owners; `--chown` replaces every
+//!   entry's owner; directories an entry needs and the archive lacks get 0755 and 0:0;
+//! - no entry lands outside the destination: a path climbing out with `..` is an error,
+//!   a symlink met on the way is followed with the destination as its root (absolute
+//!   targets start there, relative ones may not leave it), hard links must point inside
+//!   it; symlink entries themselves are written as they are;
+//! - regular files, directories, symlinks and hard links are extracted; devices and
+//!   fifos are refused (an error names the entry), as BuildKit's root-confined unpacker
+//!   does. Extended attributes are not restored.
+//!
+//! Everything is written into the step's upper directory; paths are resolved through
+//! the merged view (upper over lower), so an archive extends what the image has.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use kiln_snapshotter::resolve_in_root;
+use tar::EntryType;
+
+use crate::copy::FileWriter;
+use crate::WorkerError;
+
+type Owner = (u32, u32);
+
+const MAX_SYMLINKS: usize = 255;
+
+/// The compressions BuildKit's `DecompressStream` recognises, by magic number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+fn detect(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x42, 0x5a, 0x68]) {
+        Compression::Bzip2
+    } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
+        Compression::Xz
+    } else if head.starts_with(&[0x1f, 0x8b, 0x08]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        // A zstd skippable frame (0x184D2A50..5F) may come first.
+        || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
+    {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// The decompressed content of the file at `path`.
+fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
+    let mut r = BufReader::with_capacity(256 << 10, File::open(path)?);
+    let kind = detect(r.fill_buf()?);
+    Ok(match kind {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+    })
+}
+
+/// Whether `path` is a regular file holding a tar archive (Go's `tar.Reader.Next`
+/// succeeds on its decompressed content: the first block is a header whose checksum
+/// is right).
+pub(crate) fn is_archive(path: &Path) -> bool {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        return false;
+    }
+    let Ok(mut r) = open_decompressed(path) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match r.read(&mut block[got..]) {
+            Ok(0) => return false,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    header_checksum_ok(&block)
+}
+
+/// A tar header block is valid when its checksum field matches the sum of its bytes
+/// (with the field itself counted as spaces), unsigned or signed as Go accepts.
+fn header_checksum_ok(block: &[u8; 512]) -> bool {
+    if block.iter().all(|&b| b == 0) {
+        return false;
+    }
+    let field = &block[148..156];
+    let text: String = field
+        .iter()
+        .map(|&b| b as char)
+        .filter(|c| !c.is_whitespace() && *c != '\0')
+        .collect();
+    let Ok(want) = i64::from_str_radix(&text, 8) else {
+        return false;
+    };
+    let (mut unsigned, mut signed) = (0i64, 0i64);
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    want == unsigned || want == signed
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError {
+    let path = path.to_path_buf();
+    move |source| WorkerError::Io { path, source }
+}
+
+/// Normalises an archive path: leading `/` dropped, `.` removed, `..` applied; `None`
+/// when it climbs out (BuildKit's `cleanRootTarPath`).
+fn clean_archive_path(raw: &[u8]) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(OsStr::from_bytes(raw)).components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+impl FileWriter<'_> {
+    /// ADD's unpack step for one matched source: when `rel` (below `src_root`) is an
+    /// archive, extracts it into the directory `dest` and returns true; otherwise
+    /// returns false and the source is copied as usual.
+    pub(crate) fn try_unpack(
+        &mut self,
+        src_root: &Path,
+        rel: &Path,
+        dest: &Path,
+        owner: Option<Owner>,
+    ) -> Result<bool, WorkerError> {
+        let from = resolve_in_root(src_root, rel, true).map_err(|reason| WorkerError::BadSource {
+            path: rel.display().to_string(),
+            reason,
+        })?;
+        if !is_archive(&from) {
+            return Ok(false);
+        }
+        let archive_err = |reason: String| WorkerError::Archive {
+            path: rel.display().to_string(),
+            reason,
+        };
+        // The destination directory, through the view's symlinks, as `MkdirAll` does.
+        let dest = self.resolve_view_in(Path::new(""), dest, true).map_err(&archive_err)?;
+        self.ensure_dirs(&dest, owner.unwrap_or((0, 0)))?;
+        let reader = open_decompressed(&from).map_err(io_err(&from))?;
+        let mut ar = tar::Archive::new(reader);
+        let entries = ar.entries().map_err(|e| archive_err(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| archive_err(e.to_string()))?;
+            self.extract_entry(&mut entry, &dest, owner).map_err(|e| match e {
+                Extract::Bad(reason) => archive_err(reason),
+                Extract::Worker(w) => w,
+            })?;
+        }
+        Ok(true)
+    }
+
+    fn extract_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dest: &Path,
+        owner: Option<Owner>,
+    ) -> Result<(), Extract> {
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let name = clean_archive_path(&raw)
+            .ok_or_else(|| Extract::Bad(format!("archive path `{shown}` is outside the extraction root")))?;
+        if name.as_os_str().is_empty() {
+            return Ok(()); // the root itself
+        }
+        let header = entry.header().clone();
+        let old = header.as_old();
+        let mode = numeric(header.mode().map(u64::from), &old.mode).map_err(|e| bad_header(&shown, e))? as u32 & 0o7777;
+        let own = match owner {
+            Some(o) => o,
+            None => (
+                numeric(header.uid(), &old.uid).map_err(|e| bad_header(&shown, e))? as u32,
+                numeric(header.gid(), &old.gid).map_err(|e| bad_header(&shown, e))? as u32,
+            ),
+        };
+        let mtime = entry_mtime(entry).map_err(|e| bad_header(&shown, e))?;
+        let is_dir = kind == EntryType::Directory;
+        let resolved = self
+            .resolve_view_in(dest, &name, is_dir)
+            .map_err(|r| Extract::Bad(format!("`{shown}`: {r}")))?;
+        let target = dest.join(&resolved);
+        if let Some(parent) = target.parent() {
+            self.ensure_dirs(parent, (0, 0))?;
+        }
+        let up = self.snap.upper().join(&target);
+        let existing = self.snap.lookup(&target);
+        let existing_is_dir = existing
+            .as_ref()
+            .is_some_and(|p| p.symlink_metadata().is_ok_and(|m| m.is_dir()));
+        if existing.is_some() && !(existing_is_dir && is_dir) {
+            remove_upper(&up)?;
+        }
+        match kind {
+            EntryType::Directory => {
+                if !up.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    std::fs::create_dir(&up).map_err(io_err(&up))?;
+                }
+                self.finish_entry(&up, mode, own, mtime, true)?;
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&up)
+                    .map_err(io_err(&up))?;
+                io::copy(entry, &mut f).map_err(|e| Extract::Bad(format!("`{shown}`: {e}")))?;
+                drop(f);
+                self.finish_entry(&up, mode, own, mtime, false)?;
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Extract::Bad(format!("symlink `{shown}` has no target")))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &up).map_err(io_err(&up))?;
+                self.finish_entry(&up, 0o777, own, mtime, false)?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Extract::Bad(format!("hard link `{shown}` has no target")))?;
+                let link_name = clean_archive_path(&link)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .ok_or_else(|| {
+                        Extract::Bad(format!(
+                            "hard link `{shown}` points outside the extraction root (`{}`)",
+                            String::from_utf8_lossy(&link)
+                        ))
+                    })?;
+                let resolved = self
+                    .resolve_view_in(dest, &link_name, false)
+                    .map_err(|r| Extract::Bad(format!("hard link `{shown}`: {r}")))?;
+                let source = self.snap.lookup(&dest.join(&resolved)).ok_or_else(|| {
+                    Extract::Bad(format!(
+                        "hard link `{shown}`: target `{}` does not exist",
+                        link_name.display()
+                    ))
+                })?;
+                let md = source.symlink_metadata().map_err(io_err(&source))?;
+                if md.is_dir() {
+                    return Err(Extract::Bad(format!("hard link `{shown}` points to a directory")));
+                }
+                if source.starts_with(self.snap.upper()) {
+                    std::fs::hard_link(&source, &up).map_err(io_err(&up))?;
+                } else if md.file_type().is_symlink() {
+                    // The target is in a lower layer: a copy stands in for the link.
+                    let t = std::fs::read_link(&source).map_err(io_err(&source))?;
+                    std::os::unix::fs::symlink(t, &up).map_err(io_err(&up))?;
+                } else {
+                    std::fs::copy(&source, &up).map_err(io_err(&up))?;
+                }
+                if !md.file_type().is_symlink() {
+                    self.finish_entry(&up, mode, own, mtime, false)?;
+                }
+            }
+            other => {
+                return Err(Extract::Bad(format!(
+                    "unsupported tar entry `{shown}` (type {other:?})"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `name` below `base` through the merged view, following symlinks (the
+    /// last component only with `follow_leaf`) with `base` as their root. With an empty
+    /// `base` (the image's root) `..` stops at the root; below any other base, a path
+    /// or relative link leaving it is an error (BuildKit's `resolveRootPath`).
+    fn resolve_view_in(&self, base: &Path, name: &Path, follow_leaf: bool) -> Result<PathBuf, String> {
+        let confined = !base.as_os_str().is_empty();
+        let mut pending: Vec<OsString> = components_rev(name);
+        let mut out = PathBuf::new();
+        let mut hops = 0;
+        while let Some(part) = pending.pop() {
+            if part == ".." {
+                if !out.pop() && confined {
+                    return Err("path leaves the extraction root".to_string());
+                }
+                continue;
+            }
+            let cand = out.join(&part);
+            let last = pending.is_empty();
+            let Some(found) = self.snap.lookup(&base.join(&cand)) else {
+                out = cand;
+                continue;
+            };
+            let md = found.symlink_metadata().map_err(|e| e.to_string())?;
+            if md.file_type().is_symlink() && (follow_leaf || !last) {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err("too many levels of symbolic links".to_string());
+                }
+                let target = std::fs::read_link(&found).map_err(|e| e.to_string())?;
+                if target.is_absolute() {
+                    out = PathBuf::new();
+                }
+                if confined && !target.is_absolute() {
+                    // A relative link may not leave the root, even half way.
+                    let mut depth = out.components().count() as i64;
+                    for c in target.components() {
+                        match c {
+                            Component::ParentDir => depth -= 1,
+                            Component::Normal(_) => depth += 1,
+                            _ => {}
+                        }
+                        if depth < 0 {
+                            return Err(format!(
+                                "symlink `{}` points outside the extraction root",
+                                cand.display()
+                            ));
+                        }
+                    }
+                }
+                pending.extend(components_rev(&target));
+                continue;
+            }
+            if !md.is_dir() && !last {
+                return Err(format!("`{}` is not a directory", cand.display()));
+            }
+            out = cand;
+        }
+        Ok(out)
+    }
+
+    /// Makes `rel` and its parents directories in the upper directory: directories of
+    /// the lower layers are mirrored with their metadata, missing ones get 0755,
+    /// `owner` and the build's fixed time.
+    fn ensure_dirs(&mut self, rel: &Path, owner: Owner) -> Result<(), WorkerError> {
+        let mut cur = PathBuf::new();
+        for comp in rel.iter() {
+            cur.push(comp);
+            let up = self.snap.upper().join(&cur);
+            match up.symlink_metadata() {
+                Ok(md) if md.is_dir() => continue,
+                Ok(_) => remove_upper(&up)?,
+                Err(_) => {}
+            }
+            std::fs::create_dir(&up).map_err(io_err(&up))?;
+            let lower = self
+                .snap
+                .lower()
+                .map(|l| l.join(&cur))
+                .and_then(|p| p.symlink_metadata().ok())
+                .filter(|m| m.is_dir());
+            match lower {
+                Some(md) => self.finish_entry(&up, md.mode() & 0o7777, (md.uid(), md.gid()), md.mtime(), true)?,
+                None => self.finish_entry(&up, 0o755, owner, self.epoch, true)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn components_rev(p: &Path) -> Vec<OsString> {
+    p.components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Why an entry could not be extracted.
+enum Extract {
+    /// The archive is at fault (named with the source by the caller).
+    Bad(String),
+    Worker(WorkerError),
+}
+
+impl From<WorkerError> for Extract {
+    fn from(e: WorkerError) -> Self {
+        Extract::Worker(e)
+    }
+}
+
+fn bad_header(name: &str, e: io::Error) -> Extract {
+    Extract::Bad(format!("`{name}`: invalid header: {e}"))
+}
+
+fn remove_upper(p: &Path) -> Result<(), WorkerError> {
+    match p.symlink_metadata() {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p).map_err(io_err(p)),
+        Ok(_) => std::fs::remove_file(p).map_err(io_err(p)),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A numeric header field; an empty one (all NUL or spaces) is 0, as Go's
+/// `archive/tar` reads it.
+fn numeric(parsed: io::Result<u64>, field: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// An entry's mtime in whole seconds: the PAX `mtime` record when there is one, else
+/// the header's; times before 1970 become 0 (BuildKit's `boundRootTime`).
+fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<i64> {
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if ext.key_bytes() == b"mtime" {
+                let v = String::from_utf8_lossy(ext.value_bytes()).into_owned();
+                let secs = v
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .parse::<i64>()
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("invalid PAX mtime `{v}`")))?;
+                return Ok(secs.max(0));
+            }
+        }
+    }
+    let h = entry.header();
+    let secs = numeric(h.mtime(), &h.as_old().mtime)?;
+    Ok(i64::try_from(secs).unwrap_or(0).max(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tar_bytes(name: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o640);
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn archives_are_told_by_content() {
+        let d = tempfile::tempdir().unwrap();
+        let tar = tar_bytes("a.txt", b"hello");
+        assert!(is_archive(&write(d.path(), "plain", &tar)));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        assert!(is_archive(&write(d.path(), "x.gz", &gz.finish().unwrap())));
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(&tar).unwrap();
+        assert!(is_archive(&write(d.path(), "x.bz2", &bz.finish().unwrap())));
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&tar).unwrap();
+        assert!(is_archive(&write(d.path(), "x.xz", &xz.finish().unwrap())));
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        assert!(is_archive(&write(d.path(), "x.zst", &zst)));
+        // Not archives: text named like one, gzip of text, an empty file, zeros.
+        assert!(!is_archive(&write(d.path(), "fake.tar.gz", b"not really an archive")));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&[b'x'; 2000]).unwrap();
+        assert!(!is_archive(&write(d.path(), "text.gz", &gz.finish().unwrap())));
+        assert!(!is_archive(&write(d.path(), "empty", b"")));
+        assert!(!is_archive(&write(d.path(), "zeros", &[0; 1024])));
+        assert!(!is_archive(d.path()));
+    }
+
+    #[test]
+    fn archive_paths_cannot_climb_out() {
+        assert_eq!(clean_archive_path(b"/a/./b/../c"), Some(PathBuf::from("a/c")));
+        assert_eq!(clean_archive_path(b"./"), Some(PathBuf::new()));
+        assert_eq!(clean_archive_path(b"../x"), None);
+        assert_eq!(clean_archive_path(b"a/../../x"), None);
+    }
+}
