@@ -381,6 +381,18 @@ impl<'a> Solver<'a> {
         }
         let vertex = if node.meta.hidden { 0 } else { self.allocate_vertex() };
         let fail = |e: R::Error| {
+            // A hidden op (a download behind an ADD, say) is shown when it fails, so
+            // that its error belongs to a step of its own rather than to vertex 0.
+            let vertex = if node.meta.hidden {
+                let v = self.allocate_vertex();
+                self.progress.event(Event::Started {
+                    vertex: v,
+                    name: node.meta.description.clone(),
+                });
+                v
+            } else {
+                vertex
+            };
             self.progress.event(Event::Error {
                 vertex,
                 message: e.to_string(),
@@ -567,6 +579,38 @@ mod tests {
         let err = Solver::new(&NoProgress, 1).solve(&def, &runner).unwrap_err();
         assert_eq!(err.to_string(), "fail");
         assert!(!runner.0.lock().unwrap().contains(&"after".to_string()));
+    }
+
+    #[test]
+    fn a_failing_hidden_op_gets_a_step_of_its_own() {
+        let mut def = Definition::new();
+        let s = def.add(
+            Op::Source(SourceOp::Scratch),
+            vec![],
+            OpMeta {
+                description: "fail".into(),
+                hidden: true,
+                ..Default::default()
+            },
+        );
+        def.root = Some(mkdir(&mut def, s, "/y", "after"));
+        let progress = Collect(Mutex::new(vec![]));
+        let runner = Counting(Mutex::new(vec![]));
+        assert!(Solver::new(&progress, 1).solve(&def, &runner).is_err());
+        let events = progress.0.lock().unwrap();
+        assert_eq!(
+            events[..],
+            [
+                Event::Started {
+                    vertex: 1,
+                    name: "fail".into()
+                },
+                Event::Error {
+                    vertex: 1,
+                    message: "boom".into()
+                }
+            ]
+        );
     }
 
     /// A fake op runner for scheduling tests: each op sleeps for the number of ms in its
