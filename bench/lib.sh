@@ -154,6 +154,47 @@ stop_dockerd() {
   DOCKERD_PID=
 }
 
+# A docker-registry ($REGISTRY) with its config, log and storage in $1, on a free
+# loopback port; sets PORT and REG_PID.  stop_registry stops it.
+start_registry() {
+  local dir=$1
+  mkdir -p "$dir/storage"
+  for _ in $(seq 20); do
+    PORT=$((20000 + RANDOM % 20000))
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$PORT
+EOF
+    "$REGISTRY" serve "$dir/config.yml" >"$dir/log.txt" 2>&1 &
+    REG_PID=$!
+    for _ in $(seq 100); do
+      if curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1; then return 0; fi
+      kill -0 "$REG_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_registry
+  done
+  tail -n 20 "$dir/log.txt" >&2
+  die "the registry did not come up"
+}
+
+stop_registry() {
+  [ -n "${REG_PID:-}" ] || return 0
+  kill -TERM "$REG_PID" 2>/dev/null || true
+  wait "$REG_PID" 2>/dev/null || true
+  REG_PID=
+}
+
 # Builds kiln unless KILN_BIN is set; sets KILN_BIN to an absolute path.
 find_kiln() {
   if [ -z "${KILN_BIN:-}" ]; then

@@ -83,12 +83,6 @@ FIX_TMP=
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 
-stop_registry() {
-  [ -n "$REG_PID" ] || return 0
-  kill -TERM "$REG_PID" 2>/dev/null || true
-  wait "$REG_PID" 2>/dev/null || true
-  REG_PID=
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -226,36 +220,7 @@ done
 # ---------------------------------------------------------------- the registry
 PORT=
 REG_DIR=$WORK/registry
-start_registry() {
-  local try
-  mkdir -p "$REG_DIR/storage"
-  for try in $(seq 20); do
-    PORT=$((20000 + RANDOM % 20000))
-    cat >"$REG_DIR/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $REG_DIR/storage
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-    "$REGISTRY" serve "$REG_DIR/config.yml" >"$REG_DIR/log.txt" 2>&1 &
-    REG_PID=$!
-    for _ in $(seq 100); do
-      if curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1; then return 0; fi
-      kill -0 "$REG_PID" 2>/dev/null || break
-      sleep 0.05
-    done
-    stop_registry
-  done
-  tail -n 20 "$REG_DIR/log.txt" >&2
-  die "the registry did not come up"
-}
-start_registry
+start_registry "$REG_DIR"
 for v in "${VARIANT_LIST[@]}"; do
   log "uploading fixture $v to 127.0.0.1:$PORT/big:$v"
   quiet skopeo copy -q --dest-tls-verify=false "oci:${META[$v.dir]}:1" "docker://127.0.0.1:$PORT/big:$v"

@@ -57,12 +57,6 @@ REG_PID=
 # shellcheck source=bench/lib.sh
 . "$REPO/bench/lib.sh"
 
-stop_registry() {
-  [ -n "$REG_PID" ] || return 0
-  kill -TERM "$REG_PID" 2>/dev/null || true
-  wait "$REG_PID" 2>/dev/null || true
-  REG_PID=
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -119,37 +113,6 @@ WANT_LAYERS=$(manifest_of_archive | layer_digests)
 N_LAYERS=$(wc -l <<<"$WANT_LAYERS")
 
 PORT=
-start_registry() { # a registry with empty storage on a free loopback port
-  local dir=$WORK/reg-$1 try
-  mkdir -p "$dir/storage"
-  for try in $(seq 20); do
-    PORT=$((20000 + RANDOM % 20000))
-    cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/storage
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$PORT
-EOF
-    "$REGISTRY" serve "$dir/config.yml" >"$dir/log.txt" 2>&1 &
-    REG_PID=$!
-    for _ in $(seq 100); do
-      if curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null 2>&1; then return 0; fi
-      kill -0 "$REG_PID" 2>/dev/null || break
-      sleep 0.05
-    done
-    stop_registry
-  done
-  tail -n 20 "$dir/log.txt" >&2
-  die "the registry did not come up"
-}
 finish_registry() { stop_registry; rm -rf --one-file-system "$WORK/reg-$1"; }
 
 push_kiln() { "$KILN_BIN" push "x:1" "127.0.0.1:$PORT/x:1"; }
@@ -170,7 +133,7 @@ n=0
 for ((r = 1 - WARMUP; r <= RUNS; r++)); do
   for t in "${TOOLS[@]}"; do
     n=$((n + 1))
-    start_registry "$n"
+    start_registry "$WORK/reg-$n" # empty storage, a free loopback port
     timed_into s "push_$t"
     if [ "$r" = 1 ]; then
       got=$(pushed_layers)

@@ -30,16 +30,7 @@ struct Entry {
 
 /// Builds `ctx` to a rootfs tar and lists it by path (directories end in `/`).
 fn build_tree(k: &Kiln, ctx: &Path) -> BTreeMap<String, Entry> {
-    let d = tempfile::tempdir().unwrap();
-    let tarball = d.path().join("rootfs.tar");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=tar,dest={}", tarball.display()),
-        ctx.to_str().unwrap(),
-    ]);
-    let bytes = std::fs::read(&tarball).unwrap();
+    let bytes = build_rootfs_tar(k, ctx);
     let mut ar = tar::Archive::new(bytes.as_slice());
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {

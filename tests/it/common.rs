@@ -36,6 +36,35 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     d
 }
 
+/// Builds `ctx` with `-o type=tar` and returns the final root filesystem's tar bytes.
+pub fn build_rootfs_tar(k: &Kiln, ctx: &Path) -> Vec<u8> {
+    let d = tempfile::tempdir().unwrap();
+    let tarball = d.path().join("rootfs.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=tar,dest={}", tarball.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    std::fs::read(&tarball).unwrap()
+}
+
+/// Builds `ctx` with `-o type=local` into `<temp dir>/rootfs`; returns both (the temp
+/// dir keeps the tree alive).
+pub fn build_rootfs_dir(k: &Kiln, ctx: &Path) -> (tempfile::TempDir, PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("rootfs");
+    k.ok(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    (out, dest)
+}
+
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
 }

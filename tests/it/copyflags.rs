@@ -19,16 +19,7 @@ fn chmod(ctx: &Path, rel: &str, mode: u32) {
 /// Builds `ctx` and returns the final rootfs as a tar: `path → mode` (directories end
 /// in `/`), from the tar headers, so it does not depend on who runs the test.
 fn build_modes(k: &Kiln, ctx: &Path) -> BTreeMap<String, u32> {
-    let d = tempfile::tempdir().unwrap();
-    let tarball = d.path().join("rootfs.tar");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=tar,dest={}", tarball.display()),
-        ctx.to_str().unwrap(),
-    ]);
-    let bytes = std::fs::read(&tarball).unwrap();
+    let bytes = build_rootfs_tar(k, ctx);
     let mut ar = tar::Archive::new(bytes.as_slice());
     ar.entries()
         .unwrap()
@@ -161,15 +152,7 @@ fn copy_parents_keeps_the_paths_below_the_pivot() {
     let c = ctx.path();
     chmod(c, "src/pkg", 0o700);
     chmod(c, "src/pkg/b.go", 0o400);
-    let out = tempfile::tempdir().unwrap();
-    let dest = out.path().join("rootfs");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=local,dest={}", dest.display()),
-        c.to_str().unwrap(),
-    ]);
+    let (_out, dest) = build_rootfs_dir(&k, c);
     assert_eq!(
         tree(&dest),
         [
@@ -267,15 +250,7 @@ fn exclude_leaves_out_matches_below_each_source() {
              COPY --exclude=*/*.txt --exclude=docs --exclude=Dockerfile . /all/\n",
         ),
     ]);
-    let out = tempfile::tempdir().unwrap();
-    let dest = out.path().join("rootfs");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=local,dest={}", dest.display()),
-        ctx.path().to_str().unwrap(),
-    ]);
+    let (_out, dest) = build_rootfs_dir(&k, ctx.path());
     assert_eq!(
         tree(&dest),
         [

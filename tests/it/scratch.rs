@@ -83,15 +83,7 @@ fn copy_follows_docker_destination_rules() {
         ),
     ]);
     std::fs::set_permissions(ctx.path().join("script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = tempfile::tempdir().unwrap();
-    let dest = out.path().join("rootfs");
-    k.ok(&[
-        "build",
-        "-q",
-        "-o",
-        &format!("type=local,dest={}", dest.display()),
-        ctx.path().to_str().unwrap(),
-    ]);
+    let (_out, dest) = build_rootfs_dir(&k, ctx.path());
     assert_eq!(
         tree(&dest),
         [
