@@ -1,5 +1,5 @@
 //! Parser conformance against BuildKit's own parser corpus
-//! (`shared/conformance/buildkit/parser-testfiles*`, from `frontend/dockerfile/parser`).
+//! (`testdata/conformance/buildkit/parser-testfiles*`, from `frontend/dockerfile/parser`).
 //!
 //! BuildKit's `parser_test.go` parses each `Dockerfile` and compares
 //! `result.AST.Dump() + "\n"` with the `result` file; every Dockerfile of the
@@ -11,7 +11,7 @@ use kiln_frontend::syntax::{dump, parse_nodes};
 
 fn corpus(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/buildkit")
+        .join("../../testdata/conformance/buildkit")
         .join(name)
 }
 

@@ -1,5 +1,5 @@
-//! BuildKit's word-expansion vectors (`shared/conformance/buildkit/shell-vectors`), read
-//! from the shared folder the way BuildKit's `lex_test.go` reads them. Every `A` and `U`
+//! BuildKit's word-expansion vectors (vendored in `testdata/conformance/buildkit/shell-vectors`), read
+//! the way BuildKit's `lex_test.go` reads them. Every `A` and `U`
 //! line of envVarTest and every wordsTest line must pass; a missing folder is a failure,
 //! not a skip. Also BuildKit's table of matched/unmatched variables and patterns.
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use kiln_frontend::shell::{Lexer, ShellError};
 
 fn vectors(name: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/buildkit/shell-vectors");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/conformance/buildkit/shell-vectors");
     let p = dir.join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| {
         panic!(

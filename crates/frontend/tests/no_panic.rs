@@ -8,8 +8,8 @@ use kiln_frontend::{build_plan, syntax, BuildOptions};
 fn dockerfiles() -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dirs = [
-        root.join("../../../shared/conformance/buildkit/parser-testfiles"),
-        root.join("../../../shared/conformance/buildkit/parser-testfiles-negative"),
+        root.join("../../testdata/conformance/buildkit/parser-testfiles"),
+        root.join("../../testdata/conformance/buildkit/parser-testfiles-negative"),
         root.join("../../testdata/dockerfile"),
         root.join("../../testdata/dockerfile/errors"),
     ];
