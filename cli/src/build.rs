@@ -90,6 +90,11 @@ pub struct BuildArgs {
     /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
     #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
     network: NetworkArg,
+    /// Grant an entitlement a Dockerfile cannot take by itself: `network.host` (for
+    /// `RUN --network=host`) or `security.insecure` (for `RUN --security=insecure`);
+    /// repeatable or comma-separated, as buildx.
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',', value_parser = parse_entitlement)]
+    allow: Vec<kiln_graph::Entitlement>,
     /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (min: the steps in
     /// the final image; max: every step of every stage).
     #[arg(long = "cache-to", value_name = "SPEC")]
@@ -121,6 +126,14 @@ pub struct BuildArgs {
         default_value = "auto"
     )]
     snapshotter: SnapshotterArg,
+}
+
+/// Parses one `--allow` value.
+fn parse_entitlement(s: &str) -> Result<kiln_graph::Entitlement, String> {
+    kiln_graph::Entitlement::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = kiln_graph::Entitlement::ALL.iter().map(|e| e.name()).collect();
+        format!("unknown entitlement `{s}` (expected one of: {})", names.join(", "))
+    })
 }
 
 /// `--snapshotter` values.
@@ -446,6 +459,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     let opts = kiln_frontend::BuildOptions {
         named_contexts,
+        allow: a.allow.iter().copied().collect(),
         dockerfile_name: inputs.dockerfile_name.clone(),
         build_args,
         target: a.target.clone(),

@@ -265,6 +265,13 @@ pub enum ErrorKind {
     InvalidMount { value: String, reason: String },
     #[error("invalid `RUN --network` value `{value}`: expected `default`, `none` or `host`")]
     InvalidNetwork { value: String },
+    #[error("invalid `RUN --security` value `{value}`: expected `sandbox` or `insecure`")]
+    InvalidSecurity { value: String },
+    #[error("granting entitlement `{entitlement}` is not allowed: `{what}` needs `--allow {entitlement}`")]
+    NotEntitled {
+        what: &'static str,
+        entitlement: &'static str,
+    },
     #[error("lint violation: {rule}: {message}")]
     Lint { rule: &'static str, message: String },
 }

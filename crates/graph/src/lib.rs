@@ -174,6 +174,11 @@ pub struct ExecOp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     pub network: NetworkMode,
+    /// `RUN --security`: `insecure` runs the step without the sandbox's restrictions
+    /// (needs the `security.insecure` entitlement). Not encoded when `sandbox`, so the
+    /// digests of ordinary steps do not change.
+    #[serde(default, skip_serializing_if = "SecurityMode::is_sandbox")]
+    pub security: SecurityMode,
     pub platform: Platform,
     /// `RUN --mount`s (and a heredoc script), in Dockerfile order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -250,6 +255,52 @@ pub enum NetworkMode {
     Default,
     None,
     Host,
+}
+
+/// SecurityMode is a RUN step's `--security`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityMode {
+    /// The sandbox's full set of restrictions (the default).
+    #[default]
+    Sandbox,
+    /// All capabilities, no seccomp filter, as BuildKit's `security.insecure`.
+    Insecure,
+}
+
+impl SecurityMode {
+    /// Whether this is the default mode.
+    pub fn is_sandbox(&self) -> bool {
+        *self == SecurityMode::Sandbox
+    }
+}
+
+/// Entitlement is a privilege a Dockerfile cannot take by itself: the person running the
+/// build grants it with `--allow`, as with BuildKit's entitlements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Entitlement {
+    /// `RUN --network=host`: the step shares the host's network namespace.
+    NetworkHost,
+    /// `RUN --security=insecure`: the step runs without seccomp and with every capability.
+    SecurityInsecure,
+}
+
+impl Entitlement {
+    /// Every entitlement, in `--allow` order.
+    pub const ALL: [Entitlement; 2] = [Entitlement::NetworkHost, Entitlement::SecurityInsecure];
+
+    /// The name `--allow` takes (BuildKit's).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Entitlement::NetworkHost => "network.host",
+            Entitlement::SecurityInsecure => "security.insecure",
+        }
+    }
+
+    /// Parses an `--allow` value.
+    pub fn parse(s: &str) -> Option<Entitlement> {
+        Entitlement::ALL.into_iter().find(|e| e.name() == s)
+    }
 }
 
 /// SourceSpan locates what produced an op: a file name and 1-based line range.

@@ -14,7 +14,10 @@
 //! - CMD sets `ArgsEscaped`; ENTRYPOINT clears a CMD inherited from the base unless
 //!   this stage set CMD before it.
 
-use kiln_graph::{CacheSharing, ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, OpMeta};
+use kiln_graph::{
+    CacheSharing, Entitlement, ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, OpMeta,
+    SecurityMode,
+};
 use kiln_image::{Empty, HealthConfig, History};
 
 use crate::error::ErrorKind;
@@ -377,16 +380,25 @@ impl Converter<'_> {
             }
             mounts.push(m);
         }
-        match r.flags.security.as_deref() {
-            None | Some("sandbox") => {}
-            Some(_) => return Err(ErrorKind::UnsupportedFlag { flag: "RUN --security" }),
-        }
+        let security = match r.flags.security.as_deref() {
+            None | Some("sandbox") => SecurityMode::Sandbox,
+            Some("insecure") => SecurityMode::Insecure,
+            Some(v) => return Err(ErrorKind::InvalidSecurity { value: v.to_string() }),
+        };
         let network = match r.flags.network.as_deref() {
             None | Some("default") => NetworkMode::Default,
             Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
             Some(v) => return Err(ErrorKind::InvalidNetwork { value: v.to_string() }),
         };
+        // The Dockerfile is untrusted: what it cannot take by itself, the person
+        // running the build grants with `--allow` (BuildKit's entitlements).
+        if network == NetworkMode::Host {
+            self.entitled(Entitlement::NetworkHost, "RUN --network=host")?;
+        }
+        if security == SecurityMode::Insecure {
+            self.entitled(Entitlement::SecurityInsecure, "RUN --security=insecure")?;
+        }
         let (mut args, mut prepend_shell) = match &r.command {
             Command::Exec(v) => (v.clone(), false),
             Command::Shell(s) => (vec![s.clone()], true),
@@ -435,6 +447,7 @@ impl Converter<'_> {
                 cwd: st.dir.clone(),
                 user: st.user.clone(),
                 network,
+                security,
                 platform: st.platform.clone(),
                 mounts,
             }),

@@ -20,7 +20,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kiln_graph::{Definition, Input, Op, OpMeta, SourceOp, SourceSpan};
+use kiln_graph::{Definition, Entitlement, Input, Op, OpMeta, SourceOp, SourceSpan};
 use kiln_image::{ImageConfig, Platform};
 use serde::Serialize;
 
@@ -72,6 +72,9 @@ pub struct BuildOptions {
     /// `--build-context NAME=…` by lowercase name: used for `FROM NAME` and
     /// `--from=NAME` before stages and images of that name, as BuildKit does.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Entitlements granted with `--allow`; a RUN that needs another one is an error
+    /// naming its line.
+    pub allow: BTreeSet<Entitlement>,
 }
 
 /// NamedContext is what a `--build-context` name stands for.
@@ -96,6 +99,7 @@ impl BuildOptions {
             ignore_patterns: Vec::new(),
             resolver: None,
             named_contexts: BTreeMap::new(),
+            allow: BTreeSet::new(),
         }
     }
 }
@@ -206,6 +210,18 @@ pub(crate) struct Converter<'a> {
 }
 
 impl Converter<'_> {
+    /// Fails unless `--allow` granted `e`, which `what` needs.
+    pub fn entitled(&self, e: Entitlement, what: &'static str) -> Result<(), ErrorKind> {
+        if self.opts.allow.contains(&e) {
+            Ok(())
+        } else {
+            Err(ErrorKind::NotEntitled {
+                what,
+                entitlement: e.name(),
+            })
+        }
+    }
+
     /// The span of an instruction.
     pub fn span(&self, i: &Instruction) -> Option<SourceSpan> {
         Some(SourceSpan {

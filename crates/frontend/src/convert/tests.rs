@@ -18,6 +18,13 @@ fn plan(df: &str) -> BuildPlan {
     build_plan(df, &opts()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A plan with every entitlement granted (`--allow network.host,security.insecure`).
+fn plan_allowed(df: &str) -> BuildPlan {
+    let mut o = opts();
+    o.allow = kiln_graph::Entitlement::ALL.into_iter().collect();
+    build_plan(df, &o).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn root_op(p: &BuildPlan) -> &Op {
     let root = p.definition.root.as_ref().expect("root");
     &p.definition.node(&root.op).expect("root node").op
@@ -70,7 +77,7 @@ fn onbuild_triggers_run_in_child_stage() {
 
 #[test]
 fn shell_form_uses_current_shell() {
-    let p = plan("FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\nRUN --network=host make\n");
+    let p = plan_allowed("FROM scratch\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\nRUN --network=host make\n");
     assert_eq!(
         p.image.config.cmd,
         Some(vec!["/bin/bash".into(), "-c".into(), "echo hi".into()])
@@ -356,4 +363,42 @@ fn add_flag_errors_name_the_line() {
     assert!(matches!(e.kind(), ErrorKind::InvalidGitSource { .. }), "{e}");
     let e = build_plan("FROM scratch\nCOPY git@github.com:a/b.git /\n", &opts()).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::CopyFromUrl { .. }));
+}
+
+#[test]
+fn run_network_host_needs_the_entitlement() {
+    let e = build_plan("FROM scratch\nRUN --network=host make\n", &opts()).expect_err("not entitled");
+    assert_eq!(e.line(), Some(2), "{e}");
+    assert!(
+        e.to_string()
+            .contains("`RUN --network=host` needs `--allow network.host`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn run_security_insecure_needs_the_entitlement() {
+    let e = build_plan("FROM scratch\nRUN true\nRUN --security=insecure make\n", &opts()).expect_err("not entitled");
+    assert_eq!(e.line(), Some(3), "{e}");
+    assert!(
+        e.to_string()
+            .contains("`RUN --security=insecure` needs `--allow security.insecure`"),
+        "{e}"
+    );
+    let p = plan_allowed("FROM scratch\nRUN --security=insecure make\n");
+    let Op::Exec(x) = root_op(&p) else { panic!("an exec") };
+    assert_eq!(x.security, kiln_graph::SecurityMode::Insecure);
+    let e = build_plan("FROM scratch\nRUN --security=root make\n", &opts()).expect_err("bad value");
+    assert!(e.to_string().contains("invalid `RUN --security` value `root`"), "{e}");
+}
+
+#[test]
+fn sandbox_security_keeps_the_op_digest() {
+    // `--security=sandbox` is the default and must not change what is encoded (cache
+    // keys of every existing step stay valid).
+    let a = plan("FROM scratch\nRUN make\n");
+    let b = plan("FROM scratch\nRUN --security=sandbox make\n");
+    assert_eq!(a.definition.root, b.definition.root);
+    let encoded = serde_json::to_string(root_op(&a)).expect("encodes");
+    assert!(!encoded.contains("security"), "{encoded}");
 }
