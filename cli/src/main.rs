@@ -60,6 +60,12 @@ enum Command {
 fn main() -> ExitCode {
     // The sandbox helper is this binary re-executed; it must start before anything else.
     kiln_executor::run_helper_if_requested();
+    // Nothing kiln was started with beyond stdin, stdout and stderr (a host file a
+    // shell left open on fd 7) may reach a re-executed kiln, a runtime or a RUN step.
+    if let Err(e) = kiln_executor::cloexec_inherited_fds() {
+        eprintln!("ERROR: cannot mark inherited file descriptors close-on-exec: {e}");
+        return ExitCode::from(125);
+    }
     // A non-root user's kiln runs inside a user namespace where it is root.
     let building = std::env::args().skip(1).any(|a| a == "build");
     if !matches!(std::env::args().nth(1).as_deref(), Some("login" | "logout")) {

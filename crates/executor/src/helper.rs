@@ -192,6 +192,7 @@ fn init(spec: &ExecSpec) -> ! {
 
     drop_privileges(&user);
     std::env::set_current_dir(cwd).or_fail(|| format!("cannot change to the working directory {cwd}"));
+    leave_kilns_session();
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(|| "no_new_privs".into());
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
     exec(&spec.args, &env)
@@ -519,6 +520,16 @@ pub(crate) fn step_env(env: &[String], home: &str) -> Vec<String> {
         out.push(format!("HOME={home}"));
     }
     out
+}
+
+/// Cuts what the step would otherwise share with the process that started kiln: a
+/// new, empty session keyring (the keys of kiln's session are not the step's), and
+/// every descriptor above 2 close-on-exec (a host file a shell left open on fd 7, or
+/// one kiln was started with, never reaches the step; the setup-error pipe on fd 3 is
+/// still usable until the exec).
+fn leave_kilns_session() {
+    sys::join_new_session_keyring().or_fail(|| "cannot join a new session keyring".into());
+    sys::cloexec_from(ERR_FD).or_fail(|| "cannot mark inherited descriptors close-on-exec".into());
 }
 
 fn drop_privileges(user: &User) {

@@ -162,6 +162,14 @@ pub trait Executor: Send + Sync {
     ) -> Result<i32, ExecError>;
 }
 
+/// Marks every descriptor above 2 close-on-exec, so that nothing kiln inherited (a host
+/// file a shell left open on fd 7) reaches a helper, a runtime or a step. Call it in
+/// `main` right after [`run_helper_if_requested`] (the helper keeps its setup-error
+/// pipe on fd 3 and does the same for the step itself).
+pub fn cloexec_inherited_fds() -> std::io::Result<()> {
+    sys::cloexec_from(3)
+}
+
 /// If this process was started as the sandbox helper (`<exe> __kiln-sandbox SPEC`), runs
 /// it and exits; otherwise returns. Call it first thing in `main`, before any thread
 /// is started.

@@ -239,6 +239,7 @@ impl Executor for OciRuntime {
                 if let Some(s) = &secrets {
                     s.apply(false)?;
                 }
+                crate::sys::cloexec_from_raw(3);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
                 Ok(())
             });

@@ -67,6 +67,8 @@ impl Executor for Sandbox {
                 if libc::dup2(err_w_raw, ERR_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // Nothing else kiln has open reaches the helper.
+                crate::sys::cloexec_from_raw(ERR_FD as libc::c_uint + 1);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
                 if let Some(s) = &secrets {
                     s.apply(true)?;

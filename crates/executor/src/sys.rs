@@ -311,3 +311,60 @@ pub fn stream_lines(from: std::os::fd::OwnedFd, output: &mut dyn FnMut(&str)) ->
         output(line.rsplit('\r').next().unwrap_or(line));
     }
 }
+
+/// Marks every descriptor from `first` up close-on-exec with one system call
+/// (`close_range(CLOSE_RANGE_CLOEXEC)`, Linux 5.11); returns the raw result. Only a
+/// system call: safe between fork and exec.
+pub fn cloexec_from_raw(first: libc::c_uint) -> libc::c_long {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOEXEC only changes descriptor flags; nothing is closed.
+    unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) }
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that nothing this process
+/// inherited (a host file a shell opened on fd 7) reaches what it executes. Older
+/// kernels without `close_range` get the same from a walk of `/proc/self/fd`.
+pub fn cloexec_from(first: libc::c_int) -> io::Result<()> {
+    let Ok(from) = libc::c_uint::try_from(first) else {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    };
+    if cloexec_from_raw(from) == 0 {
+        return Ok(());
+    }
+    let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // The directory's own descriptor is gone by now: EBADF is fine.
+        if let Err(e) = set_cloexec(fd) {
+            if e.raw_os_error() != Some(libc::EBADF) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Joins a new, empty anonymous session keyring (`KEYCTL_JOIN_SESSION_KEYRING` with no
+/// name), so that the keys of the session kiln was started in are not the step's. A
+/// kernel without keys (ENOSYS) has no keyring to leak.
+pub fn join_new_session_keyring() -> io::Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a NULL name pointer asks for a new anonymous keyring.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_keyctl,
+            KEYCTL_JOIN_SESSION_KEYRING,
+            std::ptr::null::<libc::c_char>(),
+        )
+    };
+    if r >= 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::ENOSYS) {
+        return Ok(());
+    }
+    Err(e)
+}

@@ -136,6 +136,8 @@ pub fn reexec_rootless(warn: bool) {
     // SAFETY: only async-signal-safe system calls run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // The re-executed kiln gets only stdin, stdout and stderr.
+            crate::sys::cloexec_from_raw(3);
             if libc::unshare(libc::CLONE_NEWUSER) < 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -1,0 +1,208 @@
+//! The RUN sandbox against a hostile step: no inherited descriptors, no host keyring.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::*;
+use crate::rootless::{User, SUB_USER};
+use crate::run::{busybox_base, busybox_context, step_lines};
+
+fn root_sandbox() -> bool {
+    require(kiln_testkit::is_root(), "the root-mode sandbox tests need root")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `kiln ARGS` (as `user`, else as root) started from bash with `canary` open
+/// read-write on descriptor 7, as `7<>canary` in a shell leaves it (not close-on-exec).
+fn kiln_with_fd7(k: Option<&Kiln>, user: Option<&User>, canary: &Path, args: &[&str]) -> Output {
+    let script = "exec 7<>\"$1\"; shift; exec \"$@\"";
+    let mut c = match user {
+        None => {
+            let mut c = Command::new("bash");
+            c.env("KILN_ROOT", k.expect("a kiln").root())
+                .env_remove("SOURCE_DATE_EPOCH")
+                .stdin(Stdio::null())
+                .args(["-c", script, "bash"])
+                .arg(canary)
+                .arg(env!("CARGO_BIN_EXE_kiln"));
+            c
+        }
+        Some(u) => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", u.name, "--", "bash", "-c", script, "bash"])
+                .arg(canary)
+                .arg("env")
+                .arg(format!("KILN_ROOT={}", u.path("root").display()))
+                .arg(format!("HOME={}", u.dir.path().display()))
+                .arg(env!("CARGO_BIN_EXE_kiln"))
+                .current_dir(u.dir.path())
+                .stdin(Stdio::null());
+            c
+        }
+    };
+    c.args(args);
+    run(&mut c)
+}
+
+/// The step writes to descriptor 7 if it has one and lists the descriptors of its
+/// shell (pid 1; listed from a subshell, so that no redirection of its own shows).
+const FD_STEP: &str = "RUN (echo pwned-by-run >&7) 2>/dev/null; echo fd7=$(readlink /proc/self/fd/7 || echo none) \\\n\
+     && (ls /proc/1/fd > /tmp/fds) && echo fds=$(sort -n /tmp/fds | tr '\\n' ' ')\n";
+
+fn check_fd_build(o: &Output, canary: &Path, who: &str) {
+    let p = stderr(o);
+    assert!(o.status.success(), "{who}: {p}");
+    assert_eq!(
+        std::fs::read_to_string(canary).unwrap(),
+        "host canary\n",
+        "{who}: the step wrote to kiln's inherited descriptor 7:\n{p}"
+    );
+    let lines = step_lines(&p);
+    assert!(
+        lines.iter().any(|l| l == "fd7=none"),
+        "{who}: fd 7 reached the step:\n{p}"
+    );
+    assert!(
+        lines.iter().any(|l| l == "fds=0 1 2"),
+        "{who}: the step has descriptors above 2:\n{p}"
+    );
+}
+
+#[test]
+fn run_does_not_inherit_kilns_descriptors() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let canary = dir.path().join("canary");
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{FD_STEP}"))]);
+    let mut runtimes = vec![None];
+    if require_tool("runc") {
+        runtimes.push(Some("runc"));
+    }
+    for runtime in runtimes {
+        std::fs::write(&canary, "host canary\n").unwrap();
+        let mut args = vec!["build", "--progress=plain", "--no-cache"];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        args.push(ctx.path().to_str().unwrap());
+        let o = kiln_with_fd7(Some(&k), None, &canary, &args);
+        check_fd_build(&o, &canary, runtime.unwrap_or("sandbox"));
+    }
+}
+
+#[test]
+fn rootless_run_does_not_inherit_kilns_descriptors() {
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    let Some(base) = u.busybox_base() else { return };
+    let canary = u.path("canary");
+    std::fs::write(&canary, "host canary\n").unwrap();
+    u.own(&canary);
+    let ctx = u.context("fd", &format!("FROM {base}\n{FD_STEP}"));
+    let o = kiln_with_fd7(
+        None,
+        Some(&u),
+        &canary,
+        &["build", "--progress=plain", ctx.to_str().unwrap()],
+    );
+    check_fd_build(&o, &canary, SUB_USER);
+}
+
+/// The busybox context with Debian's `keyctl` and the libraries it loads.
+fn keyctl_context() -> Option<tempfile::TempDir> {
+    if !require_tool("keyctl") || !require_tool("ldd") {
+        return None;
+    }
+    let ctx = busybox_context()?;
+    let rootfs = ctx.path().join("rootfs");
+    let keyctl = kiln_testkit::which("keyctl")?;
+    let ldd = run_ok(Command::new("ldd").arg(&keyctl));
+    let libs = ldd
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .chain([keyctl]);
+    for lib in libs {
+        let to = rootfs.join(lib.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&lib, &to).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64\n",
+    )
+    .unwrap();
+    Some(ctx)
+}
+
+/// The step looks the canary key up through its session keyring and prints it.
+const KEY_STEP: &str = "RUN (keyctl print %user:kiln-canary || echo key=unreachable) 2>&1; \\\n\
+     keyctl show @s 2>&1 | sed 's/^/session: /'\n";
+const KEY_VALUE: &str = "kiln-keyring-canary-value";
+
+/// `sh -c SCRIPT` in a new session keyring holding the canary key; `$@` is kiln + args.
+fn in_keyring_session(c: &mut Command) {
+    c.args(["session", "-", "sh", "-c"]).arg(format!(
+        "keyctl add user kiln-canary {KEY_VALUE} @s >/dev/null && exec \"$@\""
+    ));
+    c.arg("sh");
+}
+
+fn check_key_build(o: &Output, who: &str) {
+    let p = stderr(o);
+    assert!(o.status.success(), "{who}: {p}");
+    assert!(
+        !p.contains(KEY_VALUE),
+        "{who}: the step read the host's session key:\n{p}"
+    );
+    assert!(
+        step_lines(&p).iter().any(|l| l == "key=unreachable"),
+        "{who}: the key lookup did not run:\n{p}"
+    );
+}
+
+#[test]
+fn run_cannot_read_the_session_keyring_kiln_started_in() {
+    if !root_sandbox() {
+        return;
+    }
+    let Some(kctx) = keyctl_context() else { return };
+    let k = kiln();
+    k.ok(&["build", "-q", "-t", "bbkey:1", kctx.path().to_str().unwrap()]);
+    let ctx = context(&[("Dockerfile", &format!("FROM bbkey:1\n{KEY_STEP}"))]);
+    let mut c = Command::new("keyctl");
+    in_keyring_session(&mut c);
+    c.env("KILN_ROOT", k.root())
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress=plain", ctx.path().to_str().unwrap()])
+        .stdin(Stdio::null());
+    check_key_build(&run(&mut c), "root");
+}
+
+#[test]
+fn rootless_run_cannot_read_the_session_keyring_kiln_started_in() {
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    let Some(kctx) = keyctl_context() else { return };
+    let mine = u.path("key-context");
+    run_ok(Command::new("cp").arg("-a").arg(kctx.path()).arg(&mine));
+    u.own(&mine);
+    u.kiln_ok(&["build", "-q", "-t", "bbkey:1", mine.to_str().unwrap()]);
+    let ctx = u.context("key", &format!("FROM bbkey:1\n{KEY_STEP}"));
+    let mut c = Command::new("runuser");
+    c.args(["-u", u.name, "--", "keyctl"]);
+    in_keyring_session(&mut c);
+    c.arg("env")
+        .arg(format!("KILN_ROOT={}", u.path("root").display()))
+        .arg(format!("HOME={}", u.dir.path().display()))
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", "--progress=plain", ctx.to_str().unwrap()])
+        .current_dir(u.dir.path())
+        .stdin(Stdio::null());
+    check_key_build(&run(&mut c), SUB_USER);
+}
