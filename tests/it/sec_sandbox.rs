@@ -1,4 +1,6 @@
-//! The RUN sandbox against a hostile step: no inherited descriptors, no host keyring.
+//! The RUN sandbox against a hostile step: no inherited descriptors, no host block
+//! devices (a loop device over a scratch file stands in for the host's disks), no host
+//! keyring.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -205,4 +207,126 @@ fn rootless_run_cannot_read_the_session_keyring_kiln_started_in() {
         .current_dir(u.dir.path())
         .stdin(Stdio::null());
     check_key_build(&run(&mut c), SUB_USER);
+}
+
+/// A loop device over a 1 MiB scratch file of zeros, detached on drop.
+struct Loop {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    dev: String,
+    minor: u32,
+}
+
+impl Loop {
+    fn new() -> Option<Loop> {
+        if !require_tool("losetup") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("scratch.img");
+        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
+        let o = run(Command::new("losetup").args(["-f", "--show"]).arg(&file));
+        if !require(
+            o.status.success(),
+            &format!("losetup cannot attach a loop device: {}", stderr(&o)),
+        ) {
+            return None;
+        }
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let minor = dev.trim_start_matches("/dev/loop").parse().unwrap();
+        Some(Loop {
+            _dir: dir,
+            file,
+            dev,
+            minor,
+        })
+    }
+
+    fn assert_untouched(&self, who: &str, log: &str) {
+        let data = std::fs::read(&self.file).unwrap();
+        assert!(
+            data.iter().all(|b| *b == 0),
+            "{who}: a step wrote to the host's {} (the scratch file changed):\n{log}",
+            self.dev
+        );
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn run_cannot_write_host_block_devices() {
+    if !root_sandbox() {
+        return;
+    }
+    let Some(lo) = Loop::new() else { return };
+    let n = lo.minor;
+    // The step makes a node of the loop device in its root, in /dev, in a cache mount
+    // and in a writable bind mount, and writes to each; then a later build writes to a
+    // node that came in a base layer. The standard /dev nodes keep working.
+    let write = |path: &str, tag: &str| {
+        format!("( (printf PWNED > {path}) 2>/dev/null && sync && echo {tag}=written || echo {tag}=denied)")
+    };
+    let steps = format!(
+        "RUN mknod /tmp/l b 7 {n} && {}\n\
+         RUN mknod /dev/l b 7 {n} && {}\n\
+         RUN --mount=type=cache,target=/c mknod /c/l{n} b 7 {n} && {}\n\
+         RUN --mount=type=bind,target=/ctx,rw mknod /ctx/l b 7 {n} && {}\n\
+         RUN mknod /base-l b 7 {n}\n\
+         RUN echo x > /dev/null && echo devs=$(head -c 4 /dev/zero | wc -c)$(head -c 4 /dev/urandom | wc -c)\n",
+        write("/tmp/l", "root"),
+        write("/dev/l", "dev"),
+        write(&format!("/c/l{n}"), "cache"),
+        write("/ctx/l", "bind"),
+    );
+    let mut runs: Vec<(&str, Vec<&str>)> = vec![
+        ("overlay", vec!["--snapshotter", "overlay"]),
+        ("copy", vec!["--snapshotter", "copy"]),
+    ];
+    if require_tool("runc") {
+        runs.push(("runc", vec!["--runtime", "runc", "--snapshotter", "overlay"]));
+    }
+    for (who, flags) in runs {
+        let k = kiln();
+        let Some(base) = busybox_base(&k) else { return };
+        let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{steps}"))]);
+        let mut args = vec!["build", "--progress=plain", "-t", "devs:1"];
+        args.extend(&flags);
+        args.push(ctx.path().to_str().unwrap());
+        let o = run(k.cmd().args(&args));
+        let p = stderr(&o);
+        lo.assert_untouched(who, &p);
+        assert!(o.status.success(), "{who}: {p}");
+        let lines = step_lines(&p);
+        for tag in ["root", "dev", "cache", "bind"] {
+            assert!(
+                lines.contains(&format!("{tag}=denied")),
+                "{who}: the {tag} device node was writable:\n{p}"
+            );
+        }
+        assert!(
+            lines.iter().any(|l| l == "devs=44"),
+            "{who}: /dev/zero or /dev/urandom broke:\n{p}"
+        );
+
+        let ctx = context(&[(
+            "Dockerfile",
+            &format!("FROM devs:1\nRUN {}\n", write("/base-l", "base")),
+        )]);
+        let mut args = vec!["build", "--progress=plain", "--no-cache"];
+        args.extend(&flags);
+        args.push(ctx.path().to_str().unwrap());
+        let o = run(k.cmd().args(&args));
+        let p = stderr(&o);
+        lo.assert_untouched(who, &p);
+        assert!(o.status.success(), "{who}: {p}");
+        assert!(
+            step_lines(&p).iter().any(|l| l == "base=denied"),
+            "{who}: the base layer's device node was writable:\n{p}"
+        );
+    }
 }

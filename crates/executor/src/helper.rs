@@ -213,18 +213,8 @@ fn mount_overlay(spec: &ExecSpec) {
         let src = sys::cstr(&r.upper).or_fail(|| "path".into());
         sys::mount(Some(&src), &r.target, None, libc::MS_BIND | libc::MS_REC, None)
             .or_fail(|| format!("cannot bind {}", r.upper.display()));
-        return;
-    }
-    if r.lower.is_empty() {
-        // The copy snapshotter: the upper is a whole tree of its own.
-        sys::mount(
-            Some(&sys::cstr(&r.upper).or_fail(|| "path".into())),
-            &r.target,
-            None,
-            libc::MS_BIND | libc::MS_REC,
-            None,
-        )
-        .or_fail(|| format!("cannot bind {}", r.upper.display()));
+        // Device nodes in the tree (from a base layer or a step's mknod) stay inert.
+        sys::set_nodev(&r.target, false).or_fail(|| format!("cannot make {} nodev", r.upper.display()));
         return;
     }
     let mut lower = String::new();
@@ -256,8 +246,16 @@ fn mount_overlay(spec: &ExecSpec) {
         opts.push_str(",redirect_dir=off,metacopy=off");
     }
     let data = sys::cstr(&opts).or_fail(|| "overlay options".into());
-    sys::mount(Some(c"overlay"), &r.target, Some(c"overlay"), 0, Some(&data))
-        .or_fail(|| format!("cannot mount the overlay ({opts})"));
+    // nodev: a device node in a layer or made by the step (`mknod /tmp/l b 7 1`) must
+    // not open the host's device; the standard ones are bind-mounted on /dev.
+    sys::mount(
+        Some(c"overlay"),
+        &r.target,
+        Some(c"overlay"),
+        libc::MS_NODEV,
+        Some(&data),
+    )
+    .or_fail(|| format!("cannot mount the overlay ({opts})"));
 }
 
 fn ensure_dir(p: &Path, mode: u32) {
@@ -321,7 +319,9 @@ fn mount_dev(devs: &[(&str, libc::c_int)]) {
         Some(c"tmpfs"),
         dev,
         Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        // nodev: a node the step makes here is inert; the standard nodes below are bind
+        // mounts of the host's, each a mount of its own that keeps working.
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_STRICTATIME,
         Some(c"mode=755,size=65536k"),
     )
     .or_fail(|| "cannot mount /dev".into());
@@ -388,7 +388,13 @@ fn mask_proc() {
     for p in MASKED.iter().map(Path::new) {
         let Ok(md) = p.symlink_metadata() else { continue };
         let r = if md.is_dir() {
-            sys::mount(Some(c"tmpfs"), p, Some(c"tmpfs"), libc::MS_RDONLY, Some(c"size=0"))
+            sys::mount(
+                Some(c"tmpfs"),
+                p,
+                Some(c"tmpfs"),
+                libc::MS_RDONLY | libc::MS_NODEV,
+                Some(c"size=0"),
+            )
         } else {
             sys::mount(Some(c"/dev/null"), p, None, libc::MS_BIND, None)
         };
@@ -483,19 +489,17 @@ fn mount_extra(m: &SpecMount, bind: Option<(libc::c_int, bool)>) {
     }
 }
 
-/// Attaches a detached mount at `target`; read-only binds are remounted so.
+/// Attaches a detached mount at `target`, nodev (a node the step makes in a cache
+/// or a writable bind stays inert), and read-only when asked, mounts below it included.
 fn bind_fd(fd: libc::c_int, target: &Path, readonly: bool) {
     sys::move_mount(fd, target).or_fail(|| format!("cannot mount {}", target.display()));
-    if readonly {
-        sys::mount(
-            None,
-            target,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-            None,
-        )
-        .or_fail(|| format!("cannot make {} read-only", target.display()));
-    }
+    sys::set_nodev(target, readonly).or_fail(|| {
+        if readonly {
+            format!("cannot make {} read-only and nodev", target.display())
+        } else {
+            format!("cannot make {} nodev", target.display())
+        }
+    });
 }
 
 fn bind_etc(target: &Path, fd: libc::c_int) {

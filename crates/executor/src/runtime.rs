@@ -97,7 +97,7 @@ impl OciRuntime {
         ].into_iter().chain(spec.mounts.iter().map(|m| match &m.kind {
                 crate::SpecMountKind::Bind { source, readonly } => json!({
                     "destination": m.target, "type": "bind", "source": source,
-                    "options": ["rbind", if *readonly { "ro" } else { "rw" }]
+                    "options": ["rbind", if *readonly { "ro" } else { "rw" }, "nodev"]
                 }),
                 crate::SpecMountKind::Secret { index, executable } => json!({
                     "destination": m.target, "type": "bind",
@@ -122,6 +122,9 @@ impl OciRuntime {
             env.retain(|e| e.split('=').next() != Some(name.as_str()));
             env.push(format!("{name}={value}"));
         }
+        // As Docker: every device denied but runc's default set (null, zero, full,
+        // random, urandom, tty, ptmx/pts), so a node the step makes cannot be opened.
+        let resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -138,6 +141,7 @@ impl OciRuntime {
             "mounts": mounts,
             "linux": {
                 "namespaces": namespaces,
+                "resources": resources,
                 "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],
                 "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
             }
@@ -218,19 +222,25 @@ impl Executor for OciRuntime {
                         std::ptr::null(),
                     ) < 0
                     || (bind
-                        && libc::mount(
+                        && (libc::mount(
                             c_upper.as_ptr(),
                             c_target.as_ptr(),
                             std::ptr::null(),
                             libc::MS_BIND | libc::MS_REC,
                             std::ptr::null(),
-                        ) < 0)
+                        ) < 0
+                            // Before Linux 5.12 (no mount_setattr) the device cgroup
+                            // alone denies device nodes.
+                            || (crate::sys::set_nodev_raw(&c_target, false) < 0
+                                && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS))))
                     || (!bind
                         && libc::mount(
                             c"overlay".as_ptr(),
                             c_target.as_ptr(),
                             c"overlay".as_ptr(),
-                            0,
+                            // Device nodes in layers stay inert (runc's device cgroup
+                            // denies them too).
+                            libc::MS_NODEV,
                             c_opts.as_ptr().cast(),
                         ) < 0)
                 {

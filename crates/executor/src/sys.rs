@@ -368,3 +368,79 @@ pub fn join_new_session_keyring() -> io::Result<()> {
     }
     Err(e)
 }
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(target, AT_RECURSIVE, nodev [+ rdonly])`; returns the raw result.
+/// Only a system call: safe between fork and exec.
+pub fn set_nodev_raw(target: &CStr, readonly: bool) -> libc::c_long {
+    let mut set = MOUNT_ATTR_NODEV;
+    if readonly {
+        set |= MOUNT_ATTR_RDONLY;
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: valid C string and a mount_attr of the size passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    }
+}
+
+/// Makes the mount at `target` and every mount below it `nodev` (and read-only when
+/// `readonly`), leaving their other flags as they are (`mount_setattr`, Linux 5.12;
+/// older kernels get a remount of the top mount that keeps its flags).
+pub fn set_nodev(target: &Path, readonly: bool) -> io::Result<()> {
+    let t = cstr(target)?;
+    let r = set_nodev_raw(&t, readonly);
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    // A remount replaces the flags: keep the ones the mount has (in a user namespace
+    // the kernel refuses to clear them).
+    // SAFETY: zeroed statvfs is a valid out value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV;
+    for (st_flag, ms_flag) in [
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if st.f_flag & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    if readonly {
+        flags |= libc::MS_RDONLY;
+    }
+    mount(None, target, None, flags, None)
+}
