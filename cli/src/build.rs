@@ -126,6 +126,30 @@ pub struct BuildArgs {
         default_value = "auto"
     )]
     snapshotter: SnapshotterArg,
+    /// Resource limit of every RUN step, as `docker build --ulimit`: `NAME=SOFT[:HARD]`
+    /// (`nofile`, `nproc`, `core`, `memlock`, `stack`, `cpu`, `fsize`, …; -1 is
+    /// unlimited; one value sets both); repeatable.
+    #[arg(long, value_name = "NAME=SOFT[:HARD]", value_parser = parse_ulimit)]
+    ulimit: Vec<kiln_executor::Ulimit>,
+    /// Most processes (threads included) one RUN step may have at once: a pids cgroup
+    /// per step where kiln can make one (root), else RLIMIT_NPROC; -1 for no limit.
+    #[arg(long = "pids-limit", value_name = "N", default_value_t = kiln_executor::limits::DEFAULT_PIDS_LIMIT as i64, allow_negative_numbers = true, value_parser = parse_pids_limit)]
+    pids_limit: i64,
+}
+
+/// Parses one `--ulimit` value.
+fn parse_ulimit(s: &str) -> Result<kiln_executor::Ulimit, kiln_executor::UlimitError> {
+    kiln_executor::Ulimit::parse(s)
+}
+
+/// Parses `--pids-limit`: a positive number, or -1 (as docker, 0 too) for no limit.
+fn parse_pids_limit(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a process count (a whole number, or -1 for no limit)"
+        )),
+    }
 }
 
 /// Parses one `--allow` value.
@@ -535,6 +559,10 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .with_images(images)
         .with_executor(executor, network)
         .with_secrets(build_secrets)
+        .with_limits(kiln_executor::Limits {
+            ulimits: a.ulimit.clone(),
+            pids: u64::try_from(a.pids_limit).ok().filter(|n| *n > 0),
+        })
         .with_snapshotter(match a.snapshotter {
             SnapshotterArg::Auto => kiln_worker::SnapshotterKind::Auto,
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,

@@ -1,6 +1,7 @@
 //! The RUN sandbox against a hostile step: no inherited descriptors, no host block
 //! devices (a loop device over a scratch file stands in for the host's disks), no host
-//! keyring.
+//! keyring, and `--ulimit` / `--pids-limit` with a bounded fork bomb (never an unbounded
+//! one: the machine is shared).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -328,5 +329,172 @@ fn run_cannot_write_host_block_devices() {
             step_lines(&p).iter().any(|l| l == "base=denied"),
             "{who}: the base layer's device node was writable:\n{p}"
         );
+    }
+}
+
+/// Two steps print their limits: `--ulimit` applies to every RUN.
+const LIMITS_STEPS: &str = "RUN echo n=$(ulimit -Sn):$(ulimit -Hn) c=$(ulimit -Sc):$(ulimit -Hc)\n\
+     RUN echo again=$(ulimit -Sn):$(ulimit -Hn)\n";
+
+fn check_limits(p: &str, who: &str, n: &str, c: &str) {
+    let lines = step_lines(p);
+    assert!(lines.contains(&format!("n={n} c={c}")), "{who}: want n={n} c={c}:\n{p}");
+    assert!(lines.contains(&format!("again={n}")), "{who}: {p}");
+}
+
+#[test]
+fn ulimit_flags_apply_to_every_run_step() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{LIMITS_STEPS}"))]);
+    let mut runtimes = vec![None];
+    if require_tool("runc") {
+        runtimes.push(Some("runc"));
+    }
+    for runtime in runtimes {
+        let mut args = vec![
+            "build",
+            "--progress=plain",
+            "--no-cache",
+            "--ulimit",
+            "nofile=123:456",
+            "--ulimit=core=0:-1",
+        ];
+        if let Some(r) = runtime {
+            args.extend(["--runtime", r]);
+        }
+        args.push(ctx.path().to_str().unwrap());
+        let o = run(k.cmd().args(&args));
+        let p = stderr(&o);
+        assert!(o.status.success(), "{p}");
+        check_limits(&p, runtime.unwrap_or("sandbox"), "123:456", "0:unlimited");
+    }
+    // One value sets both limits, as docker's grammar.
+    let o = run(k.cmd().args([
+        "build",
+        "--progress=plain",
+        "--no-cache",
+        "--ulimit",
+        "nofile=77",
+        "--ulimit",
+        "core=0",
+        ctx.path().to_str().unwrap(),
+    ]));
+    check_limits(&stderr(&o), "soft only", "77:77", "0:0");
+}
+
+#[test]
+fn bad_ulimit_and_pids_limit_values_are_named() {
+    let k = kiln();
+    let ctx = context(&[("Dockerfile", "FROM scratch\n")]);
+    let c = ctx.path().to_str().unwrap();
+    for (flag, want) in [
+        (
+            "nofile=abc",
+            "invalid value 'nofile=abc' for '--ulimit <NAME=SOFT[:HARD]>': `abc` is not a number",
+        ),
+        (
+            "bogus=1",
+            "invalid value 'bogus=1' for '--ulimit <NAME=SOFT[:HARD]>': unknown resource `bogus`",
+        ),
+        ("nofile=10:5", "soft limit 10 is above the hard limit 5"),
+        ("nofile", "expected NAME=SOFT[:HARD]"),
+    ] {
+        let err = k.fails(&["build", "--ulimit", flag, c]);
+        assert!(err.contains(want), "--ulimit {flag}: want `{want}`:\n{err}");
+    }
+    let err = k.fails(&["build", "--pids-limit", "many", c]);
+    assert!(err.contains("--pids-limit"), "{err}");
+}
+
+/// Starts `count` background `sleep`s (a bounded bomb) and says how many it started.
+fn bomb(count: u32) -> String {
+    format!("RUN i=0; while [ $i -lt {count} ]; do sleep 30 & i=$((i+1)); done; echo started=$i\n")
+}
+
+fn assert_bomb_stopped(o: &Output, who: &str) {
+    let p = stderr(o);
+    assert!(
+        !o.status.success(),
+        "{who}: the bounded fork bomb was not stopped:\n{p}"
+    );
+    assert!(
+        p.contains("can't fork") && p.contains("Resource temporarily unavailable"),
+        "{who}: want fork to fail with EAGAIN:\n{p}"
+    );
+    assert!(!step_lines(&p).iter().any(|l| l.starts_with("started=")), "{who}: {p}");
+}
+
+#[test]
+fn pids_limit_stops_a_bounded_fork_bomb_but_not_parallel_jobs() {
+    if !root_sandbox() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let mut runtimes = vec![None];
+    if require_tool("runc") {
+        runtimes.push(Some("runc"));
+    }
+    for runtime in runtimes {
+        let who = runtime.unwrap_or("sandbox");
+        let mut rt: Vec<&str> = Vec::new();
+        if let Some(r) = runtime {
+            rt.extend(["--runtime", r]);
+        }
+        // An explicit limit well below the bomb.
+        let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{}", bomb(60)))]);
+        let mut args = vec!["build", "--progress=plain", "--no-cache", "--pids-limit", "25"];
+        args.extend(&rt);
+        args.push(ctx.path().to_str().unwrap());
+        assert_bomb_stopped(&run(k.cmd().args(&args)), who);
+        // The default limit (4096): a bomb just above it is stopped...
+        let ctx = context(&[("Dockerfile", &format!("FROM {base}\n{}", bomb(4200)))]);
+        let mut args = vec!["build", "--progress=plain", "--no-cache"];
+        args.extend(&rt);
+        args.push(ctx.path().to_str().unwrap());
+        assert_bomb_stopped(&run(k.cmd().args(&args)), &format!("{who} default"));
+        // ...while 200 parallel jobs (a `make -j` worth) run.
+        let ctx = context(&[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN i=0; while [ $i -lt 200 ]; do sleep 1 & i=$((i+1)); done; wait; echo jobs=$i\n"),
+        )]);
+        let mut args = vec!["build", "--progress=plain", "--no-cache"];
+        args.extend(&rt);
+        args.push(ctx.path().to_str().unwrap());
+        let o = run(k.cmd().args(&args));
+        let p = stderr(&o);
+        assert!(o.status.success(), "{who}: {p}");
+        assert!(step_lines(&p).contains(&"jobs=200".to_string()), "{who}: {p}");
+    }
+}
+
+#[test]
+fn rootless_ulimits_and_process_limit() {
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    let Some(base) = u.busybox_base() else { return };
+    let ctx = u.context(
+        "limits",
+        &format!("FROM {base}\n{LIMITS_STEPS}RUN echo u=$(ulimit -u)\n"),
+    );
+    let p = u.kiln_ok(&[
+        "build",
+        "--progress=plain",
+        "--ulimit",
+        "nofile=123:456",
+        "--ulimit",
+        "core=0",
+        ctx.to_str().unwrap(),
+    ]);
+    check_limits(&p, SUB_USER, "123:456", "0:0");
+    // Rootless, the process limit is RLIMIT_NPROC (no cgroup to write): the default.
+    assert!(step_lines(&p).contains(&"u=4096".to_string()), "{p}");
+    let ctx = u.context("bomb", &format!("FROM {base}\n{}", bomb(60)));
+    for flag in ["--pids-limit=25", "--ulimit=nproc=25"] {
+        let o = u.kiln(&["build", "--progress=plain", flag, ctx.to_str().unwrap()]);
+        assert_bomb_stopped(&o, &format!("{SUB_USER} {flag}"));
     }
 }

@@ -190,6 +190,8 @@ fn init(spec: &ExecSpec) -> ! {
         .or_fail(|| "cannot open /dev/null".into());
     sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).or_fail(|| "stdin".into());
 
+    // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
+    apply_ulimits(spec);
     drop_privileges(&user);
     std::env::set_current_dir(cwd).or_fail(|| format!("cannot change to the working directory {cwd}"));
     leave_kilns_session();
@@ -524,6 +526,14 @@ pub(crate) fn step_env(env: &[String], home: &str) -> Vec<String> {
         out.push(format!("HOME={home}"));
     }
     out
+}
+
+/// Sets the step's `--ulimit`s on this process; the step inherits them.
+fn apply_ulimits(spec: &ExecSpec) {
+    for u in &spec.limits.ulimits {
+        u.apply()
+            .or_fail(|| format!("cannot set --ulimit {u} (raising a hard limit above kiln's needs root)"));
+    }
 }
 
 /// Cuts what the step would otherwise share with the process that started kiln: a

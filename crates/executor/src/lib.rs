@@ -5,7 +5,9 @@
 //! step's overlay, `/proc`, a minimal `/dev` and the `/etc` files, pivot_roots, drops to
 //! Docker's default capabilities and the step's user, and execs the command.
 
+mod cgroup;
 mod helper;
+pub mod limits;
 mod runtime;
 mod sandbox;
 mod secrets;
@@ -17,6 +19,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use limits::{Limits, Ulimit, UlimitError};
 pub use runtime::OciRuntime;
 pub use sandbox::Sandbox;
 
@@ -59,6 +62,9 @@ pub struct ExecSpec {
     /// into `secrets`; set for this step only.
     #[serde(default)]
     pub secret_env: Vec<(String, usize)>,
+    /// Resource limits of the step: `--ulimit`s and the process limit.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// SecretFile is one secret's value and the mode and owner its file gets.

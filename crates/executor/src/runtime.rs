@@ -122,9 +122,21 @@ impl OciRuntime {
             env.retain(|e| e.split('=').next() != Some(name.as_str()));
             env.push(format!("{name}={value}"));
         }
+        let rlimits: Vec<serde_json::Value> = spec
+            .limits
+            .ulimits
+            .iter()
+            .filter_map(|u| {
+                let (soft, hard) = u.raw();
+                Some(json!({"type": u.oci_name()?, "soft": soft, "hard": hard}))
+            })
+            .collect();
         // As Docker: every device denied but runc's default set (null, zero, full,
         // random, urandom, tty, ptmx/pts), so a node the step makes cannot be opened.
-        let resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        if let Some(n) = spec.limits.pids {
+            resources["pids"] = json!({"limit": n});
+        }
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -134,7 +146,8 @@ impl OciRuntime {
                 "env": env,
                 "cwd": cwd,
                 "capabilities": {"bounding": caps, "effective": if user.uid == 0 { caps.clone() } else { vec![] }, "permitted": if user.uid == 0 { caps.clone() } else { vec![] }},
-                "noNewPrivileges": true
+                "noNewPrivileges": true,
+                "rlimits": rlimits
             },
             "root": {"path": spec.rootfs.target, "readonly": false},
             "hostname": spec.hostname,

@@ -54,6 +54,9 @@ impl Executor for Sandbox {
         // its own inside that one), never on disk.
         let secrets = crate::secrets::SecretsSetup::new(spec)?;
         let has_secrets = secrets.is_some();
+        // Kept until the step is over: dropping it removes the step's cgroup.
+        let pids = crate::limits::StepPids::new(&spec.limits);
+        let enter_pids = pids.raw();
         let mut cmd = Command::new(&self.helper);
         cmd.arg(HELPER_ARG)
             .arg(&state)
@@ -69,6 +72,7 @@ impl Executor for Sandbox {
                 }
                 // Nothing else kiln has open reaches the helper.
                 crate::sys::cloexec_from_raw(ERR_FD as libc::c_uint + 1);
+                enter_pids.enter()?;
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
                 if let Some(s) = &secrets {
                     s.apply(true)?;
@@ -111,6 +115,7 @@ impl Executor for Sandbox {
         waited.store(true, std::sync::atomic::Ordering::SeqCst);
         let status = status?;
         let _ = std::fs::remove_file(&state);
+        drop(pids);
         if !err.is_empty() {
             let msg = String::from_utf8_lossy(&err).into_owned();
             if let Some(rest) = msg.strip_prefix("start\0") {

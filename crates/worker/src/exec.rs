@@ -164,6 +164,7 @@ impl Worker {
             secrets: std::mem::take(&mut step.files),
             secrets_dir,
             secret_env: std::mem::take(&mut step.env),
+            limits: self.limits.clone(),
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(

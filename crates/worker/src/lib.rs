@@ -197,6 +197,8 @@ pub struct Worker {
     secrets: BuildSecrets,
     /// What keying ADD's downloads and git sources found out, for running them.
     remote: add::RemoteMemo,
+    /// `--ulimit`s and the process limit of every RUN step (not part of a cache key).
+    limits: kiln_executor::Limits,
 }
 
 /// How RUN steps get a writable root file system.
@@ -233,6 +235,7 @@ impl Worker {
             used: std::sync::Mutex::new(Vec::new()),
             secrets: BuildSecrets::default(),
             remote: add::RemoteMemo::default(),
+            limits: kiln_executor::Limits::default(),
         })
     }
 
@@ -270,6 +273,12 @@ impl Worker {
     /// Gives RUN steps the build's `--secret`s and `--ssh` agents.
     pub fn with_secrets(mut self, secrets: BuildSecrets) -> Self {
         self.secrets = secrets;
+        self
+    }
+
+    /// Gives every RUN step these resource limits (`--ulimit`, `--pids-limit`).
+    pub fn with_limits(mut self, limits: kiln_executor::Limits) -> Self {
+        self.limits = limits;
         self
     }
 
