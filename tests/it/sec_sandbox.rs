@@ -490,6 +490,22 @@ fn rootless_ulimits_and_process_limit() {
         ctx.to_str().unwrap(),
     ]);
     check_limits(&p, SUB_USER, "123:456", "0:0");
+    // A hard limit above the user's own cannot be granted rootless: one clear error.
+    let o = u.kiln(&[
+        "build",
+        "--progress=plain",
+        "--no-cache",
+        "--ulimit",
+        "memlock=-1",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("cannot set --ulimit memlock=unlimited:unlimited: Operation not permitted")
+            && err.contains("needs root"),
+        "{err}"
+    );
     // Rootless, the process limit is RLIMIT_NPROC (no cgroup to write): the default.
     assert!(step_lines(&p).contains(&"u=4096".to_string()), "{p}");
     let ctx = u.context("bomb", &format!("FROM {base}\n{}", bomb(60)));

@@ -531,8 +531,13 @@ pub(crate) fn step_env(env: &[String], home: &str) -> Vec<String> {
 /// Sets the step's `--ulimit`s on this process; the step inherits them.
 fn apply_ulimits(spec: &ExecSpec) {
     for u in &spec.limits.ulimits {
-        u.apply()
-            .or_fail(|| format!("cannot set --ulimit {u} (raising a hard limit above kiln's needs root)"));
+        match u.apply() {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => fail(format!(
+                "cannot set --ulimit {u}: {e} (raising a hard limit above kiln's own needs root)"
+            )),
+            Err(e) => fail(format!("cannot set --ulimit {u}: {e}")),
+        }
     }
 }
 
