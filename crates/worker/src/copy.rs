@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use kiln_frontend::dockerignore::PatternMatcher;
-use kiln_graph::{Chmod, ChownOpt, CopyAction, UserSpec};
+use kiln_graph::{Chmod, ChownOpt, CopyAction};
 use kiln_snapshotter::{set_mtime, ActiveSnapshot};
 
 use crate::{users, WorkerError};
@@ -132,26 +132,11 @@ impl<'a> FileWriter<'a> {
         }
     }
 
-    /// Resolves `--chown` against the image's passwd/group files.
+    /// Resolves `--chown` against the image's passwd/group files (read inside its root).
     pub fn resolve_owner(&self, chown: &Option<ChownOpt>) -> Result<Option<Owner>, WorkerError> {
         let Some(c) = chown else { return Ok(None) };
-        let root = self.snap.lower();
-        let spec = |u: &UserSpec| match u {
-            UserSpec::Id(i) => i.to_string(),
-            UserSpec::Name(n) => n.clone(),
-        };
-        let uspec = spec(&c.user);
-        let (uid, primary) =
-            users::user(root, &uspec).ok_or_else(|| WorkerError::UnknownUser { user: uspec.clone() })?;
-        let gid = match &c.group {
-            Some(g) => {
-                let gspec = spec(g);
-                users::group(root, &gspec).ok_or(WorkerError::UnknownGroup { group: gspec })?
-            }
-            // `--chown=name` takes the user's primary group; `--chown=1000` uses 1000.
-            None => primary,
-        };
-        Ok(Some((uid, gid)))
+        let owner = users::chown_ids(self.snap.lower(), &c.user, c.group.as_ref())?;
+        Ok(Some(owner))
     }
 
     /// Runs one COPY action from `src`.
