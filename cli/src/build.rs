@@ -572,8 +572,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         r
     });
     worker.finish();
-    // What unpacking base layers skipped (device nodes when rootless, unmapped owners).
-    for w in worker.snapshots().take_warnings() {
+    // What unpacking base layers skipped (device nodes when rootless, unmapped owners),
+    // and special files a COPY left out or changed.
+    for w in worker.take_warnings() {
         eprintln!("WARN: {w}");
     }
     let (checked, hashed) = worker.context_stats();

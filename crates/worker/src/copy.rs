@@ -1,7 +1,10 @@
 //! COPY/ADD, WORKDIR's mkdir and heredoc files, written into a step's upper directory.
 //!
 //! Semantics follow BuildKit: sources are resolved inside their root (symlinks followed,
-//! never out of it); a directory source copies its contents; several sources or a
+//! never out of it; a followed symlink is copied under its own name, and files are
+//! opened inside the root, see [`kiln_snapshotter::open_in_root`]); symlinks below a
+//! copied directory stay symlinks; FIFOs, sockets and devices as in `copy/special.rs`;
+//! a directory source copies its contents; several sources or a
 //! trailing `/` make the destination a directory; files from the build context are
 //! owned by 0:0 unless `--chown`, files from a stage keep their owners; source mtimes
 //! are kept.
@@ -20,7 +23,6 @@
 //! it is copied.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -34,6 +36,7 @@ use kiln_snapshotter::{set_mtime, ActiveSnapshot};
 use crate::{users, WorkerError};
 
 mod select;
+mod special;
 pub use select::select;
 use select::{matching, skip_ignored, sorted_entries, Decision, Filter};
 
@@ -63,10 +66,14 @@ pub struct FileWriter<'a> {
     /// Regular files to copy, then hard links to make, on all cores (see [`Self::flush`]).
     files: Vec<FileJob>,
     links: Vec<(PathBuf, PathBuf)>,
+    /// What the actions left out or changed (see [`Self::finish`]).
+    warnings: Vec<String>,
 }
 
 /// FileJob is one regular file to copy into the upper directory with its metadata.
 struct FileJob {
+    /// The source root and the file below it (opened inside the root).
+    root: PathBuf,
     from: PathBuf,
     to: PathBuf,
     mode: u32,
@@ -129,6 +136,7 @@ impl<'a> FileWriter<'a> {
             hardlinks: HashMap::new(),
             files: Vec::new(),
             links: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -147,17 +155,20 @@ impl<'a> FileWriter<'a> {
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
         let dir_mode = created_dir_mode(action.chmod.as_ref());
-        for rel in matches {
+        for m in matches {
+            let rel = m.real;
             // ADD: an archive is extracted into `dest` instead (see `unpack.rs`).
             if action.unpack && self.try_unpack(src.root, &rel, &dest, owner)? {
                 continue;
             }
             let from = src.root.join(&rel);
-            let md = std::fs::metadata(&from).map_err(io_err(&from))?;
+            // Resolved inside the root already: nothing here follows a link.
+            let md = std::fs::symlink_metadata(&from).map_err(io_err(&from))?;
             let target = if md.is_dir() {
                 dest.clone()
             } else if dest_is_dir || self.is_dir_in_view(&dest) {
-                dest.join(rel.file_name().unwrap_or_default())
+                // Named as matched: `COPY link /d/` makes `/d/link`, as BuildKit.
+                dest.join(m.name.file_name().unwrap_or_default())
             } else {
                 dest.clone()
             };
@@ -255,14 +266,15 @@ impl<'a> FileWriter<'a> {
         self.finish_entry(&up, mode, owner.unwrap_or((0, 0)), self.epoch, false)
     }
 
-    /// Sets directory times last, after every child has been written.
-    pub fn finish(mut self) -> Result<(), WorkerError> {
+    /// Sets directory times last, after every child has been written; returns the
+    /// warnings of the actions (what was left out or changed, by name).
+    pub fn finish(mut self) -> Result<Vec<String>, WorkerError> {
         self.flush()?;
         for (dir, mtime, mode) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(&dir))?;
             set_mtime(&dir, mtime).map_err(io_err(&dir))?;
         }
-        Ok(())
+        Ok(self.warnings)
     }
 
     fn is_dir_in_view(&self, rel: &Path) -> bool {
@@ -355,13 +367,9 @@ impl<'a> FileWriter<'a> {
         target: &Path,
         top: bool,
     ) -> Result<(), WorkerError> {
-        // The top-level source is followed if it is a symlink; entries inside are not.
-        let md = if top {
-            std::fs::metadata(from)
-        } else {
-            std::fs::symlink_metadata(from)
-        }
-        .map_err(io_err(from))?;
+        // The matched source was followed inside the root already; entries inside are
+        // copied as they are, symlinks as symlinks.
+        let md = std::fs::symlink_metadata(from).map_err(io_err(from))?;
         let ft = md.file_type();
         if !top {
             match walk.filter.decide(&walk.below_base(rel), ft.is_dir()) {
@@ -438,7 +446,8 @@ impl<'a> FileWriter<'a> {
                 self.record_owner(&up, own);
             }
             self.files.push(FileJob {
-                from: from.to_path_buf(),
+                root: walk.src.root.to_path_buf(),
+                from: rel.to_path_buf(),
                 to: up,
                 mode,
                 owner: self.privileged.then_some(own),
@@ -447,8 +456,7 @@ impl<'a> FileWriter<'a> {
             });
             return Ok(());
         }
-        // Sockets, fifos and devices are not copied, as with BuildKit's context transfer.
-        Ok(())
+        self.copy_special(walk.src, rel, &up, &md, mode, own)
     }
 
     /// Walks a source directory's entries in name order, leaving out what
@@ -563,7 +571,7 @@ impl FileWriter<'_> {
 /// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
 /// mode, owner and mtime (atime too, as [`set_mtime`]) through the descriptor.
 fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
-    let mut from = File::open(&job.from).map_err(io_err(&job.from))?;
+    let mut from = kiln_snapshotter::open_in_root(&job.root, &job.from).map_err(io_err(&job.root.join(&job.from)))?;
     let err = io_err(&job.to);
     let mut to = std::fs::OpenOptions::new()
         .write(true)
