@@ -467,3 +467,36 @@ fn special_files_are_part_of_the_cache_key() {
         tar_listing(&tar)
     );
 }
+
+#[test]
+fn rootless_chown_name_resolves_in_the_image_root() {
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    let host = u.path("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("passwd"), "hostuser:x:4242:4343::/:/bin/sh\n").unwrap();
+    let ctx = u.context(
+        "chown",
+        "FROM scratch AS base\nCOPY etc/ /etc/\nFROM base\nCOPY --chown=hostuser f /f\n",
+    );
+    std::fs::write(ctx.join("f"), "x").unwrap();
+    std::fs::create_dir(ctx.join("etc")).unwrap();
+    symlink(host.join("passwd"), ctx.join("etc/passwd")).unwrap();
+    u.own(&host);
+    u.own(&ctx);
+    let tarball = u.path("chown.tar");
+    let out = u.kiln(&[
+        "build",
+        "-q",
+        "-o",
+        &format!("type=tar,dest={}", tarball.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    if let Ok(tar) = std::fs::read(&tarball) {
+        panic!("the host's passwd was used: {:?}", tar_listing(&tar));
+    }
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("unknown user `hostuser`"),
+        "{err}"
+    );
+}
