@@ -279,9 +279,11 @@ impl<'a> FileWriter<'a> {
 
     fn is_dir_in_view(&self, rel: &Path) -> bool {
         let resolved = self.resolve_view(rel, true);
+        // Resolved already: a link left at the end (a loop) is not a directory, and is
+        // never followed out of the view.
         self.snap
             .lookup(&resolved)
-            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir())
     }
 
