@@ -8,40 +8,69 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{openat2, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::apply::resolve_in_root;
 
-/// Opens the regular file at `rel` below `root` for reading, resolving every component
-/// inside `root`; anything but a regular file (a symlink at the end, a FIFO, a device, a
-/// socket, a directory) is an error and is never read.
-pub fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let dir = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    let fd = match openat2(
-        &dir,
-        rel,
-        flags,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Ok(fd) => fd,
-        // A kernel before 5.6, or a seccomp profile that hides openat2: resolve the
-        // parents inside the root ourselves; O_NOFOLLOW still refuses a symlink at the end.
-        Err(Errno::NOSYS | Errno::PERM) => {
-            let path = resolve_in_root(root, rel, false).map_err(io::Error::other)?;
-            rustix::fs::open(&path, flags, Mode::empty())?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+/// RootDir is an open directory that files are read from without leaving it.
+#[derive(Debug)]
+pub struct RootDir {
+    path: PathBuf,
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    /// Opens the directory `root` (trusted: a symlink naming it is followed).
+    pub fn open(root: &Path) -> io::Result<RootDir> {
+        let fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(RootDir {
+            path: root.to_path_buf(),
+            fd,
+        })
     }
-    Ok(File::from(fd))
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens the regular file at `rel` below the root for reading, resolving every
+    /// component inside the root; anything but a regular file (a symlink at the end, a
+    /// FIFO, a device, a socket, a directory) is an error and is never read.
+    pub fn open_file(&self, rel: &Path) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match openat2(
+            &self.fd,
+            rel,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => fd,
+            // A kernel before 5.6, or a seccomp profile that hides openat2: resolve the
+            // parents inside the root ourselves; O_NOFOLLOW still refuses a symlink at
+            // the end.
+            Err(Errno::NOSYS | Errno::PERM) => {
+                let path = resolve_in_root(&self.path, rel, false).map_err(io::Error::other)?;
+                rustix::fs::open(&path, flags, Mode::empty())?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let st = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(File::from(fd))
+    }
+}
+
+/// Opens the regular file at `rel` below `root` for reading, as [`RootDir::open_file`].
+pub fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
+    RootDir::open(root)?.open_file(rel)
 }
 
 #[cfg(test)]

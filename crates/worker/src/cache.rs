@@ -102,6 +102,11 @@ impl ContextMemo {
             .fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
         self.hashed.fetch_add(todo.len(), std::sync::atomic::Ordering::Relaxed);
         if !todo.is_empty() {
+            let root_dir = kiln_snapshotter::RootDir::open(&self.root).map_err(|source| WorkerError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+            let root_dir = &root_dir;
             let threads = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .min(todo.len());
@@ -117,7 +122,7 @@ impl ContextMemo {
                             loop {
                                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let Some(&i) = todo.get(n) else { break };
-                                match hash_file(&self.root, files[i].0, &mut buf) {
+                                match hash_file(root_dir, files[i].0, &mut buf) {
                                     Ok(d) => done.push((i, d)),
                                     Err(e) => {
                                         next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
@@ -188,14 +193,14 @@ const HASH_BUF: usize = 256 << 10;
 
 /// The sha256 in hex of the regular file at `rel` below `root`, opened inside the root
 /// (never through a symlink out of it, never a FIFO) and read through `buf`.
-fn hash_file(root: &Path, rel: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
+fn hash_file(root: &kiln_snapshotter::RootDir, rel: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
     use std::io::Read;
     let io = |source| WorkerError::Io {
-        path: root.join(rel),
+        path: root.path().join(rel),
         source,
     };
     use std::io::Write;
-    let mut f = kiln_snapshotter::open_in_root(root, rel).map_err(io)?;
+    let mut f = root.open_file(rel).map_err(io)?;
     let mut w = kiln_image::Sha256Writer::new(std::io::sink());
     loop {
         match f.read(buf) {

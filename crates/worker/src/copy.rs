@@ -2,7 +2,7 @@
 //!
 //! Semantics follow BuildKit: sources are resolved inside their root (symlinks followed,
 //! never out of it; a followed symlink is copied under its own name, and files are
-//! opened inside the root, see [`kiln_snapshotter::open_in_root`]); symlinks below a
+//! opened inside the root, see [`kiln_snapshotter::RootDir`]); symlinks below a
 //! copied directory stay symlinks; FIFOs, sockets and devices as in `copy/special.rs`;
 //! a directory source copies its contents; several sources or a
 //! trailing `/` make the destination a directory; files from the build context are
@@ -27,11 +27,11 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_graph::{Chmod, ChownOpt, CopyAction};
-use kiln_snapshotter::{set_mtime, ActiveSnapshot};
+use kiln_snapshotter::{set_mtime, ActiveSnapshot, RootDir};
 
 use crate::{users, WorkerError};
 
@@ -73,7 +73,7 @@ pub struct FileWriter<'a> {
 /// FileJob is one regular file to copy into the upper directory with its metadata.
 struct FileJob {
     /// The source root and the file below it (opened inside the root).
-    root: PathBuf,
+    root: Arc<RootDir>,
     from: PathBuf,
     to: PathBuf,
     mode: u32,
@@ -88,6 +88,8 @@ type Owner = (u32, u32);
 /// Walk is the state of copying one matched source of a COPY action.
 struct Walk<'w, 's> {
     src: &'w SourceTree<'s>,
+    /// The source root, open: files are read from it without leaving it.
+    root_dir: &'w Arc<RootDir>,
     owner: Option<Owner>,
     chmod: Option<&'w Chmod>,
     /// Mode of the directories created for the destination.
@@ -155,6 +157,7 @@ impl<'a> FileWriter<'a> {
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
         let dir_mode = created_dir_mode(action.chmod.as_ref());
+        let root_dir = Arc::new(RootDir::open(src.root).map_err(io_err(src.root))?);
         for m in matches {
             let rel = m.real;
             // ADD: an archive is extracted into `dest` instead (see `unpack.rs`).
@@ -175,6 +178,7 @@ impl<'a> FileWriter<'a> {
             let target = self.prepare_target(&target, owner, dir_mode)?;
             let mut walk = Walk {
                 src,
+                root_dir: &root_dir,
                 owner,
                 chmod: action.chmod.as_ref(),
                 dir_mode,
@@ -448,7 +452,7 @@ impl<'a> FileWriter<'a> {
                 self.record_owner(&up, own);
             }
             self.files.push(FileJob {
-                root: walk.src.root.to_path_buf(),
+                root: walk.root_dir.clone(),
                 from: rel.to_path_buf(),
                 to: up,
                 mode,
@@ -573,7 +577,10 @@ impl FileWriter<'_> {
 /// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
 /// mode, owner and mtime (atime too, as [`set_mtime`]) through the descriptor.
 fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
-    let mut from = kiln_snapshotter::open_in_root(&job.root, &job.from).map_err(io_err(&job.root.join(&job.from)))?;
+    let mut from = job
+        .root
+        .open_file(&job.from)
+        .map_err(io_err(&job.root.path().join(&job.from)))?;
     let err = io_err(&job.to);
     let mut to = std::fs::OpenOptions::new()
         .write(true)
