@@ -500,3 +500,43 @@ fn rootless_chown_name_resolves_in_the_image_root() {
         "{err}"
     );
 }
+
+#[test]
+fn dockerfile_and_dockerignore_resolve_inside_the_context() {
+    let k = kiln();
+    let canary = Canary::new();
+    // The default Dockerfile is a link to a host file: its lines would be shown in the
+    // parse error.
+    let ctx = context(&[("f", "x")]);
+    symlink(&canary.file, ctx.path().join("Dockerfile")).unwrap();
+    let (tar, out) = build_tar(&k, ctx.path());
+    assert!(tar.is_none());
+    let err = stderr(&out);
+    canary.assert_absent("the error", err.as_bytes());
+    assert!(err.contains("Dockerfile"), "{err}");
+    // A link inside the context is followed there.
+    let ctx = context(&[("docker/real", "FROM scratch\nCOPY f /f\n"), ("f", "x")]);
+    symlink("/docker/real", ctx.path().join("Dockerfile")).unwrap();
+    let (tar, out) = build_tar(&k, ctx.path());
+    let tar = tar.unwrap_or_else(|| panic!("{}", stderr(&out)));
+    assert_eq!(member(&tar, "f"), Some((tar::EntryType::Regular, "x".to_string())));
+    // A .dockerignore linking to a host file is not read (an invalid pattern would be
+    // shown): the context has no ignore file.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("ignore"), format!("f\n[{}\n", canary.text.trim_end())).unwrap();
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "x")]);
+    symlink(bad.path().join("ignore"), ctx.path().join(".dockerignore")).unwrap();
+    let (tar, out) = build_tar(&k, ctx.path());
+    let err = stderr(&out);
+    canary.assert_absent("the output", err.as_bytes());
+    let tar = tar.unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(member(&tar, "f"), Some((tar::EntryType::Regular, "x".to_string())));
+    // A FIFO as the Dockerfile is refused, never read.
+    let ctx = context(&[("f", "x")]);
+    run_ok(std::process::Command::new("mkfifo").arg(ctx.path().join("Dockerfile")));
+    let watch = FifoWatch::new(ctx.path().join("Dockerfile"));
+    let (tar, out) = build_tar(&k, ctx.path());
+    assert!(!watch.was_read(), "kiln opened the FIFO Dockerfile for reading");
+    assert!(tar.is_none(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Dockerfile"), "{}", stderr(&out));
+}

@@ -68,6 +68,15 @@ impl RootDir {
     }
 }
 
+impl RootDir {
+    /// Opens the regular file `rel` names below the root, following a symlink at its
+    /// end too, inside the root (BuildKit reads a context's Dockerfile so).
+    pub fn open_file_following(&self, rel: &Path) -> io::Result<File> {
+        let real = resolve_in_root(&self.path, rel, true).map_err(io::Error::other)?;
+        self.open_file(real.strip_prefix(&self.path).unwrap_or(Path::new("")))
+    }
+}
+
 /// Opens the regular file at `rel` below `root` for reading, as [`RootDir::open_file`].
 pub fn open_in_root(root: &Path, rel: &Path) -> io::Result<File> {
     RootDir::open(root)?.open_file(rel)
@@ -105,6 +114,14 @@ mod tests {
         assert!(read(r, "link").is_err());
         symlink("/d/f", r.join("inlink")).unwrap();
         assert!(read(r, "inlink").is_err());
+        let dir = RootDir::open(r).unwrap();
+        let mut s = String::new();
+        dir.open_file_following(Path::new("inlink"))
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "inside");
+        assert!(dir.open_file_following(Path::new("link")).is_err());
     }
 
     #[test]
