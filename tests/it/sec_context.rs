@@ -540,3 +540,31 @@ fn dockerfile_and_dockerignore_resolve_inside_the_context() {
     assert!(tar.is_none(), "{}", stderr(&out));
     assert!(stderr(&out).contains("Dockerfile"), "{}", stderr(&out));
 }
+
+#[test]
+fn copy_of_a_symlink_source_keeps_its_name() {
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM scratch\nCOPY --from={base} /bin/sh /stage/\nCOPY --from={base} /bin/[s]h /glob/\n"),
+    )]);
+    let (tar, out) = build_tar(&k, ctx.path());
+    let tar = tar.unwrap_or_else(|| panic!("{}", stderr(&out)));
+    let size = std::fs::metadata("/bin/busybox").unwrap().len();
+    let listing = tar_listing(&tar);
+    for name in ["stage/sh", "glob/sh"] {
+        let mut ar = tar::Archive::new(&tar[..]);
+        let found = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .find(|e| e.path().unwrap().to_str() == Some(name))
+            .unwrap_or_else(|| panic!("no `{name}` in {listing:?}"));
+        assert_eq!(found.header().entry_type(), tar::EntryType::Regular);
+        assert_eq!(found.header().size().unwrap(), size);
+    }
+    assert!(!listing.iter().any(|l| l.starts_with("stage/busybox")), "{listing:?}");
+}
