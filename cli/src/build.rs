@@ -280,7 +280,12 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
             Some(f) => PathBuf::from(f),
             None => context.as_ref().expect("context given").join("Dockerfile"),
         };
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+        // The default Dockerfile is a file of the (untrusted) context: read inside it.
+        let bytes = match (&a.file, &context) {
+            (None, Some(c)) => read_in_root(c, Path::new("Dockerfile")),
+            _ => std::fs::read(&path),
+        }
+        .with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("Dockerfile `{}` is not valid UTF-8", path.display()))?;
         let name = path
@@ -293,19 +298,18 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
     let mut ignore_text = None;
     if let Some(p) = &df_path {
         let specific = PathBuf::from(format!("{}.dockerignore", p.display()));
-        if specific.is_file() {
-            ignore_text = Some(
-                std::fs::read_to_string(&specific).with_context(|| format!("cannot read `{}`", specific.display()))?,
-            );
+        if let (Some(dir), Some(name)) = (specific.parent(), specific.file_name()) {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            ignore_text = read_ignore(dir, Path::new(name))?;
         }
     }
     if ignore_text.is_none() {
         if let Some(c) = &context {
-            let p = c.join(".dockerignore");
-            if p.is_file() {
-                ignore_text =
-                    Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read `{}`", p.display()))?);
-            }
+            ignore_text = read_ignore(c, Path::new(".dockerignore"))?;
         }
     }
     let ignore = ignore_text
@@ -317,6 +321,28 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
         context,
         ignore,
     })
+}
+
+/// Reads the file `rel` names below `dir` without leaving `dir`: a symlink resolves
+/// inside it (a context's link to a host file reads as missing), a FIFO is refused.
+fn read_in_root(dir: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    kiln_snapshotter::RootDir::open(dir)?
+        .open_file_following(rel)?
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The ignore file `rel` below `dir`, if it is there (resolved inside `dir`).
+fn read_ignore(dir: &Path, rel: &Path) -> Result<Option<String>> {
+    let shown = dir.join(rel);
+    match read_in_root(dir, rel) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("`{}` is not valid UTF-8", shown.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read `{}`", shown.display())),
+    }
 }
 
 fn kv(list: &[String], flag: &str, from_env: bool) -> Result<BTreeMap<String, String>> {
@@ -600,8 +626,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         r
     });
     worker.finish();
-    // What unpacking base layers skipped (device nodes when rootless, unmapped owners).
-    for w in worker.snapshots().take_warnings() {
+    // What unpacking base layers skipped (device nodes when rootless, unmapped owners),
+    // and special files a COPY left out or changed.
+    for w in worker.take_warnings() {
         eprintln!("WARN: {w}");
     }
     let (checked, hashed) = worker.context_stats();

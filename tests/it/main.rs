@@ -19,6 +19,7 @@ mod repro;
 mod rootless;
 mod run;
 mod scratch;
+mod sec_context;
 mod sec_sandbox;
 mod secrets;
 mod store;

@@ -7,6 +7,7 @@ mod deflate;
 pub mod diff;
 mod error;
 pub mod ids;
+mod inroot;
 pub mod layer;
 pub mod pgzip;
 mod snapshots;
@@ -14,6 +15,7 @@ pub mod tarw;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
 pub use error::SnapshotError;
+pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
 pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};

@@ -102,6 +102,11 @@ impl ContextMemo {
             .fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
         self.hashed.fetch_add(todo.len(), std::sync::atomic::Ordering::Relaxed);
         if !todo.is_empty() {
+            let root_dir = kiln_snapshotter::RootDir::open(&self.root).map_err(|source| WorkerError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+            let root_dir = &root_dir;
             let threads = std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .min(todo.len());
@@ -117,7 +122,7 @@ impl ContextMemo {
                             loop {
                                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let Some(&i) = todo.get(n) else { break };
-                                match hash_file(&self.root.join(files[i].0), &mut buf) {
+                                match hash_file(root_dir, files[i].0, &mut buf) {
                                     Ok(d) => done.push((i, d)),
                                     Err(e) => {
                                         next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
@@ -186,15 +191,16 @@ impl ContextMemo {
 /// Read size for hashing context files.
 const HASH_BUF: usize = 256 << 10;
 
-/// The sha256 of the file at `p` in hex, read through `buf`.
-fn hash_file(p: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
+/// The sha256 in hex of the regular file at `rel` below `root`, opened inside the root
+/// (never through a symlink out of it, never a FIFO) and read through `buf`.
+fn hash_file(root: &kiln_snapshotter::RootDir, rel: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
     use std::io::Read;
     let io = |source| WorkerError::Io {
-        path: p.to_path_buf(),
+        path: root.path().join(rel),
         source,
     };
     use std::io::Write;
-    let mut f = std::fs::File::open(p).map_err(io)?;
+    let mut f = root.open_file(rel).map_err(io)?;
     let mut w = kiln_image::Sha256Writer::new(std::io::sink());
     loop {
         match f.read(buf) {
@@ -263,6 +269,7 @@ impl Worker {
         let mut digests = digests.into_iter();
         let mut h = sha2::Sha256::new();
         for e in &selected {
+            use std::os::unix::fs::FileTypeExt;
             let ft = e.md.file_type();
             let (kind, extra) = if ft.is_dir() {
                 ("dir", String::new())
@@ -271,10 +278,24 @@ impl Worker {
                     "symlink",
                     e.link.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
                 )
-            } else {
+            } else if ft.is_file() {
                 ("file", digests.next().unwrap_or_default())
+            } else if ft.is_fifo() {
+                ("fifo", String::new())
+            } else if ft.is_socket() {
+                ("socket", String::new())
+            } else if ft.is_char_device() {
+                ("char", e.md.rdev().to_string())
+            } else {
+                ("block", e.md.rdev().to_string())
             };
             let size = if ft.is_file() { e.md.size() } else { 0 };
+            // A followed symlink: the name it was matched as names the copy.
+            if let Some(named) = &e.named {
+                h.update(b"named\0");
+                h.update(named.as_os_str().as_bytes());
+                h.update(b"\n");
+            }
             h.update(e.rel.as_os_str().as_bytes());
             h.update(format!("\0{kind}\0{:o}\0{size}\0{extra}\n", e.md.mode() & 0o7777).as_bytes());
         }

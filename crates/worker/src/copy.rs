@@ -1,7 +1,10 @@
 //! COPY/ADD, WORKDIR's mkdir and heredoc files, written into a step's upper directory.
 //!
 //! Semantics follow BuildKit: sources are resolved inside their root (symlinks followed,
-//! never out of it); a directory source copies its contents; several sources or a
+//! never out of it; a followed symlink is copied under its own name, and files are
+//! opened inside the root, see [`kiln_snapshotter::RootDir`]); symlinks below a
+//! copied directory stay symlinks; FIFOs, sockets and devices as in `copy/special.rs`;
+//! a directory source copies its contents; several sources or a
 //! trailing `/` make the destination a directory; files from the build context are
 //! owned by 0:0 unless `--chown`, files from a stage keep their owners; source mtimes
 //! are kept.
@@ -20,20 +23,20 @@
 //! it is copied.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kiln_frontend::dockerignore::PatternMatcher;
-use kiln_graph::{Chmod, ChownOpt, CopyAction, UserSpec};
-use kiln_snapshotter::{set_mtime, ActiveSnapshot};
+use kiln_graph::{Chmod, ChownOpt, CopyAction};
+use kiln_snapshotter::{set_mtime, ActiveSnapshot, RootDir};
 
 use crate::{users, WorkerError};
 
 mod select;
+mod special;
 pub use select::select;
 use select::{matching, skip_ignored, sorted_entries, Decision, Filter};
 
@@ -63,10 +66,14 @@ pub struct FileWriter<'a> {
     /// Regular files to copy, then hard links to make, on all cores (see [`Self::flush`]).
     files: Vec<FileJob>,
     links: Vec<(PathBuf, PathBuf)>,
+    /// What the actions left out or changed (see [`Self::finish`]).
+    warnings: Vec<String>,
 }
 
 /// FileJob is one regular file to copy into the upper directory with its metadata.
 struct FileJob {
+    /// The source root and the file below it (opened inside the root).
+    root: Arc<RootDir>,
     from: PathBuf,
     to: PathBuf,
     mode: u32,
@@ -81,6 +88,8 @@ type Owner = (u32, u32);
 /// Walk is the state of copying one matched source of a COPY action.
 struct Walk<'w, 's> {
     src: &'w SourceTree<'s>,
+    /// The source root, open: files are read from it without leaving it.
+    root_dir: &'w Arc<RootDir>,
     owner: Option<Owner>,
     chmod: Option<&'w Chmod>,
     /// Mode of the directories created for the destination.
@@ -129,29 +138,15 @@ impl<'a> FileWriter<'a> {
             hardlinks: HashMap::new(),
             files: Vec::new(),
             links: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
-    /// Resolves `--chown` against the image's passwd/group files.
+    /// Resolves `--chown` against the image's passwd/group files (read inside its root).
     pub fn resolve_owner(&self, chown: &Option<ChownOpt>) -> Result<Option<Owner>, WorkerError> {
         let Some(c) = chown else { return Ok(None) };
-        let root = self.snap.lower();
-        let spec = |u: &UserSpec| match u {
-            UserSpec::Id(i) => i.to_string(),
-            UserSpec::Name(n) => n.clone(),
-        };
-        let uspec = spec(&c.user);
-        let (uid, primary) =
-            users::user(root, &uspec).ok_or_else(|| WorkerError::UnknownUser { user: uspec.clone() })?;
-        let gid = match &c.group {
-            Some(g) => {
-                let gspec = spec(g);
-                users::group(root, &gspec).ok_or(WorkerError::UnknownGroup { group: gspec })?
-            }
-            // `--chown=name` takes the user's primary group; `--chown=1000` uses 1000.
-            None => primary,
-        };
-        Ok(Some((uid, gid)))
+        let owner = users::chown_ids(self.snap.lower(), &c.user, c.group.as_ref())?;
+        Ok(Some(owner))
     }
 
     /// Runs one COPY action from `src`.
@@ -162,23 +157,28 @@ impl<'a> FileWriter<'a> {
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
         let dir_mode = created_dir_mode(action.chmod.as_ref());
-        for rel in matches {
+        let root_dir = Arc::new(RootDir::open(src.root).map_err(io_err(src.root))?);
+        for m in matches {
+            let rel = m.real;
             // ADD: an archive is extracted into `dest` instead (see `unpack.rs`).
             if action.unpack && self.try_unpack(src.root, &rel, &dest, owner)? {
                 continue;
             }
             let from = src.root.join(&rel);
-            let md = std::fs::metadata(&from).map_err(io_err(&from))?;
+            // Resolved inside the root already: nothing here follows a link.
+            let md = std::fs::symlink_metadata(&from).map_err(io_err(&from))?;
             let target = if md.is_dir() {
                 dest.clone()
             } else if dest_is_dir || self.is_dir_in_view(&dest) {
-                dest.join(rel.file_name().unwrap_or_default())
+                // Named as matched: `COPY link /d/` makes `/d/link`, as BuildKit.
+                dest.join(m.name.file_name().unwrap_or_default())
             } else {
                 dest.clone()
             };
             let target = self.prepare_target(&target, owner, dir_mode)?;
             let mut walk = Walk {
                 src,
+                root_dir: &root_dir,
                 owner,
                 chmod: action.chmod.as_ref(),
                 dir_mode,
@@ -270,21 +270,24 @@ impl<'a> FileWriter<'a> {
         self.finish_entry(&up, mode, owner.unwrap_or((0, 0)), self.epoch, false)
     }
 
-    /// Sets directory times last, after every child has been written.
-    pub fn finish(mut self) -> Result<(), WorkerError> {
+    /// Sets directory times last, after every child has been written; returns the
+    /// warnings of the actions (what was left out or changed, by name).
+    pub fn finish(mut self) -> Result<Vec<String>, WorkerError> {
         self.flush()?;
         for (dir, mtime, mode) in std::mem::take(&mut self.dir_times).into_iter().rev() {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(&dir))?;
             set_mtime(&dir, mtime).map_err(io_err(&dir))?;
         }
-        Ok(())
+        Ok(self.warnings)
     }
 
     fn is_dir_in_view(&self, rel: &Path) -> bool {
         let resolved = self.resolve_view(rel, true);
+        // Resolved already: a link left at the end (a loop) is not a directory, and is
+        // never followed out of the view.
         self.snap
             .lookup(&resolved)
-            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|p| std::fs::symlink_metadata(p).ok())
             .is_some_and(|m| m.is_dir())
     }
 
@@ -370,13 +373,9 @@ impl<'a> FileWriter<'a> {
         target: &Path,
         top: bool,
     ) -> Result<(), WorkerError> {
-        // The top-level source is followed if it is a symlink; entries inside are not.
-        let md = if top {
-            std::fs::metadata(from)
-        } else {
-            std::fs::symlink_metadata(from)
-        }
-        .map_err(io_err(from))?;
+        // The matched source was followed inside the root already; entries inside are
+        // copied as they are, symlinks as symlinks.
+        let md = std::fs::symlink_metadata(from).map_err(io_err(from))?;
         let ft = md.file_type();
         if !top {
             match walk.filter.decide(&walk.below_base(rel), ft.is_dir()) {
@@ -453,7 +452,8 @@ impl<'a> FileWriter<'a> {
                 self.record_owner(&up, own);
             }
             self.files.push(FileJob {
-                from: from.to_path_buf(),
+                root: walk.root_dir.clone(),
+                from: rel.to_path_buf(),
                 to: up,
                 mode,
                 owner: self.privileged.then_some(own),
@@ -462,8 +462,7 @@ impl<'a> FileWriter<'a> {
             });
             return Ok(());
         }
-        // Sockets, fifos and devices are not copied, as with BuildKit's context transfer.
-        Ok(())
+        self.copy_special(walk.src, rel, &up, &md, mode, own)
     }
 
     /// Walks a source directory's entries in name order, leaving out what
@@ -578,7 +577,10 @@ impl FileWriter<'_> {
 /// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
 /// mode, owner and mtime (atime too, as [`set_mtime`]) through the descriptor.
 fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
-    let mut from = File::open(&job.from).map_err(io_err(&job.from))?;
+    let mut from = job
+        .root
+        .open_file(&job.from)
+        .map_err(io_err(&job.root.path().join(&job.from)))?;
     let err = io_err(&job.to);
     let mut to = std::fs::OpenOptions::new()
         .write(true)

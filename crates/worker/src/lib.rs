@@ -199,6 +199,8 @@ pub struct Worker {
     remote: add::RemoteMemo,
     /// `--ulimit`s and the process limit of every RUN step (not part of a cache key).
     limits: kiln_executor::Limits,
+    /// What steps left out or changed (special files in a COPY), for the caller to show.
+    warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// How RUN steps get a writable root file system.
@@ -236,6 +238,7 @@ impl Worker {
             secrets: BuildSecrets::default(),
             remote: add::RemoteMemo::default(),
             limits: kiln_executor::Limits::default(),
+            warnings: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -293,6 +296,16 @@ impl Worker {
         self.base_blobs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The warnings of the steps run and the layers unpacked since the last call, without
+    /// repeats: special files a COPY left out or changed, and what unpacking skipped.
+    pub fn take_warnings(&self) -> Vec<String> {
+        let mut taken = std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()));
+        taken.extend(self.snapshots.take_warnings());
+        let mut seen = std::collections::HashSet::new();
+        taken.retain(|w| seen.insert(w.clone()));
+        taken
+    }
+
     /// The snapshots this worker uses.
     pub fn snapshots(&self) -> &Snapshots {
         &self.snapshots
@@ -339,7 +352,7 @@ impl Worker {
         Ok(Value::Fs(Arc::new(layers)))
     }
 
-    fn file(&self, op: &kiln_graph::FileOp, inputs: &[Value]) -> Result<Value, WorkerError> {
+    fn file(&self, op: &kiln_graph::FileOp, inputs: &[Value], log: &VertexLog<'_>) -> Result<Value, WorkerError> {
         let parent: Vec<Layer> = match op.base {
             None => Vec::new(),
             Some(i) => match inputs.get(i as usize) {
@@ -421,7 +434,10 @@ impl Worker {
                 } => writer.mkfile(path, *mode, data.as_bytes(), chown)?,
             }
         }
-        writer.finish()?;
+        for w in writer.finish()? {
+            log.line(format!("WARN: {w}"));
+            self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        }
         let layer = snap.commit(&self.root.content(), self.clamp_mtime, self.compression)?;
         let mut layers = parent;
         layers.push(layer);
@@ -452,7 +468,7 @@ impl OpRunner for Worker {
     ) -> Result<Value, WorkerError> {
         match &node.op {
             Op::Source(s) => self.source(s, log),
-            Op::File(f) => self.file(f, &inputs),
+            Op::File(f) => self.file(f, &inputs, log),
             Op::Exec(e) => self.exec(e, &inputs, log),
         }
     }

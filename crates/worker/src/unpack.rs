@@ -27,7 +27,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use kiln_snapshotter::resolve_in_root;
+use kiln_snapshotter::open_in_root;
 use tar::EntryType;
 
 use crate::copy::FileWriter;
@@ -65,8 +65,8 @@ fn detect(head: &[u8]) -> Compression {
 }
 
 /// The decompressed content of the file at `path`.
-fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
-    let mut r = BufReader::with_capacity(256 << 10, File::open(path)?);
+fn open_decompressed(file: File) -> io::Result<Box<dyn Read>> {
+    let mut r = BufReader::with_capacity(256 << 10, file);
     let kind = detect(r.fill_buf()?);
     Ok(match kind {
         Compression::None => Box::new(r),
@@ -80,11 +80,9 @@ fn open_decompressed(path: &Path) -> io::Result<Box<dyn Read>> {
 /// Whether `path` is a regular file holding a tar archive (Go's `tar.Reader.Next`
 /// succeeds on its decompressed content: the first block is a header whose checksum
 /// is right).
-pub(crate) fn is_archive(path: &Path) -> bool {
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
-        return false;
-    }
-    let Ok(mut r) = open_decompressed(path) else {
+pub(crate) fn is_archive(root: &Path, rel: &Path) -> bool {
+    // Opened inside the root: never a FIFO, never through a link out of it.
+    let Ok(mut r) = open_in_root(root, rel).and_then(open_decompressed) else {
         return false;
     };
     let mut block = [0u8; 512];
@@ -158,11 +156,8 @@ impl FileWriter<'_> {
         dest: &Path,
         owner: Option<Owner>,
     ) -> Result<bool, WorkerError> {
-        let from = resolve_in_root(src_root, rel, true).map_err(|reason| WorkerError::BadSource {
-            path: rel.display().to_string(),
-            reason,
-        })?;
-        if !is_archive(&from) {
+        let from = src_root.join(rel);
+        if !is_archive(src_root, rel) {
             return Ok(false);
         }
         let archive_err = |reason: String| WorkerError::Archive {
@@ -172,7 +167,9 @@ impl FileWriter<'_> {
         // The destination directory, through the view's symlinks, as `MkdirAll` does.
         let dest = self.resolve_view_in(Path::new(""), dest, true).map_err(&archive_err)?;
         self.ensure_dirs(&dest, owner.unwrap_or((0, 0)))?;
-        let reader = open_decompressed(&from).map_err(io_err(&from))?;
+        let reader = open_in_root(src_root, rel)
+            .and_then(open_decompressed)
+            .map_err(io_err(&from))?;
         let mut ar = tar::Archive::new(reader);
         let entries = ar.entries().map_err(|e| archive_err(e.to_string()))?;
         for entry in entries {
@@ -477,35 +474,40 @@ mod tests {
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
+        std::fs::write(dir.join(name), bytes).unwrap();
+        PathBuf::from(name)
     }
 
     #[test]
     fn archives_are_told_by_content() {
         let d = tempfile::tempdir().unwrap();
         let tar = tar_bytes("a.txt", b"hello");
-        assert!(is_archive(&write(d.path(), "plain", &tar)));
+        assert!(is_archive(d.path(), &write(d.path(), "plain", &tar)));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&tar).unwrap();
-        assert!(is_archive(&write(d.path(), "x.gz", &gz.finish().unwrap())));
+        assert!(is_archive(d.path(), &write(d.path(), "x.gz", &gz.finish().unwrap())));
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
         bz.write_all(&tar).unwrap();
-        assert!(is_archive(&write(d.path(), "x.bz2", &bz.finish().unwrap())));
+        assert!(is_archive(d.path(), &write(d.path(), "x.bz2", &bz.finish().unwrap())));
         let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
         xz.write_all(&tar).unwrap();
-        assert!(is_archive(&write(d.path(), "x.xz", &xz.finish().unwrap())));
+        assert!(is_archive(d.path(), &write(d.path(), "x.xz", &xz.finish().unwrap())));
         let zst = zstd::encode_all(&tar[..], 3).unwrap();
-        assert!(is_archive(&write(d.path(), "x.zst", &zst)));
+        assert!(is_archive(d.path(), &write(d.path(), "x.zst", &zst)));
         // Not archives: text named like one, gzip of text, an empty file, zeros.
-        assert!(!is_archive(&write(d.path(), "fake.tar.gz", b"not really an archive")));
+        assert!(!is_archive(
+            d.path(),
+            &write(d.path(), "fake.tar.gz", b"not really an archive")
+        ));
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&[b'x'; 2000]).unwrap();
-        assert!(!is_archive(&write(d.path(), "text.gz", &gz.finish().unwrap())));
-        assert!(!is_archive(&write(d.path(), "empty", b"")));
-        assert!(!is_archive(&write(d.path(), "zeros", &[0; 1024])));
-        assert!(!is_archive(d.path()));
+        assert!(!is_archive(
+            d.path(),
+            &write(d.path(), "text.gz", &gz.finish().unwrap())
+        ));
+        assert!(!is_archive(d.path(), &write(d.path(), "empty", b"")));
+        assert!(!is_archive(d.path(), &write(d.path(), "zeros", &[0; 1024])));
+        assert!(!is_archive(d.path(), Path::new("")));
     }
 
     #[test]

@@ -1,42 +1,77 @@
-//! Resolving user and group names against an image's own `/etc/passwd` and `/etc/group`.
+//! `COPY --chown` ids, looked up in the image's own `/etc/passwd` and `/etc/group` with
+//! the executor's lookup (the one RUN's `USER` uses), which opens them inside the image
+//! root: an image whose `/etc/passwd` is a symlink cannot make kiln read a host file.
 
 use std::path::Path;
 
-/// Looks up `name` in a passwd/group style file (name:x:id:...); returns the id.
-fn lookup(file: &Path, name: &str) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        let n = f.next()?;
-        if n != name {
-            return None;
+use kiln_graph::UserSpec;
+
+use crate::WorkerError;
+
+/// The (uid, gid) of `--chown=user[:group]` in the tree at `root` (`None` for an empty
+/// image), as BuildKit's `readUser`: a user name takes its passwd entry's ids, a
+/// numeric user is `id:id`; a group (name or id) replaces the gid. Unknown names fail.
+pub(crate) fn chown_ids(
+    root: Option<&Path>,
+    user: &UserSpec,
+    group: Option<&UserSpec>,
+) -> Result<(u32, u32), WorkerError> {
+    // An empty image (no root) has no passwd file: every name is unknown.
+    let lookup = |spec: &str| root.and_then(|r| kiln_executor::users::resolve(r, spec).ok());
+    let (uid, mut gid) = match user {
+        UserSpec::Id(id) => (*id, *id),
+        UserSpec::Name(name) => {
+            let u = lookup(name).ok_or_else(|| WorkerError::UnknownUser { user: name.clone() })?;
+            (u.uid, u.gid)
         }
-        let _pw = f.next()?;
-        let id = f.next()?.trim().parse().ok()?;
-        let gid = f.next().and_then(|g| g.trim().parse().ok()).unwrap_or(id);
-        Some((id, gid))
-    })
+    };
+    match group {
+        Some(UserSpec::Id(id)) => gid = *id,
+        Some(UserSpec::Name(name)) => {
+            // The executor resolves `user:group`; uid 0 needs no passwd entry.
+            gid = lookup(&format!("0:{name}"))
+                .ok_or_else(|| WorkerError::UnknownGroup { group: name.clone() })?
+                .gid;
+        }
+        None => {}
+    }
+    Ok((uid, gid))
 }
 
-/// Resolves a user (name or id) to (uid, primary gid) via `etc/passwd` under `root`.
-pub fn user(root: Option<&Path>, spec: &str) -> Option<(u32, u32)> {
-    if let Ok(id) = spec.parse::<u32>() {
-        let gid = root.and_then(|r| {
-            let text = std::fs::read_to_string(r.join("etc/passwd")).ok()?;
-            text.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 3 && f[2] == spec).then(|| f[3].parse().ok()).flatten()
-            })
-        });
-        return Some((id, gid.unwrap_or(id)));
-    }
-    lookup(&root?.join("etc/passwd"), spec)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Resolves a group (name or id) via `etc/group` under `root`.
-pub fn group(root: Option<&Path>, spec: &str) -> Option<u32> {
-    if let Ok(id) = spec.parse::<u32>() {
-        return Some(id);
+    fn name(n: &str) -> UserSpec {
+        UserSpec::Name(n.to_string())
     }
-    lookup(&root?.join("etc/group"), spec).map(|(id, _)| id)
+
+    #[test]
+    fn names_resolve_inside_the_image_root() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("passwd"), "hostuser:x:4242:4343::/:/bin/sh\n").unwrap();
+        let image = tempfile::tempdir().unwrap();
+        let root = image.path();
+        std::fs::create_dir(root.join("etc")).unwrap();
+        // An absolute link means the same path inside the image, never the host's file.
+        std::os::unix::fs::symlink(host.path().join("passwd"), root.join("etc/passwd")).unwrap();
+        std::fs::write(root.join("etc/group"), "grp:x:1234:\n").unwrap();
+        assert!(matches!(
+            chown_ids(Some(root), &name("hostuser"), None),
+            Err(WorkerError::UnknownUser { .. })
+        ));
+        assert_eq!(chown_ids(Some(root), &UserSpec::Id(9), None).unwrap(), (9, 9));
+        assert_eq!(
+            chown_ids(Some(root), &UserSpec::Id(9), Some(&name("grp"))).unwrap(),
+            (9, 1234)
+        );
+        assert!(matches!(
+            chown_ids(Some(root), &UserSpec::Id(9), Some(&name("nogroup"))),
+            Err(WorkerError::UnknownGroup { .. })
+        ));
+        assert!(matches!(
+            chown_ids(None, &name("root"), None),
+            Err(WorkerError::UnknownUser { .. })
+        ));
+    }
 }

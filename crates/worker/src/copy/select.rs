@@ -115,27 +115,53 @@ fn slash(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
-/// Expands a glob source component by component (`*` never crosses `/`), sorted.
-fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, WorkerError> {
-    let mut current = vec![PathBuf::new()];
-    for comp in pattern.iter() {
+/// Matched is one source a COPY action names: the path it was named or matched as, and
+/// where it is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Matched {
+    /// The path as named or matched, relative to the source root; its last component
+    /// names the copy (`COPY link /d/` makes `/d/link`).
+    pub name: PathBuf,
+    /// The same path resolved inside the source root, relative to it: every symlink on
+    /// the way, the last one included, is followed there, never out of it (BuildKit's
+    /// `fs.RootPath`).
+    pub real: PathBuf,
+}
+
+/// Expands a glob source component by component (`*` never crosses `/`), sorted. The
+/// components before the first wildcard resolve inside the root; below them the walk
+/// goes only through real directories, never through a symlink (fsutil's
+/// `ResolveWildcards` walks with `lstat`). A match may itself be a symlink.
+fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, PathBuf)>, WorkerError> {
+    let comps: Vec<&std::ffi::OsStr> = pattern.iter().collect();
+    let first_meta = comps
+        .iter()
+        .position(|c| glob::has_meta(&c.to_string_lossy()))
+        .unwrap_or(comps.len());
+    let prefix: PathBuf = comps[..first_meta].iter().collect();
+    let base = in_root(src, &prefix, &pattern.display().to_string())?;
+    // (as matched, below the resolved prefix)
+    let mut current = vec![(prefix, base)];
+    for comp in &comps[first_meta..] {
         let comp_s = comp.to_string_lossy();
         let mut next = Vec::new();
-        for base in &current {
+        for (named, real) in &current {
+            let dir = src.root.join(real);
+            if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             if !glob::has_meta(&comp_s) {
-                let p = base.join(comp);
-                if src.root.join(&p).symlink_metadata().is_ok() {
-                    next.push(p);
+                if dir.join(comp).symlink_metadata().is_ok() {
+                    next.push((named.join(comp), real.join(comp)));
                 }
                 continue;
             }
-            let dir = src.root.join(base);
             let Ok(rd) = std::fs::read_dir(&dir) else { continue };
             let mut names: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
             names.sort();
             for n in names {
                 match glob::matches(&comp_s, &n.to_string_lossy()) {
-                    Some(true) => next.push(base.join(&n)),
+                    Some(true) => next.push((named.join(&n), real.join(&n))),
                     Some(false) => {}
                     None => {
                         return Err(WorkerError::BadSource {
@@ -148,11 +174,48 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<PathBuf>, Wor
         }
         current = next;
     }
-    Ok(current.into_iter().filter(|p| !is_ignored(src, p)).collect())
+    Ok(current.into_iter().filter(|(_, real)| !is_ignored(src, real)).collect())
 }
 
-/// The sources `action` names in `src` (globs expanded), relative to its root.
-pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<PathBuf>, WorkerError> {
+/// `rel` resolved inside the source root, relative to it.
+fn in_root(src: &SourceTree<'_>, rel: &Path, shown: &str) -> Result<PathBuf, WorkerError> {
+    let resolved = resolve_in_root(src.root, rel, true).map_err(|reason| WorkerError::BadSource {
+        path: shown.to_string(),
+        reason,
+    })?;
+    Ok(resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf())
+}
+
+/// Follows a matched source inside the root: a symlink is read through (its target's
+/// content, under the link's name); a link whose target is not in the root fails
+/// naming both.
+fn follow(src: &SourceTree<'_>, named: PathBuf, found: &Path, shown: &str) -> Result<Matched, WorkerError> {
+    let real = in_root(src, found, shown)?;
+    if src.root.join(&real).symlink_metadata().is_err() || is_ignored(src, &real) {
+        // The link itself, its parents resolved in the root too.
+        let link = resolve_in_root(src.root, found, false)
+            .ok()
+            .and_then(|at| std::fs::read_link(at).ok());
+        return Err(match link {
+            Some(target) => WorkerError::BadSource {
+                path: shown.to_string(),
+                reason: format!(
+                    "it is a symbolic link to `{}`, which is not in {} (links resolve inside it)",
+                    target.display(),
+                    src.label
+                ),
+            },
+            None => WorkerError::SourceNotFound {
+                path: shown.to_string(),
+                source_label: src.label.clone(),
+            },
+        });
+    }
+    Ok(Matched { name: named, real })
+}
+
+/// The sources `action` names in `src` (globs expanded), each resolved inside its root.
+pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Matched>, WorkerError> {
     let pattern = clean_abs(&action.src);
     if let Some(below) = action.parents.as_deref() {
         require_parents_path(action, below, src)?;
@@ -165,20 +228,21 @@ pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<
                 source_label: src.label.clone(),
             });
         }
-        return Ok(found);
+        return found
+            .into_iter()
+            .map(|(named, real)| {
+                let shown = format!("/{}", slash(&named));
+                follow(src, named, &real, &shown)
+            })
+            .collect();
     }
-    let resolved = resolve_in_root(src.root, &pattern, true).map_err(|reason| WorkerError::BadSource {
-        path: action.src.clone(),
-        reason,
-    })?;
-    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf();
-    if resolved.symlink_metadata().is_err() || is_ignored(src, &rel) {
+    if is_ignored(src, &pattern) {
         return Err(WorkerError::SourceNotFound {
             path: action.src.clone(),
             source_label: src.label.clone(),
         });
     }
-    Ok(vec![rel])
+    Ok(vec![follow(src, pattern.clone(), &pattern, &action.src)?])
 }
 
 /// `COPY --parents` without wildcards names one path, which must exist (BuildKit's
@@ -189,7 +253,9 @@ fn require_parents_path(action: &CopyAction, below: &str, src: &SourceTree<'_>) 
     }
     let full = clean_abs(&action.src).join(below);
     let shown = format!("/{}", slash(&full));
-    let resolved = resolve_in_root(src.root, &full, true).map_err(|reason| WorkerError::BadSource {
+    // The path below the pivot is walked, not followed: it must exist as an entry (a
+    // symlink there is copied as one), its parents resolved inside the root.
+    let resolved = resolve_in_root(src.root, &full, false).map_err(|reason| WorkerError::BadSource {
         path: shown.clone(),
         reason,
     })?;
@@ -210,6 +276,9 @@ pub struct Selected {
     pub md: std::fs::Metadata,
     /// Symlink target, for symlinks.
     pub link: Option<PathBuf>,
+    /// For a matched source whose name differs from `rel` (a symlink followed, or a
+    /// parent resolved inside the root), the name it was matched as: it names the copy.
+    pub named: Option<PathBuf>,
 }
 
 /// Everything `action` would copy from `src`, in copy order: the same matching,
@@ -219,9 +288,15 @@ pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>
     let filter = Filter::new(action)?;
     let matches = matching(action, src)?;
     let mut out = Vec::new();
-    for rel in matches {
+    for m in matches {
         let mut pending = Vec::new();
-        select_entry(src, &filter, &rel, &rel, true, &mut pending, &mut out)?;
+        let at = out.len();
+        select_entry(src, &filter, &m.real, &m.real, true, &mut pending, &mut out)?;
+        if m.name != m.real {
+            if let Some(top) = out.get_mut(at) {
+                top.named = Some(m.name);
+            }
+        }
     }
     Ok(out)
 }
@@ -236,12 +311,8 @@ fn select_entry(
     out: &mut Vec<Selected>,
 ) -> Result<(), WorkerError> {
     let from = src.root.join(rel);
-    let md = if top {
-        std::fs::metadata(&from)
-    } else {
-        std::fs::symlink_metadata(&from)
-    }
-    .map_err(io_err(&from))?;
+    // A matched source is already resolved inside the root: nothing here follows a link.
+    let md = std::fs::symlink_metadata(&from).map_err(io_err(&from))?;
     let ft = md.file_type();
     let is_dir = ft.is_dir();
     let mut descend_only = false;
@@ -263,10 +334,13 @@ fn select_entry(
         rel: rel.to_path_buf(),
         md,
         link,
+        named: None,
     };
+    // FIFOs, sockets and devices are selected too: the copy recreates (or names in a
+    // warning) each of them, so each is part of the cache key.
     if descend_only {
         pending.push(Some(entry));
-    } else if is_dir || ft.is_file() || ft.is_symlink() {
+    } else {
         out.push(entry);
     }
     if is_dir {
