@@ -17,7 +17,8 @@ mod tls;
 pub use error::RegistryError;
 
 pub use limits::{
-    BlobCheck, NoCheck, DEFAULT_TIMEOUT, MAX_CONFIG_BYTES, MAX_ERROR_BYTES, MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES,
+    BlobCheck, NoCheck, DEFAULT_TIMEOUT, MAX_ARTIFACT_CONFIG_BYTES, MAX_CONFIG_BYTES, MAX_ERROR_BYTES,
+    MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES,
 };
 pub use push::{PushEvent, PushReport};
 pub use tls::system_tls_config;
@@ -431,9 +432,20 @@ impl Client {
         Ok((media_type, bytes, digest))
     }
 
+    /// Resolves the image `r` for `platform`, as [`Self::resolve`], refusing before the
+    /// config is fetched what a build could not use (see
+    /// [`kiln_image::Manifest::check_image`]).
+    pub fn resolve_image(&self, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+        self.resolve_checked(r, platform, true)
+    }
+
     /// Resolves `r` for `platform`: follows an index to the platform's manifest and
-    /// fetches the config.
+    /// fetches the config (any artifact: kiln's registry cache uses this too).
     pub fn resolve(&self, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+        self.resolve_checked(r, platform, false)
+    }
+
+    fn resolve_checked(&self, r: &Reference, platform: &Platform, image: bool) -> Result<Resolved, RegistryError> {
         let first = match r.digest() {
             Some(d) => d.to_string(),
             None => r.tag().unwrap_or("latest").to_string(),
@@ -484,15 +496,23 @@ impl Client {
         }
         let parsed: Manifest = serde_json::from_slice(&bytes).map_err(|e| malformed("manifest", e))?;
         // Refused before anything else is fetched: what a build could not use.
-        parsed.check_image().map_err(|problem| RegistryError::Image {
-            reference: r.to_string(),
-            problem,
-        })?;
-        if parsed.config.size > MAX_CONFIG_BYTES {
+        if image {
+            parsed.check_image().map_err(|problem| RegistryError::Image {
+                reference: r.to_string(),
+                problem,
+            })?;
+        }
+        // An artifact's config (kiln's cache index) may be larger than an image's.
+        let cap = if image {
+            MAX_CONFIG_BYTES
+        } else {
+            MAX_ARTIFACT_CONFIG_BYTES
+        };
+        if parsed.config.size > cap {
             return Err(RegistryError::TooLarge {
                 reference: r.to_string(),
                 what: format!("config blob `{}` ({} bytes)", parsed.config.digest, parsed.config.size),
-                limit: limits::human(MAX_CONFIG_BYTES),
+                limit: limits::human(cap),
             });
         }
         let mut config_bytes = Vec::new();

@@ -18,6 +18,10 @@ pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 /// (long histories, many labels) stay well under 1 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 
+/// The largest config of another artifact kiln reads (the index of a registry cache,
+/// which grows with the number of cached steps).
+pub const MAX_ARTIFACT_CONFIG_BYTES: u64 = 64 << 20;
+
 /// The largest token response kiln reads (a JSON object holding a JWT or two).
 pub const MAX_TOKEN_BYTES: u64 = 1 << 20;
 

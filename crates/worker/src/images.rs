@@ -81,7 +81,7 @@ impl ImageSource {
         let Some(client) = &self.client else {
             return Err(WorkerError::NotLocal(r.to_string()));
         };
-        let resolved = client.resolve(&r, platform)?;
+        let resolved = client.resolve_image(&r, platform)?;
         let content = self.root.content();
         if let Some((desc, bytes)) = &resolved.index {
             content.put_bytes(&desc.media_type, bytes)?;
