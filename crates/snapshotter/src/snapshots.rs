@@ -404,4 +404,52 @@ mod tests {
         }
         assert!(chain_ids(&[]).is_empty());
     }
+
+    #[test]
+    fn a_layer_whose_content_is_not_its_diff_id_is_never_a_snapshot() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = KilnRoot::open(dir.path()).unwrap();
+        let snaps = Snapshots::new(&root).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello", &b"hi\n"[..]).unwrap();
+        let raw = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&raw).unwrap();
+        let blob = root
+            .content()
+            .put_bytes(kiln_image::media_types::OCI_LAYER_GZIP, &gz.finish().unwrap())
+            .unwrap();
+        let claimed = Digest::of(b"some other tar");
+        let bad = Layer {
+            diff_id: claimed.clone(),
+            blob: blob.clone(),
+        };
+        let err = snaps.merged(std::slice::from_ref(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains(&blob.digest.to_string())
+                && err.contains(&claimed.to_string())
+                && err.contains(&Digest::of(&raw).to_string()),
+            "{err}"
+        );
+        assert!(
+            !root.subdir("snapshots-v1").join(claimed.hex()).exists(),
+            "no snapshot is recorded for the bad chain"
+        );
+        assert_eq!(
+            std::fs::read_dir(root.tmp_dir()).unwrap().count(),
+            0,
+            "the half-unpacked tree is gone"
+        );
+        let good = Layer {
+            diff_id: Digest::of(&raw),
+            blob,
+        };
+        let tree = snaps.merged(&[good]).unwrap().unwrap();
+        assert_eq!(std::fs::read(tree.join("hello")).unwrap(), b"hi\n");
+    }
 }
