@@ -614,3 +614,73 @@ fn a_config_with_a_wrong_media_type_is_refused_at_pull() {
         &["application/octet-stream", "config"],
     );
 }
+
+/// The diff id of the only layer of the OCI archive `tar` (index → manifest → config).
+fn archive_diff_ids(archive: &[u8]) -> Vec<String> {
+    let blob = |d: &serde_json::Value| {
+        let hex = d["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+        json(&tar_member(archive, &format!("blobs/sha256/{hex}")).unwrap())
+    };
+    let index = json(&tar_member(archive, "index.json").unwrap());
+    let manifest = blob(&index["manifests"][0]);
+    let config = blob(&manifest["config"]);
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_imported_cache_whose_diff_ids_lie_is_a_miss() {
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n"), ("a.txt", "a\n")]);
+    let c = ctx.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out = |name: &str| dir.path().join(name);
+    let a = kiln();
+    a.ok(&[
+        "build",
+        "-q",
+        "--cache-to",
+        &format!("type=local,dest={}", cache.display()),
+        "-o",
+        &format!("type=oci,dest={}", out("a.tar").display()),
+        c,
+    ]);
+    let real = archive_diff_ids(&std::fs::read(out("a.tar")).unwrap());
+    assert_eq!(real.len(), 1);
+
+    // Rewrite the cache index so the COPY layer claims another diff id.
+    let bogus = sha(b"not the layer");
+    let index_path = cache.join("index.json");
+    let mut index = json(&std::fs::read_to_string(&index_path).unwrap());
+    let old_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let old = std::fs::read_to_string(cache.join("blobs/sha256").join(&old_hex)).unwrap();
+    assert!(old.contains(&real[0]), "the cache index names the layer's diff id");
+    let forged = old.replace(&real[0], &bogus);
+    let hex = sha(forged.as_bytes()).trim_start_matches("sha256:").to_string();
+    std::fs::write(cache.join("blobs/sha256").join(&hex), &forged).unwrap();
+    index["manifests"][0]["digest"] = format!("sha256:{hex}").into();
+    index["manifests"][0]["size"] = forged.len().into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    // A fresh root importing that cache runs the step instead of taking the lie.
+    let b = kiln();
+    b.ok(&[
+        "build",
+        "-q",
+        "--cache-from",
+        &format!("type=local,src={}", cache.display()),
+        "-o",
+        &format!("type=oci,dest={}", out("b.tar").display()),
+        c,
+    ]);
+    assert_eq!(archive_diff_ids(&std::fs::read(out("b.tar")).unwrap()), real);
+    b.ok(&["fsck"]);
+}

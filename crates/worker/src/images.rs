@@ -311,20 +311,20 @@ impl ImageSource {
 /// VerifiedDiffIds remembers, per layer blob, the diff id kiln computed from its bytes
 /// (`$KILN_ROOT/diffids-v1/<blob hex>`), so a stored blob is checked against an image's
 /// diff id without being read again. A missing or unreadable entry only costs a read.
-struct VerifiedDiffIds {
+pub(crate) struct VerifiedDiffIds {
     dir: std::path::PathBuf,
     tmp: std::path::PathBuf,
 }
 
 impl VerifiedDiffIds {
-    fn new(root: &KilnRoot) -> Self {
+    pub(crate) fn new(root: &KilnRoot) -> Self {
         VerifiedDiffIds {
             dir: root.subdir("diffids-v1"),
             tmp: root.tmp_dir(),
         }
     }
 
-    fn get(&self, blob: &Digest) -> Option<Digest> {
+    pub(crate) fn get(&self, blob: &Digest) -> Option<Digest> {
         std::fs::read_to_string(self.dir.join(blob.hex()))
             .ok()?
             .trim()
@@ -333,7 +333,7 @@ impl VerifiedDiffIds {
     }
 
     /// Best effort: a record that cannot be written is recomputed next time.
-    fn put(&self, blob: &Digest, diff_id: &Digest) {
+    pub(crate) fn put(&self, blob: &Digest, diff_id: &Digest) {
         if self.get(blob).as_ref() == Some(diff_id) || std::fs::create_dir_all(&self.dir).is_err() {
             return;
         }
@@ -348,13 +348,13 @@ impl VerifiedDiffIds {
 
 /// DiffIdCheck checks a layer as it downloads: its compression by its first bytes and
 /// its diff id, so a layer that is not what the image config says is never stored.
-struct DiffIdCheck {
+pub(crate) struct DiffIdCheck {
     writer: Option<DiffIdWriter>,
     diff_id: Digest,
 }
 
 impl DiffIdCheck {
-    fn new(layer: &Layer) -> Result<Self, SnapshotError> {
+    pub(crate) fn new(layer: &Layer) -> Result<Self, SnapshotError> {
         Ok(DiffIdCheck {
             writer: Some(DiffIdWriter::new(&layer.blob)?),
             diff_id: layer.diff_id.clone(),
