@@ -194,9 +194,22 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     Ok(())
 }
 
-/// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots.
+/// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots, and
+/// the deadline `$KILN_REGISTRY_TIMEOUT` (seconds) when set.
 pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<kiln_registry::Client> {
-    let client = kiln_registry::Client::new(insecure);
+    let mut client = kiln_registry::Client::new(insecure);
+    if let Some(v) = std::env::var_os("KILN_REGISTRY_TIMEOUT") {
+        let text = v.to_string_lossy();
+        let secs = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+            .with_context(|| {
+                format!("invalid KILN_REGISTRY_TIMEOUT `{text}`: expected a number of seconds between 0 and 86400")
+            })?;
+        client = client.with_timeout(std::time::Duration::from_secs_f64(secs));
+    }
     match tls_ca {
         None => Ok(client),
         Some(p) => {

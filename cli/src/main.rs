@@ -32,6 +32,9 @@ enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<build::BuildArgs>),
     /// Pull an image from a registry into the local store.
+    #[command(
+        after_help = "Environment:\n  KILN_REGISTRY_TIMEOUT  seconds a registry may stay silent (connect, answer, between body reads; default 30)"
+    )]
     Pull(images::PullArgs),
     /// Push an image from the local store to a registry.
     Push(push::PushArgs),

@@ -5,12 +5,14 @@
 //! carries fields OCI does not (`Healthcheck`, `Shell`, `OnBuild`, `ArgsEscaped`), and
 //! the byte-exact serialisation decides every digest, so we own field order and omission.
 
+mod check;
 mod config;
 mod digest;
 mod manifest;
 mod platform;
 mod reference;
 
+pub use check::{LayerCodec, ManifestProblem, MAX_LAYERS};
 pub use config::{Config, Empty, HealthConfig, History, ImageConfig, RootFs};
 pub use digest::{sha256_hex, Digest, DigestError, Sha256Writer};
 pub use manifest::{annotations, media_types, Descriptor, Index, Manifest, OciLayout, DOCKER_MANIFEST};

@@ -52,7 +52,16 @@ impl Auth {
 
     /// Answers a challenge; anonymous unless credentials are configured. `actions` is
     /// the scope asked for when the challenge names none (`pull`, `pull,push`).
-    pub fn login(&self, agent: &ureq::Agent, r: &Reference, challenge: &str, actions: &str) -> Result<(), String> {
+    /// Answers `challenge`; a token request must complete within `total` and its
+    /// response be at most [`crate::MAX_TOKEN_BYTES`].
+    pub fn login(
+        &self,
+        agent: &ureq::Agent,
+        r: &Reference,
+        challenge: &str,
+        actions: &str,
+        total: std::time::Duration,
+    ) -> Result<(), String> {
         let (scheme, params) = parse_challenge(challenge);
         let creds = crate::creds::lookup(r.domain())?;
         match scheme.as_str() {
@@ -86,17 +95,33 @@ impl Auth {
                     req = req.header("Authorization", crate::creds::basic_header(c));
                 }
                 let mut resp = req
+                    .config()
+                    .timeout_per_call(Some(total))
+                    .build()
                     .call()
-                    .map_err(|e| format!("cannot get a token from `{realm}`: {e}"))?;
+                    .map_err(|e| match e {
+                        ureq::Error::Timeout(_) => format!(
+                            "token server `{realm}` did not answer within {}",
+                            crate::limits::secs(total)
+                        ),
+                        e => format!("cannot get a token from `{realm}`: {e}"),
+                    })?;
                 if resp.status().as_u16() != 200 {
                     return Err(format!(
                         "token request to `{realm}` was refused (HTTP {})",
                         resp.status().as_u16()
                     ));
                 }
-                let body = resp.body_mut().read_to_string().map_err(|e| e.to_string())?;
+                let body = crate::limits::read_capped(&mut resp.body_mut().as_reader(), crate::MAX_TOKEN_BYTES)
+                    .map_err(|e| format!("cannot read the token from `{realm}`: {e}"))?
+                    .ok_or_else(|| {
+                        format!(
+                            "the token response of `{realm}` exceeds {}",
+                            crate::limits::human(crate::MAX_TOKEN_BYTES)
+                        )
+                    })?;
                 let v: serde_json::Value =
-                    serde_json::from_str(&body).map_err(|e| format!("bad token response: {e}"))?;
+                    serde_json::from_slice(&body).map_err(|e| format!("bad token response: {e}"))?;
                 let token = v["token"]
                     .as_str()
                     .or(v["access_token"].as_str())

@@ -9,48 +9,29 @@
 
 mod auth;
 pub mod creds;
+mod error;
+mod limits;
 mod push;
+mod tls;
 
+pub use error::RegistryError;
+
+pub use limits::{
+    BlobCheck, NoCheck, DEFAULT_TIMEOUT, MAX_ARTIFACT_CONFIG_BYTES, MAX_CONFIG_BYTES, MAX_ERROR_BYTES,
+    MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES,
+};
 pub use push::{PushEvent, PushReport};
+pub use tls::system_tls_config;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Duration;
 
-use kiln_cache::{CacheError, ContentStore};
+use kiln_cache::ContentStore;
 use kiln_image::{media_types, Descriptor, Digest, Index, Manifest, Platform, Reference};
 
 use auth::Auth;
-
-/// RegistryError is a failed registry operation, naming the reference.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("`{reference}`: {message} (HTTP {status})")]
-    Status {
-        reference: String,
-        status: u16,
-        message: String,
-    },
-    #[error("`{reference}`: cannot reach the registry: {message}")]
-    Transport { reference: String, message: String },
-    #[error("`{reference}`: no manifest for platform `{platform}` (the image has {available})")]
-    NoPlatform {
-        reference: String,
-        platform: String,
-        available: String,
-    },
-    #[error("`{reference}`: malformed {what}: {message}")]
-    Malformed {
-        reference: String,
-        what: &'static str,
-        message: String,
-    },
-    #[error("`{reference}`: unsupported manifest media type `{media_type}`")]
-    MediaType { reference: String, media_type: String },
-    #[error("`{reference}`: blob `{digest}` failed verification")]
-    Digest { reference: String, digest: Digest },
-    #[error(transparent)]
-    Store(#[from] CacheError),
-}
+use limits::{copy_limited, Counting};
+use tls::{parse_certs, system_roots};
 
 /// Payload is the body of a request, re-read on every attempt.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +66,10 @@ pub struct Client {
     insecure: Vec<String>,
     auth: Auth,
     schemes: std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
+    /// The per-phase deadline (connect, response headers, silence within a body).
+    timeout: Duration,
+    /// The CA certificates the verifying agent trusts.
+    roots: Vec<ureq::tls::Certificate<'static>>,
 }
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -95,13 +80,37 @@ impl Client {
     /// A client; hosts in `insecure` (and loopback hosts) are reached over plain HTTP.
     pub fn new(insecure: Vec<String>) -> Self {
         let system = system_roots();
+        let timeout = DEFAULT_TIMEOUT;
         Client {
-            agent: Self::agent(Some(Self::tls(&system, false))),
-            unverified: Self::agent(Some(Self::tls(&[], true))),
+            agent: Self::agent(Some(Self::tls(&system, false)), timeout),
+            unverified: Self::agent(Some(Self::tls(&[], true)), timeout),
             insecure,
             auth: Auth::default(),
             schemes: Default::default(),
+            timeout,
+            roots: system,
         }
+    }
+
+    /// Sets the per-phase deadline (default [`DEFAULT_TIMEOUT`]): connecting, waiting
+    /// for response headers, and silence between two reads of a body; manifests,
+    /// configs and tokens must also arrive whole within twice it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.agent = Self::agent(Some(Self::tls(&self.roots, false)), timeout);
+        self.unverified = Self::agent(Some(Self::tls(&[], true)), timeout);
+        self
+    }
+
+    /// The total deadline for a small object (manifest, index, config, token).
+    fn small_total(&self) -> Duration {
+        self.timeout * 2
+    }
+
+    /// The registry host `url` talks to, for errors.
+    fn host_of(url: &str) -> &str {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
     }
 
     /// The API base of `r`'s repository. HTTPS always; for loopback hosts and
@@ -164,7 +173,8 @@ impl Client {
             return Err("no certificates in the PEM file".to_string());
         }
         certs.extend(system_roots());
-        self.agent = Self::agent(Some(Self::tls(&certs, false)));
+        self.agent = Self::agent(Some(Self::tls(&certs, false)), self.timeout);
+        self.roots = certs;
         Ok(self)
     }
 
@@ -179,11 +189,18 @@ impl Client {
         b.build()
     }
 
-    fn agent(tls: Option<ureq::tls::TlsConfig>) -> ureq::Agent {
+    fn agent(tls: Option<ureq::tls::TlsConfig>, timeout: Duration) -> ureq::Agent {
+        // Every phase is bounded, so a registry that stops talking costs at most
+        // `timeout` per request (see docs/cli.md, KILN_REGISTRY_TIMEOUT).
+        let t = Some(timeout);
         let mut b = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .timeout_resolve(t)
+            .timeout_connect(t)
+            .timeout_send_request(t)
+            .timeout_recv_response(t)
+            .timeout_per_read(t)
+            .timeout_per_write(t)
             .user_agent("kiln");
         if let Some(t) = tls {
             b = b.tls_config(t);
@@ -198,6 +215,7 @@ impl Client {
         url: &str,
         accept: Option<&str>,
         range: Option<u64>,
+        total: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let mut headers = Vec::new();
         if let Some(a) = accept {
@@ -206,12 +224,14 @@ impl Client {
         if let Some(from) = range {
             headers.push(("Range", format!("bytes={from}-")));
         }
-        self.send(r, "GET", url, &headers, Payload::Empty, ATTEMPTS, "pull")
+        self.send(r, "GET", url, &headers, Payload::Empty, ATTEMPTS, "pull", total)
     }
 
     /// Sends one request with auth: a 401 with a challenge is answered once (asking for
     /// `actions`, e.g. `pull,push`), and transport errors, 429 and 5xx are retried with
     /// backoff up to `attempts` times. Returns the response for any other status.
+    /// Deadlines are not retried: a registry that did not answer in time gives one
+    /// error at once. `total` bounds the whole exchange, body included (small objects).
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -222,6 +242,7 @@ impl Client {
         payload: Payload<'_>,
         attempts: u32,
         actions: &str,
+        total: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
         let agent = self.agent_for(r);
         let mut delay = Duration::from_millis(200);
@@ -236,11 +257,18 @@ impl Client {
             if let Some(h) = self.auth.header(r) {
                 b = b.header("Authorization", h);
             }
+            let run = |req| agent.run(agent.configure_request(req).timeout_per_call(total).build());
             let result = match payload {
-                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(|req| agent.run(req)),
-                Payload::Bytes(bytes) => b.body(bytes).map_err(|e| e.to_string()).map(|req| agent.run(req)),
+                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(run),
+                Payload::Bytes(bytes) => b
+                    .body(bytes)
+                    .map_err(|e| e.to_string())
+                    .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
                 Payload::File(path) => match std::fs::File::open(path) {
-                    Ok(f) => b.body(f).map_err(|e| e.to_string()).map(|req| agent.run(req)),
+                    Ok(f) => b
+                        .body(f)
+                        .map_err(|e| e.to_string())
+                        .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
                     Err(e) => {
                         return Err(RegistryError::Transport {
                             reference: r.to_string(),
@@ -265,7 +293,7 @@ impl Client {
                         if let Some(c) = challenge {
                             answered = true;
                             self.auth
-                                .login(agent, r, &c, actions)
+                                .login(agent, r, &c, actions, self.small_total())
                                 .map_err(|message| RegistryError::Status {
                                     reference: r.to_string(),
                                     status: 401,
@@ -280,6 +308,7 @@ impl Client {
                         return Ok(resp);
                     }
                 }
+                Err(ureq::Error::Timeout(t)) => return Err(self.timeout_error(r, method, url, t, total)),
                 Err(e) => last = e.to_string(),
             }
             attempt += 1;
@@ -294,9 +323,56 @@ impl Client {
         })
     }
 
+    /// The error for a deadline that ran out on `method url`.
+    fn timeout_error(
+        &self,
+        r: &Reference,
+        method: &str,
+        url: &str,
+        t: ureq::Timeout,
+        total: Option<Duration>,
+    ) -> RegistryError {
+        let (what, is_total) = limits::timeout_phase(t);
+        let limit = match (is_total, total) {
+            (true, Some(total)) => total,
+            _ => self.timeout,
+        };
+        RegistryError::Timeout {
+            reference: r.to_string(),
+            host: Self::host_of(url).to_string(),
+            what: format!("{what} {} ({})", limits::secs(limit), limits::request_line(method, url)),
+        }
+    }
+
+    /// The error for a body read that failed on `method url`: a deadline (ureq reports
+    /// those as `TimedOut`) or a dropped connection.
+    fn body_error(&self, r: &Reference, url: &str, e: io::Error, total: Option<Duration>) -> RegistryError {
+        let timeout = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .and_then(|ue| match ue {
+                ureq::Error::Timeout(t) => Some(*t),
+                _ => None,
+            });
+        match timeout {
+            Some(t) => self.timeout_error(r, "GET", url, t, total),
+            None if e.kind() == io::ErrorKind::TimedOut => {
+                self.timeout_error(r, "GET", url, ureq::Timeout::PerRead, total)
+            }
+            None => RegistryError::Transport {
+                reference: r.to_string(),
+                message: format!("{}: {e}", limits::request_line("GET", url)),
+            },
+        }
+    }
+
     fn fail(r: &Reference, resp: &mut ureq::http::Response<ureq::Body>) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.body_mut().read_to_string().unwrap_or_default();
+        let body = limits::read_capped(&mut resp.body_mut().as_reader(), MAX_ERROR_BYTES)
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         // Registries explain themselves in {"errors":[{"code","message"}]}.
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -317,7 +393,8 @@ impl Client {
     /// Fetches a manifest or index by tag or digest; returns (media type, bytes, digest).
     fn manifest(&self, r: &Reference, reference: &str) -> Result<(String, Vec<u8>, Digest), RegistryError> {
         let url = format!("{}/manifests/{reference}", self.base_url(r));
-        let mut resp = self.get(r, &url, Some(ACCEPT), None)?;
+        let total = Some(self.small_total());
+        let mut resp = self.get(r, &url, Some(ACCEPT), None, total)?;
         if resp.status().as_u16() != 200 {
             return Err(Self::fail(r, &mut resp));
         }
@@ -327,15 +404,22 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
             .unwrap_or_default();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(8 << 20)
-            .read_to_vec()
-            .map_err(|e| RegistryError::Transport {
-                reference: r.to_string(),
-                message: e.to_string(),
-            })?;
+        let too_large = || RegistryError::TooLarge {
+            reference: r.to_string(),
+            what: format!("manifest `{reference}`"),
+            limit: limits::human(MAX_MANIFEST_BYTES),
+        };
+        let declared = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_MANIFEST_BYTES) {
+            return Err(too_large());
+        }
+        let bytes = limits::read_capped(&mut resp.body_mut().as_reader(), MAX_MANIFEST_BYTES)
+            .map_err(|e| self.body_error(r, &url, e, total))?
+            .ok_or_else(too_large)?;
         let digest = Digest::of(&bytes);
         if let Ok(expected) = reference.parse::<Digest>() {
             if expected != digest {
@@ -348,9 +432,20 @@ impl Client {
         Ok((media_type, bytes, digest))
     }
 
+    /// Resolves the image `r` for `platform`, as [`Self::resolve`], refusing before the
+    /// config is fetched what a build could not use (see
+    /// [`kiln_image::Manifest::check_image`]).
+    pub fn resolve_image(&self, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+        self.resolve_checked(r, platform, true)
+    }
+
     /// Resolves `r` for `platform`: follows an index to the platform's manifest and
-    /// fetches the config.
+    /// fetches the config (any artifact: kiln's registry cache uses this too).
     pub fn resolve(&self, r: &Reference, platform: &Platform) -> Result<Resolved, RegistryError> {
+        self.resolve_checked(r, platform, false)
+    }
+
+    fn resolve_checked(&self, r: &Reference, platform: &Platform, image: bool) -> Result<Resolved, RegistryError> {
         let first = match r.digest() {
             Some(d) => d.to_string(),
             None => r.tag().unwrap_or("latest").to_string(),
@@ -400,8 +495,28 @@ impl Client {
             });
         }
         let parsed: Manifest = serde_json::from_slice(&bytes).map_err(|e| malformed("manifest", e))?;
+        // Refused before anything else is fetched: what a build could not use.
+        if image {
+            parsed.check_image().map_err(|problem| RegistryError::Image {
+                reference: r.to_string(),
+                problem,
+            })?;
+        }
+        // An artifact's config (kiln's cache index) may be larger than an image's.
+        let cap = if image {
+            MAX_CONFIG_BYTES
+        } else {
+            MAX_ARTIFACT_CONFIG_BYTES
+        };
+        if parsed.config.size > cap {
+            return Err(RegistryError::TooLarge {
+                reference: r.to_string(),
+                what: format!("config blob `{}` ({} bytes)", parsed.config.digest, parsed.config.size),
+                limit: limits::human(cap),
+            });
+        }
         let mut config_bytes = Vec::new();
-        self.read_blob(r, &parsed.config, &mut config_bytes)?;
+        self.read_blob(r, &parsed.config, &mut config_bytes, Some(self.small_total()))?;
         // Pinned like BuildKit shows it: the tag kept for reading, the digest for meaning.
         let pinned_text = match r.tag() {
             Some(t) => format!("{}:{t}@{top_digest}", r.repository()),
@@ -423,14 +538,20 @@ impl Client {
     }
 
     /// Streams a blob into `out`, verifying size and digest; resumes with `Range`
-    /// after a dropped connection.
-    fn read_blob(&self, r: &Reference, d: &Descriptor, out: &mut dyn Write) -> Result<(), RegistryError> {
+    /// after a dropped connection. `total` bounds each request (small objects).
+    fn read_blob(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        out: &mut dyn Write,
+        total: Option<Duration>,
+    ) -> Result<(), RegistryError> {
         let url = format!("{}/blobs/{}", self.base_url(r), d.digest);
         let mut hashing = kiln_image::Sha256Writer::new(out);
         let mut resumes = 0;
         loop {
             let offset = hashing.written();
-            let mut resp = self.get(r, &url, None, (offset > 0).then_some(offset))?;
+            let mut resp = self.get(r, &url, None, (offset > 0).then_some(offset), total)?;
             let status = resp.status().as_u16();
             if !(status == 200 && offset == 0 || status == 206) {
                 return Err(Self::fail(r, &mut resp));
@@ -439,16 +560,27 @@ impl Client {
             let copied = copy_limited(&mut reader, &mut hashing, d.size - offset);
             match copied {
                 Ok(()) => break,
-                Err(e) if resumes < ATTEMPTS && e.kind() != io::ErrorKind::InvalidData => {
+                // A small object's total deadline is spent; retrying cannot help.
+                Err(e) if resumes < ATTEMPTS && e.kind() != io::ErrorKind::InvalidData && total.is_none() => {
                     resumes += 1;
                     continue;
                 }
-                Err(e) => {
-                    return Err(RegistryError::Transport {
+                // The bytes are wrong (too many, or refused by a check): the same
+                // bytes would come again.
+                Err(e) if e.get_ref().is_some_and(|i| i.is::<limits::CheckFailed>()) => {
+                    return Err(RegistryError::Refused {
                         reference: r.to_string(),
-                        message: format!("blob `{}`: {e}", d.digest),
+                        message: e.get_ref().map(|i| i.to_string()).unwrap_or_default(),
                     })
                 }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(RegistryError::Blob {
+                        reference: r.to_string(),
+                        digest: d.digest.clone(),
+                        message: e.to_string(),
+                    })
+                }
+                Err(e) => return Err(self.body_error(r, &url, e, total)),
             }
         }
         let (digest, size, _) = hashing.finish();
@@ -475,6 +607,19 @@ impl Client {
         store: &ContentStore,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), RegistryError> {
+        self.fetch_blob_checked(r, d, store, progress, &mut NoCheck)
+    }
+
+    /// [`Self::fetch_blob_progress`], showing the bytes to `check` as they arrive (the
+    /// same pass): the blob is stored only if `check` accepts it.
+    pub fn fetch_blob_checked(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        store: &ContentStore,
+        progress: &mut dyn FnMut(u64),
+        check: &mut dyn BlobCheck,
+    ) -> Result<(), RegistryError> {
         if store.has(&d.digest) {
             return Ok(());
         }
@@ -484,7 +629,15 @@ impl Client {
             last: std::time::Instant::now(),
             progress,
         };
-        self.read_blob(r, d, &mut counting)?;
+        let mut tee = limits::Tee {
+            out: &mut counting,
+            check,
+        };
+        self.read_blob(r, d, &mut tee, None)?;
+        tee.check.verdict().map_err(|message| RegistryError::Refused {
+            reference: r.to_string(),
+            message,
+        })?;
         (counting.progress)(counting.n);
         let w = counting.inner;
         let w = w.into_inner().map_err(|e| RegistryError::Transport {
@@ -495,49 +648,6 @@ impl Client {
         w.commit(Some(&d.digest))?;
         Ok(())
     }
-}
-
-/// A writer that reports how much went through it.
-struct Counting<'a, W: Write> {
-    inner: W,
-    n: u64,
-    last: std::time::Instant,
-    progress: &'a mut dyn FnMut(u64),
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let k = self.inner.write(buf)?;
-        self.n += k as u64;
-        if self.last.elapsed() >= std::time::Duration::from_millis(200) {
-            self.last = std::time::Instant::now();
-            (self.progress)(self.n);
-        }
-        Ok(k)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Copies exactly `n` bytes; more or fewer is an error.
-fn copy_limited(from: &mut dyn Read, to: &mut dyn Write, n: u64) -> io::Result<()> {
-    let copied = io::copy(&mut from.take(n), to)?;
-    if copied < n {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("connection closed after {copied} of {n} bytes"),
-        ));
-    }
-    let mut extra = [0u8; 1];
-    if from.read(&mut extra)? > 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "blob is larger than its descriptor says",
-        ));
-    }
-    Ok(())
 }
 
 /// Picks the index entry for `platform` (variant must match when both name one).
@@ -567,46 +677,4 @@ fn available(index: &Index) -> String {
     } else {
         list.join(", ")
     }
-}
-
-fn parse_certs(pem: &[u8]) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        if let ureq::tls::PemItem::Certificate(c) = item.map_err(|e| format!("bad PEM: {e}"))? {
-            certs.push(c.to_owned());
-        }
-    }
-    Ok(certs)
-}
-
-/// TLS trusting the system's CA bundle, as registries are reached: for kiln's other
-/// HTTPS clients (`ADD <url>` downloads).
-pub fn system_tls_config() -> ureq::tls::TlsConfig {
-    Client::tls(&system_roots(), false)
-}
-
-/// The system's CA bundle (`$SSL_CERT_FILE`, else the usual distribution paths), as
-/// Docker and Buildah trust it; empty when there is none (Mozilla's roots are used).
-fn system_roots() -> Vec<ureq::tls::Certificate<'static>> {
-    let candidates = std::env::var_os("SSL_CERT_FILE")
-        .map(std::path::PathBuf::from)
-        .into_iter()
-        .chain(
-            [
-                "/etc/ssl/certs/ca-certificates.crt",
-                "/etc/pki/tls/certs/ca-bundle.crt",
-                "/etc/ssl/cert.pem",
-            ]
-            .map(std::path::PathBuf::from),
-        );
-    for path in candidates {
-        if let Ok(pem) = std::fs::read(&path) {
-            if let Ok(certs) = parse_certs(&pem) {
-                if !certs.is_empty() {
-                    return certs;
-                }
-            }
-        }
-    }
-    Vec::new()
 }

@@ -120,6 +120,7 @@ impl Client {
             Payload::Bytes(&bytes),
             ATTEMPTS,
             "pull,push",
+            None,
         )?;
         if resp.status().as_u16() != 201 && resp.status().as_u16() != 200 {
             return Err(Self::fail(dest, &mut resp));
@@ -139,7 +140,16 @@ impl Client {
     ) -> Result<PushEvent, RegistryError> {
         let base = self.base_url(dest);
         let blob_url = format!("{base}/blobs/{}", d.digest);
-        let mut resp = self.send(dest, "HEAD", &blob_url, &[], Payload::Empty, ATTEMPTS, "pull,push")?;
+        let mut resp = self.send(
+            dest,
+            "HEAD",
+            &blob_url,
+            &[],
+            Payload::Empty,
+            ATTEMPTS,
+            "pull,push",
+            None,
+        )?;
         match resp.status().as_u16() {
             200 => return Ok(PushEvent::Exists),
             404 => {}
@@ -157,7 +167,7 @@ impl Client {
                 continue;
             }
             let url = format!("{base}/blobs/uploads/?mount={}&from={}", d.digest, from.path());
-            let mut resp = self.send(dest, "POST", &url, &[], Payload::Empty, ATTEMPTS, "pull,push")?;
+            let mut resp = self.send(dest, "POST", &url, &[], Payload::Empty, ATTEMPTS, "pull,push", None)?;
             match resp.status().as_u16() {
                 201 => return Ok(PushEvent::Mounted),
                 // Not mountable: the registry started a plain upload instead.
@@ -179,7 +189,7 @@ impl Client {
                 Some(l) => l,
                 None => {
                     let url = format!("{base}/blobs/uploads/");
-                    let mut resp = self.send(dest, "POST", &url, &[], Payload::Empty, ATTEMPTS, "pull,push")?;
+                    let mut resp = self.send(dest, "POST", &url, &[], Payload::Empty, ATTEMPTS, "pull,push", None)?;
                     if resp.status().as_u16() != 202 {
                         return Err(Self::fail(dest, &mut resp));
                     }
@@ -200,7 +210,7 @@ impl Client {
             let headers = [("Content-Type", "application/octet-stream".to_string())];
             // One attempt per upload session: after a failure the session may be gone,
             // so the retry starts a new one.
-            match self.send(dest, "PUT", &url, &headers, Payload::File(&path), 1, "pull,push") {
+            match self.send(dest, "PUT", &url, &headers, Payload::File(&path), 1, "pull,push", None) {
                 Ok(mut resp) => match resp.status().as_u16() {
                     201 | 204 => return Ok(PushEvent::Uploaded),
                     // The upload session expired or was lost: start again.

@@ -12,10 +12,12 @@ pub mod layer;
 pub mod pgzip;
 mod snapshots;
 pub mod tarw;
+mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
-pub use error::SnapshotError;
+pub use error::{DiffIdMismatch, SnapshotError};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
-pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
+pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
+pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use kiln_cache::{ContentStore, KilnRoot};
 use kiln_image::Digest;
 
-use crate::apply::{apply_tar, set_mtime, ApplyOptions};
+use crate::apply::{set_mtime, ApplyOptions};
 use crate::layer::{write_layer, Compression, Layer};
 use crate::tarw::{OwnerOverrides, TarOptions};
 use crate::SnapshotError;
@@ -28,6 +28,20 @@ pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
         id = Digest::of(format!("{id} {d}").as_bytes());
     }
     Some(id)
+}
+
+/// The chain ids of every prefix of `diff_ids` (`[ChainID(L0), …, ChainID(Ln)]`), each
+/// computed once from the one before: linear in the number of layers.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
 }
 
 /// Snapshots manages the unpacked trees of layer chains.
@@ -69,7 +83,8 @@ impl Snapshots {
     /// The merged tree of `layers`, unpacked on first use; `None` for no layers.
     pub fn merged(&self, layers: &[Layer]) -> Result<Option<PathBuf>, SnapshotError> {
         let ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        let Some(chain) = chain_id(&ids) else { return Ok(None) };
+        let chains = chain_ids(&ids);
+        let Some(chain) = chains.last() else { return Ok(None) };
         let target = self.dir.join(chain.hex());
         if target.is_dir() {
             return Ok(Some(target));
@@ -78,7 +93,7 @@ impl Snapshots {
         let mut start = 0;
         let mut base = None;
         for n in (1..layers.len()).rev() {
-            let p = self.dir.join(chain_id(&ids[..n]).expect("non-empty").hex());
+            let p = self.dir.join(chains[n - 1].hex());
             if p.is_dir() {
                 start = n;
                 base = Some(p);
@@ -127,8 +142,11 @@ impl Snapshots {
             digest: layer.blob.digest.clone(),
             source: Box::new(e),
         };
-        let tar = crate::layer::open_layer_tar(&self.content, &layer.blob).map_err(named)?;
-        Ok(apply_tar(dest, tar, opts).map_err(named)?.warnings)
+        // The diff id is checked in the same pass: a layer that is not what the image
+        // config says fails here, and the caller's temp tree is thrown away.
+        Ok(crate::verify::apply_layer_verified(&self.content, layer, dest, opts)
+            .map_err(named)?
+            .warnings)
     }
 
     /// A temp directory under the root's `tmp/` (same filesystem, so renames work).
@@ -370,4 +388,68 @@ fn hardlink_tree(src: &Path, dst: &Path) -> io::Result<()> {
         }
     }
     set_mtime(dst, md.mtime())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_are_the_prefixes_chain_ids() {
+        let ids: Vec<Digest> = (0..20).map(|i| Digest::of(format!("layer {i}").as_bytes())).collect();
+        let chains = chain_ids(&ids);
+        assert_eq!(chains.len(), ids.len());
+        for n in 1..=ids.len() {
+            assert_eq!(Some(chains[n - 1].clone()), chain_id(&ids[..n]));
+        }
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_layer_whose_content_is_not_its_diff_id_is_never_a_snapshot() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let root = KilnRoot::open(dir.path()).unwrap();
+        let snaps = Snapshots::new(&root).unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello", &b"hi\n"[..]).unwrap();
+        let raw = tar.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&raw).unwrap();
+        let blob = root
+            .content()
+            .put_bytes(kiln_image::media_types::OCI_LAYER_GZIP, &gz.finish().unwrap())
+            .unwrap();
+        let claimed = Digest::of(b"some other tar");
+        let bad = Layer {
+            diff_id: claimed.clone(),
+            blob: blob.clone(),
+        };
+        let err = snaps.merged(std::slice::from_ref(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains(&blob.digest.to_string())
+                && err.contains(&claimed.to_string())
+                && err.contains(&Digest::of(&raw).to_string()),
+            "{err}"
+        );
+        assert!(
+            !root.subdir("snapshots-v1").join(claimed.hex()).exists(),
+            "no snapshot is recorded for the bad chain"
+        );
+        assert_eq!(
+            std::fs::read_dir(root.tmp_dir()).unwrap().count(),
+            0,
+            "the half-unpacked tree is gone"
+        );
+        let good = Layer {
+            diff_id: Digest::of(&raw),
+            blob,
+        };
+        let tree = snaps.merged(&[good]).unwrap().unwrap();
+        assert_eq!(std::fs::read(tree.join("hello")).unwrap(), b"hi\n");
+    }
 }

@@ -13,6 +13,7 @@ use kiln_registry::Client;
 use kiln_snapshotter::Layer;
 use serde::{Deserialize, Serialize};
 
+use crate::images::{DiffIdCheck, VerifiedDiffIds};
 use crate::{Worker, WorkerError};
 
 /// Media type of kiln's exported cache index blob.
@@ -104,17 +105,34 @@ impl ImportedCache {
         })
     }
 
-    /// Makes `blob` present in `content`, from this cache.
-    fn fetch(&self, blob: &Descriptor, content: &kiln_cache::ContentStore) -> bool {
-        if content.has(&blob.digest) {
-            return true;
+    /// Makes `layer`'s blob present in `content`, from this cache, and checks that it
+    /// is the layer's diff id (an imported cache is as untrusted as a base image): while
+    /// it downloads, or by one read when it is not yet known. `false` is a cache miss.
+    fn fetch(&self, layer: &Layer, content: &kiln_cache::ContentStore, verified: &VerifiedDiffIds) -> bool {
+        let blob = &layer.blob;
+        let ok = if content.has(&blob.digest) {
+            verified.get(&blob.digest).as_ref() == Some(&layer.diff_id)
+                || kiln_snapshotter::verify_layer(content, layer).is_ok()
+        } else {
+            match &self.source {
+                Source::Dir(dir) => {
+                    content
+                        .import(&dir.join("blobs/sha256").join(blob.digest.hex()), &blob.digest)
+                        .is_ok()
+                        && kiln_snapshotter::verify_layer(content, layer).is_ok()
+                }
+                Source::Registry { client, reference } => match DiffIdCheck::new(layer) {
+                    Ok(mut check) => client
+                        .fetch_blob_checked(reference, blob, content, &mut |_| {}, &mut check)
+                        .is_ok(),
+                    Err(_) => false,
+                },
+            }
+        };
+        if ok {
+            verified.put(&blob.digest, &layer.diff_id);
         }
-        match &self.source {
-            Source::Dir(dir) => content
-                .import(&dir.join("blobs/sha256").join(blob.digest.hex()), &blob.digest)
-                .is_ok(),
-            Source::Registry { client, reference } => client.fetch_blob(reference, blob, content).is_ok(),
-        }
+        ok
     }
 }
 
@@ -138,7 +156,8 @@ impl Worker {
         let content = self.root.content();
         for imp in &self.imported {
             let Some(rec) = imp.records.get(key) else { continue };
-            if !rec.layers.iter().all(|l| imp.fetch(&l.blob, &content)) {
+            let verified = VerifiedDiffIds::new(&self.root);
+            if !rec.layers.iter().all(|l| imp.fetch(l, &content, &verified)) {
                 continue;
             }
             let layer_records = self.root.layers();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use kiln_cache::KilnRoot;
 use kiln_image::{media_types, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference};
-use kiln_registry::Client;
-use kiln_snapshotter::Layer;
+use kiln_registry::{BlobCheck, Client, RegistryError};
+use kiln_snapshotter::{DiffIdWriter, Layer, SnapshotError};
 
 use crate::WorkerError;
 
@@ -81,7 +81,7 @@ impl ImageSource {
         let Some(client) = &self.client else {
             return Err(WorkerError::NotLocal(r.to_string()));
         };
-        let resolved = client.resolve(&r, platform)?;
+        let resolved = client.resolve_image(&r, platform)?;
         let content = self.root.content();
         if let Some((desc, bytes)) = &resolved.index {
             content.put_bytes(&desc.media_type, bytes)?;
@@ -156,24 +156,58 @@ impl ImageSource {
     ) -> Result<(BaseImage, Vec<Layer>), WorkerError> {
         let img = self.resolve(reference, platform)?;
         let m = &img.parsed;
+        let shown = img.shown.clone();
+        let refused = |problem| {
+            WorkerError::Registry(RegistryError::Image {
+                reference: shown.clone(),
+                problem,
+            })
+        };
+        // The registry client checked this already; images from the local store or an
+        // OCI layout are held to the same rules.
+        m.check_image().map_err(refused)?;
         if img.config.rootfs.diff_ids.len() != m.layers.len() {
-            return Err(WorkerError::Malformed(format!(
-                "`{reference}` has {} layers but its config lists {} diff ids",
-                m.layers.len(),
-                img.config.rootfs.diff_ids.len()
-            )));
+            return Err(refused(kiln_image::ManifestProblem::DiffIdCount {
+                layers: m.layers.len(),
+                diff_ids: img.config.rootfs.diff_ids.len(),
+            }));
         }
         let content = self.root.content();
+        let verified = VerifiedDiffIds::new(&self.root);
         let mut layers = Vec::with_capacity(m.layers.len());
         for (desc, diff_id) in m.layers.iter().zip(&img.config.rootfs.diff_ids) {
+            let pulled = Layer {
+                diff_id: diff_id.clone(),
+                blob: desc.clone(),
+            };
+            // Every layer's diff id is checked once before the image is used: while it
+            // downloads (same pass), or by reading a blob that is already stored but was
+            // never checked against a diff id. Blobs are content-addressed, so a
+            // blob's diff id never changes once known.
             if !content.has(&desc.digest) {
                 match (&self.client, self.policy) {
                     (Some(c), PullPolicy::Missing | PullPolicy::Always) => {
-                        c.fetch_blob_progress(&img.pinned, desc, &content, &mut |n| progress(desc, n, desc.size))?
+                        let mut check = DiffIdCheck::new(&pulled).map_err(|e| WorkerError::BaseLayer {
+                            reference: img.shown.clone(),
+                            source: Box::new(e),
+                        })?;
+                        c.fetch_blob_checked(
+                            &img.pinned,
+                            desc,
+                            &content,
+                            &mut |n| progress(desc, n, desc.size),
+                            &mut check,
+                        )?
                     }
                     _ => return Err(WorkerError::NotLocal(img.pinned.to_string())),
                 }
+            } else if verified.get(&desc.digest).as_ref() != Some(diff_id) {
+                kiln_snapshotter::verify_layer(&content, &pulled).map_err(|e| WorkerError::BaseLayer {
+                    reference: img.shown.clone(),
+                    source: Box::new(e),
+                })?;
             }
+            verified.put(&desc.digest, diff_id);
             // Same bytes, OCI name: the images kiln writes are OCI manifests.
             let media_type = match desc.media_type.as_str() {
                 media_types::DOCKER_LAYER_GZIP => media_types::OCI_LAYER_GZIP,
@@ -258,6 +292,8 @@ impl ImageSource {
         };
         let m: Manifest =
             serde_json::from_slice(&content.read_all(&manifest_digest)?).map_err(|e| bad(format!("manifest: {e}")))?;
+        // Checked before the layers are copied: a layout is as untrusted as a registry.
+        m.check_image().map_err(|e| bad(e.to_string()))?;
         import(&m.config.digest)?;
         for l in &m.layers {
             import(&l.digest)?;
@@ -269,6 +305,82 @@ impl ImageSource {
             .ok_or_else(|| bad("incomplete layout".to_string()))?;
         img.shown = format!("oci-layout://{}@{}", dir.display(), entry.digest);
         Ok(img)
+    }
+}
+
+/// VerifiedDiffIds remembers, per layer blob, the diff id kiln computed from its bytes
+/// (`$KILN_ROOT/diffids-v1/<blob hex>`), so a stored blob is checked against an image's
+/// diff id without being read again. A missing or unreadable entry only costs a read.
+pub(crate) struct VerifiedDiffIds {
+    dir: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+}
+
+impl VerifiedDiffIds {
+    pub(crate) fn new(root: &KilnRoot) -> Self {
+        VerifiedDiffIds {
+            dir: root.subdir("diffids-v1"),
+            tmp: root.tmp_dir(),
+        }
+    }
+
+    pub(crate) fn get(&self, blob: &Digest) -> Option<Digest> {
+        std::fs::read_to_string(self.dir.join(blob.hex()))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Best effort: a record that cannot be written is recomputed next time.
+    pub(crate) fn put(&self, blob: &Digest, diff_id: &Digest) {
+        if self.get(blob).as_ref() == Some(diff_id) || std::fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let Ok(mut f) = tempfile::Builder::new().prefix("diffid-").tempfile_in(&self.tmp) else {
+            return;
+        };
+        if std::io::Write::write_all(&mut f, diff_id.to_string().as_bytes()).is_ok() {
+            let _ = f.persist(self.dir.join(blob.hex()));
+        }
+    }
+}
+
+/// DiffIdCheck checks a layer as it downloads: its compression by its first bytes and
+/// its diff id, so a layer that is not what the image config says is never stored.
+pub(crate) struct DiffIdCheck {
+    writer: Option<DiffIdWriter>,
+    diff_id: Digest,
+}
+
+impl DiffIdCheck {
+    pub(crate) fn new(layer: &Layer) -> Result<Self, SnapshotError> {
+        Ok(DiffIdCheck {
+            writer: Some(DiffIdWriter::new(&layer.blob)?),
+            diff_id: layer.diff_id.clone(),
+        })
+    }
+}
+
+impl std::io::Write for DiffIdCheck {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.writer {
+            Some(w) => w.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BlobCheck for DiffIdCheck {
+    fn verdict(&mut self) -> Result<(), String> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        w.check(&self.diff_id).map_err(|e| e.to_string())
     }
 }
 

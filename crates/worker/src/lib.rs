@@ -96,6 +96,13 @@ pub enum WorkerError {
     Store(#[from] kiln_cache::CacheError),
     #[error(transparent)]
     Registry(#[from] kiln_registry::RegistryError),
+    /// A base image's layer is not what the image says it is (diff id, compression).
+    #[error("`{reference}`: {source}")]
+    BaseLayer {
+        reference: String,
+        #[source]
+        source: Box<kiln_snapshotter::SnapshotError>,
+    },
     #[error("cannot download `{url}`: {message}")]
     Download { url: String, message: String },
     #[error("checksum mismatch for `{url}`: the download is `{actual}`, but `--checksum` expects `{expected}`")]
