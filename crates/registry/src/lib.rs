@@ -401,7 +401,7 @@ impl Client {
         }
         let parsed: Manifest = serde_json::from_slice(&bytes).map_err(|e| malformed("manifest", e))?;
         let mut config_bytes = Vec::new();
-        self.read_blob(r, &parsed.config, &mut config_bytes)?;
+        self.read_blob(r, &parsed.config, &mut config_bytes, 0)?;
         // Pinned like BuildKit shows it: the tag kept for reading, the digest for meaning.
         let pinned_text = match r.tag() {
             Some(t) => format!("{}:{t}@{top_digest}", r.repository()),
@@ -422,14 +422,15 @@ impl Client {
         })
     }
 
-    /// Streams a blob into `out`, verifying size and digest; resumes with `Range`
-    /// after a dropped connection.
-    fn read_blob(&self, r: &Reference, d: &Descriptor, out: &mut dyn Write) -> Result<(), RegistryError> {
+    /// Streams a blob from byte `start` into `out`, verifying size and digest (the
+    /// digest only for a whole blob: after `start`, the caller's writer checks it);
+    /// resumes with `Range` after a dropped connection.
+    fn read_blob(&self, r: &Reference, d: &Descriptor, out: &mut dyn Write, start: u64) -> Result<(), RegistryError> {
         let url = format!("{}/blobs/{}", self.base_url(r), d.digest);
         let mut hashing = kiln_image::Sha256Writer::new(out);
         let mut resumes = 0;
         loop {
-            let offset = hashing.written();
+            let offset = start + hashing.written();
             let mut resp = self.get(r, &url, None, (offset > 0).then_some(offset))?;
             let status = resp.status().as_u16();
             if !(status == 200 && offset == 0 || status == 206) {
@@ -452,7 +453,7 @@ impl Client {
             }
         }
         let (digest, size, _) = hashing.finish();
-        if digest != d.digest || size != d.size {
+        if (start == 0 && digest != d.digest) || start + size != d.size {
             return Err(RegistryError::Digest {
                 reference: r.to_string(),
                 digest: d.digest.clone(),
@@ -478,22 +479,50 @@ impl Client {
         if store.has(&d.digest) {
             return Ok(());
         }
+        // Continues what a killed or failed pull of this blob left (kiln-cache's ingest).
+        let writer = store.resume_writer(&d.digest, d.size)?;
+        let start = writer.written();
         let mut counting = Counting {
-            inner: io::BufWriter::with_capacity(1 << 20, store.writer()?),
-            n: 0,
+            // Small, so that a kill loses little of what arrived.
+            inner: io::BufWriter::with_capacity(64 << 10, writer),
+            n: start,
             last: std::time::Instant::now(),
             progress,
         };
-        self.read_blob(r, d, &mut counting)?;
+        let read = if start < d.size {
+            self.read_blob(r, d, &mut counting, start)
+        } else {
+            Ok(())
+        };
+        let retry_whole = |e: &RegistryError| start > 0 && !matches!(e, RegistryError::Transport { .. });
+        match read {
+            // The registry would not resume (no 206): start again from zero.
+            Err(e) if retry_whole(&e) => {
+                let Ok(w) = counting.inner.into_inner() else {
+                    return Err(e);
+                };
+                w.discard();
+                return self.fetch_blob_progress(r, d, store, counting.progress);
+            }
+            // Dropping the writer keeps the bytes that arrived for the next pull.
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
         (counting.progress)(counting.n);
         let w = counting.inner;
         let w = w.into_inner().map_err(|e| RegistryError::Transport {
             reference: r.to_string(),
             message: e.to_string(),
         })?;
-        // The temp file is removed on error; nothing half-written is stored.
-        w.commit(Some(&d.digest))?;
-        Ok(())
+        // Nothing half-written is stored: a wrong digest removes the partial too.
+        match w.commit(Some(&d.digest)) {
+            Ok(_) => Ok(()),
+            // The partial resumed from was not a prefix of the blob: once more, whole.
+            Err(CacheError::DigestMismatch { .. }) if start > 0 => {
+                self.fetch_blob_progress(r, d, store, counting.progress)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
