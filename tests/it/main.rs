@@ -19,5 +19,6 @@ mod repro;
 mod rootless;
 mod run;
 mod scratch;
+mod sec_store;
 mod secrets;
 mod store;

@@ -3,6 +3,7 @@
 //! chains that build steps write on.
 
 pub mod apply;
+mod check;
 mod deflate;
 pub mod diff;
 mod error;
@@ -13,7 +14,8 @@ mod snapshots;
 pub mod tarw;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
+pub use check::{check_snapshot, deep_check};
 pub use error::SnapshotError;
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
-pub use snapshots::{chain_id, ActiveSnapshot, Snapshots};
+pub use snapshots::{chain_id, tree_stats, ActiveSnapshot, SnapshotRecord, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
