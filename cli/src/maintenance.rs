@@ -27,10 +27,14 @@ pub struct DuArgs {}
 
 #[derive(clap::Args, Debug)]
 pub struct FsckArgs {
-    /// Quarantine corrupt blobs and drop the records and tags that need them, so the
-    /// next build recomputes (or pulls) them.
+    /// Quarantine corrupt blobs, drop the records and tags that need them and remove
+    /// broken snapshots, so the next build recomputes (or pulls) them.
     #[arg(long)]
     repair: bool,
+    /// Also unpack every snapshot's layers afresh (checking their diff ids) and compare
+    /// the trees file by file; slow.
+    #[arg(long)]
+    deep: bool,
 }
 
 /// `24h`, `90m`, `7d`, `1h30m`, `45s`.
@@ -116,11 +120,12 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     let (r, _lock) = open_exclusive(root)?;
     let rep = gc::prune(&r, &opts)?;
     println!(
-        "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts\nTotal reclaimed space: {}",
+        "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts, {} partial downloads\nTotal reclaimed space: {}",
         rep.records,
         rep.blobs,
         rep.snapshots,
         rep.cache_mounts,
+        rep.partials,
         human(rep.bytes)
     );
     Ok(())
@@ -147,20 +152,43 @@ pub fn du(root: &Path, _a: DuArgs) -> Result<()> {
         human(u.snapshots_bytes),
         "-"
     );
+    println!(
+        "{:<14}{:>8}{:>12}{:>14}",
+        "Partial blobs",
+        u.partials,
+        human(u.partials_bytes),
+        human(u.partials_bytes)
+    );
+    println!(
+        "{:<14}{:>8}{:>12}{:>14}",
+        "Temp files",
+        "-",
+        human(u.temp_bytes),
+        human(u.temp_bytes)
+    );
     Ok(())
 }
 
 #[allow(clippy::print_stdout)]
 pub fn fsck(root: &Path, a: FsckArgs) -> Result<()> {
     let (r, _lock) = open_exclusive(root)?;
-    let rep = gc::fsck(&r, a.repair)?;
+    let opts = gc::FsckOptions {
+        repair: a.repair,
+        deep: a.deep,
+    };
+    let rep = gc::fsck(&r, opts)?;
     for p in &rep.problems {
         println!("PROBLEM: {p}");
     }
     for p in &rep.repaired {
         println!("REPAIRED: {p}");
     }
-    println!("checked {} blobs: {} problems", rep.blobs_checked, rep.problems.len());
+    println!(
+        "checked {} blobs and {} snapshots: {} problems",
+        rep.blobs_checked,
+        rep.snapshots_checked,
+        rep.problems.len()
+    );
     if !rep.problems.is_empty() && !a.repair {
         bail!("{} problems found; `kiln fsck --repair` fixes them", rep.problems.len());
     }

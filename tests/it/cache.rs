@@ -281,10 +281,10 @@ fn fsck_finds_and_repairs_a_corrupt_blob() {
 }
 
 /// A small xorshift generator: the torture test's moments come from a printed seed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -22,5 +22,6 @@ mod scratch;
 mod sec_context;
 mod sec_registry;
 mod sec_sandbox;
+mod sec_store;
 mod secrets;
 mod store;

@@ -4,6 +4,7 @@
 //!
 //! Layout of `$KILN_ROOT` (each format versioned in its path):
 //! - `content-v1/blobs/sha256/…`: every blob a build produced or pulled (the cache side);
+//! - `content-v1/ingest/<hex>`: partial downloads, resumed by the next pull of the blob;
 //! - `store/`: an OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) holding
 //!   tagged images; its blobs are hard links into the content store, so a failed build
 //!   never touches it;
@@ -14,6 +15,7 @@
 
 mod error;
 mod images;
+mod ingest;
 mod layers;
 mod lock;
 mod records;
@@ -22,8 +24,9 @@ mod store;
 
 pub use error::CacheError;
 pub use images::{ImageStore, StoredImage};
+pub use ingest::Partial;
 pub use layers::{LayerRecord, LayerRecords};
 pub use lock::{LockKind, RootLock};
 pub use records::CacheRecords;
-pub use root::KilnRoot;
+pub use root::{remove_via_tmp, KilnRoot};
 pub use store::{BlobWriter, ContentStore};

@@ -73,8 +73,39 @@ impl KilnRoot {
         crate::CacheRecords::new(self.path.join("cache-v1"), self.tmp_dir())
     }
 
+    /// Removes `path` (a file or a whole tree) so that no one ever sees it half deleted:
+    /// see [`remove_via_tmp`].
+    pub fn remove_atomic(&self, path: &Path) -> Result<bool, CacheError> {
+        remove_via_tmp(&self.tmp_dir(), path)
+    }
+
     /// The directory for a versioned sub-store owned by another crate (e.g. snapshots).
     pub fn subdir(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+}
+
+/// Removes `path` (a file or a whole tree) in one visible step: it is first renamed
+/// into a fresh `trash-*` directory under `tmp` (same filesystem, so the rename is
+/// atomic), then deleted there. A kill during the deletion, which for a big tree takes
+/// long, leaves the entry whole at `path` or gone from it, never half deleted; what is
+/// left in `tmp` is swept by the next prune or by a build that finds the root unused.
+/// Returns whether there was something to remove.
+pub fn remove_via_tmp(tmp: &Path, path: &Path) -> Result<bool, CacheError> {
+    if path.symlink_metadata().is_err() {
+        return Ok(false);
+    }
+    let trash = tempfile::Builder::new()
+        .prefix("trash-")
+        .tempdir_in(tmp)
+        .map_err(CacheError::io("cannot create temp dir in", tmp))?;
+    match std::fs::rename(path, trash.path().join("x")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(CacheError::io("cannot move to trash", path)(e)),
+    }
+    crate::store::sync_dir(path.parent().unwrap_or(path));
+    // Dropping the temp dir deletes it and everything moved into it.
+    trash.close().map_err(CacheError::io("cannot remove", path))?;
+    Ok(true)
 }

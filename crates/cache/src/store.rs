@@ -89,9 +89,16 @@ impl ContentStore {
             .tempfile_in(&self.tmp)
             .map_err(CacheError::io("cannot create temp file in", &self.tmp))?;
         Ok(BlobWriter {
-            inner: Sha256Writer::new(file),
+            inner: Sha256Writer::new(BlobFile::Temp(file)),
             store: self.clone(),
         })
+    }
+
+    /// Where partial downloads live (`content-v1/ingest/<hex>`): beside the blobs, out of
+    /// `tmp/`, so that a build's sweep of `tmp/` does not throw away what a killed pull
+    /// already fetched.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
     }
 
     /// Stores `bytes` and returns a descriptor with the given media type.
@@ -178,16 +185,79 @@ impl ContentStore {
 }
 
 /// BlobWriter streams a new blob into a temp file; `commit` names it by digest.
-/// Dropped without commit, the temp file is removed.
+/// Dropped without commit, a temp file is removed and an ingest file (a download that
+/// can be resumed, see [`ContentStore::resume_writer`]) is kept.
 pub struct BlobWriter {
-    inner: Sha256Writer<tempfile::NamedTempFile>,
-    store: ContentStore,
+    pub(crate) inner: Sha256Writer<BlobFile>,
+    pub(crate) store: ContentStore,
+}
+
+/// Where a new blob's bytes go.
+pub(crate) enum BlobFile {
+    /// A temp file in `tmp/`, removed when dropped.
+    Temp(tempfile::NamedTempFile),
+    /// `content-v1/ingest/<hex>`, kept when dropped, locked (flock) while open.
+    Ingest {
+        file: File,
+        path: PathBuf,
+        /// While set, writes only feed the hash: the bytes are already in the file.
+        replay: bool,
+    },
+}
+
+impl BlobFile {
+    fn path(&self) -> &Path {
+        match self {
+            BlobFile::Temp(t) => t.path(),
+            BlobFile::Ingest { path, .. } => path,
+        }
+    }
+
+    fn file(&self) -> &File {
+        match self {
+            BlobFile::Temp(t) => t.as_file(),
+            BlobFile::Ingest { file, .. } => file,
+        }
+    }
+}
+
+impl Write for BlobFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlobFile::Temp(t) => t.write(buf),
+            BlobFile::Ingest { replay: true, .. } => Ok(buf.len()),
+            BlobFile::Ingest { file, .. } => file.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            BlobFile::Temp(t) => t.flush(),
+            BlobFile::Ingest { file, .. } => file.flush(),
+        }
+    }
 }
 
 impl BlobWriter {
-    /// Bytes written so far.
+    /// Bytes written so far (for a resumed download: including those it resumed from).
     pub fn written(&self) -> u64 {
         self.inner.written()
+    }
+
+    /// Reads back the bytes written so far (a resumed download's partial included), for
+    /// a caller that must see every byte of the blob from the first.
+    pub fn read_written(&self) -> Result<impl io::Read, CacheError> {
+        let path = self.inner.get_ref().path();
+        let f = File::open(path).map_err(CacheError::io("cannot read", path))?;
+        Ok(io::Read::take(f, self.written()))
+    }
+
+    /// Throws the bytes away, a resumable partial download included (a mismatch, or a
+    /// registry that cannot resume: the next attempt starts from zero).
+    pub fn discard(self) {
+        let (_, _, file) = self.inner.finish();
+        if let BlobFile::Ingest { path, .. } = &file {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Finishes the blob: fsync, verify against `expected` when given, rename into place.
@@ -195,6 +265,10 @@ impl BlobWriter {
         let (digest, size, file) = self.inner.finish();
         if let Some(exp) = expected {
             if *exp != digest {
+                if let BlobFile::Ingest { path, .. } = &file {
+                    // Wrong bytes cannot be resumed from.
+                    let _ = std::fs::remove_file(path);
+                }
                 return Err(CacheError::DigestMismatch {
                     expected: exp.clone(),
                     actual: digest,
@@ -203,9 +277,12 @@ impl BlobWriter {
         }
         let dst = self.store.blob_path(&digest);
         if dst.is_file() {
+            if let BlobFile::Ingest { path, .. } = &file {
+                let _ = std::fs::remove_file(path);
+            }
             return Ok((digest, size));
         }
-        file.as_file()
+        file.file()
             .sync_all()
             .map_err(CacheError::io("cannot sync", file.path()))?;
         let parent = dst.parent().expect("blob paths have parents").to_path_buf();
@@ -214,10 +291,15 @@ impl BlobWriter {
             path: parent.clone(),
             source: e,
         })?;
-        file.persist(&dst).map_err(|e| CacheError::Io {
+        match file {
+            BlobFile::Temp(t) => t.persist(&dst).map(drop).map_err(|e| e.error),
+            // Renamed while still locked, so no other writer resumes into the blob.
+            BlobFile::Ingest { path, .. } => std::fs::rename(&path, &dst),
+        }
+        .map_err(|source| CacheError::Io {
             op: "cannot rename blob into",
             path: dst.clone(),
-            source: e.error,
+            source,
         })?;
         sync_dir(&parent);
         Ok((digest, size))

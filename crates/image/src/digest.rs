@@ -111,6 +111,11 @@ impl<W: Write> Sha256Writer<W> {
         self.written
     }
 
+    /// The inner writer, to look at.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// The inner writer.
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner

@@ -26,7 +26,7 @@ pub use tls::system_tls_config;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use kiln_cache::ContentStore;
+use kiln_cache::{CacheError, ContentStore};
 use kiln_image::{media_types, Descriptor, Digest, Index, Manifest, Platform, Reference};
 
 use auth::Auth;
@@ -516,7 +516,7 @@ impl Client {
             });
         }
         let mut config_bytes = Vec::new();
-        self.read_blob(r, &parsed.config, &mut config_bytes, Some(self.small_total()))?;
+        self.read_blob(r, &parsed.config, &mut config_bytes, 0, Some(self.small_total()))?;
         // Pinned like BuildKit shows it: the tag kept for reading, the digest for meaning.
         let pinned_text = match r.tag() {
             Some(t) => format!("{}:{t}@{top_digest}", r.repository()),
@@ -537,20 +537,23 @@ impl Client {
         })
     }
 
-    /// Streams a blob into `out`, verifying size and digest; resumes with `Range`
-    /// after a dropped connection. `total` bounds each request (small objects).
+    /// Streams a blob from byte `start` into `out`, verifying size and digest (the
+    /// digest only for a whole blob: after `start`, the caller's writer checks it);
+    /// resumes with `Range` after a dropped connection. `total` bounds each request
+    /// (small objects).
     fn read_blob(
         &self,
         r: &Reference,
         d: &Descriptor,
         out: &mut dyn Write,
+        start: u64,
         total: Option<Duration>,
     ) -> Result<(), RegistryError> {
         let url = format!("{}/blobs/{}", self.base_url(r), d.digest);
         let mut hashing = kiln_image::Sha256Writer::new(out);
         let mut resumes = 0;
         loop {
-            let offset = hashing.written();
+            let offset = start + hashing.written();
             let mut resp = self.get(r, &url, None, (offset > 0).then_some(offset), total)?;
             let status = resp.status().as_u16();
             if !(status == 200 && offset == 0 || status == 206) {
@@ -584,7 +587,7 @@ impl Client {
             }
         }
         let (digest, size, _) = hashing.finish();
-        if digest != d.digest || size != d.size {
+        if (start == 0 && digest != d.digest) || start + size != d.size {
             return Err(RegistryError::Digest {
                 reference: r.to_string(),
                 digest: d.digest.clone(),
@@ -623,30 +626,104 @@ impl Client {
         if store.has(&d.digest) {
             return Ok(());
         }
+        // Continues what a killed or failed pull of this blob left (kiln-cache's ingest).
+        let writer = store.resume_writer(&d.digest, d.size)?;
+        let start = writer.written();
+        if start > 0 {
+            // The check sees every byte from the first: the partial's, then the rest.
+            let replayed = writer
+                .read_written()
+                .map_err(RegistryError::from)
+                .and_then(|mut partial| {
+                    io::copy(&mut partial, &mut *check).map_err(|e| RegistryError::Refused {
+                        reference: r.to_string(),
+                        message: e.to_string(),
+                    })
+                });
+            if replayed.is_err() {
+                writer.discard();
+                return self.fetch_again(r, d, store, progress, check);
+            }
+        }
         let mut counting = Counting {
-            inner: io::BufWriter::with_capacity(1 << 20, store.writer()?),
-            n: 0,
+            // Small, so that a kill loses little of what arrived.
+            inner: io::BufWriter::with_capacity(64 << 10, writer),
+            n: start,
             last: std::time::Instant::now(),
             progress,
         };
-        let mut tee = limits::Tee {
-            out: &mut counting,
-            check,
+        let read = if start < d.size {
+            let mut tee = limits::Tee {
+                out: &mut counting,
+                check: &mut *check,
+            };
+            self.read_blob(r, d, &mut tee, start, None)
+        } else {
+            Ok(())
         };
-        self.read_blob(r, d, &mut tee, None)?;
-        tee.check.verdict().map_err(|message| RegistryError::Refused {
-            reference: r.to_string(),
-            message,
-        })?;
+        let retry_whole = |e: &RegistryError| start > 0 && !matches!(e, RegistryError::Transport { .. });
+        match read {
+            // The registry would not resume (no 206): start again from zero.
+            Err(e) if retry_whole(&e) => {
+                let Ok(w) = counting.inner.into_inner() else {
+                    return Err(e);
+                };
+                w.discard();
+                return self.fetch_again(r, d, store, counting.progress, check);
+            }
+            // Dropping the writer keeps the bytes that arrived for the next pull.
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        if let Err(message) = check.verdict() {
+            let Ok(w) = counting.inner.into_inner() else {
+                return Err(RegistryError::Refused {
+                    reference: r.to_string(),
+                    message,
+                });
+            };
+            w.discard();
+            if start > 0 {
+                // Perhaps the partial resumed from was damaged: once more, whole.
+                return self.fetch_again(r, d, store, counting.progress, check);
+            }
+            return Err(RegistryError::Refused {
+                reference: r.to_string(),
+                message,
+            });
+        }
         (counting.progress)(counting.n);
         let w = counting.inner;
         let w = w.into_inner().map_err(|e| RegistryError::Transport {
             reference: r.to_string(),
             message: e.to_string(),
         })?;
-        // The temp file is removed on error; nothing half-written is stored.
-        w.commit(Some(&d.digest))?;
-        Ok(())
+        // Nothing half-written is stored: a wrong digest removes the partial too.
+        match w.commit(Some(&d.digest)) {
+            Ok(_) => Ok(()),
+            // The partial resumed from was not a prefix of the blob: once more, whole.
+            Err(CacheError::DigestMismatch { .. }) if start > 0 => {
+                self.fetch_again(r, d, store, counting.progress, check)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Downloads a blob whole after a resumed attempt failed (its partial is gone), with
+    /// the check started afresh.
+    fn fetch_again(
+        &self,
+        r: &Reference,
+        d: &Descriptor,
+        store: &ContentStore,
+        progress: &mut dyn FnMut(u64),
+        check: &mut dyn BlobCheck,
+    ) -> Result<(), RegistryError> {
+        check.restart().map_err(|message| RegistryError::Refused {
+            reference: r.to_string(),
+            message,
+        })?;
+        self.fetch_blob_checked(r, d, store, progress, check)
     }
 }
 

@@ -45,6 +45,9 @@ pub fn human(n: u64) -> String {
 pub trait BlobCheck: Write {
     /// Called after the last byte; `Err` says what is wrong with the blob.
     fn verdict(&mut self) -> Result<(), String>;
+
+    /// Forgets the bytes seen so far: the download starts again from the first byte.
+    fn restart(&mut self) -> Result<(), String>;
 }
 
 /// NoCheck accepts every blob.
@@ -61,6 +64,10 @@ impl Write for NoCheck {
 
 impl BlobCheck for NoCheck {
     fn verdict(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
         Ok(())
     }
 }

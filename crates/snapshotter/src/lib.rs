@@ -3,6 +3,7 @@
 //! chains that build steps write on.
 
 pub mod apply;
+mod check;
 mod deflate;
 pub mod diff;
 mod error;
@@ -15,9 +16,10 @@ pub mod tarw;
 mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
+pub use check::{check_snapshot, deep_check};
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
-pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, Snapshots};
+pub use snapshots::{chain_id, chain_ids, tree_stats, ActiveSnapshot, SnapshotRecord, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
 pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};

@@ -1,6 +1,13 @@
 //! Unpacked snapshots: for each layer chain, the merged root filesystem it describes,
 //! kept under `$KILN_ROOT/snapshots-v1/<chain id>/` and shared by every build.
 //!
+//! A snapshot is complete when its record `snapshots-v1/<chain id>.json` (its layers and
+//! the entry count and bytes of the tree) is beside it. The record is written before the
+//! finished tree is renamed into place, and a snapshot is deleted by renaming the tree
+//! away before the record goes ([`Snapshots::remove`]), so a tree without a record can
+//! only be one an older kiln made or half deleted: it is never used, but moved away and
+//! made again.
+//!
 //! This is the copy backend: a chain's tree is a hard-link clone of its longest unpacked
 //! prefix with the remaining layers applied on top (the applier replaces files rather
 //! than writing into them, so the shared inodes are never changed). Steps write into a
@@ -13,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use kiln_cache::{ContentStore, KilnRoot};
 use kiln_image::Digest;
+use serde::{Deserialize, Serialize};
 
 use crate::apply::{set_mtime, ApplyOptions};
 use crate::layer::{write_layer, Compression, Layer};
@@ -42,6 +50,30 @@ pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
         out.push(next);
     }
     out
+}
+
+/// SnapshotRecord is what `snapshots-v1/<chain id>.json` says about the complete tree
+/// beside it: the layers it was made from, and how many entries and regular-file bytes
+/// it holds (what a cheap `fsck` compares).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub layers: Vec<Layer>,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// The number of entries under `tree` (not counting `tree`) and the sum of its regular
+/// files' sizes; symlinks are not followed.
+pub fn tree_stats(tree: &Path) -> io::Result<(u64, u64)> {
+    let (mut entries, mut bytes) = (0, 0);
+    for e in walkdir::WalkDir::new(tree).min_depth(1) {
+        let e = e.map_err(io::Error::from)?;
+        entries += 1;
+        if e.file_type().is_file() {
+            bytes += e.metadata().map_err(io::Error::from)?.len();
+        }
+    }
+    Ok((entries, bytes))
 }
 
 /// Snapshots manages the unpacked trees of layer chains.
@@ -86,7 +118,7 @@ impl Snapshots {
         let chains = chain_ids(&ids);
         let Some(chain) = chains.last() else { return Ok(None) };
         let target = self.dir.join(chain.hex());
-        if target.is_dir() {
+        if self.is_complete(&target) {
             return Ok(Some(target));
         }
         // Longest prefix already unpacked.
@@ -94,7 +126,7 @@ impl Snapshots {
         let mut base = None;
         for n in (1..layers.len()).rev() {
             let p = self.dir.join(chains[n - 1].hex());
-            if p.is_dir() {
+            if self.is_complete(&p) {
                 start = n;
                 base = Some(p);
                 break;
@@ -123,13 +155,121 @@ impl Snapshots {
                     .map(|w| format!("layer {}: {w}", layer.blob.digest)),
             );
         }
-        match std::fs::rename(&tree, &target) {
-            Ok(()) => Ok(Some(target)),
-            // Another build unpacked the same chain first; theirs is identical.
-            Err(_) if target.is_dir() => Ok(Some(target)),
+        self.install(layers, &tree, &target)?;
+        Ok(Some(target))
+    }
+
+    /// The record beside the snapshot directory `target`.
+    fn record_path(target: &Path) -> PathBuf {
+        target.with_extension("json")
+    }
+
+    /// Whether `target` is a snapshot a build may use: its tree and its record are there.
+    pub fn is_complete(&self, target: &Path) -> bool {
+        target.is_dir() && Self::record_path(target).is_file()
+    }
+
+    /// The record of the snapshot named `chain` (a chain id's hex), if it has one.
+    pub fn record(&self, chain: &str) -> Option<SnapshotRecord> {
+        let bytes = std::fs::read(self.dir.join(format!("{chain}.json"))).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The content store the layers are read from.
+    pub(crate) fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The directory holding the snapshots (`snapshots-v1/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the snapshot named `chain` (a chain id's hex) so that it is never seen
+    /// half deleted: the tree is renamed away (then deleted) before its record goes.
+    /// Returns whether a tree was removed.
+    pub fn remove(&self, chain: &str) -> Result<bool, SnapshotError> {
+        let target = self.dir.join(chain);
+        let removed = kiln_cache::remove_via_tmp(&self.tmp, &target)?;
+        let rec = Self::record_path(&target);
+        match std::fs::remove_file(&rec) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(SnapshotError::Io {
+                op: "cannot remove",
+                path: rec,
+                source: e,
+            }),
+            _ => Ok(removed),
+        }
+    }
+
+    /// Moves away the tree at `target` if it has no record (an older kiln's, maybe half
+    /// deleted). Under a lock on the snapshots directory, so that two builds meeting the
+    /// same old tree cannot both move it: the second could move the first one's new,
+    /// complete tree (whose record is written before the tree appears, so it is
+    /// recognised when checked under the lock).
+    fn evict_unrecorded(&self, target: &Path) -> Result<(), SnapshotError> {
+        let io_err = |op: &'static str| {
+            let path = self.dir.clone();
+            move |source: io::Error| SnapshotError::Io { op, path, source }
+        };
+        let dir = std::fs::File::open(&self.dir).map_err(io_err("cannot open"))?;
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io_err("cannot lock")(e.into()))?;
+        if target.symlink_metadata().is_ok() && !Self::record_path(target).is_file() {
+            kiln_cache::remove_via_tmp(&self.tmp, target)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the finished `tree` (equal to applying `layers`) the snapshot at `target`:
+    /// the record first, then the tree renamed into place. A tree already at `target`
+    /// without a record (an older kiln's, maybe half deleted) is moved away first.
+    fn install(&self, layers: &[Layer], tree: &Path, target: &Path) -> Result<(), SnapshotError> {
+        if self.is_complete(target) {
+            return Ok(());
+        }
+        if target.symlink_metadata().is_ok() {
+            self.evict_unrecorded(target)?;
+        }
+        let (entries, bytes) = tree_stats(tree).map_err(|source| SnapshotError::Io {
+            op: "cannot read snapshot",
+            path: tree.to_path_buf(),
+            source,
+        })?;
+        let record = SnapshotRecord {
+            layers: layers.to_vec(),
+            entries,
+            bytes,
+        };
+        let json = serde_json::to_vec(&record).expect("records serialize");
+        let rec = Self::record_path(target);
+        let mut f = tempfile::Builder::new()
+            .prefix("record-")
+            .tempfile_in(&self.tmp)
+            .map_err(|source| SnapshotError::Io {
+                op: "cannot create temp file in",
+                path: self.tmp.clone(),
+                source,
+            })?;
+        io::Write::write_all(&mut f, &json)
+            .and_then(|()| f.as_file().sync_all())
+            .map_err(|source| SnapshotError::Io {
+                op: "cannot write",
+                path: f.path().to_path_buf(),
+                source,
+            })?;
+        f.persist(&rec).map_err(|e| SnapshotError::Io {
+            op: "cannot rename into",
+            path: rec.clone(),
+            source: e.error,
+        })?;
+        match std::fs::rename(tree, target) {
+            Ok(()) => Ok(()),
+            // Another build made the same chain first; theirs is identical.
+            Err(_) if self.is_complete(target) => Ok(()),
             Err(source) => Err(SnapshotError::Io {
                 op: "cannot rename snapshot into",
-                path: target,
+                path: target.to_path_buf(),
                 source,
             }),
         }
@@ -150,7 +290,7 @@ impl Snapshots {
     }
 
     /// A temp directory under the root's `tmp/` (same filesystem, so renames work).
-    fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, SnapshotError> {
+    pub(crate) fn temp_dir(&self, prefix: &str) -> Result<tempfile::TempDir, SnapshotError> {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&self.tmp)
@@ -252,21 +392,25 @@ impl Snapshots {
         self.dir.join(chain_id(&ids).expect("non-empty").hex())
     }
 
+    fn chain_layers(parent: &[Layer], layer: &Layer) -> Vec<Layer> {
+        let mut layers = parent.to_vec();
+        layers.push(layer.clone());
+        layers
+    }
+
     /// Records `tree` (a complete root file system equal to `parent + layer`) as the
     /// chain's snapshot, by renaming it. Best effort: on failure the snapshot is made
     /// from blobs when first needed.
     pub fn adopt_tree(&self, parent: &[Layer], layer: &Layer, tree: &Path) {
         let target = self.chain_dir(parent, layer);
-        if !target.exists() {
-            let _ = std::fs::rename(tree, &target);
-        }
+        let _ = self.install(&Self::chain_layers(parent, layer), tree, &target);
     }
 
     /// Makes the snapshot of `parent + layer` from the parent's tree and the step's
     /// `upper` directory (moving its entries). Best effort, as [`Self::adopt_tree`].
     fn adopt_upper(&self, parent: &[Layer], layer: &Layer, lower: Option<&Path>, upper: &Path, overlay: bool) {
         let target = self.chain_dir(parent, layer);
-        if target.exists() {
+        if self.is_complete(&target) {
             return;
         }
         let Ok(work) = self.temp_dir("adopt-") else { return };
@@ -284,7 +428,7 @@ impl Snapshots {
                 let _ = std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(md.mode() & 0o7777));
             }
         }
-        let _ = std::fs::rename(&tree, &target);
+        let _ = self.install(&Self::chain_layers(parent, layer), &tree, &target);
     }
 }
 

@@ -4,6 +4,12 @@
 //!
 //! All three run under the root's exclusive lock (builds hold it shared), so nothing
 //! they look at is being written.
+//!
+//! A prune may be killed at any moment and must leave nothing a later build could
+//! misread: every entry goes in one visible step (a file is unlinked; a tree, which
+//! takes long to delete, is first renamed into `tmp/`), and things go in an order that
+//! never leaves a reference to something missing (cache records before the blobs they
+//! name, layer records before their blobs, a snapshot's tree before its record).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use kiln_cache::KilnRoot;
 use kiln_image::{Digest, ImageConfig, Manifest};
-use kiln_snapshotter::{chain_id, Layer};
+use kiln_snapshotter::{chain_id, chain_ids, Layer, Snapshots};
 
 use crate::WorkerError;
 
@@ -34,6 +40,8 @@ pub struct PruneReport {
     pub bytes: u64,
     pub snapshots: usize,
     pub cache_mounts: usize,
+    /// Partial downloads of killed pulls.
+    pub partials: usize,
 }
 
 /// One cache record as `prune` and `fsck` see it.
@@ -84,13 +92,9 @@ fn records(root: &KilnRoot) -> Vec<Record> {
         .collect()
 }
 
-/// Chain ids of every prefix of `diff_ids`.
+/// Chain ids of every prefix of `diff_ids` (computed once each: linear).
 fn prefix_chains(diff_ids: &[Digest], out: &mut BTreeSet<String>) {
-    for n in 1..=diff_ids.len() {
-        if let Some(c) = chain_id(&diff_ids[..n]) {
-            out.insert(c.hex().to_string());
-        }
-    }
+    out.extend(chain_ids(diff_ids).iter().map(|c| c.hex().to_string()));
 }
 
 fn dir_size(p: &Path) -> u64 {
@@ -103,8 +107,28 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-fn remove_tree(p: &Path) -> bool {
-    std::fs::remove_dir_all(p).is_ok()
+/// Empties `tmp/`: temp files of interrupted builds and trees a killed prune had begun
+/// to delete (only called while no build holds the root).
+fn sweep_tmp(root: &KilnRoot) {
+    if let Ok(rd) = std::fs::read_dir(root.tmp_dir()) {
+        for e in rd.flatten() {
+            let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(e.path())
+            } else {
+                std::fs::remove_file(e.path())
+            };
+        }
+    }
+}
+
+/// The snapshot directories and orphan records in `snapshots-v1/`, by name.
+fn snapshot_entries(snaps: &Snapshots) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(snaps.dir()) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect()
 }
 
 /// Removes build cache records (see [`PruneOptions`]) and then every blob, snapshot and
@@ -164,35 +188,49 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
             prefix_chains(&ids, &mut chains);
         }
     }
-    for d in content.list()? {
-        if !blobs.contains(&d) {
-            let p = content.blob_path(&d);
-            report.bytes += p.metadata().map(|m| m.len()).unwrap_or(0);
-            if std::fs::remove_file(&p).is_ok() {
-                report.blobs += 1;
-            }
-        }
-    }
-    root.images().collect_garbage()?;
-    // Layer records of blobs that are gone.
+    let doomed: BTreeSet<Digest> = content.list()?.into_iter().filter(|d| !blobs.contains(d)).collect();
+    // Layer records of blobs about to go, before the blobs (a kill in between leaves
+    // blobs without a record, which the next prune removes, never a record naming
+    // missing blobs).
     if let Ok(rd) = std::fs::read_dir(root.path().join("layers-v1")) {
         for e in rd.flatten() {
             let Ok(bytes) = std::fs::read(e.path()) else { continue };
             let Ok(rec) = serde_json::from_slice::<kiln_cache::LayerRecord>(&bytes) else {
                 continue;
             };
-            if rec.blobs.iter().all(|b| !content.has(&b.digest)) {
+            if rec
+                .blobs
+                .iter()
+                .all(|b| doomed.contains(&b.digest) || !content.has(&b.digest))
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
+    for d in &doomed {
+        let p = content.blob_path(d);
+        let size = p.metadata().map(|m| m.len()).unwrap_or(0);
+        if std::fs::remove_file(&p).is_ok() {
+            report.bytes += size;
+            report.blobs += 1;
+        }
+    }
+    root.images().collect_garbage()?;
     // Unpacked trees: `--all` drops them all (they are rebuilt from blobs when needed).
-    if let Ok(rd) = std::fs::read_dir(root.subdir("snapshots-v1")) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if (opts.all || !chains.contains(&name)) && remove_tree(&e.path()) {
-                report.snapshots += 1;
+    // Each is renamed away whole before it is deleted: a half-deleted tree left by a
+    // kill would otherwise be used as a step's lower tree.
+    let snaps = Snapshots::new(root)?;
+    for (name, path) in snapshot_entries(&snaps) {
+        if let Some(chain) = name.strip_suffix(".json") {
+            // A record whose tree is gone (a create or delete cut short).
+            if !snaps.dir().join(chain).is_dir() {
+                let _ = std::fs::remove_file(&path);
             }
+            continue;
+        }
+        let complete = snaps.is_complete(&path);
+        if (opts.all || !chains.contains(&name) || !complete) && snaps.remove(&name)? {
+            report.snapshots += 1;
         }
     }
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
@@ -203,22 +241,16 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
                 let old = opts
                     .until
                     .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
-                if old {
-                    let _ = remove_tree(&e.path())
-                        .then_some(())
-                        .or_else(|| std::fs::remove_file(e.path()).ok());
+                // Whole or not at all: a half-emptied package cache misleads the tool
+                // that fills it.
+                if old && root.remove_atomic(&e.path())? && e.file_type().is_ok_and(|t| t.is_dir()) {
                     report.cache_mounts += 1;
                 }
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(root.tmp_dir()) {
-        for e in rd.flatten() {
-            let _ = remove_tree(&e.path())
-                .then_some(())
-                .or_else(|| std::fs::remove_file(e.path()).ok());
-        }
-    }
+    report.partials = content.remove_partials().len();
+    sweep_tmp(root);
     Ok(report)
 }
 
@@ -236,6 +268,11 @@ pub struct Usage {
     pub blobs_bytes: u64,
     pub snapshots: usize,
     pub snapshots_bytes: u64,
+    /// Partial downloads a later pull resumes (`content-v1/ingest/`).
+    pub partials: usize,
+    pub partials_bytes: u64,
+    /// Temp files and trees being deleted (`tmp/`).
+    pub temp_bytes: u64,
 }
 
 /// Counts and sizes of what the root holds.
@@ -261,27 +298,44 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.blobs_bytes += content.blob_path(&d).metadata().map(|m| m.len()).unwrap_or(0);
     }
     if let Ok(rd) = std::fs::read_dir(root.subdir("snapshots-v1")) {
-        for e in rd.flatten() {
+        for e in rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
             u.snapshots += 1;
             u.snapshots_bytes += dir_size(&e.path());
         }
     }
+    for p in content.partials() {
+        u.partials += 1;
+        u.partials_bytes += p.bytes;
+    }
+    u.temp_bytes = dir_size(&root.tmp_dir());
     Ok(u)
+}
+
+/// FsckOptions says what `fsck` does besides reading.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FsckOptions {
+    /// Quarantine or drop what is broken, so the next build recomputes it.
+    pub repair: bool,
+    /// Also unpack every snapshot's layers afresh and compare the trees (slow).
+    pub deep: bool,
 }
 
 /// What `fsck` found and did.
 #[derive(Debug, Default)]
 pub struct FsckReport {
     pub blobs_checked: usize,
+    pub snapshots_checked: usize,
     pub problems: Vec<String>,
     pub repaired: Vec<String>,
 }
 
 /// Verifies every blob's digest, every tagged image's manifest, config and layers,
-/// every cache and layer record, and the snapshot directory names. With `repair`,
-/// corrupt blobs go to `quarantine-v1/`, and records and tags that need a missing blob
-/// are dropped, so the next build recomputes (or re-pulls) them.
-pub fn fsck(root: &KilnRoot, repair: bool) -> Result<FsckReport, WorkerError> {
+/// every cache and layer record, and every snapshot (against its record; with `deep`,
+/// against its layers). With `repair`, corrupt blobs go to `quarantine-v1/`, records
+/// and tags that need a missing blob are dropped, and broken snapshots are removed, so
+/// the next build recomputes (or re-pulls) them.
+pub fn fsck(root: &KilnRoot, opts: FsckOptions) -> Result<FsckReport, WorkerError> {
+    let repair = opts.repair;
     let mut rep = FsckReport::default();
     let content = root.content();
     let store = root.images();
@@ -407,22 +461,73 @@ pub fn fsck(root: &KilnRoot, repair: bool) -> Result<FsckReport, WorkerError> {
         }
     }
 
-    // Snapshots: names must be chain ids; after a bad blob they cannot be trusted.
-    let snaps = root.subdir("snapshots-v1");
-    if let Ok(rd) = std::fs::read_dir(&snaps) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let valid = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) && e.path().is_dir();
-            if !valid {
-                rep.problems
-                    .push(format!("stray entry in snapshots: {}", e.path().display()));
-            }
-            if repair && (!valid || !bad.is_empty()) && remove_tree(&e.path()) {
-                rep.repaired.push(format!("removed snapshot {}", e.path().display()));
+    fsck_snapshots(root, &bad, opts, &mut rep)?;
+    Ok(rep)
+}
+
+fn is_chain_hex(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Snapshots: every tree must have its record (a snapshot is made and deleted whole, so
+/// a tree without one was made or half deleted by an older kiln) and match it; `deep`
+/// also applies its layers afresh and compares. After a bad blob none can be trusted.
+fn fsck_snapshots(
+    root: &KilnRoot,
+    bad: &BTreeSet<Digest>,
+    opts: FsckOptions,
+    rep: &mut FsckReport,
+) -> Result<(), WorkerError> {
+    let snaps = Snapshots::new(root)?;
+    let content = root.content();
+    for (name, path) in snapshot_entries(&snaps) {
+        if let Some(chain) = name.strip_suffix(".json") {
+            // A record alone is the harmless trace of a create or delete cut short.
+            if is_chain_hex(chain) && path.is_file() {
+                continue;
             }
         }
+        let why = if !is_chain_hex(&name) || !path.is_dir() {
+            Some(format!("stray entry in snapshots: {}", path.display()))
+        } else {
+            rep.snapshots_checked += 1;
+            match snaps.record(&name) {
+                None => Some(format!(
+                    "snapshot {name} is incomplete: it has no record (an older kiln made it or was killed deleting it); builds do not use it"
+                )),
+                Some(rec) => {
+                    let ids: Vec<Digest> = rec.layers.iter().map(|l| l.diff_id.clone()).collect();
+                    let blobs_here = rec.layers.iter().all(|l| content.has(&l.blob.digest));
+                    if chain_id(&ids).is_none_or(|c| c.hex() != name) {
+                        Some(format!("snapshot {name}: its record names the layers of another chain"))
+                    } else if let Some(why) = kiln_snapshotter::check_snapshot(&path, &rec) {
+                        Some(format!("snapshot {name} {why}"))
+                    } else if opts.deep && blobs_here {
+                        match kiln_snapshotter::deep_check(&snaps, &path, &rec) {
+                            Ok(diffs) if diffs.is_empty() => None,
+                            Ok(diffs) => Some(format!("snapshot {name} differs from its layers: {}", diffs.join("; "))),
+                            Err(e) => Some(format!("snapshot {name} cannot be checked against its layers: {e}")),
+                        }
+                    } else {
+                        None
+                    }
+                }
+            }
+        };
+        let drop_it = match &why {
+            Some(why) => {
+                rep.problems.push(why.clone());
+                true
+            }
+            None => !bad.is_empty(),
+        };
+        // The tree is only a cache of its layers: the next build that needs it unpacks
+        // it again.
+        if opts.repair && drop_it && snaps.remove(&name)? {
+            rep.repaired.push(format!("removed snapshot {name}"));
+        }
     }
-    Ok(rep)
+    Ok(())
 }
 
 /// Where `fsck --repair` puts corrupt blobs.

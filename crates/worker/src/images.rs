@@ -350,6 +350,7 @@ impl VerifiedDiffIds {
 /// its diff id, so a layer that is not what the image config says is never stored.
 pub(crate) struct DiffIdCheck {
     writer: Option<DiffIdWriter>,
+    blob: Descriptor,
     diff_id: Digest,
 }
 
@@ -357,6 +358,7 @@ impl DiffIdCheck {
     pub(crate) fn new(layer: &Layer) -> Result<Self, SnapshotError> {
         Ok(DiffIdCheck {
             writer: Some(DiffIdWriter::new(&layer.blob)?),
+            blob: layer.blob.clone(),
             diff_id: layer.diff_id.clone(),
         })
     }
@@ -381,6 +383,11 @@ impl BlobCheck for DiffIdCheck {
             return Ok(());
         };
         w.check(&self.diff_id).map_err(|e| e.to_string())
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        self.writer = Some(DiffIdWriter::new(&self.blob).map_err(|e| e.to_string())?);
+        Ok(())
     }
 }
 
