@@ -86,8 +86,9 @@ pub struct BuildArgs {
     /// store when it has the image), `always`, `never`. `--pull` alone means always.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pull: PullArg,
-    /// Network of RUN steps that do not set `RUN --network`: `default` (the host's
-    /// network, as BuildKit's OCI worker), `host`, or `none` (only loopback).
+    /// Network of RUN steps that do not set `RUN --network`: `default` (a private
+    /// network with outbound access through slirp4netns; the host's loopback and abstract
+    /// sockets out of reach), `host` (the host's network), or `none` (only loopback).
     #[arg(long, value_enum, value_name = "MODE", default_value = "default")]
     network: NetworkArg,
     /// Grant an entitlement a Dockerfile cannot take by itself: `network.host` (for
@@ -577,7 +578,8 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     };
     let network = match a.network {
         NetworkArg::None => kiln_executor::Network::None,
-        NetworkArg::Default | NetworkArg::Host => kiln_executor::Network::Host,
+        NetworkArg::Default => kiln_executor::Network::Private,
+        NetworkArg::Host => kiln_executor::Network::Host,
     };
     let worker = Worker::new(root.clone(), locals, epoch.unwrap_or(0))?
         .with_mtime_clamp(epoch)

@@ -78,6 +78,12 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
+    if spec.network == Network::Private {
+        let Some(ns) = &spec.netns else {
+            fail("no network namespace was made for the step")
+        };
+        crate::net::enter(ns).or_fail(|| format!("cannot join the step's network namespace {}", ns.display()));
+    }
     sys::unshare(flags).or_fail(|| "cannot create namespaces".into());
     let pid = sys::fork().or_fail(|| "cannot fork".into());
     if pid == 0 {

@@ -8,6 +8,7 @@
 mod cgroup;
 mod helper;
 pub mod limits;
+mod net;
 mod runtime;
 mod sandbox;
 mod secrets;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use limits::{Limits, Ulimit, UlimitError};
+pub use net::PRIVATE_DNS;
 pub use runtime::OciRuntime;
 pub use sandbox::Sandbox;
 
@@ -65,6 +67,10 @@ pub struct ExecSpec {
     /// Resource limits of the step: `--ulimit`s and the process limit.
     #[serde(default)]
     pub limits: Limits,
+    /// The network namespace a [`Network::Private`] step joins (`/proc/PID/ns/net` of
+    /// its holder): set by the executor, which makes it.
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
 }
 
 /// SecretFile is one secret's value and the mode and owner its file gets.
@@ -113,10 +119,14 @@ pub enum SpecMountKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
-    /// The host's network (BuildKit's OCI worker default).
+    /// The host's network (`--network=host`, or `RUN --network=host` with
+    /// `--allow network.host`).
     Host,
     /// A new network namespace with only `lo`.
     None,
+    /// A new network namespace with outbound access through slirp4netns and no way to
+    /// the host's loopback or abstract unix sockets (the default).
+    Private,
 }
 
 /// Rootfs is the overlay the step runs on.
@@ -148,6 +158,14 @@ pub enum ExecError {
     Start { command: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "RUN's default network is private and needs `slirp4netns`, which is not installed \
+         (Debian: `apt-get install slirp4netns`); or build with `--network=host` to share the \
+         host's network or `--network=none` for none"
+    )]
+    NoSlirp4netns,
+    #[error("cannot set up the step's private network: {0}")]
+    Network(String),
 }
 
 /// Stops a running step.
@@ -176,13 +194,17 @@ pub fn cloexec_inherited_fds() -> std::io::Result<()> {
     sys::cloexec_from(3)
 }
 
-/// If this process was started as the sandbox helper (`<exe> __kiln-sandbox SPEC`), runs
-/// it and exits; otherwise returns. Call it first thing in `main`, before any thread
-/// is started.
+/// If this process was started as the sandbox helper (`<exe> __kiln-sandbox SPEC`) or a
+/// network namespace holder (`<exe> __kiln-netns`), runs it and exits; otherwise
+/// returns. Call it first thing in `main`, before any thread is started.
 pub fn run_helper_if_requested() {
     let mut args = std::env::args_os();
-    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
+    let first = args.nth(1);
+    if first.as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
         let code = helper::main(args.next().map(PathBuf::from));
         std::process::exit(code);
+    }
+    if first.as_deref() == Some(std::ffi::OsStr::new(net::NETNS_ARG)) {
+        std::process::exit(net::holder_main());
     }
 }

@@ -80,8 +80,13 @@ impl OciRuntime {
             json!({"type": "uts"}),
             json!({"type": "mount"}),
         ];
-        if spec.network == Network::None {
-            namespaces.push(json!({"type": "network"}));
+        match (spec.network, &spec.netns) {
+            (Network::None, _) => namespaces.push(json!({"type": "network"})),
+            (Network::Private, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+            (Network::Private, None) => {
+                return Err(ExecError::Setup("no network namespace was made for the step".into()))
+            }
+            (Network::Host, _) => {}
         }
         let bind_ro = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]});
         let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
@@ -180,6 +185,9 @@ impl Executor for OciRuntime {
             std::process::id(),
             bundle.file_name().and_then(|n| n.to_str()).unwrap_or("step")
         );
+        // The private network lives as long as this guard: until the container is gone.
+        let (_net, spec) = crate::net::prepare(spec, Path::new("/proc/self/exe"))?;
+        let spec = &*spec;
         let config = serde_json::to_vec_pretty(&self.config(spec)?).map_err(std::io::Error::other)?;
         // With secrets the config (it may hold `env=` secret values) is written to the
         // secrets tmpfs, which becomes the bundle; it never touches a disk.

@@ -39,6 +39,9 @@ impl Executor for Sandbox {
         output: &mut dyn FnMut(&str),
         stop: &mut dyn FnMut(crate::StopFn),
     ) -> Result<i32, ExecError> {
+        // The private network lives as long as this guard: until the helper is reaped.
+        let (_net, spec) = crate::net::prepare(spec, &self.helper)?;
+        let spec = &*spec;
         let state = spec
             .rootfs
             .target

@@ -165,6 +165,7 @@ impl Worker {
             secrets_dir,
             secret_env: std::mem::take(&mut step.env),
             limits: self.limits.clone(),
+            netns: None,
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(
@@ -516,16 +517,22 @@ fn write(path: &Path, text: &str) -> Result<(), WorkerError> {
 }
 
 /// The step's resolv.conf: the host's, except that a step with its own network
-/// namespace cannot reach the host's loopback resolvers.
+/// namespace cannot reach the host's loopback resolvers, and a private network's only
+/// resolver is its forwarder (which forwards to the host's, wherever they are).
 fn resolv_conf(network: Network) -> String {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut out = String::new();
     let mut servers = 0;
+    if network == Network::Private {
+        out.push_str(&format!("nameserver {}\n", kiln_executor::PRIVATE_DNS));
+        servers += 1;
+    }
     for line in host.lines() {
         let mut f = line.split_whitespace();
         if f.next() == Some("nameserver") {
             let addr = f.next().unwrap_or_default();
-            if network == Network::None && (addr.starts_with("127.") || addr == "::1") {
+            if network == Network::Private || (network == Network::None && (addr.starts_with("127.") || addr == "::1"))
+            {
                 continue;
             }
             servers += 1;

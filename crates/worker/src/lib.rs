@@ -235,7 +235,7 @@ impl Worker {
             compression: Compression::default(),
             images: None,
             executor: None,
-            network: kiln_executor::Network::Host,
+            network: kiln_executor::Network::Private,
             snapshotter: SnapshotterKind::Auto,
             overlay_failed: std::sync::atomic::AtomicBool::new(false),
             memos: std::sync::Mutex::new(BTreeMap::new()),
