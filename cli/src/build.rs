@@ -245,18 +245,31 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
             a.file.as_deref().unwrap_or_default()
         );
     }
+    // Read at most one byte past the limit, so a huge file is refused, not loaded.
+    let limit = kiln_frontend::syntax::MAX_DOCKERFILE_SIZE;
+    let too_large = |what: &str| anyhow::anyhow!("{what} is larger than the limit of {limit} bytes (16 MiB)");
     let (dockerfile_name, dockerfile, df_path) = if stdin_file {
         let mut s = String::new();
         std::io::stdin()
+            .take(limit as u64 + 1)
             .read_to_string(&mut s)
             .context("cannot read the Dockerfile from stdin")?;
+        if s.len() > limit {
+            return Err(too_large("the Dockerfile on stdin"));
+        }
         ("Dockerfile".to_string(), s, None)
     } else {
         let path = match &a.file {
             Some(f) => PathBuf::from(f),
             None => context.as_ref().expect("context given").join("Dockerfile"),
         };
-        let bytes = std::fs::read(&path).with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+        if bytes.len() > limit {
+            return Err(too_large(&format!("Dockerfile `{}`", path.display())));
+        }
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("Dockerfile `{}` is not valid UTF-8", path.display()))?;
         let name = path

@@ -15,6 +15,10 @@ use self::pattern::Pattern;
 /// Substitutions nested deeper than this are rejected instead of exhausting the stack.
 const MAX_DEPTH: usize = 128;
 
+/// MAX_GROWTH is how much longer than the text it came from one expanded word may be
+/// (1 MiB): `ARG A=$A$A` repeated would otherwise double memory at every line.
+pub const MAX_GROWTH: usize = 1 << 20;
+
 /// Env looks up variables for expansion.
 pub trait Env {
     /// The value of `name`, if set.
@@ -98,6 +102,9 @@ pub enum ShellError {
     InvalidPattern { pattern: String, problem: PatternProblem },
     #[error("substitutions nested deeper than {limit} levels")]
     TooDeep { limit: usize },
+    /// The expansion grew past [`MAX_GROWTH`] more bytes than the word itself.
+    #[error("{} makes the value longer than {limit} bytes (expansions may add at most 1 MiB to a word)", match .name { Some(n) => format!("substituting `{n}`"), None => "substitution".to_string() })]
+    TooLong { name: Option<String>, limit: usize },
 }
 
 /// PatternProblem is what is wrong with a `#`, `%` or `/` pattern.
@@ -122,7 +129,20 @@ impl Lexer {
 
     /// Expands one word (quotes removed, no splitting), e.g. for ENV/LABEL/WORKDIR values.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
-        let mut x = Expander::new(self.escape, word, env);
+        let mut x = Expander::new(self.escape, word, env, false);
+        let (value, _) = x.stop_on(None, false)?;
+        Ok(Expanded {
+            value,
+            used: x.used,
+            unmatched: x.unmatched,
+        })
+    }
+
+    /// Expands a heredoc body as BuildKit's `ExpandRaw` (`SkipProcessQuotes`): quotes
+    /// are ordinary characters, `$` references and escapes are processed.
+    pub fn expand_raw(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
+        let mut x = Expander::new(self.escape, word, env, false);
+        x.skip_quotes = true;
         let (value, _) = x.stop_on(None, false)?;
         Ok(Expanded {
             value,
@@ -133,7 +153,7 @@ impl Lexer {
 
     /// Expands and splits into words as BuildKit's ProcessWords does (for EXPOSE, VOLUME, etc.).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<ExpandedWords, ShellError> {
-        let mut x = Expander::new(self.escape, word, env);
+        let mut x = Expander::new(self.escape, word, env, true);
         let (_, words) = x.stop_on(None, false)?;
         Ok(ExpandedWords {
             words,
@@ -143,16 +163,28 @@ impl Lexer {
     }
 }
 
-/// Words accumulates characters into words, splitting on unquoted white space.
+/// Words accumulates characters into words, splitting on unquoted white space; when
+/// not `enabled` (a single word is wanted) it keeps nothing, so the text is not held twice.
 #[derive(Default)]
 struct Words {
+    enabled: bool,
     word: String,
     words: Vec<String>,
     in_word: bool,
 }
 
 impl Words {
+    fn new(enabled: bool) -> Self {
+        Words {
+            enabled,
+            ..Words::default()
+        }
+    }
+
     fn add_char(&mut self, c: char) {
+        if !self.enabled {
+            return;
+        }
         if !c.is_whitespace() {
             self.add_raw_char(c);
         } else if self.in_word && !self.word.is_empty() {
@@ -162,15 +194,23 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, c: char) {
+        if !self.enabled {
+            return;
+        }
         self.word.push(c);
         self.in_word = true;
     }
 
     fn add_string(&mut self, s: &str) {
-        s.chars().for_each(|c| self.add_char(c));
+        if self.enabled {
+            s.chars().for_each(|c| self.add_char(c));
+        }
     }
 
     fn add_raw_string(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -183,29 +223,40 @@ impl Words {
     }
 }
 
-/// Expander walks one word; `raw_escapes` keeps escape characters in the output (for
-/// patterns, which interpret `\` themselves).
+/// Expander walks one word (by byte offset, so a large heredoc body is not copied into
+/// a char array); `raw_escapes` keeps escape characters in the output (for patterns,
+/// which interpret `\` themselves); no result may exceed `limit` bytes.
 struct Expander<'a> {
-    chars: Vec<char>,
+    text: &'a str,
     pos: usize,
     escape: char,
     raw_escapes: bool,
+    /// Quotes are ordinary characters (heredoc bodies).
+    skip_quotes: bool,
+    split: bool,
     depth: usize,
+    limit: usize,
+    /// The variable substituted last, named when the limit is hit.
+    last_var: Option<String>,
     env: &'a dyn Env,
     used: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
 
 impl<'a> Expander<'a> {
-    fn new(escape: char, word: &str, env: &'a dyn Env) -> Self {
+    fn new(escape: char, word: &'a str, env: &'a dyn Env, split: bool) -> Self {
         // Go's text/scanner, which BuildKit reads words with, drops a leading BOM.
         let word = word.strip_prefix('\u{feff}').unwrap_or(word);
         Expander {
-            chars: word.chars().collect(),
+            text: word,
             pos: 0,
             escape,
             raw_escapes: false,
+            skip_quotes: false,
+            split,
             depth: 0,
+            limit: word.len().saturating_add(MAX_GROWTH),
+            last_var: None,
             env,
             used: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -213,17 +264,33 @@ impl<'a> Expander<'a> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.text[self.pos..].chars().next()
+    }
+
+    /// Steps over `c`, the character [`Self::peek`] returned.
+    fn skip(&mut self, c: char) {
+        self.pos += c.len_utf8();
     }
 
     fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
-        self.pos += 1;
+        self.skip(c);
         Some(c)
     }
 
     fn at_end(&self) -> bool {
-        self.pos >= self.chars.len()
+        self.pos >= self.text.len()
+    }
+
+    /// Fails once `len` bytes of output exceed the limit.
+    fn check_len(&self, len: usize) -> Result<(), ShellError> {
+        if len > self.limit {
+            return Err(ShellError::TooLong {
+                name: self.last_var.clone(),
+                limit: self.limit,
+            });
+        }
+        Ok(())
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
@@ -231,6 +298,8 @@ impl<'a> Expander<'a> {
         let value = self.env.get(name).map(str::to_string);
         if value.is_none() {
             self.unmatched.insert(name.to_string());
+        } else {
+            self.last_var = Some(name.to_string());
         }
         value
     }
@@ -245,14 +314,25 @@ impl<'a> Expander<'a> {
     }
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), ShellError> {
-        let mut result = String::new();
-        let mut words = Words::default();
+        // The whole word usually expands to about its own length: reserve that once
+        // rather than growing a heredoc body's copy by doubling.
+        let mut result = match stop {
+            None => String::with_capacity(self.text.len() - self.pos),
+            Some(_) => String::new(),
+        };
+        let mut words = Words::new(self.split);
         while let Some(c) = self.peek() {
+            self.check_len(result.len())?;
             if Some(c) == stop {
-                self.pos += 1;
+                self.skip(c);
                 return Ok((result, words.finish()));
             }
             match c {
+                '\'' | '"' if self.skip_quotes => {
+                    self.skip(c);
+                    words.add_char(c);
+                    result.push(c);
+                }
                 '\'' => {
                     let s = self.single_quote()?;
                     result.push_str(&s);
@@ -269,7 +349,7 @@ impl<'a> Expander<'a> {
                     words.add_string(&s);
                 }
                 _ => {
-                    self.pos += 1;
+                    self.skip(c);
                     if c != self.escape {
                         words.add_char(c);
                         result.push(c);
@@ -286,6 +366,7 @@ impl<'a> Expander<'a> {
                 }
             }
         }
+        self.check_len(result.len())?;
         match stop {
             // Callers turn this into the message for what they were looking for.
             Some(_) => Err(ShellError::MissingBrace),
@@ -318,9 +399,10 @@ impl<'a> Expander<'a> {
                 Some('$') => {
                     let v = self.dollar()?;
                     out.push_str(&v);
+                    self.check_len(out.len())?;
                 }
                 Some(mut c) => {
-                    self.pos += 1;
+                    self.skip(c);
                     if c == self.escape {
                         if self.raw_escapes {
                             out.push(c);
@@ -331,7 +413,7 @@ impl<'a> Expander<'a> {
                             None => continue,
                             // Only these can be escaped; other escapes stay as they are.
                             Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                self.pos += 1;
+                                self.skip(n);
                                 c = n;
                             }
                             Some(_) => {}
@@ -351,7 +433,7 @@ impl<'a> Expander<'a> {
             if name.is_empty() && c.is_numeric() {
                 while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
                     name.push(d);
-                    self.pos += 1;
+                    self.skip(d);
                 }
                 return name;
             }
@@ -363,7 +445,7 @@ impl<'a> Expander<'a> {
                 break;
             }
             name.push(c);
-            self.pos += 1;
+            self.skip(c);
         }
         name
     }
@@ -474,11 +556,21 @@ impl<'a> Expander<'a> {
             .map_err(|e| self.at_eof_or(e, ShellError::MissingBrace))?;
         let value = self.lookup(&name).unwrap_or_default();
         let pat = Pattern::parse(&pattern)?;
-        Ok(if all {
-            pat.replace_all(&value, &replacement)
+        let out = if all {
+            pat.replace_all(&value, &replacement, self.limit)
         } else {
-            pat.replace_first(&value, &replacement)
-        })
+            Some(pat.replace_first(&value, &replacement))
+        };
+        match out {
+            Some(out) => {
+                self.check_len(out.len())?;
+                Ok(out)
+            }
+            None => Err(ShellError::TooLong {
+                name: Some(name),
+                limit: self.limit,
+            }),
+        }
     }
 
     /// BuildKit reports any failure inside `${...}` that ran into the end of the word as

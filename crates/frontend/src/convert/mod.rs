@@ -17,6 +17,8 @@ mod plan;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -118,8 +118,10 @@ impl Pattern {
     }
 
     /// Go's `Regexp.ReplaceAllString`: non-overlapping matches, an empty match right
-    /// after a match is not replaced, and `$` in the replacement is a template.
-    pub(super) fn replace_all(&self, value: &str, replacement: &str) -> String {
+    /// after a match is not replaced, and `$` in the replacement is a template; `None`
+    /// once the result would exceed `limit` bytes (each match may insert a whole
+    /// replacement, so the result can be the product of the two lengths).
+    pub(super) fn replace_all(&self, value: &str, replacement: &str, limit: usize) -> Option<String> {
         let s: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let (mut last_end, mut search) = (0, 0);
@@ -128,13 +130,16 @@ impl Pattern {
             out.extend(&s[last_end..a]);
             if b > last_end || a == 0 {
                 let matched: String = s[a..b].iter().collect();
-                out.push_str(&go_expand_template(replacement, &matched));
+                go_expand_template(&mut out, replacement, &matched, limit)?;
+            }
+            if out.len() > limit {
+                return None;
             }
             last_end = b;
             search = if b > search { b } else { search + 1 };
         }
         out.extend(&s[last_end.min(s.len())..]);
-        out
+        Some(out)
     }
 }
 
@@ -149,9 +154,8 @@ fn close(toks: &[Tok], states: &mut [bool]) {
 
 /// Expands a Go regexp replacement template for a pattern without groups: `$$` is `$`,
 /// `$0`/`${0}` the whole match, any other `$name`/`${name}` nothing, and a malformed
-/// reference stays literal.
-fn go_expand_template(template: &str, matched: &str) -> String {
-    let mut out = String::new();
+/// reference stays literal. Appends to `out`; `None` once `out` exceeds `limit` bytes.
+fn go_expand_template(out: &mut String, template: &str, matched: &str, limit: usize) -> Option<()> {
     let mut rest = template;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -174,6 +178,9 @@ fn go_expand_template(template: &str, matched: &str) -> String {
             Some(after) if end > 0 => {
                 if &body[..end] == "0" {
                     out.push_str(matched);
+                    if out.len() > limit {
+                        return None;
+                    }
                 }
                 rest = after;
             }
@@ -181,7 +188,7 @@ fn go_expand_template(template: &str, matched: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out.len() <= limit).then_some(())
 }
 
 #[cfg(test)]
@@ -209,16 +216,18 @@ mod tests {
         assert_eq!(p("*b").trim_prefix("a\nb", true), "a\nb");
         assert_eq!(p("?b").trim_prefix("\nb", true), "\nb");
         assert_eq!(p("\n*").trim_suffix("a\nb", true), "a");
-        assert_eq!(p("*").replace_all("a\nb", "x"), "x\nx");
+        assert_eq!(p("*").replace_all("a\nb", "x", 100).unwrap(), "x\nx");
     }
 
     #[test]
     fn go_replace_all_rules() {
-        assert_eq!(p("").replace_all("ab", "-"), "-a-b-");
-        assert_eq!(p("*").replace_all("ab", "-"), "-");
-        assert_eq!(p("b*").replace_all("abab", "-"), "a-");
+        assert_eq!(p("").replace_all("ab", "-", 100).unwrap(), "-a-b-");
+        assert_eq!(p("*").replace_all("ab", "-", 100).unwrap(), "-");
+        assert_eq!(p("b*").replace_all("abab", "-", 100).unwrap(), "a-");
         assert_eq!(p("").replace_first("ab", "-"), "-ab");
-        assert_eq!(go_expand_template("$$ $0 ${0} $x ${x} ${ $", "M"), "$ M M   ${ $");
+        let mut out = String::new();
+        go_expand_template(&mut out, "$$ $0 ${0} $x ${x} ${ $", "M", 100).unwrap();
+        assert_eq!(out, "$ M M   ${ $");
     }
 
     #[test]
