@@ -177,6 +177,9 @@ pub struct Snippet {
     pub line: usize,
     pub lines: Vec<(usize, String)>,
     pub message: String,
+    /// What caused it (an op's error), so that the whole chain is printed, e.g. the
+    /// `No space left on device` below `cannot write `PATH``.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Snippet {
@@ -201,7 +204,11 @@ impl std::fmt::Display for Snippet {
     }
 }
 
-impl std::error::Error for Snippet {}
+impl std::error::Error for Snippet {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 fn snippet(file: &str, text: &str, line: usize, message: String) -> Snippet {
     let all: Vec<&str> = text.lines().collect();
@@ -217,6 +224,7 @@ fn snippet(file: &str, text: &str, line: usize, message: String) -> Snippet {
         line,
         lines,
         message,
+        source: None,
     }
 }
 
@@ -711,18 +719,21 @@ fn solve_error(inputs: &Inputs, e: kiln_solver::SolveError<kiln_worker::WorkerEr
             node,
             source,
         } => {
-            let message = format!("{description}: {source}");
+            // The op's error stays the source, so the renderer prints its whole chain
+            // (an IO error's errno included), not only its first line.
             match &node.meta.span {
                 Some(span) => {
-                    let message = format!("{}:{}: {message}", span.file, span.start_line);
-                    anyhow::Error::new(snippet(
+                    let message = format!("{}:{}: {description}", span.file, span.start_line);
+                    let mut s = snippet(
                         &inputs.dockerfile_name,
                         &inputs.dockerfile,
                         span.start_line as usize,
                         message,
-                    ))
+                    );
+                    s.source = Some(Box::new(source));
+                    anyhow::Error::new(s)
                 }
-                None => anyhow::anyhow!(message),
+                None => anyhow::Error::new(source).context(description),
             }
         }
         other => anyhow::Error::new(other),
