@@ -489,6 +489,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         labels,
         ignore_patterns: inputs.ignore.clone(),
         resolver: Some(resolver.clone()),
+        max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1)

@@ -151,6 +151,8 @@ pub enum ErrorKind {
     EmptyDockerfile,
     #[error("the Dockerfile is larger than the limit of {limit} bytes (16 MiB)")]
     DockerfileTooLarge { limit: usize },
+    #[error("the build graph grew past the limit of {limit} bytes here: every step carries its own copy of the environment, so keep large values out of ENV and ARG")]
+    GraphTooLarge { limit: u64 },
     #[error("the Dockerfile has no instructions")]
     NoInstructions,
     #[error("the Dockerfile has no `FROM` instruction")]

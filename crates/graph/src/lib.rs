@@ -383,6 +383,9 @@ pub enum GraphError {
 pub struct Definition {
     pub nodes: BTreeMap<Digest, Node>,
     pub root: Option<Input>,
+    /// The summed encoding lengths of the nodes added, for the frontend's size cap.
+    #[serde(skip)]
+    encoded: u64,
 }
 
 impl Definition {
@@ -395,9 +398,18 @@ impl Definition {
     /// When an identical node exists, the first one's metadata is kept.
     pub fn add(&mut self, op: Op, inputs: Vec<Input>, meta: OpMeta) -> Input {
         let node = Node { op, inputs, meta };
-        let digest = node.digest();
-        self.nodes.entry(digest.clone()).or_insert(node);
+        let (digest, len) = node.digest_and_len();
+        if let std::collections::btree_map::Entry::Vacant(e) = self.nodes.entry(digest.clone()) {
+            self.encoded += len;
+            e.insert(node);
+        }
         Input { op: digest, output: 0 }
+    }
+
+    /// The summed lengths of the canonical encodings of the nodes added with
+    /// [`Definition::add`]: what hashing them cost, and about what they hold.
+    pub fn encoded_len(&self) -> u64 {
+        self.encoded
     }
 
     /// Looks up a node.

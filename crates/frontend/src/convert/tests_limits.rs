@@ -152,3 +152,26 @@ fn dockerfile_size_is_capped() {
     assert!(matches!(e.kind(), ErrorKind::DockerfileTooLarge { .. }), "{e}");
     assert!(e.to_string().contains("16 MiB"), "{e}");
 }
+
+#[test]
+fn environment_copied_into_every_step_is_capped() {
+    // 4 MiB of environment (four 1 MiB values), then steps that each carry a copy.
+    let mut df = format!("FROM scratch\nENV A={}\n", "a".repeat(1024));
+    for _ in 0..10 {
+        df.push_str("ENV A=$A$A\n");
+    }
+    df.push_str("ENV B=$A C=$A D=$A\n");
+    let first_run = df.lines().count() + 1;
+    df.push_str(&"RUN a\n".repeat(100));
+    // The real limit (256 MiB) takes a minute to reach in a debug build; the same
+    // check with 10 MiB: 4 MiB per step, the third step crosses it.
+    let mut o = opts();
+    assert_eq!(o.max_graph_size, super::MAX_GRAPH_SIZE);
+    o.max_graph_size = 10 << 20;
+    let Err(e) = build_plan(&df, &o) else {
+        panic!("the plan should fail")
+    };
+    assert!(matches!(e.kind(), ErrorKind::GraphTooLarge { .. }), "{e}");
+    assert_eq!(e.line(), Some(first_run + 2), "{e}");
+    assert!(e.to_string().contains("grew past the limit of 10485760 bytes"), "{e}");
+}
