@@ -197,3 +197,19 @@ fn full_disk_unpack_names_enospc_and_the_path() {
     let err = k.fails(&["build", "--progress=plain", ctx.path().to_str().unwrap()]);
     assert_full_disk_error(&root, &err, "unpacking a 5 MB layer");
 }
+
+#[test]
+fn full_disk_after_run_names_enospc_and_the_path() {
+    let k = kiln();
+    let Some(root) = SmallRoot::mount(&k, "12m") else {
+        return;
+    };
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    // 6 MB fits in the step's upper directory, not again as the layer blob.
+    let df = format!("FROM {base}\nRUN head -c 6000000 /dev/urandom > /f\n");
+    let ctx = crate::common::context(&[("Dockerfile", &df)]);
+    let err = k.fails(&["build", "--progress=plain", ctx.path().to_str().unwrap()]);
+    assert_full_disk_error(&root, &err, "RUN writing 6 MB");
+}
