@@ -44,10 +44,17 @@ impl Env for Vec<(String, String)> {
     }
 }
 
-/// Lexer expands words with a given escape character (`\` or `` ` ``).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// MATCH_BUDGET bounds the pattern-matching work (characters × pattern states) of all
+/// the expansions of one lexer, i.e. of one build: `${A//*b/}` on a 1 MiB value is
+/// quadratic, and a Dockerfile may hold many of them.
+pub const MATCH_BUDGET: u64 = 1 << 30;
+
+/// Lexer expands words with a given escape character (`\` or `` ` ``); its copies
+/// share one pattern-matching budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lexer {
     escape: char,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl Default for Lexer {
@@ -105,6 +112,12 @@ pub enum ShellError {
     /// The expansion grew past [`MAX_GROWTH`] more bytes than the word itself.
     #[error("{} makes the value longer than {limit} bytes (expansions may add at most 1 MiB to a word)", match .name { Some(n) => format!("substituting `{n}`"), None => "substitution".to_string() })]
     TooLong { name: Option<String>, limit: usize },
+    /// A `#`, `%` or `/` pattern took too many steps to match (quadratic in the value).
+    #[error(
+        "pattern matching in substitutions of `{name}` exceeds the build's budget of {} steps",
+        MATCH_BUDGET
+    )]
+    TooCostly { name: String },
 }
 
 /// PatternProblem is what is wrong with a `#`, `%` or `/` pattern.
@@ -119,7 +132,18 @@ pub enum PatternProblem {
 impl Lexer {
     /// Lexer::new makes a lexer with `escape` as its escape character.
     pub fn new(escape: char) -> Self {
-        Lexer { escape }
+        Lexer {
+            escape,
+            budget: std::rc::Rc::new(std::cell::Cell::new(MATCH_BUDGET)),
+        }
+    }
+
+    /// A lexer with another escape character sharing this one's budget.
+    pub fn with_escape(&self, escape: char) -> Self {
+        Lexer {
+            escape,
+            budget: self.budget.clone(),
+        }
     }
 
     /// The escape character.
@@ -129,7 +153,7 @@ impl Lexer {
 
     /// Expands one word (quotes removed, no splitting), e.g. for ENV/LABEL/WORKDIR values.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
-        let mut x = Expander::new(self.escape, word, env, false);
+        let mut x = Expander::new(self, word, env, false);
         let (value, _) = x.stop_on(None, false)?;
         Ok(Expanded {
             value,
@@ -141,7 +165,7 @@ impl Lexer {
     /// Expands a heredoc body as BuildKit's `ExpandRaw` (`SkipProcessQuotes`): quotes
     /// are ordinary characters, `$` references and escapes are processed.
     pub fn expand_raw(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
-        let mut x = Expander::new(self.escape, word, env, false);
+        let mut x = Expander::new(self, word, env, false);
         x.skip_quotes = true;
         let (value, _) = x.stop_on(None, false)?;
         Ok(Expanded {
@@ -153,7 +177,7 @@ impl Lexer {
 
     /// Expands and splits into words as BuildKit's ProcessWords does (for EXPOSE, VOLUME, etc.).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<ExpandedWords, ShellError> {
-        let mut x = Expander::new(self.escape, word, env, true);
+        let mut x = Expander::new(self, word, env, true);
         let (_, words) = x.stop_on(None, false)?;
         Ok(ExpandedWords {
             words,
@@ -230,6 +254,7 @@ struct Expander<'a> {
     text: &'a str,
     pos: usize,
     escape: char,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
     raw_escapes: bool,
     /// Quotes are ordinary characters (heredoc bodies).
     skip_quotes: bool,
@@ -244,13 +269,14 @@ struct Expander<'a> {
 }
 
 impl<'a> Expander<'a> {
-    fn new(escape: char, word: &'a str, env: &'a dyn Env, split: bool) -> Self {
+    fn new(lexer: &Lexer, word: &'a str, env: &'a dyn Env, split: bool) -> Self {
         // Go's text/scanner, which BuildKit reads words with, drops a leading BOM.
         let word = word.strip_prefix('\u{feff}').unwrap_or(word);
         Expander {
             text: word,
             pos: 0,
-            escape,
+            escape: lexer.escape,
+            budget: lexer.budget.clone(),
             raw_escapes: false,
             skip_quotes: false,
             split,
@@ -530,13 +556,14 @@ impl<'a> Expander<'a> {
                     Some(rest) => (true, rest),
                     None => (false, word.as_str()),
                 };
-                let pat = Pattern::parse(pattern)?;
+                let pat = Pattern::parse(pattern, self.budget.clone())?;
                 let value = value.unwrap_or_default();
-                Ok(if op == '#' {
+                let trimmed = if op == '#' {
                     pat.trim_prefix(&value, greedy)
                 } else {
                     pat.trim_suffix(&value, greedy)
-                })
+                };
+                trimmed.map_err(|f| self.pattern_failed(f, name))
             }
             _ => Err(ShellError::UnsupportedModifier { name, modifier }),
         }
@@ -555,21 +582,25 @@ impl<'a> Expander<'a> {
             .stop_on(Some('}'), true)
             .map_err(|e| self.at_eof_or(e, ShellError::MissingBrace))?;
         let value = self.lookup(&name).unwrap_or_default();
-        let pat = Pattern::parse(&pattern)?;
+        let pat = Pattern::parse(&pattern, self.budget.clone())?;
         let out = if all {
             pat.replace_all(&value, &replacement, self.limit)
         } else {
-            Some(pat.replace_first(&value, &replacement))
+            pat.replace_first(&value, &replacement)
         };
-        match out {
-            Some(out) => {
-                self.check_len(out.len())?;
-                Ok(out)
-            }
-            None => Err(ShellError::TooLong {
+        let out = out.map_err(|f| self.pattern_failed(f, name))?;
+        self.check_len(out.len())?;
+        Ok(out)
+    }
+
+    /// The error for a substitution of `name` that stopped.
+    fn pattern_failed(&self, fail: pattern::Fail, name: String) -> ShellError {
+        match fail {
+            pattern::Fail::TooLong => ShellError::TooLong {
                 name: Some(name),
                 limit: self.limit,
-            }),
+            },
+            pattern::Fail::TooCostly => ShellError::TooCostly { name },
         }
     }
 

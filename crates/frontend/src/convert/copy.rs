@@ -264,7 +264,7 @@ impl Converter<'_> {
     /// Expands variables in a heredoc body without treating quotes specially
     /// (BuildKit's `ExpandRaw`: a lexer with `SkipProcessQuotes`).
     fn expand_raw(&mut self, st: &mut StageState, data: &str, line: u32) -> Result<String, ErrorKind> {
-        let lexer = crate::shell::Lexer::new('\\');
+        let lexer = self.lexer.with_escape('\\');
         let r = lexer
             .expand_raw(data, &st.env)
             .map_err(|source| ErrorKind::expansion(data, source))?;
