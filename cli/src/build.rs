@@ -202,6 +202,9 @@ pub struct Snippet {
     pub line: usize,
     pub lines: Vec<(usize, String)>,
     pub message: String,
+    /// What caused it (an op's error), so that the whole chain is printed, e.g. the
+    /// `No space left on device` below `cannot write `PATH``.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl Snippet {
@@ -226,7 +229,11 @@ impl std::fmt::Display for Snippet {
     }
 }
 
-impl std::error::Error for Snippet {}
+impl std::error::Error for Snippet {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
 
 fn snippet(file: &str, text: &str, line: usize, message: String) -> Snippet {
     let all: Vec<&str> = text.lines().collect();
@@ -242,6 +249,7 @@ fn snippet(file: &str, text: &str, line: usize, message: String) -> Snippet {
         line,
         lines,
         message,
+        source: None,
     }
 }
 
@@ -270,11 +278,18 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
             a.file.as_deref().unwrap_or_default()
         );
     }
+    // Read at most one byte past the limit, so a huge file is refused, not loaded.
+    let limit = kiln_frontend::syntax::MAX_DOCKERFILE_SIZE;
+    let too_large = |what: &str| anyhow::anyhow!("{what} is larger than the limit of {limit} bytes (16 MiB)");
     let (dockerfile_name, dockerfile, df_path) = if stdin_file {
         let mut s = String::new();
         std::io::stdin()
+            .take(limit as u64 + 1)
             .read_to_string(&mut s)
             .context("cannot read the Dockerfile from stdin")?;
+        if s.len() > limit {
+            return Err(too_large("the Dockerfile on stdin"));
+        }
         ("Dockerfile".to_string(), s, None)
     } else {
         let path = match &a.file {
@@ -283,10 +298,13 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
         };
         // The default Dockerfile is a file of the (untrusted) context: read inside it.
         let bytes = match (&a.file, &context) {
-            (None, Some(c)) => read_in_root(c, Path::new("Dockerfile")),
-            _ => std::fs::read(&path),
+            (None, Some(c)) => read_in_root(c, Path::new("Dockerfile"), limit),
+            _ => std::fs::File::open(&path).and_then(|f| read_capped(f, limit)),
         }
         .with_context(|| format!("cannot read Dockerfile `{}`", path.display()))?;
+        if bytes.len() > limit {
+            return Err(too_large(&format!("Dockerfile `{}`", path.display())));
+        }
         let text = String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("Dockerfile `{}` is not valid UTF-8", path.display()))?;
         let name = path
@@ -326,18 +344,27 @@ fn read_inputs(a: &BuildArgs) -> Result<Inputs> {
 
 /// Reads the file `rel` names below `dir` without leaving `dir`: a symlink resolves
 /// inside it (a context's link to a host file reads as missing), a FIFO is refused.
-fn read_in_root(dir: &Path, rel: &Path) -> std::io::Result<Vec<u8>> {
+fn read_in_root(dir: &Path, rel: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    read_capped(kiln_snapshotter::RootDir::open(dir)?.open_file_following(rel)?, limit)
+}
+
+/// Reads at most one byte past `limit` (the caller refuses a longer result), so a huge
+/// file is never loaded whole.
+fn read_capped(f: impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    kiln_snapshotter::RootDir::open(dir)?
-        .open_file_following(rel)?
-        .read_to_end(&mut bytes)?;
+    f.take(limit as u64 + 1).read_to_end(&mut bytes)?;
     Ok(bytes)
 }
 
 /// The ignore file `rel` below `dir`, if it is there (resolved inside `dir`).
 fn read_ignore(dir: &Path, rel: &Path) -> Result<Option<String>> {
     let shown = dir.join(rel);
-    match read_in_root(dir, rel) {
+    let limit = kiln_frontend::syntax::MAX_DOCKERFILE_SIZE;
+    match read_in_root(dir, rel, limit) {
+        Ok(bytes) if bytes.len() > limit => Err(anyhow::anyhow!(
+            "`{}` is larger than the limit of {limit} bytes (16 MiB)",
+            shown.display()
+        )),
         Ok(bytes) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| anyhow::anyhow!("`{}` is not valid UTF-8", shown.display())),
@@ -519,6 +546,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         labels,
         ignore_patterns: inputs.ignore.clone(),
         resolver: Some(resolver.clone()),
+        max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
     };
     let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
     let solver = Solver::new(&progress, 1)
@@ -755,18 +783,21 @@ fn solve_error(inputs: &Inputs, e: kiln_solver::SolveError<kiln_worker::WorkerEr
             node,
             source,
         } => {
-            let message = format!("{description}: {source}");
+            // The op's error stays the source, so the renderer prints its whole chain
+            // (an IO error's errno included), not only its first line.
             match &node.meta.span {
                 Some(span) => {
-                    let message = format!("{}:{}: {message}", span.file, span.start_line);
-                    anyhow::Error::new(snippet(
+                    let message = format!("{}:{}: {description}", span.file, span.start_line);
+                    let mut s = snippet(
                         &inputs.dockerfile_name,
                         &inputs.dockerfile,
                         span.start_line as usize,
                         message,
-                    ))
+                    );
+                    s.source = Some(Box::new(source));
+                    anyhow::Error::new(s)
                 }
-                None => anyhow::anyhow!(message),
+                None => anyhow::Error::new(source).context(description),
             }
         }
         other => anyhow::Error::new(other),

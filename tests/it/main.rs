@@ -20,6 +20,7 @@ mod rootless;
 mod run;
 mod scratch;
 mod sec_context;
+mod sec_dos;
 mod sec_network;
 mod sec_registry;
 mod sec_sandbox;

@@ -237,10 +237,11 @@ fn run_failure_reports_exit_code_line_and_output_and_commits_nothing() {
     }
     let k = kiln();
     let Some(base) = busybox_base(&k) else { return };
-    // Unpacked base trees (snapshots-v1/) are a cache the failed build may fill.
+    // Unpacked base trees (snapshots-v1/) and the base layers' verified diff ids
+    // (diffids-v1/) are caches the failed build may fill.
     let store = || {
         let mut s = k.snapshot_store();
-        s.retain(|(p, _)| !p.starts_with("snapshots-v1/"));
+        s.retain(|(p, _)| !p.starts_with("snapshots-v1/") && !p.starts_with("diffids-v1/"));
         s
     };
     let before = store();

@@ -149,6 +149,10 @@ fn did_you_mean_bt(s: &Option<String>) -> String {
 pub enum ErrorKind {
     #[error("the Dockerfile is empty")]
     EmptyDockerfile,
+    #[error("the Dockerfile is larger than the limit of {limit} bytes (16 MiB)")]
+    DockerfileTooLarge { limit: usize },
+    #[error("the build graph grew past the limit of {limit} bytes here: every step carries its own copy of the environment, so keep large values out of ENV and ARG")]
+    GraphTooLarge { limit: u64 },
     #[error("the Dockerfile has no instructions")]
     NoInstructions,
     #[error("the Dockerfile has no `FROM` instruction")]
@@ -294,5 +298,18 @@ impl fmt::Display for OnbuildError {
             OnbuildError::Forbidden(i) => write!(f, "`{i}` is not allowed as an `ONBUILD` trigger"),
             OnbuildError::Empty => f.write_str("`ONBUILD` requires an instruction"),
         }
+    }
+}
+
+impl ErrorKind {
+    /// ErrorKind::expansion is the failure to expand `word`, shortened in the message
+    /// when it is long (a heredoc body can be megabytes).
+    pub fn expansion(word: &str, source: ShellError) -> ErrorKind {
+        const SHOWN: usize = 80;
+        let word = match word.char_indices().nth(SHOWN) {
+            Some((end, _)) => format!("{}…", &word[..end]),
+            None => word.to_string(),
+        };
+        ErrorKind::Expansion { word, source }
     }
 }

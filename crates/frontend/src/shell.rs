@@ -15,6 +15,10 @@ use self::pattern::Pattern;
 /// Substitutions nested deeper than this are rejected instead of exhausting the stack.
 const MAX_DEPTH: usize = 128;
 
+/// MAX_GROWTH is how much longer than the text it came from one expanded word may be
+/// (1 MiB): `ARG A=$A$A` repeated would otherwise double memory at every line.
+pub const MAX_GROWTH: usize = 1 << 20;
+
 /// Env looks up variables for expansion.
 pub trait Env {
     /// The value of `name`, if set.
@@ -40,10 +44,17 @@ impl Env for Vec<(String, String)> {
     }
 }
 
-/// Lexer expands words with a given escape character (`\` or `` ` ``).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// MATCH_BUDGET bounds the pattern-matching work (characters × pattern states) of all
+/// the expansions of one lexer, i.e. of one build: `${A//*b/}` on a 1 MiB value is
+/// quadratic, and a Dockerfile may hold many of them.
+pub const MATCH_BUDGET: u64 = 1 << 30;
+
+/// Lexer expands words with a given escape character (`\` or `` ` ``); its copies
+/// share one pattern-matching budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lexer {
     escape: char,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl Default for Lexer {
@@ -98,6 +109,15 @@ pub enum ShellError {
     InvalidPattern { pattern: String, problem: PatternProblem },
     #[error("substitutions nested deeper than {limit} levels")]
     TooDeep { limit: usize },
+    /// The expansion grew past [`MAX_GROWTH`] more bytes than the word itself.
+    #[error("{} makes the value longer than {limit} bytes (expansions may add at most 1 MiB to a word)", match .name { Some(n) => format!("substituting `{n}`"), None => "substitution".to_string() })]
+    TooLong { name: Option<String>, limit: usize },
+    /// A `#`, `%` or `/` pattern took too many steps to match (quadratic in the value).
+    #[error(
+        "pattern matching in substitutions of `{name}` exceeds the build's budget of {} steps",
+        MATCH_BUDGET
+    )]
+    TooCostly { name: String },
 }
 
 /// PatternProblem is what is wrong with a `#`, `%` or `/` pattern.
@@ -112,7 +132,18 @@ pub enum PatternProblem {
 impl Lexer {
     /// Lexer::new makes a lexer with `escape` as its escape character.
     pub fn new(escape: char) -> Self {
-        Lexer { escape }
+        Lexer {
+            escape,
+            budget: std::rc::Rc::new(std::cell::Cell::new(MATCH_BUDGET)),
+        }
+    }
+
+    /// A lexer with another escape character sharing this one's budget.
+    pub fn with_escape(&self, escape: char) -> Self {
+        Lexer {
+            escape,
+            budget: self.budget.clone(),
+        }
     }
 
     /// The escape character.
@@ -122,7 +153,20 @@ impl Lexer {
 
     /// Expands one word (quotes removed, no splitting), e.g. for ENV/LABEL/WORKDIR values.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
-        let mut x = Expander::new(self.escape, word, env);
+        let mut x = Expander::new(self, word, env, false);
+        let (value, _) = x.stop_on(None, false)?;
+        Ok(Expanded {
+            value,
+            used: x.used,
+            unmatched: x.unmatched,
+        })
+    }
+
+    /// Expands a heredoc body as BuildKit's `ExpandRaw` (`SkipProcessQuotes`): quotes
+    /// are ordinary characters, `$` references and escapes are processed.
+    pub fn expand_raw(&self, word: &str, env: &dyn Env) -> Result<Expanded, ShellError> {
+        let mut x = Expander::new(self, word, env, false);
+        x.skip_quotes = true;
         let (value, _) = x.stop_on(None, false)?;
         Ok(Expanded {
             value,
@@ -133,7 +177,7 @@ impl Lexer {
 
     /// Expands and splits into words as BuildKit's ProcessWords does (for EXPOSE, VOLUME, etc.).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<ExpandedWords, ShellError> {
-        let mut x = Expander::new(self.escape, word, env);
+        let mut x = Expander::new(self, word, env, true);
         let (_, words) = x.stop_on(None, false)?;
         Ok(ExpandedWords {
             words,
@@ -143,16 +187,28 @@ impl Lexer {
     }
 }
 
-/// Words accumulates characters into words, splitting on unquoted white space.
+/// Words accumulates characters into words, splitting on unquoted white space; when
+/// not `enabled` (a single word is wanted) it keeps nothing, so the text is not held twice.
 #[derive(Default)]
 struct Words {
+    enabled: bool,
     word: String,
     words: Vec<String>,
     in_word: bool,
 }
 
 impl Words {
+    fn new(enabled: bool) -> Self {
+        Words {
+            enabled,
+            ..Words::default()
+        }
+    }
+
     fn add_char(&mut self, c: char) {
+        if !self.enabled {
+            return;
+        }
         if !c.is_whitespace() {
             self.add_raw_char(c);
         } else if self.in_word && !self.word.is_empty() {
@@ -162,15 +218,23 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, c: char) {
+        if !self.enabled {
+            return;
+        }
         self.word.push(c);
         self.in_word = true;
     }
 
     fn add_string(&mut self, s: &str) {
-        s.chars().for_each(|c| self.add_char(c));
+        if self.enabled {
+            s.chars().for_each(|c| self.add_char(c));
+        }
     }
 
     fn add_raw_string(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
         self.word.push_str(s);
         self.in_word = true;
     }
@@ -183,29 +247,42 @@ impl Words {
     }
 }
 
-/// Expander walks one word; `raw_escapes` keeps escape characters in the output (for
-/// patterns, which interpret `\` themselves).
+/// Expander walks one word (by byte offset, so a large heredoc body is not copied into
+/// a char array); `raw_escapes` keeps escape characters in the output (for patterns,
+/// which interpret `\` themselves); no result may exceed `limit` bytes.
 struct Expander<'a> {
-    chars: Vec<char>,
+    text: &'a str,
     pos: usize,
     escape: char,
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
     raw_escapes: bool,
+    /// Quotes are ordinary characters (heredoc bodies).
+    skip_quotes: bool,
+    split: bool,
     depth: usize,
+    limit: usize,
+    /// The variable substituted last, named when the limit is hit.
+    last_var: Option<String>,
     env: &'a dyn Env,
     used: BTreeSet<String>,
     unmatched: BTreeSet<String>,
 }
 
 impl<'a> Expander<'a> {
-    fn new(escape: char, word: &str, env: &'a dyn Env) -> Self {
+    fn new(lexer: &Lexer, word: &'a str, env: &'a dyn Env, split: bool) -> Self {
         // Go's text/scanner, which BuildKit reads words with, drops a leading BOM.
         let word = word.strip_prefix('\u{feff}').unwrap_or(word);
         Expander {
-            chars: word.chars().collect(),
+            text: word,
             pos: 0,
-            escape,
+            escape: lexer.escape,
+            budget: lexer.budget.clone(),
             raw_escapes: false,
+            skip_quotes: false,
+            split,
             depth: 0,
+            limit: word.len().saturating_add(MAX_GROWTH),
+            last_var: None,
             env,
             used: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -213,17 +290,33 @@ impl<'a> Expander<'a> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.text[self.pos..].chars().next()
+    }
+
+    /// Steps over `c`, the character [`Self::peek`] returned.
+    fn skip(&mut self, c: char) {
+        self.pos += c.len_utf8();
     }
 
     fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
-        self.pos += 1;
+        self.skip(c);
         Some(c)
     }
 
     fn at_end(&self) -> bool {
-        self.pos >= self.chars.len()
+        self.pos >= self.text.len()
+    }
+
+    /// Fails once `len` bytes of output exceed the limit.
+    fn check_len(&self, len: usize) -> Result<(), ShellError> {
+        if len > self.limit {
+            return Err(ShellError::TooLong {
+                name: self.last_var.clone(),
+                limit: self.limit,
+            });
+        }
+        Ok(())
     }
 
     fn lookup(&mut self, name: &str) -> Option<String> {
@@ -231,6 +324,8 @@ impl<'a> Expander<'a> {
         let value = self.env.get(name).map(str::to_string);
         if value.is_none() {
             self.unmatched.insert(name.to_string());
+        } else {
+            self.last_var = Some(name.to_string());
         }
         value
     }
@@ -245,14 +340,25 @@ impl<'a> Expander<'a> {
     }
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), ShellError> {
-        let mut result = String::new();
-        let mut words = Words::default();
+        // The whole word usually expands to about its own length: reserve that once
+        // rather than growing a heredoc body's copy by doubling.
+        let mut result = match stop {
+            None => String::with_capacity(self.text.len() - self.pos),
+            Some(_) => String::new(),
+        };
+        let mut words = Words::new(self.split);
         while let Some(c) = self.peek() {
+            self.check_len(result.len())?;
             if Some(c) == stop {
-                self.pos += 1;
+                self.skip(c);
                 return Ok((result, words.finish()));
             }
             match c {
+                '\'' | '"' if self.skip_quotes => {
+                    self.skip(c);
+                    words.add_char(c);
+                    result.push(c);
+                }
                 '\'' => {
                     let s = self.single_quote()?;
                     result.push_str(&s);
@@ -269,7 +375,7 @@ impl<'a> Expander<'a> {
                     words.add_string(&s);
                 }
                 _ => {
-                    self.pos += 1;
+                    self.skip(c);
                     if c != self.escape {
                         words.add_char(c);
                         result.push(c);
@@ -286,6 +392,7 @@ impl<'a> Expander<'a> {
                 }
             }
         }
+        self.check_len(result.len())?;
         match stop {
             // Callers turn this into the message for what they were looking for.
             Some(_) => Err(ShellError::MissingBrace),
@@ -318,9 +425,10 @@ impl<'a> Expander<'a> {
                 Some('$') => {
                     let v = self.dollar()?;
                     out.push_str(&v);
+                    self.check_len(out.len())?;
                 }
                 Some(mut c) => {
-                    self.pos += 1;
+                    self.skip(c);
                     if c == self.escape {
                         if self.raw_escapes {
                             out.push(c);
@@ -331,7 +439,7 @@ impl<'a> Expander<'a> {
                             None => continue,
                             // Only these can be escaped; other escapes stay as they are.
                             Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                self.pos += 1;
+                                self.skip(n);
                                 c = n;
                             }
                             Some(_) => {}
@@ -351,7 +459,7 @@ impl<'a> Expander<'a> {
             if name.is_empty() && c.is_numeric() {
                 while let Some(d) = self.peek().filter(|d| d.is_numeric()) {
                     name.push(d);
-                    self.pos += 1;
+                    self.skip(d);
                 }
                 return name;
             }
@@ -363,7 +471,7 @@ impl<'a> Expander<'a> {
                 break;
             }
             name.push(c);
-            self.pos += 1;
+            self.skip(c);
         }
         name
     }
@@ -448,13 +556,14 @@ impl<'a> Expander<'a> {
                     Some(rest) => (true, rest),
                     None => (false, word.as_str()),
                 };
-                let pat = Pattern::parse(pattern)?;
+                let pat = Pattern::parse(pattern, self.budget.clone())?;
                 let value = value.unwrap_or_default();
-                Ok(if op == '#' {
+                let trimmed = if op == '#' {
                     pat.trim_prefix(&value, greedy)
                 } else {
                     pat.trim_suffix(&value, greedy)
-                })
+                };
+                trimmed.map_err(|f| self.pattern_failed(f, name))
             }
             _ => Err(ShellError::UnsupportedModifier { name, modifier }),
         }
@@ -473,12 +582,26 @@ impl<'a> Expander<'a> {
             .stop_on(Some('}'), true)
             .map_err(|e| self.at_eof_or(e, ShellError::MissingBrace))?;
         let value = self.lookup(&name).unwrap_or_default();
-        let pat = Pattern::parse(&pattern)?;
-        Ok(if all {
-            pat.replace_all(&value, &replacement)
+        let pat = Pattern::parse(&pattern, self.budget.clone())?;
+        let out = if all {
+            pat.replace_all(&value, &replacement, self.limit)
         } else {
             pat.replace_first(&value, &replacement)
-        })
+        };
+        let out = out.map_err(|f| self.pattern_failed(f, name))?;
+        self.check_len(out.len())?;
+        Ok(out)
+    }
+
+    /// The error for a substitution of `name` that stopped.
+    fn pattern_failed(&self, fail: pattern::Fail, name: String) -> ShellError {
+        match fail {
+            pattern::Fail::TooLong => ShellError::TooLong {
+                name: Some(name),
+                limit: self.limit,
+            },
+            pattern::Fail::TooCostly => ShellError::TooCostly { name },
+        }
     }
 
     /// BuildKit reports any failure inside `${...}` that ran into the end of the word as
@@ -493,171 +616,4 @@ impl<'a> Expander<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env() -> BTreeMap<String, String> {
-        [
-            ("A", "a"),
-            ("EMPTY", ""),
-            ("PATHY", "/usr/local/bin/tool.tar.gz"),
-            ("SP", " x  y "),
-            ("TEMPLATE", "a$$b${0}c$0d"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
-    fn set(names: &[&str]) -> BTreeSet<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn expand(word: &str) -> Result<String, ShellError> {
-        Lexer::new('\\').expand_word(word, &env()).map(|r| r.value)
-    }
-
-    #[test]
-    fn tracks_used_and_unmatched() {
-        let r = Lexer::new('\\')
-            .expand_word("$A-${B:-x}-${EMPTY}-${C:+$D}", &env())
-            .unwrap();
-        assert_eq!(r.value, "a-x--");
-        assert_eq!(r.used, set(&["A", "B", "C", "D", "EMPTY"]));
-        assert_eq!(r.unmatched, set(&["B", "C", "D"]));
-        // Quoted or escaped references are not references.
-        let r = Lexer::new('\\').expand_word("'$X' \\$Y \"$A\"", &env()).unwrap();
-        assert_eq!(r.value, "$X $Y a");
-        assert_eq!((r.used, r.unmatched), (set(&["A"]), set(&[])));
-        // Nested references in patterns and replacements count too.
-        let r = Lexer::new('\\')
-            .expand_words("${PATHY#$P} ${Q//$R/$S}", &env())
-            .unwrap();
-        assert_eq!(r.used, set(&["P", "PATHY", "Q", "R", "S"]));
-        assert_eq!(r.unmatched, set(&["P", "Q", "R", "S"]));
-    }
-
-    #[test]
-    fn required_variables_name_themselves() {
-        assert_eq!(expand("${B:?must be set}").unwrap_err().to_string(), "B: must be set");
-        assert_eq!(
-            expand("${B?}").unwrap_err().to_string(),
-            "B: is not allowed to be unset"
-        );
-        assert_eq!(
-            expand("${B:?}").unwrap_err().to_string(),
-            "B: is not allowed to be unset"
-        );
-        assert_eq!(
-            expand("${EMPTY:?}").unwrap_err().to_string(),
-            "EMPTY: is not allowed to be empty"
-        );
-        assert_eq!(expand("${EMPTY:?no $A}").unwrap_err().to_string(), "EMPTY: no a");
-        assert_eq!(expand("${EMPTY?}").unwrap(), "");
-        assert_eq!(expand("${A:?x}").unwrap(), "a");
-    }
-
-    #[test]
-    fn syntax_error_messages() {
-        let msg = |w: &str| expand(w).unwrap_err().to_string();
-        assert_eq!(
-            msg("'abc"),
-            "unexpected end of statement while looking for matching single-quote"
-        );
-        assert_eq!(
-            msg("\"abc"),
-            "unexpected end of statement while looking for matching double-quote"
-        );
-        assert_eq!(msg("${A"), "syntax error: missing '}'");
-        assert_eq!(msg("${A:-\"x}"), "syntax error: missing '}'");
-        assert_eq!(msg("${}"), "syntax error: bad substitution");
-        assert_eq!(msg("${A/x"), "syntax error: missing '/' in ${}");
-        assert_eq!(msg("${A:=x}"), "unsupported modifier (:=) in substitution of `A`");
-        assert_eq!(
-            msg("${A#\\x}"),
-            "invalid pattern (\\x) in substitution: invalid escape '\\x'"
-        );
-        assert_eq!(msg("${A%a\\}"), "syntax error: missing '}'");
-        assert!(matches!(expand("${A/\\q/}"), Err(ShellError::InvalidPattern { .. })));
-    }
-
-    #[test]
-    fn pattern_substitutions() {
-        let cases = [
-            ("${PATHY#*/}", "usr/local/bin/tool.tar.gz"),
-            ("${PATHY##*/}", "tool.tar.gz"),
-            ("${PATHY:##*/}", "tool.tar.gz"),
-            ("${PATHY%.*}", "/usr/local/bin/tool.tar"),
-            ("${PATHY%%.*}", "/usr/local/bin/tool"),
-            ("${PATHY/o/0}", "/usr/l0cal/bin/tool.tar.gz"),
-            ("${PATHY//o/0}", "/usr/l0cal/bin/t00l.tar.gz"),
-            // The replacement keeps escapes; `$` references are expanded by Go's template rules.
-            ("${PATHY//o/<$0>}", "/usr/l<>cal/bin/t<><>l.tar.gz"),
-            ("${PATHY//o/<\\$0>}", "/usr/l<\\o>cal/bin/t<\\o><\\o>l.tar.gz"),
-            ("${PATHY/o/<\\$0>}", "/usr/l<\\$0>cal/bin/tool.tar.gz"),
-            ("${PATHY//o/\\$\\$}", "/usr/l\\$\\$cal/bin/t\\$\\$\\$\\$l.tar.gz"),
-            ("${A//a/$TEMPLATE}", "a$bac"),
-            ("${A/a/$TEMPLATE}", "a$$b${0}c$0d"),
-            // `[` is literal in BuildKit patterns.
-            ("${PATHY//[a-c]/_}", "/usr/local/bin/tool.tar.gz"),
-            ("${A//*/x}", "x"),
-            ("${A///-}", "-a-"),
-            ("${PATHY/#/x}", "/usr/local/bin/tool.tar.gz"),
-            ("${EMPTY//*/x}", "x"),
-        ];
-        for (w, want) in cases {
-            assert_eq!(expand(w).unwrap(), want, "{w}");
-        }
-    }
-
-    #[test]
-    fn word_splitting() {
-        let l = Lexer::new('\\');
-        let words = |w: &str| l.expand_words(w, &env()).unwrap().words;
-        assert_eq!(words("a${SP}b"), ["a", "x", "y", "b"]);
-        assert_eq!(words("a\"${SP}\"b"), ["a x  y b"]);
-        assert_eq!(words("  '' \"\"  c "), ["c"]);
-        assert_eq!(words("a\\ b c"), ["a b", "c"]);
-    }
-
-    #[test]
-    fn backtick_escape() {
-        let l = Lexer::new('`');
-        assert_eq!(l.expand_word("a`$A\\b", &env()).unwrap().value, "a$A\\b");
-        assert_eq!(l.expand_word("\"`\"`$A\"", &env()).unwrap().value, "\"$A");
-    }
-
-    #[test]
-    fn never_panics_on_odd_input() {
-        let l = Lexer::new('\\');
-        let deep = "${A:-".repeat(10_000);
-        assert_eq!(
-            l.expand_word(&deep, &env()),
-            Err(ShellError::TooDeep { limit: MAX_DEPTH })
-        );
-        for w in [
-            "${",
-            "${A",
-            "${A:",
-            "${A/",
-            "${A//x",
-            "$",
-            "\\",
-            "\"\\",
-            "'",
-            "${A:-${B",
-            "${#}",
-            "${A:#x}",
-            "é$Aé${A%é}",
-            "${A%\\",
-            "${é}",
-            "\u{feff}$A",
-            "${A//\\}}",
-            "${A/$/$}",
-            "${A//a/$}",
-        ] {
-            let _ = l.expand_word(w, &env());
-            let _ = l.expand_words(w, &env());
-        }
-    }
-}
+mod tests;

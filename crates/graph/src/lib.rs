@@ -123,11 +123,12 @@ pub enum FileAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chown: Option<ChownOpt>,
     },
-    /// Writes a file with the given bytes (COPY heredocs).
+    /// Writes a file with the given bytes (COPY heredocs); shared with the frontend's
+    /// parse, since a heredoc body may be megabytes.
     Mkfile {
         path: String,
         mode: u32,
-        data: String,
+        data: std::sync::Arc<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         chown: Option<ChownOpt>,
     },
@@ -348,12 +349,23 @@ struct Hashed<'a> {
 impl Node {
     /// The content address of this node: sha256 of the canonical encoding of op + inputs.
     pub fn digest(&self) -> Digest {
-        let bytes = serde_json::to_vec(&Hashed {
-            op: &self.op,
-            inputs: &self.inputs,
-        })
+        self.digest_and_len().0
+    }
+
+    /// The digest and the length of the canonical encoding, which is hashed as it is
+    /// written rather than held in memory (an op may carry a large heredoc).
+    pub fn digest_and_len(&self) -> (Digest, u64) {
+        let mut w = kiln_image::Sha256Writer::new(std::io::sink());
+        serde_json::to_writer(
+            &mut w,
+            &Hashed {
+                op: &self.op,
+                inputs: &self.inputs,
+            },
+        )
         .expect("graph types always serialise");
-        Digest::of(&bytes)
+        let (digest, len, _) = w.finish();
+        (digest, len)
     }
 }
 
@@ -371,6 +383,9 @@ pub enum GraphError {
 pub struct Definition {
     pub nodes: BTreeMap<Digest, Node>,
     pub root: Option<Input>,
+    /// The summed encoding lengths of the nodes added, for the frontend's size cap.
+    #[serde(skip)]
+    encoded: u64,
 }
 
 impl Definition {
@@ -383,9 +398,18 @@ impl Definition {
     /// When an identical node exists, the first one's metadata is kept.
     pub fn add(&mut self, op: Op, inputs: Vec<Input>, meta: OpMeta) -> Input {
         let node = Node { op, inputs, meta };
-        let digest = node.digest();
-        self.nodes.entry(digest.clone()).or_insert(node);
+        let (digest, len) = node.digest_and_len();
+        if let std::collections::btree_map::Entry::Vacant(e) = self.nodes.entry(digest.clone()) {
+            self.encoded += len;
+            e.insert(node);
+        }
         Input { op: digest, output: 0 }
+    }
+
+    /// The summed lengths of the canonical encodings of the nodes added with
+    /// [`Definition::add`]: what hashing them cost, and about what they hold.
+    pub fn encoded_len(&self) -> u64 {
+        self.encoded
     }
 
     /// Looks up a node.

@@ -130,9 +130,11 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
             s.input.reserve_exact(CHUNK);
             s
         } else {
-            self.free
-                .recv()
-                .map_err(|_| io::Error::other("compression writer thread ended"))?
+            match self.free.recv() {
+                Ok(slot) => slot,
+                // The writer thread stopped: its error (a full disk, say) is the cause.
+                Err(_) => return Err(self.writer_error()),
+            }
         };
         if self.failed.load(Ordering::Relaxed) {
             return Err(self.writer_error());

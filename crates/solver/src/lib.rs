@@ -184,6 +184,23 @@ pub fn cache_key(node_digest: &Digest, input_keys: &[Digest], content: Option<&D
     Digest::of(s.as_bytes())
 }
 
+/// error_chain is the message of `e` followed by each of its causes that the message
+/// does not already contain, joined with `: ` (so an IO error shows its errno, e.g.
+/// ``cannot write `/x`: No space left on device (os error 28)``).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 /// SolveError is an op failure with the op that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError<E: std::error::Error + 'static> {
@@ -395,7 +412,7 @@ impl<'a> Solver<'a> {
             };
             self.progress.event(Event::Error {
                 vertex,
-                message: e.to_string(),
+                message: error_chain(&e),
             });
             Failure::Error(SolveError::Op {
                 description: node.meta.description.clone(),

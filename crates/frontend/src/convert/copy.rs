@@ -123,7 +123,7 @@ impl Converter<'_> {
         let mut heredocs = Vec::new();
         for h in spec.heredocs {
             let data = if h.expand {
-                self.expand_raw(st, &h.data, line)?
+                std::sync::Arc::new(self.expand_raw(st, &h.data, line)?)
             } else {
                 h.data.clone()
             };
@@ -196,7 +196,7 @@ impl Converter<'_> {
                     actions: vec![FileAction::Mkfile {
                         path: file.clone(),
                         mode: 0o644,
-                        data: data.clone(),
+                        data: std::sync::Arc::clone(data),
                         chown: None,
                     }],
                 }),
@@ -262,17 +262,12 @@ impl Converter<'_> {
     }
 
     /// Expands variables in a heredoc body without treating quotes specially
-    /// (BuildKit's `ExpandRaw`: a lexer with `SkipProcessQuotes`); escaping every quote
-    /// makes the lexer pass them through unchanged.
+    /// (BuildKit's `ExpandRaw`: a lexer with `SkipProcessQuotes`).
     fn expand_raw(&mut self, st: &mut StageState, data: &str, line: u32) -> Result<String, ErrorKind> {
-        let escaped = data.replace('\'', "\\'").replace('"', "\\\"");
-        let lexer = crate::shell::Lexer::new('\\');
+        let lexer = self.lexer.with_escape('\\');
         let r = lexer
-            .expand_word(&escaped, &st.env)
-            .map_err(|source| ErrorKind::Expansion {
-                word: data.to_string(),
-                source,
-            })?;
+            .expand_raw(data, &st.env)
+            .map_err(|source| ErrorKind::expansion(data, source))?;
         st.used.extend(r.used);
         self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
         Ok(r.value)

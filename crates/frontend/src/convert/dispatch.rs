@@ -57,10 +57,7 @@ impl Converter<'_> {
         let r = self
             .lexer
             .expand_word(word, &st.env)
-            .map_err(|source| ErrorKind::Expansion {
-                word: word.to_string(),
-                source,
-            })?;
+            .map_err(|source| ErrorKind::expansion(word, source))?;
         self.step_vars.extend(r.used.iter().cloned());
         st.used.extend(r.used);
         self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
@@ -72,10 +69,7 @@ impl Converter<'_> {
         let r = self
             .lexer
             .expand_words(word, &st.env)
-            .map_err(|source| ErrorKind::Expansion {
-                word: word.to_string(),
-                source,
-            })?;
+            .map_err(|source| ErrorKind::expansion(word, source))?;
         st.used.extend(r.used);
         self.report_unmatched(st, r.unmatched.iter().map(String::as_str), line);
         Ok(r.words)
@@ -411,7 +405,7 @@ impl Converter<'_> {
                 let data = if doc.chomp {
                     chomp_heredoc_content(&doc.content)
                 } else {
-                    doc.content.clone()
+                    String::clone(&doc.content)
                 };
                 description.push_str(&format!(" ({})", summarize_heredoc(&doc.content)));
                 if data.starts_with("#!") {

@@ -17,6 +17,8 @@ mod plan;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +51,11 @@ pub struct ResolvedImage {
     pub config: ImageConfig,
 }
 
+/// MAX_GRAPH_SIZE is the largest build graph (the summed canonical encodings of its ops)
+/// a Dockerfile may lower to: 256 MiB, far above any real build, well below what
+/// would exhaust the builder.
+pub const MAX_GRAPH_SIZE: u64 = 256 << 20;
+
 /// BuildOptions are the inputs of a build besides the Dockerfile text.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -75,6 +82,9 @@ pub struct BuildOptions {
     /// Entitlements granted with `--allow`; a RUN that needs another one is an error
     /// naming its line.
     pub allow: BTreeSet<Entitlement>,
+    /// The largest build graph the Dockerfile may lower to, normally
+    /// [`MAX_GRAPH_SIZE`] (tests lower it).
+    pub max_graph_size: u64,
 }
 
 /// NamedContext is what a `--build-context` name stands for.
@@ -100,6 +110,7 @@ impl BuildOptions {
             resolver: None,
             named_contexts: BTreeMap::new(),
             allow: BTreeSet::new(),
+            max_graph_size: MAX_GRAPH_SIZE,
         }
     }
 }
@@ -296,6 +307,17 @@ impl Converter<'_> {
                 let before = st.fs.clone();
                 self.dispatch(&mut st, cmd, &done, plan)
                     .map_err(|k| SyntaxError::at(lines.0, lines.1, k))?;
+                // Each op carries its own copy of the environment, so a 1 MiB ENV
+                // and a million `RUN a` lines would need a terabyte: stop at the line.
+                if self.def.encoded_len() > self.opts.max_graph_size {
+                    return Err(SyntaxError::at(
+                        lines.0,
+                        lines.1,
+                        ErrorKind::GraphTooLarge {
+                            limit: self.opts.max_graph_size,
+                        },
+                    ));
+                }
                 // The variables a step used, on its op (not hashed: the expanded values
                 // already are). RUN sees its whole environment.
                 if st.fs != before {

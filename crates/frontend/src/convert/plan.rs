@@ -147,15 +147,10 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             let value = match (c.opts.build_args.get(&d.name), &d.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(def)) => {
-                    let r = c.lexer.expand_word(def, &c.global).map_err(|source| {
-                        at(
-                            a,
-                            ErrorKind::Expansion {
-                                word: def.clone(),
-                                source,
-                            },
-                        )
-                    })?;
+                    let r = c
+                        .lexer
+                        .expand_word(def, &c.global)
+                        .map_err(|source| at(a, ErrorKind::expansion(def, source)))?;
                     Some(r.value)
                 }
                 (None, None) => None,
@@ -171,15 +166,10 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         let InstructionKind::From(fi) = &from_i.kind else {
             continue;
         };
-        let expanded = c.lexer.expand_word(&fi.image, &c.global).map_err(|source| {
-            at(
-                from_i,
-                ErrorKind::Expansion {
-                    word: fi.image.clone(),
-                    source,
-                },
-            )
-        })?;
+        let expanded = c
+            .lexer
+            .expand_word(&fi.image, &c.global)
+            .map_err(|source| at(from_i, ErrorKind::expansion(&fi.image, source)))?;
         let base_name = expanded.value;
         if base_name.is_empty() {
             return Err(at(from_i, ErrorKind::BlankBaseName { base: fi.image.clone() }));
@@ -190,15 +180,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
                 let v = c
                     .lexer
                     .expand_word(p, &c.global)
-                    .map_err(|source| {
-                        at(
-                            from_i,
-                            ErrorKind::Expansion {
-                                word: p.clone(),
-                                source,
-                            },
-                        )
-                    })?
+                    .map_err(|source| at(from_i, ErrorKind::expansion(p, source)))?
                     .value;
                 Some(Platform::parse(&v).ok_or_else(|| at(from_i, ErrorKind::InvalidPlatform { value: v.clone() }))?)
             }

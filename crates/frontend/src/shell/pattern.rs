@@ -2,6 +2,9 @@
 //! translation to a Go regexp matches them: `*` (lazy or greedy) and `?` never match a
 //! newline, everything else is literal, and `//` replacements are Go templates.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use super::{PatternProblem, ShellError};
 
 /// Tok is one element of a substitution pattern.
@@ -14,12 +17,22 @@ enum Tok {
     One,
 }
 
-/// Pattern is a compiled `#`/`%`/`/` pattern, matched like BuildKit's regexp translation.
+/// Fail is why a substitution stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fail {
+    /// The result grew past the limit.
+    TooLong,
+    /// Matching used up the lexer's step budget.
+    TooCostly,
+}
+
+/// Pattern is a compiled `#`/`%`/`/` pattern, matched like BuildKit's regexp translation,
+/// drawing on a step budget shared by every expansion of a build.
 #[derive(Debug)]
-pub(super) struct Pattern(Vec<Tok>);
+pub(super) struct Pattern(Vec<Tok>, Rc<Cell<u64>>);
 
 impl Pattern {
-    pub(super) fn parse(text: &str) -> Result<Pattern, ShellError> {
+    pub(super) fn parse(text: &str, budget: Rc<Cell<u64>>) -> Result<Pattern, ShellError> {
         let invalid = |problem| ShellError::InvalidPattern {
             pattern: text.to_string(),
             problem,
@@ -40,13 +53,14 @@ impl Pattern {
                 c => toks.push(Tok::Lit(c)),
             }
         }
-        Ok(Pattern(toks))
+        Ok(Pattern(toks, budget))
     }
 
     /// Lengths of the prefixes of `s` the pattern matches entirely, ascending.
-    fn match_lengths(&self, s: &[char]) -> Vec<usize> {
+    fn match_lengths(&self, s: &[char]) -> Result<Vec<usize>, Fail> {
         let toks = &self.0;
         let m = toks.len();
+        let step = m as u64 + 1;
         let mut states = vec![false; m + 1];
         states[0] = true;
         close(toks, &mut states);
@@ -56,6 +70,8 @@ impl Pattern {
                 out.push(i);
             }
             let Some(&c) = s.get(i) else { break };
+            let left = self.1.get().checked_sub(step).ok_or(Fail::TooCostly)?;
+            self.1.set(left);
             let mut next = vec![false; m + 1];
             let mut alive = false;
             for k in (0..m).filter(|&k| states[k]) {
@@ -74,39 +90,44 @@ impl Pattern {
             close(toks, &mut next);
             states = next;
         }
-        out
+        Ok(out)
     }
 
-    pub(super) fn trim_prefix(&self, value: &str, greedy: bool) -> String {
+    pub(super) fn trim_prefix(&self, value: &str, greedy: bool) -> Result<String, Fail> {
         let s: Vec<char> = value.chars().collect();
-        let lens = self.match_lengths(&s);
-        match if greedy { lens.last() } else { lens.first() } {
+        let lens = self.match_lengths(&s)?;
+        Ok(match if greedy { lens.last() } else { lens.first() } {
             Some(&n) => s[n..].iter().collect(),
             None => value.to_string(),
-        }
+        })
     }
 
-    pub(super) fn trim_suffix(&self, value: &str, greedy: bool) -> String {
+    pub(super) fn trim_suffix(&self, value: &str, greedy: bool) -> Result<String, Fail> {
         // The shortest or longest suffix is a prefix match of the reversed pattern on the
         // reversed value.
-        let rev = Pattern(self.0.iter().rev().copied().collect());
+        let rev = Pattern(self.0.iter().rev().copied().collect(), self.1.clone());
         let s: Vec<char> = value.chars().rev().collect();
-        let lens = rev.match_lengths(&s);
-        match if greedy { lens.last() } else { lens.first() } {
+        let lens = rev.match_lengths(&s)?;
+        Ok(match if greedy { lens.last() } else { lens.first() } {
             Some(&n) => s[n..].iter().rev().collect(),
             None => value.to_string(),
-        }
+        })
     }
 
     /// The leftmost match at or after `from`, longest at its start (Go's leftmost-first
     /// with greedy stars), as char indices.
-    fn find(&self, s: &[char], from: usize) -> Option<(usize, usize)> {
-        (from..=s.len()).find_map(|i| self.match_lengths(&s[i..]).last().map(|n| (i, i + n)))
+    fn find(&self, s: &[char], from: usize) -> Result<Option<(usize, usize)>, Fail> {
+        for i in from..=s.len() {
+            if let Some(n) = self.match_lengths(&s[i..])?.last() {
+                return Ok(Some((i, i + n)));
+            }
+        }
+        Ok(None)
     }
 
-    pub(super) fn replace_first(&self, value: &str, replacement: &str) -> String {
+    pub(super) fn replace_first(&self, value: &str, replacement: &str) -> Result<String, Fail> {
         let s: Vec<char> = value.chars().collect();
-        match self.find(&s, 0) {
+        Ok(match self.find(&s, 0)? {
             Some((a, b)) => {
                 let mut out: String = s[..a].iter().collect();
                 out.push_str(replacement);
@@ -114,27 +135,32 @@ impl Pattern {
                 out
             }
             None => value.to_string(),
-        }
+        })
     }
 
     /// Go's `Regexp.ReplaceAllString`: non-overlapping matches, an empty match right
-    /// after a match is not replaced, and `$` in the replacement is a template.
-    pub(super) fn replace_all(&self, value: &str, replacement: &str) -> String {
+    /// after a match is not replaced, and `$` in the replacement is a template; fails
+    /// once the result would exceed `limit` bytes (each match may insert a whole
+    /// replacement, so the result can be the product of the two lengths).
+    pub(super) fn replace_all(&self, value: &str, replacement: &str, limit: usize) -> Result<String, Fail> {
         let s: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let (mut last_end, mut search) = (0, 0);
         while search <= s.len() {
-            let Some((a, b)) = self.find(&s, search) else { break };
+            let Some((a, b)) = self.find(&s, search)? else { break };
             out.extend(&s[last_end..a]);
             if b > last_end || a == 0 {
                 let matched: String = s[a..b].iter().collect();
-                out.push_str(&go_expand_template(replacement, &matched));
+                go_expand_template(&mut out, replacement, &matched, limit).ok_or(Fail::TooLong)?;
+            }
+            if out.len() > limit {
+                return Err(Fail::TooLong);
             }
             last_end = b;
             search = if b > search { b } else { search + 1 };
         }
         out.extend(&s[last_end.min(s.len())..]);
-        out
+        Ok(out)
     }
 }
 
@@ -149,9 +175,8 @@ fn close(toks: &[Tok], states: &mut [bool]) {
 
 /// Expands a Go regexp replacement template for a pattern without groups: `$$` is `$`,
 /// `$0`/`${0}` the whole match, any other `$name`/`${name}` nothing, and a malformed
-/// reference stays literal.
-fn go_expand_template(template: &str, matched: &str) -> String {
-    let mut out = String::new();
+/// reference stays literal. Appends to `out`; `None` once `out` exceeds `limit` bytes.
+fn go_expand_template(out: &mut String, template: &str, matched: &str, limit: usize) -> Option<()> {
     let mut rest = template;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -174,6 +199,9 @@ fn go_expand_template(template: &str, matched: &str) -> String {
             Some(after) if end > 0 => {
                 if &body[..end] == "0" {
                     out.push_str(matched);
+                    if out.len() > limit {
+                        return None;
+                    }
                 }
                 rest = after;
             }
@@ -181,7 +209,7 @@ fn go_expand_template(template: &str, matched: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    (out.len() <= limit).then_some(())
 }
 
 #[cfg(test)]
@@ -189,50 +217,69 @@ mod tests {
     use super::*;
 
     fn p(s: &str) -> Pattern {
-        Pattern::parse(s).unwrap()
+        Pattern::parse(s, Rc::new(Cell::new(1 << 28))).unwrap()
     }
 
     #[test]
     fn shortest_and_longest() {
-        assert_eq!(p("*").trim_prefix("abc", false), "abc");
-        assert_eq!(p("*").trim_prefix("abc", true), "");
-        assert_eq!(p("*b").trim_prefix("abab", false), "ab");
-        assert_eq!(p("*b").trim_prefix("abab", true), "");
-        assert_eq!(p("b*").trim_suffix("abab", false), "aba");
-        assert_eq!(p("b*").trim_suffix("abab", true), "a");
-        assert_eq!(p("a\\*").trim_suffix("xa*", false), "x");
-        assert_eq!(p("?").trim_suffix("é", false), "");
+        assert_eq!(p("*").trim_prefix("abc", false).unwrap(), "abc");
+        assert_eq!(p("*").trim_prefix("abc", true).unwrap(), "");
+        assert_eq!(p("*b").trim_prefix("abab", false).unwrap(), "ab");
+        assert_eq!(p("*b").trim_prefix("abab", true).unwrap(), "");
+        assert_eq!(p("b*").trim_suffix("abab", false).unwrap(), "aba");
+        assert_eq!(p("b*").trim_suffix("abab", true).unwrap(), "a");
+        assert_eq!(p("a\\*").trim_suffix("xa*", false).unwrap(), "x");
+        assert_eq!(p("?").trim_suffix("é", false).unwrap(), "");
     }
 
     #[test]
     fn wildcards_stop_at_newlines() {
-        assert_eq!(p("*b").trim_prefix("a\nb", true), "a\nb");
-        assert_eq!(p("?b").trim_prefix("\nb", true), "\nb");
-        assert_eq!(p("\n*").trim_suffix("a\nb", true), "a");
-        assert_eq!(p("*").replace_all("a\nb", "x"), "x\nx");
+        assert_eq!(p("*b").trim_prefix("a\nb", true).unwrap(), "a\nb");
+        assert_eq!(p("?b").trim_prefix("\nb", true).unwrap(), "\nb");
+        assert_eq!(p("\n*").trim_suffix("a\nb", true).unwrap(), "a");
+        assert_eq!(p("*").replace_all("a\nb", "x", 100).unwrap(), "x\nx");
+    }
+
+    #[test]
+    fn quadratic_matching_runs_out_of_budget() {
+        // `*b` tried at each of 10,000 starts runs to the end every time: 1.5e8 steps.
+        let value = "a".repeat(10_000);
+        let budget = Rc::new(Cell::new(10_000_000));
+        let quadratic = Pattern::parse("*b", budget.clone()).unwrap();
+        assert_eq!(quadratic.replace_all(&value, "", usize::MAX), Err(Fail::TooCostly));
+        assert!(budget.get() < 3, "budget left: {}", budget.get());
+        // Linear cases stay within the same budget.
+        let budget = Rc::new(Cell::new(10_000_000));
+        let linear = Pattern::parse("*b", budget.clone()).unwrap();
+        assert_eq!(linear.trim_prefix(&value, true).unwrap(), value);
+        let a = Pattern::parse("a", budget.clone()).unwrap();
+        assert_eq!(a.replace_all(&value, "", usize::MAX).unwrap(), "");
+        assert!(budget.get() > 9_000_000);
     }
 
     #[test]
     fn go_replace_all_rules() {
-        assert_eq!(p("").replace_all("ab", "-"), "-a-b-");
-        assert_eq!(p("*").replace_all("ab", "-"), "-");
-        assert_eq!(p("b*").replace_all("abab", "-"), "a-");
-        assert_eq!(p("").replace_first("ab", "-"), "-ab");
-        assert_eq!(go_expand_template("$$ $0 ${0} $x ${x} ${ $", "M"), "$ M M   ${ $");
+        assert_eq!(p("").replace_all("ab", "-", 100).unwrap(), "-a-b-");
+        assert_eq!(p("*").replace_all("ab", "-", 100).unwrap(), "-");
+        assert_eq!(p("b*").replace_all("abab", "-", 100).unwrap(), "a-");
+        assert_eq!(p("").replace_first("ab", "-").unwrap(), "-ab");
+        let mut out = String::new();
+        go_expand_template(&mut out, "$$ $0 ${0} $x ${x} ${ $", "M", 100).unwrap();
+        assert_eq!(out, "$ M M   ${ $");
     }
 
     #[test]
     fn escapes() {
-        assert!(Pattern::parse("\\}").is_ok() && Pattern::parse("\\/").is_ok());
+        assert!(Pattern::parse("\\}", Rc::default()).is_ok() && Pattern::parse("\\/", Rc::default()).is_ok());
         assert_eq!(
-            Pattern::parse("a\\b").unwrap_err(),
+            Pattern::parse("a\\b", Rc::default()).unwrap_err(),
             ShellError::InvalidPattern {
                 pattern: "a\\b".into(),
                 problem: PatternProblem::InvalidEscape('b')
             }
         );
         assert!(matches!(
-            Pattern::parse("a\\"),
+            Pattern::parse("a\\", Rc::default()),
             Err(ShellError::InvalidPattern {
                 problem: PatternProblem::TrailingEscape,
                 ..

@@ -1,6 +1,8 @@
 //! Typed instructions, built from parser nodes as BuildKit's `instructions.Parse`
 //! does: argument counts, `name=value` pairs, JSON or shell form, heredoc sources.
 
+use std::sync::Arc;
+
 use crate::error::{ErrorKind, OnbuildError};
 
 use super::flags::{self, AddFlags, CopyFlags, FromFlags, HealthcheckFlags, RunFlags};
@@ -17,8 +19,6 @@ pub struct Instruction {
     pub start_line: u32,
     /// Last line, heredoc bodies included.
     pub end_line: u32,
-    /// The source text of the instruction, lines joined with `\n`.
-    pub source: String,
     /// The logical line: continuations joined, comment lines removed.
     pub original: String,
 }
@@ -97,8 +97,8 @@ pub struct RunInstr {
 pub struct HeredocSource {
     /// The delimiter, which is also the file name.
     pub name: String,
-    /// The body (leading tabs removed for `<<-`).
-    pub data: String,
+    /// The body (leading tabs removed for `<<-`), shared with the parser node.
+    pub data: Arc<String>,
     pub expand: bool,
 }
 
@@ -263,7 +263,7 @@ fn copy_parts(
                 let doc = node.heredocs.iter().find(|d| d.name == h.name);
                 let mut data = doc.map(|d| d.content.clone()).unwrap_or_default();
                 if h.chomp {
-                    data = chomp_heredoc_content(&data);
+                    data = Arc::new(chomp_heredoc_content(&data));
                 }
                 heredocs.push(HeredocSource {
                     name: h.name,
@@ -282,8 +282,8 @@ fn is_valid_stage_name(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_' | '.'))
 }
 
-/// Types one parser node; `source` is its text.
-pub fn from_node(node: &Node, source: String) -> Result<Instruction, ErrorKind> {
+/// Types one parser node.
+pub fn from_node(node: &Node) -> Result<Instruction, ErrorKind> {
     let args = node.arg_values();
     let f = &node.flags;
     let lower = node.value.to_ascii_lowercase();
@@ -497,7 +497,6 @@ pub fn from_node(node: &Node, source: String) -> Result<Instruction, ErrorKind> 
         keyword: node.value.clone(),
         start_line: node.start_line,
         end_line: node.end_line,
-        source,
         original: node.original.clone(),
     })
 }
@@ -523,7 +522,7 @@ mod tests {
     fn one(line: &str) -> Result<InstructionKind, ErrorKind> {
         let mut n = super::super::node::new_node_from_line(line, '\\')?;
         n.set_lines(1, 1);
-        from_node(&n, line.to_string()).map(|i| i.kind)
+        from_node(&n).map(|i| i.kind)
     }
 
     #[test]

@@ -45,18 +45,26 @@ pub fn parse_nodes(text: &str) -> Result<(Directives, Vec<Node>), SyntaxError> {
     Ok((scanned.directives, scanned.nodes))
 }
 
+/// MAX_DOCKERFILE_SIZE is the largest Dockerfile kiln reads (16 MiB, the gRPC message
+/// limit that bounds a Dockerfile and its LLB in BuildKit); parsing and lowering keep
+/// memory within a small multiple of it.
+pub const MAX_DOCKERFILE_SIZE: usize = 16 << 20;
+
 /// Parses a Dockerfile into typed instructions.
 pub fn parse(text: &str) -> Result<Dockerfile, SyntaxError> {
     if text.is_empty() {
         return Err(SyntaxError::whole_file(ErrorKind::EmptyDockerfile));
     }
+    if text.len() > MAX_DOCKERFILE_SIZE {
+        return Err(SyntaxError::whole_file(ErrorKind::DockerfileTooLarge {
+            limit: MAX_DOCKERFILE_SIZE,
+        }));
+    }
     let scanned = scan::scan(text)?;
-    let lines: Vec<&str> = text.strip_prefix('\u{feff}').unwrap_or(text).lines().collect();
     let mut instructions = Vec::with_capacity(scanned.nodes.len());
     for node in &scanned.nodes {
-        let source = source_text(&lines, node.start_line, node.end_line);
-        let instr = instruction::from_node(node, source)
-            .map_err(|kind| SyntaxError::at(node.start_line, node.end_line, kind))?;
+        let instr =
+            instruction::from_node(node).map_err(|kind| SyntaxError::at(node.start_line, node.end_line, kind))?;
         instructions.push(instr);
     }
     Ok(Dockerfile {
@@ -64,13 +72,4 @@ pub fn parse(text: &str) -> Result<Dockerfile, SyntaxError> {
         instructions,
         empty_continuations: scanned.empty_continuations,
     })
-}
-
-fn source_text(lines: &[&str], start: u32, end: u32) -> String {
-    let s = (start as usize).saturating_sub(1);
-    let e = (end as usize).min(lines.len());
-    if s >= e {
-        return String::new();
-    }
-    lines[s..e].join("\n")
 }

@@ -1,6 +1,8 @@
 //! The node layer of the Dockerfile parser: one logical line split into the
 //! instruction word, its `--flags` and its arguments, as BuildKit's line parsers do.
 
+use std::sync::Arc;
+
 use crate::error::{ErrorKind, OnbuildError};
 
 /// Heredoc is a here-document opened by an instruction (`<<EOF` ... `EOF`).
@@ -12,8 +14,9 @@ pub struct Heredoc {
     pub expand: bool,
     /// `<<-`: leading tabs are removed from the body.
     pub chomp: bool,
-    /// The body, every line with its line ending.
-    pub content: String,
+    /// The body, every line with its line ending; shared, not copied, by the
+    /// instructions and build ops made from it (a body may be megabytes).
+    pub content: Arc<String>,
 }
 
 /// Arg is one argument of a node: a string or a nested instruction (`ONBUILD`).

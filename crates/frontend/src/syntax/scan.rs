@@ -7,6 +7,8 @@
 //! line is skipped, and the escape token followed by blanks at the end of a line
 //! continues it.
 
+use std::sync::Arc;
+
 use crate::error::{ErrorKind, SyntaxError};
 
 use super::node::{new_node_from_line, Heredoc, Node};
@@ -191,6 +193,8 @@ pub fn scan(text: &str) -> Result<Scanned, SyntaxError> {
         if node.can_contain_heredoc() && line.contains("<<") {
             for mut doc in heredocs_from_line(&line) {
                 let mut terminated = false;
+                let body_start = i;
+                let mut body_end = lines.len();
                 while i < lines.len() {
                     let raw = lines[i];
                     i += 1;
@@ -200,10 +204,12 @@ pub fn scan(text: &str) -> Result<Scanned, SyntaxError> {
                     }
                     if candidate == doc.name {
                         terminated = true;
+                        body_end = i - 1;
                         break;
                     }
-                    doc.content.push_str(raw);
                 }
+                // The body is one slice of the text: copied once, at its exact size.
+                doc.content = Arc::new(lines[body_start..body_end].concat());
                 if !terminated {
                     return Err(SyntaxError::at(
                         start,
@@ -288,7 +294,7 @@ pub fn parse_heredoc(word: &str) -> Option<Heredoc> {
         name: name.clone(),
         expand: quotes(&name) == quotes(rest),
         chomp,
-        content: String::new(),
+        content: Arc::default(),
     })
 }
 
@@ -385,7 +391,7 @@ mod tests {
     fn scans_heredocs_and_lines() {
         let s = scan("FROM a\nRUN cat <<EOF > /x\nhello\nEOF\nRUN echo \\\n  # c\n  b\n").unwrap();
         assert_eq!(s.nodes.len(), 3);
-        assert_eq!(s.nodes[1].heredocs[0].content, "hello\n");
+        assert_eq!(*s.nodes[1].heredocs[0].content, "hello\n");
         assert_eq!((s.nodes[1].start_line, s.nodes[1].end_line), (2, 4));
         assert_eq!((s.nodes[2].start_line, s.nodes[2].end_line), (5, 7));
         let e = scan("FROM a\nRUN <<EOF\nx\n").unwrap_err();
