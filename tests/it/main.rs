@@ -19,5 +19,6 @@ mod repro;
 mod rootless;
 mod run;
 mod scratch;
+mod sec_seccomp;
 mod secrets;
 mod store;

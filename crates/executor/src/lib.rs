@@ -6,8 +6,10 @@
 //! Docker's default capabilities and the step's user, and execs the command.
 
 mod helper;
+mod insecure;
 mod runtime;
 mod sandbox;
+mod seccomp;
 mod secrets;
 mod sys;
 pub mod userns;
@@ -59,6 +61,22 @@ pub struct ExecSpec {
     /// into `secrets`; set for this step only.
     #[serde(default)]
     pub secret_env: Vec<(String, usize)>,
+    /// `RUN --security`: the sandbox's restrictions, or none of them.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Security is how much of the sandbox's confinement a step gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Docker's default capabilities, its seccomp profile, masked and read-only `/proc`
+    /// paths, read-only `/sys`.
+    #[default]
+    Sandbox,
+    /// BuildKit's `security.insecure`: every capability, no seccomp filter, nothing
+    /// masked, `/sys` writable, and (as root) the host's loop, fuse, tun, kvm devices.
+    Insecure,
 }
 
 /// SecretFile is one secret's value and the mode and owner its file gets.
