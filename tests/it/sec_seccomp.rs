@@ -230,6 +230,24 @@ fn rootless_steps_get_the_profile() {
         !out.status.success() && err.contains("Operation not permitted"),
         "{err}"
     );
+    // Insecure, rootless: every capability in kiln's user namespace, no filter.
+    let ok = u.context(
+        "insecure",
+        "FROM probe:1\nRUN --security=insecure unshare -U true && echo unshared && probe\n",
+    );
+    let progress = u.kiln_ok(&[
+        "build",
+        "--progress=plain",
+        "--allow",
+        "security.insecure",
+        ok.to_str().unwrap(),
+    ]);
+    assert!(step_lines(&progress).contains(&"unshared".to_string()), "{progress}");
+    assert_eq!(
+        results(&progress).get("keyctl").map(String::as_str),
+        Some("OK"),
+        "{progress}"
+    );
 }
 
 /// The step of an insecure build: every capability, no filter, Docker's masks gone.
@@ -285,6 +303,10 @@ fn insecure_steps_run_unconfined_when_allowed() {
         );
         assert_insecure(&progress);
     }
+    // Another user gets them too (ambient, as BuildKit).
+    let user = format!("FROM {base}\nUSER nobody\n{INSECURE}");
+    let progress = build_plain(&k, &user, &["--allow", "security.insecure"]);
+    assert_insecure(&progress);
     // Not allowed: refused on its line before anything runs.
     let ctx = context(&[("Dockerfile", &df)]);
     let err = k.fails(&["build", "--no-cache", ctx.path().to_str().unwrap()]);

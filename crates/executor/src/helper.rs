@@ -571,6 +571,9 @@ fn drop_privileges(user: &User, all_caps: bool) {
             format!("cannot switch to {what} {id}: {e}")
         }
     };
+    if all_caps && user.uid != 0 {
+        crate::insecure::keep_caps().or_fail(|| "cannot keep capabilities".into());
+    }
     if let Err(e) = sys::setresgid(user.gid) {
         fail(unmapped("group", user.gid, e));
     }
@@ -579,6 +582,8 @@ fn drop_privileges(user: &User, all_caps: bool) {
     }
     if user.uid == 0 {
         sys::capset(mask).or_fail(|| "cannot set capabilities".into());
+    } else if all_caps {
+        crate::insecure::raise_ambient(mask).or_fail(|| "cannot raise ambient capabilities".into());
     }
 }
 
