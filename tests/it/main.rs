@@ -24,6 +24,7 @@ mod sec_dos;
 mod sec_network;
 mod sec_registry;
 mod sec_sandbox;
+mod sec_seccomp;
 mod sec_store;
 mod secrets;
 mod store;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::sys;
 use crate::users::{self, User};
-use crate::{ExecSpec, Network, SpecMount, SpecMountKind, HELPER_ARG};
+use crate::{ExecSpec, Network, Security, SpecMount, SpecMountKind, HELPER_ARG};
 
 /// The descriptor setup errors are reported on.
 pub const ERR_FD: libc::c_int = 3;
@@ -119,6 +119,12 @@ fn init(spec: &ExecSpec) -> ! {
         )
     });
     let host_sys = sys::open_tree_clone(Path::new("/sys"), true).ok();
+    let insecure = spec.security == Security::Insecure;
+    let host_devs = if insecure && crate::insecure::gets_host_devices() {
+        crate::insecure::open_host_devices()
+    } else {
+        Vec::new()
+    };
     let binds: Vec<Option<(libc::c_int, bool)>> = spec
         .mounts
         .iter()
@@ -159,8 +165,11 @@ fn init(spec: &ExecSpec) -> ! {
     std::env::set_current_dir("/").or_fail(|| "chdir /".into());
 
     mount_dev(&devs);
-    mount_sys(host_sys);
-    mask_proc();
+    crate::insecure::bind_host_devices(&host_devs).or_fail(|| "cannot add the host's devices".into());
+    mount_sys(host_sys, !insecure);
+    if !insecure {
+        mask_proc();
+    }
     for (target, fd) in etc {
         bind_etc(Path::new(target), fd);
     }
@@ -198,11 +207,17 @@ fn init(spec: &ExecSpec) -> ! {
 
     // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
     apply_ulimits(spec);
-    drop_privileges(&user);
+    drop_privileges(&user, insecure);
     std::env::set_current_dir(cwd).or_fail(|| format!("cannot change to the working directory {cwd}"));
     leave_kilns_session();
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(|| "no_new_privs".into());
     let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    // Last: from here on only exec (and, if it fails, writing the error and exiting).
+    if !insecure {
+        crate::seccomp::Filter::docker_default(DEFAULT_CAPS)
+            .install()
+            .or_fail(|| "cannot install the seccomp filter".into());
+    }
     exec(&spec.args, &env)
 }
 
@@ -432,12 +447,13 @@ fn mask_proc() {
     }
 }
 
-fn mount_sys(host_sys: Option<libc::c_int>) {
+fn mount_sys(host_sys: Option<libc::c_int>, readonly: bool) {
     let target = Path::new("/sys");
     if !target.is_dir() {
         return;
     }
-    let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let rdonly = if readonly { libc::MS_RDONLY } else { 0 };
+    let ro = rdonly | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     if sys::mount(Some(c"sysfs"), target, Some(c"sysfs"), ro, None).is_ok() {
         return;
     }
@@ -557,14 +573,18 @@ fn leave_kilns_session() {
     sys::cloexec_from(ERR_FD).or_fail(|| "cannot mark inherited descriptors close-on-exec".into());
 }
 
-fn drop_privileges(user: &User) {
-    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .unwrap_or(40);
+/// Switches to `user` with Docker's default capabilities (every one it has when
+/// `all_caps`).
+fn drop_privileges(user: &User, all_caps: bool) {
+    let last = crate::insecure::last_cap();
+    let keep: Vec<u32> = if all_caps {
+        crate::insecure::current_caps()
+    } else {
+        DEFAULT_CAPS.to_vec()
+    };
     let mut mask = 0u64;
     for cap in 0..=last {
-        if DEFAULT_CAPS.contains(&cap) {
+        if keep.contains(&cap) {
             mask |= 1 << cap;
         } else {
             sys::prctl(libc::PR_CAPBSET_DROP, cap.into()).or_fail(|| format!("cannot drop capability {cap}"));
@@ -587,6 +607,9 @@ fn drop_privileges(user: &User) {
             format!("cannot switch to {what} {id}: {e}")
         }
     };
+    if all_caps && user.uid != 0 {
+        crate::insecure::keep_caps().or_fail(|| "cannot keep capabilities".into());
+    }
     if let Err(e) = sys::setresgid(user.gid) {
         fail(unmapped("group", user.gid, e));
     }
@@ -595,6 +618,8 @@ fn drop_privileges(user: &User) {
     }
     if user.uid == 0 {
         sys::capset(mask).or_fail(|| "cannot set capabilities".into());
+    } else if all_caps {
+        crate::insecure::raise_ambient(mask).or_fail(|| "cannot raise ambient capabilities".into());
     }
 }
 

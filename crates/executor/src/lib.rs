@@ -7,10 +7,12 @@
 
 mod cgroup;
 mod helper;
+mod insecure;
 pub mod limits;
 mod net;
 mod runtime;
 mod sandbox;
+mod seccomp;
 mod secrets;
 mod sys;
 pub mod userns;
@@ -71,6 +73,22 @@ pub struct ExecSpec {
     /// its holder): set by the executor, which makes it.
     #[serde(default)]
     pub netns: Option<PathBuf>,
+    /// `RUN --security`: the sandbox's restrictions, or none of them.
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// Security is how much of the sandbox's confinement a step gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    /// Docker's default capabilities, its seccomp profile, masked and read-only `/proc`
+    /// paths, read-only `/sys`.
+    #[default]
+    Sandbox,
+    /// BuildKit's `security.insecure`: every capability, no seccomp filter, nothing
+    /// masked, `/sys` writable, and (as root) the host's loop, fuse, tun, kvm devices.
+    Insecure,
 }
 
 /// SecretFile is one secret's value and the mode and owner its file gets.

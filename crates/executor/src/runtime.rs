@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use crate::helper::{step_env, DEFAULT_CAPS};
-use crate::{ExecError, ExecSpec, Executor, Network};
+use crate::{ExecError, ExecSpec, Executor, Network, Security};
 
 /// Capability names by number, for the OCI config.
 const CAP_NAMES: &[(u32, &str)] = &[
@@ -69,11 +69,16 @@ impl OciRuntime {
         // The tree the step starts from: the overlay's lower, or the copy snapshotter's clone.
         let lower = spec.rootfs.lower.first().unwrap_or(&spec.rootfs.upper);
         let user = crate::users::resolve(lower, spec.user.as_deref().unwrap_or("0")).map_err(ExecError::Setup)?;
-        let caps: Vec<&str> = CAP_NAMES
-            .iter()
-            .filter(|(n, _)| DEFAULT_CAPS.contains(n))
-            .map(|(_, s)| *s)
-            .collect();
+        let insecure = spec.security == Security::Insecure;
+        let caps: Vec<&str> = if insecure {
+            crate::insecure::current_cap_names()
+        } else {
+            CAP_NAMES
+                .iter()
+                .filter(|(n, _)| DEFAULT_CAPS.contains(n))
+                .map(|(_, s)| *s)
+                .collect()
+        };
         let mut namespaces = vec![
             json!({"type": "pid"}),
             json!({"type": "ipc"}),
@@ -95,7 +100,7 @@ impl OciRuntime {
                 json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
                 json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
                 json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-                json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+                json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if insecure { vec!["nosuid", "noexec", "nodev", "rw"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
                 bind_ro("/etc/hosts", &spec.hosts),
                 bind_ro("/etc/resolv.conf", &spec.resolv_conf),
                 bind_ro("/etc/hostname", &spec.hostname_file)
@@ -142,6 +147,34 @@ impl OciRuntime {
         if let Some(n) = spec.limits.pids {
             resources["pids"] = json!({"limit": n});
         }
+        let root_caps = if user.uid == 0 || insecure {
+            caps.clone()
+        } else {
+            vec![]
+        };
+        let mut capabilities = json!({"bounding": caps, "effective": root_caps, "permitted": root_caps});
+        let mut linux = json!({
+            "namespaces": namespaces,
+            "resources": resources,
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            "seccomp": crate::seccomp::oci_profile(DEFAULT_CAPS),
+        });
+        if insecure {
+            // BuildKit's `WithInsecureSpec`: every capability (ambient too, so that a
+            // non-root user has them), nothing masked, no filter, the host's devices.
+            capabilities["inheritable"] = json!(caps);
+            capabilities["ambient"] = json!(caps);
+            linux = json!({
+                "namespaces": linux["namespaces"].take(),
+                "devices": insecure_devices(),
+                "resources": linux["resources"].take(),
+            });
+            linux["resources"]["devices"] = json!([
+                {"allow": true, "type": "c", "access": "rwm"},
+                {"allow": true, "type": "b", "access": "rwm"}
+            ]);
+        }
         Ok(json!({
             "ociVersion": "1.0.2",
             "process": {
@@ -150,21 +183,40 @@ impl OciRuntime {
                 "args": spec.args,
                 "env": env,
                 "cwd": cwd,
-                "capabilities": {"bounding": caps, "effective": if user.uid == 0 { caps.clone() } else { vec![] }, "permitted": if user.uid == 0 { caps.clone() } else { vec![] }},
+                "capabilities": capabilities,
                 "noNewPrivileges": true,
                 "rlimits": rlimits
             },
             "root": {"path": spec.rootfs.target, "readonly": false},
             "hostname": spec.hostname,
             "mounts": mounts,
-            "linux": {
-                "namespaces": namespaces,
-                "resources": resources,
-                "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],
-                "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-            }
+            "linux": linux,
         }))
     }
+}
+
+/// The host devices of an insecure step as OCI `linux.devices` (runc creates them).
+fn insecure_devices() -> Vec<serde_json::Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    crate::insecure::host_devices()
+        .into_iter()
+        .filter_map(|d| {
+            let path = Path::new("/dev").join(&d);
+            let md = std::fs::metadata(&path).ok()?;
+            let kind = if md.file_type().is_block_device() {
+                "b"
+            } else if md.file_type().is_char_device() {
+                "c"
+            } else {
+                return None;
+            };
+            Some(json!({
+                "path": path, "type": kind,
+                "major": libc::major(md.rdev()), "minor": libc::minor(md.rdev()),
+                "fileMode": md.mode() & 0o777, "uid": 0, "gid": 0
+            }))
+        })
+        .collect()
 }
 
 impl Executor for OciRuntime {

@@ -5,8 +5,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, SpecMount, SpecMountKind};
-use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode};
+use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, Security, SpecMount, SpecMountKind};
+use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode};
 use kiln_image::Digest;
 use kiln_snapshotter::diff::CopyRun;
 use kiln_snapshotter::{Layer, TarOptions};
@@ -166,6 +166,10 @@ impl Worker {
             secret_env: std::mem::take(&mut step.env),
             limits: self.limits.clone(),
             netns: None,
+            security: match op.security {
+                SecurityMode::Sandbox => Security::Sandbox,
+                SecurityMode::Insecure => Security::Insecure,
+            },
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(
