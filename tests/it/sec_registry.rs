@@ -358,6 +358,9 @@ fn assert_nothing_stored(k: &Kiln, absent: &[&[u8]]) {
         let hex = sha(blob);
         let path = k.root().join("content-v1/blobs/sha256").join(&hex["sha256:".len()..]);
         assert!(!path.exists(), "{hex} must not be stored");
+        // Nor kept as a partial download to resume: refused bytes stay refused.
+        let partial = k.root().join("content-v1/ingest").join(&hex["sha256:".len()..]);
+        assert!(!partial.exists(), "{hex} must not be kept as a partial download");
     }
     k.ok(&["fsck"]);
 }

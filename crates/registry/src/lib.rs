@@ -671,6 +671,13 @@ impl Client {
                 w.discard();
                 return self.fetch_again(r, d, store, counting.progress, check);
             }
+            // The check refused the bytes: they are not kept to be resumed from.
+            Err(e @ RegistryError::Refused { .. }) => {
+                if let Ok(w) = counting.inner.into_inner() {
+                    w.discard();
+                }
+                return Err(e);
+            }
             // Dropping the writer keeps the bytes that arrived for the next pull.
             Err(e) => return Err(e),
             Ok(()) => {}
