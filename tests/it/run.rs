@@ -140,7 +140,7 @@ fn run_is_isolated() {
          RUN echo pid=$$ && ps -o pid= > /tmp/ps && echo procs=$(wc -l < /tmp/ps) && hostname | sed 's/^/host=/' \\\n\
           && grep NoNewPrivs /proc/self/status | tr -d '\\t' && (cat {m} 2>/dev/null || echo marker=unreadable) \\\n\
           && grep CapEff /proc/self/status | tr -d '\\t' && echo timers=$(wc -c < /proc/timer_list) \\\n\
-          && (echo x > /proc/sys/kernel/hostname 2>/dev/null && echo procsys=writable || echo procsys=readonly)\n\
+          && ({{ echo x > /proc/sys/kernel/hostname; }} 2>/dev/null && echo procsys=writable || echo procsys=readonly)\n\
          RUN --network=none ip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/link=/'\n\
          RUN ip -o link | cut -d: -f2 | tr -d ' ' | sed 's/^/deflink=/'\n"
     );

@@ -93,7 +93,7 @@ fn secrets_from_files_and_env_reach_the_step_and_nothing_else() {
          RUN --mount=type=secret,id=tok cat /run/secrets/tok && echo && stat -c 'default=%a %u:%g' /run/secrets/tok\n\
          RUN --mount=type=secret,id=api,target=/etc/api.key,mode=0440,uid=1000,gid=1001 \\\n\
           cat /etc/api.key && echo && stat -c 'custom=%a %u:%g' /etc/api.key \\\n\
-          && (echo x > /etc/api.key 2>/dev/null && echo api-writable || echo api-readonly)\n\
+          && ({{ echo x > /etc/api.key; }} 2>/dev/null && echo api-writable || echo api-readonly)\n\
          RUN --mount=type=secret,id=api,env=API_TOKEN echo \"env=$API_TOKEN\" && test ! -e /run/secrets/api && echo env-only\n\
          RUN --mount=type=secret,id=tok,env=TOK,target=/s/tok echo \"both=$TOK $(cat /s/tok)\"\n\
          RUN --mount=type=secret,id=KILN_TEST_BARE cat /run/secrets/KILN_TEST_BARE && echo\n\
@@ -462,7 +462,7 @@ fn secrets_and_ssh_with_the_runc_runtime() {
         "FROM {base}\n\
          RUN --mount=type=secret,id=tok,mode=0444 --mount=type=secret,id=tok,env=TOK,target=/s/t \\\n\
           stat -c 'runc=%a %u:%g' /run/secrets/tok && echo \"file=$(cat /run/secrets/tok) env=$TOK\" \\\n\
-          && (echo x > /s/t 2>/dev/null && echo writable || echo readonly)\n\
+          && ({{ echo x > /s/t; }} 2>/dev/null && echo writable || echo readonly)\n\
          RUN --mount=type=ssh,mode=0666 stat -c 'sock=%F %a' $SSH_AUTH_SOCK\n"
     );
     let ctx = context(&[("Dockerfile", &df)]);
