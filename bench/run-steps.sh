@@ -24,7 +24,10 @@
 #
 # What is timed, per tool (wall clock of the one client command, nothing else):
 #   kiln      `kiln build -q --network host -t x CTX` in a fresh KILN_ROOT into which the
-#             busybox base was built (untimed) just before.
+#             busybox base was built (untimed) just before.  Measured twice, as Buildah:
+#             `kiln` with `--network host`, `kiln-default` with kiln's default network
+#             (a private netns + slirp4netns per RUN).  Both run under kiln's seccomp
+#             filter, which is always on.
 #   buildah   `buildah --root R --runroot RR bud --runtime $RUNC --layers=false
 #             --pull=never [--network host] -q -t x CTX` with a fresh R/RR into which the
 #             base was pulled from an oci-archive (untimed) just before.  Measured twice:
@@ -118,11 +121,13 @@ quiet "$KILN_BIN" save --format docker -o "$WORK/bb.docker.tar" bb:1
 rm -rf --one-file-system "$KILN_ROOT"
 
 # ---------------------------------------------------------------- tools
-run_kiln() { # untimed: fresh root + base; timed: the STEPS-RUN build
+run_kiln() { # $1: host|default. untimed: fresh root + base; timed: the STEPS-RUN build
+  local net=()
+  [ "$1" = host ] && net=(--network host)
   export KILN_ROOT=$WORK/kiln-root
   fresh_dir "$KILN_ROOT"
   quiet "$KILN_BIN" build -q -t bb:1 "$BASE_CTX"
-  timed "$KILN_BIN" build -q --network host -t x "$STEPS_CTX"
+  timed "$KILN_BIN" build -q "${net[@]}" -t x "$STEPS_CTX"
 }
 
 BH_ROOT=$WORK/buildah/root
@@ -149,7 +154,7 @@ run_buildkit() {
 KILN_VERSION=$("$KILN_BIN" --version)
 BUILDAH_VERSION=$(buildah --version)
 RUNC_VERSION=$("$RUNC" --version | head -n 1)
-TOOLS=(kiln buildah-host buildah-default)
+TOOLS=(kiln kiln-default buildah-host buildah-default)
 DOCKER_VERSION="not measured"
 if [ "$SKIP_BUILDKIT" != 1 ]; then
   log "starting a private dockerd ($DOCKER_STORAGE_DRIVER)"
@@ -162,7 +167,8 @@ fi
 
 run_tool() {
   case $1 in
-    kiln) run_kiln ;;
+    kiln) run_kiln host ;;
+    kiln-default) run_kiln default ;;
     buildah-host) run_buildah host ;;
     buildah-default) run_buildah default ;;
     buildkit) run_buildkit ;;
@@ -237,6 +243,10 @@ GIT_REV=$(git_rev)
     m=$(median <<<"${TIMES[$t]}")
     awk -v a="$m" -v b="$km" -v t="$t" 'BEGIN { printf "ratio.%s/kiln=%.1f\n", t, a / b }'
   done
+  if [ -n "${TIMES[kiln-default]:-}" ] && [ -n "${TIMES[buildah-default]:-}" ]; then
+    awk -v a="$(median <<<"${TIMES[buildah-default]}")" -v b="$(median <<<"${TIMES[kiln-default]}")" \
+      'BEGIN { printf "ratio.buildah-default/kiln-default=%.1f\n", a / b }'
+  fi
   awk -v m="$km" -v n="$STEPS" 'BEGIN { lim = 0.3 * n / 20;
     printf "goal=kiln median <= %.3f s: %s\n", lim, (m <= lim ? "met" : "NOT met") }'
   echo "kiln.max_rss_kb=${RSS_KB[*]:-not measured}"

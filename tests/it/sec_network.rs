@@ -370,3 +370,54 @@ fn the_private_network_resolves_names_through_its_own_forwarder() {
         .collect();
     assert_eq!(servers, ["10.0.2.3"], "{progress}");
 }
+
+/// The private networks of finished steps are reused by later steps of the build (as
+/// BuildKit pools its namespaces), but never carry anything from one step to the next:
+/// a server a step left running is gone, and a `--security=insecure` step (which may
+/// change the namespace's addresses) never hands its namespace on. With `--runtime runc`
+/// too.
+#[test]
+fn pooled_networks_carry_nothing_between_steps() {
+    if !root() {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    // Step 2 leaves a listener on port 7777 (0x1E61) in the background; step 3 must see
+    // no listener. Step 4 (insecure) adds an address; step 5 must not see it.
+    let df = format!(
+        "FROM {base}\n\
+         RUN echo ns1=$(readlink /proc/self/ns/net)\n\
+         RUN (nc -l -p 7777 </dev/null >/dev/null 2>&1 &); sleep 0.3; \
+             echo listening=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -c ':1E61 0*:0000 0A')\n\
+         RUN echo ns3=$(readlink /proc/self/ns/net); \
+             echo left=$(cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -c ':1E61 0*:0000 0A')\n\
+         RUN --security=insecure ip addr add 10.9.9.9/32 dev lo && echo added=$(ip addr show lo | grep -c 10.9.9.9) \
+             && echo ns4=$(readlink /proc/self/ns/net)\n\
+         RUN echo ns5=$(readlink /proc/self/ns/net); echo seen=$(ip addr show lo | grep -c 10.9.9.9)\n"
+    );
+    for extra in [&[][..], &["--runtime", "runc"][..]] {
+        if extra.len() == 2 && !require_tool("runc") {
+            continue;
+        }
+        let mut args = vec!["--allow", "security.insecure", "--jobs", "1"];
+        args.extend_from_slice(extra);
+        let err = build_ok(&k, &df, &args);
+        let lines = step_lines(&err);
+        let value = |key: &str| -> String {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{extra:?}: no {key}= line in\n{err}"))
+                .to_string()
+        };
+        assert_eq!(value("listening"), "1", "{extra:?}: {err}");
+        assert_eq!(value("left"), "0", "{extra:?}: a step's server outlived it:\n{err}");
+        assert_eq!(value("added"), "1", "{extra:?}: {err}");
+        assert_eq!(value("seen"), "0", "{extra:?}: the insecure step's address leaked:\n{err}");
+        // Reused: steps 1 and 3 ran in one namespace; the insecure step's was its own and
+        // step 5 did not get it.
+        assert_eq!(value("ns1"), value("ns3"), "{extra:?}: the network was not reused:\n{err}");
+        assert_ne!(value("ns4"), value("ns5"), "{extra:?}: {err}");
+    }
+}

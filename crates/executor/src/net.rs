@@ -24,7 +24,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use crate::{ExecError, ExecSpec, Network};
+use crate::{ExecError, ExecSpec, Network, Security};
 
 /// The argument that turns a re-executed binary into the network namespace holder.
 pub const NETNS_ARG: &str = "__kiln-netns";
@@ -209,19 +209,82 @@ impl PrivateNet {
     }
 }
 
-/// For a [`Network::Private`] step: its network (alive until the guard is dropped) and
-/// the spec naming its namespace; other steps are passed through.
+/// Private networks of finished steps, ready for the next step of this build.
+///
+/// Starting a namespace holder and slirp4netns costs tens of milliseconds, more than a
+/// trivial RUN step itself; BuildKit keeps a pool of network namespaces for the same
+/// reason. A namespace is only handed to one step at a time (parallel steps get their
+/// own, so two steps never share ports), and only after every process of the previous
+/// step is gone (the guard is dropped after the step is reaped). Without
+/// `CAP_NET_ADMIN` (not in Docker's default set) a step cannot change the namespace's
+/// addresses, routes or firewall, so the next step finds it as it was made; a
+/// `--security=insecure` step, which can, never returns its namespace to the pool.
+///
+/// Pooled networks end with the thread that started them (their parent-death signal
+/// follows that thread), which the solver keeps until no step is left to start; a dead
+/// one is dropped when it is next taken.
+static POOL: std::sync::Mutex<Vec<PrivateNet>> = std::sync::Mutex::new(Vec::new());
+
+/// NetLease is a step's private network: back to the pool when the step is over, or
+/// ended with it.
+#[derive(Debug)]
+pub(crate) struct NetLease {
+    net: Option<PrivateNet>,
+    reusable: bool,
+}
+
+impl Drop for NetLease {
+    fn drop(&mut self) {
+        let Some(mut net) = self.net.take() else { return };
+        if self.reusable && net.alive() {
+            POOL.lock().unwrap_or_else(|e| e.into_inner()).push(net);
+        }
+    }
+}
+
+impl PrivateNet {
+    /// Whether both helpers still run (a pooled network may have lost them).
+    fn alive(&mut self) -> bool {
+        let slirp = self.slirp.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        slirp && matches!(self.holder.try_wait(), Ok(None))
+    }
+}
+
+/// A live network from the pool, or a new one.
+fn lease(helper: &Path) -> Result<PrivateNet, ExecError> {
+    loop {
+        let pooled = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match pooled {
+            Some(mut net) => {
+                if net.alive() {
+                    return Ok(net);
+                }
+            }
+            None => return PrivateNet::start(helper),
+        }
+    }
+}
+
+/// For a [`Network::Private`] step: its network (the step's until the lease is dropped)
+/// and the spec naming its namespace; other steps are passed through.
 pub(crate) fn prepare<'a>(
     spec: &'a ExecSpec,
     helper: &Path,
-) -> Result<(Option<PrivateNet>, Cow<'a, ExecSpec>), ExecError> {
+) -> Result<(Option<NetLease>, Cow<'a, ExecSpec>), ExecError> {
     if spec.network != Network::Private {
         return Ok((None, Cow::Borrowed(spec)));
     }
-    let net = PrivateNet::start(helper)?;
+    let reusable = spec.security == Security::Sandbox;
+    let net = if reusable { lease(helper)? } else { PrivateNet::start(helper)? };
     let mut spec = spec.clone();
     spec.netns = Some(net.path().to_path_buf());
-    Ok((Some(net), Cow::Owned(spec)))
+    Ok((
+        Some(NetLease {
+            net: Some(net),
+            reusable,
+        }),
+        Cow::Owned(spec),
+    ))
 }
 
 /// `fd` moved to a descriptor number of 10 or more (close-on-exec).
