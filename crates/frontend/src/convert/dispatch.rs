@@ -116,6 +116,10 @@ impl Converter<'_> {
                         self.lint
                             .report(Rule::LegacyKeyValueFormat, msg::legacy_key_value("ENV"), line);
                     }
+                    if let Some((k, _)) = pairs.last() {
+                        let k = k.clone();
+                        self.check_secret_key("ENV", &k, line);
+                    }
                 }
                 let mut created_by = String::from("ENV");
                 for (k, v) in pairs {
@@ -144,6 +148,7 @@ impl Converter<'_> {
             InstructionKind::Arg(decls) => {
                 let mut parts = Vec::new();
                 for d in decls {
+                    self.check_secret_key("ARG", &d.name, line);
                     self.consumed.insert(d.name.clone());
                     st.used.insert(d.name.clone());
                     let value = match (self.opts.build_args.get(&d.name), &d.default) {
@@ -240,6 +245,7 @@ impl Converter<'_> {
                 }
                 let mut specs = Vec::new();
                 for w in &words {
+                    self.check_expose(w, line);
                     specs.extend(super::copy::parse_port_spec(w)?);
                 }
                 for s in &specs {
