@@ -147,17 +147,22 @@ impl Converter<'_> {
         }
         let src = crate::dockerignore::clean(src);
         if src == "." || src == "/" {
-            // The context root itself: only when a pattern excludes every entry.
+            // The context root itself: only when a pattern excludes every entry (and
+            // then it matches `.`, as `*`, `**` and `**/*` do in patternmatcher).
             let all = patterns.iter().any(|p| matches!(p.trim(), "*" | "**" | "**/*"));
             if !all {
                 return;
             }
         }
-        if self.ignore.is_none() {
-            self.ignore = Some(crate::dockerignore::PatternMatcher::new(patterns).ok());
-        }
-        let Some(Some(m)) = &self.ignore else { return };
-        if m.matches_or_parent_matches(&src) {
+        let matched = if src == "." || src == "/" {
+            true
+        } else {
+            if self.ignore.is_none() {
+                self.ignore = Some(crate::dockerignore::PatternMatcher::new(patterns).ok());
+            }
+            matches!(&self.ignore, Some(Some(m)) if m.matches_or_parent_matches(&src))
+        };
+        if matched {
             let cmd = if is_add { "Add" } else { "Copy" };
             self.lint
                 .report(Rule::CopyIgnoredFile, msg::copy_ignored_file(cmd, &src), line);

@@ -20,6 +20,8 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_lint;
 
 use std::collections::{BTreeMap, BTreeSet};
 
