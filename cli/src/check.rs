@@ -8,8 +8,9 @@
 //! warnings found.`. The exit code is 1 when there is a warning or an error, else 0.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// Violations is the error `--check` ends with when it found warnings: already shown,
 /// it only sets the exit code (1), as buildx's `ExitCodeError`.
@@ -33,14 +34,20 @@ pub fn run(
     on_error: impl FnOnce(kiln_frontend::FrontendError) -> anyhow::Error,
 ) -> Result<()> {
     let report = kiln_frontend::check(dockerfile, opts);
+    let mut text = String::new();
     // With an error and no warning, buildx prints only the error.
     if report.error.is_none() || !report.warnings.is_empty() {
-        print!("{}", render(file, dockerfile, &report.warnings));
+        text = render(file, dockerfile, &report.warnings);
     }
+    if report.error.is_some() && !report.warnings.is_empty() {
+        text.push('\n');
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot write the check results to stdout")?;
     if let Some(e) = report.error {
-        if !report.warnings.is_empty() {
-            println!();
-        }
         return Err(on_error(e));
     }
     if report.warnings.is_empty() {

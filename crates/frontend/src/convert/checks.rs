@@ -77,14 +77,15 @@ impl Converter<'_> {
     /// `FROM --platform=written`, expanded to `r`, in stage `stage` (lowercase name).
     pub(super) fn check_from_platform(&mut self, written: &str, r: &Expanded, stage: Option<&str>, line: u32) {
         let matched: Vec<&String> = r.used.iter().filter(|u| !r.unmatched.contains(*u)).collect();
-        if matched.len() == 1 && r.unmatched.is_empty() && matched[0] == "TARGETPLATFORM" {
-            if self.global.value("TARGETPLATFORM") == Some(r.value.as_str()) {
-                self.lint.report(
-                    Rule::RedundantTargetPlatform,
-                    msg::redundant_target_platform(written),
-                    line,
-                );
-            }
+        // Only the one variable, expanding to the target platform: it was written
+        // `$TARGETPLATFORM` or `${TARGETPLATFORM}` (BuildKit's inference).
+        let only_target = matched.len() == 1 && r.unmatched.is_empty() && matched[0] == "TARGETPLATFORM";
+        if only_target && self.global.value("TARGETPLATFORM") == Some(r.value.as_str()) {
+            self.lint.report(
+                Rule::RedundantTargetPlatform,
+                msg::redundant_target_platform(written),
+                line,
+            );
         }
         if !r.used.is_empty() {
             return;
