@@ -70,6 +70,10 @@ pub fn render(file: &str, dockerfile: &str, warnings: &[kiln_frontend::Warning])
             let _ = writeln!(out, "Check complete, {n} warnings have been found!");
         }
     }
+    // A warning is about a whole instruction: BuildKit marks all of its lines.
+    let ends: std::collections::BTreeMap<u32, u32> = kiln_frontend::syntax::parse(dockerfile)
+        .map(|df| df.instructions.iter().map(|i| (i.start_line, i.end_line)).collect())
+        .unwrap_or_default();
     let mut sorted: Vec<&kiln_frontend::Warning> = warnings.iter().collect();
     sorted.sort_by_key(|w| w.line.unwrap_or(0));
     for w in sorted {
@@ -80,21 +84,23 @@ pub fn render(file: &str, dockerfile: &str, warnings: &[kiln_frontend::Warning])
         }
         let _ = writeln!(out, "\n{}", w.message);
         if let Some(line) = w.line {
-            out.push_str(&excerpt(file, dockerfile, line as usize));
+            let end = ends.get(&line).copied().unwrap_or(line).max(line);
+            out.push_str(&excerpt(file, dockerfile, line as usize, end as usize));
         }
     }
     out
 }
 
-/// BuildKit's `errdefs.Source.Print` for a one-line range: the line marked `>>>`
-/// with up to two lines either side.
-fn excerpt(file: &str, text: &str, line: usize) -> String {
+/// BuildKit's `errdefs.Source.Print` for the lines `first..=last`: each marked `>>>`,
+/// with up to two lines either side (one when the range spans several lines).
+fn excerpt(file: &str, text: &str, first: usize, last: usize) -> String {
+    // Go's strings.Split: a final newline leaves an empty last line.
     let lines: Vec<&str> = text.split('\n').collect();
-    if line < 1 || line > lines.len() {
+    if first < 1 || first > lines.len() {
         return String::new();
     }
-    let (mut start, mut end) = (line, line);
-    let pad = 4;
+    let (mut start, mut end) = (first, last.min(lines.len()));
+    let pad = if end == start { 4 } else { 2 };
     let mut p = 0;
     while p < pad {
         if start > 1 {
@@ -107,10 +113,10 @@ fn excerpt(file: &str, text: &str, line: usize) -> String {
         }
         p += 1;
     }
-    let mut out = format!("{file}:{line}\n--------------------\n");
+    let mut out = format!("{file}:{first}\n--------------------\n");
     for (i, text) in lines.iter().enumerate().take(end).skip(start - 1) {
         let n = i + 1;
-        let mark = if n == line { ">>>" } else { "   " };
+        let mark = if (first..=last).contains(&n) { ">>>" } else { "   " };
         let _ = writeln!(out, " {n:>3} | {mark} {text}");
     }
     out.push_str("--------------------\n");
@@ -170,7 +176,7 @@ mod tests {
     #[test]
     fn excerpt_pads_two_lines_either_side() {
         let df = "FROM a\nRUN 1\nRUN 2\nRUN 3\nRUN 4\nRUN 5\n";
-        let e = excerpt("Dockerfile", df, 4);
+        let e = excerpt("Dockerfile", df, 4, 4);
         let numbered: Vec<&str> = e.lines().skip(2).take_while(|l| !l.starts_with('-')).collect();
         assert_eq!(
             numbered,
@@ -182,6 +188,16 @@ mod tests {
                 "   6 |     RUN 5"
             ]
         );
-        assert_eq!(excerpt("Dockerfile", df, 40), "");
+        assert_eq!(excerpt("Dockerfile", df, 40, 40), "");
+        // A continued instruction: all its lines marked, one line of context.
+        let df = "FROM a\nRUN 1\nCMD echo \\\n  hi\nRUN 2\nRUN 3\n";
+        let w = [warning("JSONArgsRecommended", "m", 3)];
+        let out = render("Dockerfile", df, &w);
+        assert!(
+            out.ends_with(
+                "Dockerfile:3\n--------------------\n   2 |     RUN 1\n   3 | >>> CMD echo \\\n   4 | >>>   hi\n   5 |     RUN 2\n--------------------\n"
+            ),
+            "{out}"
+        );
     }
 }
