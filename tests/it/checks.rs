@@ -120,6 +120,18 @@ fn check_without_warnings_exits_0_and_skip_silences() {
         "{stdout}"
     );
     assert!(stdout.contains("\nWARNING: SecretsUsedInArgOrEnv - "), "{stdout}");
+    // A check= comment above one instruction skips there only (BuildKit 0.26+).
+    let local = context(&[(
+        "Dockerfile",
+        "FROM scratch AS base\n# check=skip=SecretsUsedInArgOrEnv // ok here\nARG API_KEY\nARG AUTH\n",
+    )]);
+    let (code, stdout, _) = check(&k, &[local.path().to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("Check complete, 1 warning has been found!\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(ARG \"AUTH\")\nDockerfile:4\n"), "{stdout}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! `linter.ParseLintOptions`. `testdata/lint/messages.txt` pins every message with the
 //! BuildKit commit and source line it was read from.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -104,6 +105,22 @@ impl Rule {
     /// The rule named `name` (BuildKit's spelling, case-sensitive).
     pub fn from_name(name: &str) -> Option<Rule> {
         Rule::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Whether a `# check=` comment above an instruction applies to the rule there:
+    /// BuildKit merges those comments only where it lowers that one instruction
+    /// (`instructions.Parse`, `buildDispatchStates`, `dispatch`), not in its whole-file
+    /// checks (stage names, casing, default ARGs, continuations, base platforms).
+    pub fn instruction_scoped(self) -> bool {
+        !matches!(
+            self,
+            Rule::NoEmptyContinuation
+                | Rule::ConsistentInstructionCasing
+                | Rule::DuplicateStageName
+                | Rule::ReservedStageName
+                | Rule::InvalidDefaultArgInFrom
+                | Rule::InvalidBaseImagePlatform
+        )
     }
 
     /// BuildKit's name for the rule.
@@ -299,17 +316,33 @@ impl CheckConfig {
     }
 }
 
-/// Linter collects warnings, honouring the `# check=` directive.
+/// Linter collects warnings, honouring the `# check=` directive and the `# check=`
+/// comments above single instructions.
 #[derive(Debug, Default)]
 pub struct Linter {
     pub config: CheckConfig,
+    /// `# check=` comments right above an instruction, by its first line
+    /// ([`instruction_checks`]); they add to `config` for the rules BuildKit checks
+    /// while lowering that instruction ([`Rule::instruction_scoped`]).
+    pub scoped: BTreeMap<u32, CheckConfig>,
+    /// An inherited `ONBUILD` trigger is being lowered: it has no comments of its own.
+    pub in_trigger: bool,
     pub warnings: Vec<Warning>,
 }
 
 impl Linter {
-    /// Reports `rule` with `message` at `line`.
+    /// Reports `rule` with `message` at `line`, the instruction being lowered.
     pub fn report(&mut self, rule: Rule, message: String, line: u32) {
+        self.report_for(rule, message, line, line);
+    }
+
+    /// Reports `rule` at `line` while lowering the instruction at `scope` (they differ
+    /// for MultipleInstructionsDisallowed, reported at the earlier instruction).
+    pub fn report_for(&mut self, rule: Rule, message: String, line: u32, scope: u32) {
         if self.config.skips(rule) {
+            return;
+        }
+        if rule.instruction_scoped() && !self.in_trigger && self.scoped.get(&scope).is_some_and(|c| c.skips(rule)) {
             return;
         }
         let w = Warning {
@@ -345,6 +378,84 @@ impl Linter {
         }
         (!rules.is_empty()).then(|| rules.join(", "))
     }
+}
+
+/// The `# check=` comments BuildKit (0.26+, `WithMergedConfigFromComments`) applies to
+/// single instructions: the comment lines gathered since the previous instruction (a
+/// bare `#` clears them, blank lines do not; the parser directives at the top are not
+/// among them), of which the first `check=` one counts, up to its first space (so
+/// `# check=skip=Rule // why` works); one that does not parse is ignored. `spans` are
+/// the instructions' first and last lines, in order. Keyed by first line.
+pub fn instruction_checks(text: &str, spans: &[(u32, u32)]) -> BTreeMap<u32, CheckConfig> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = BTreeMap::new();
+    let mut comments: Vec<&str> = Vec::new();
+    let mut directives_done = false;
+    let mut spans = spans.iter().peekable();
+    for (i, raw) in text.split('\n').enumerate() {
+        let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        while spans.peek().is_some_and(|&&(_, end)| end < n) {
+            spans.next();
+        }
+        if let Some(&&(start, _)) = spans.peek().filter(|&&&(start, _)| start <= n) {
+            if start == n {
+                if let Some(c) = comment_check(&comments) {
+                    out.insert(start, c);
+                }
+                comments.clear();
+            }
+            directives_done = true;
+            continue;
+        }
+        let line = raw.trim_end_matches(['\r', '\n']);
+        let trimmed = line.trim_start();
+        if !directives_done {
+            if trimmed.strip_prefix('#').and_then(directive).is_some() {
+                continue;
+            }
+            directives_done = true;
+        }
+        if trimmed.starts_with('#') {
+            // BuildKit drops the line's first byte (the `#` unless indented) and trims.
+            let comment = line.get(1..).unwrap_or("").trim();
+            if comment.is_empty() {
+                comments.clear();
+            } else {
+                comments.push(comment);
+            }
+        }
+    }
+    out
+}
+
+/// `key=value` of a known parser directive (`syntax`, `escape`, `check`) in a line
+/// without its `#`, as BuildKit's `DirectiveParser` reads one.
+fn directive(rest: &str) -> Option<(String, &str)> {
+    let rest = rest.trim_start();
+    let key_len = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(rest.len(), |(i, _)| i);
+    if key_len == 0 {
+        return None;
+    }
+    let key = rest[..key_len].to_ascii_lowercase();
+    let value = rest[key_len..].trim_start().strip_prefix('=')?.trim();
+    if value.is_empty() || !matches!(key.as_str(), "syntax" | "escape" | "check") {
+        return None;
+    }
+    Some((key, value))
+}
+
+/// The check configuration of an instruction's comments: the first `check=` one, when
+/// it parses (BuildKit stops at the first, and keeps the file's config when it does
+/// not parse).
+fn comment_check(comments: &[&str]) -> Option<CheckConfig> {
+    let value = comments
+        .iter()
+        .find_map(|c| directive(c).filter(|(key, _)| key == "check"))?
+        .1;
+    CheckConfig::parse(value.split(' ').next().unwrap_or(value)).ok()
 }
 
 /// Whether an ARG or ENV name looks like it holds a secret (BuildKit

@@ -180,7 +180,7 @@ impl Converter<'_> {
                 commit(st, format!("USER {u}"), false);
             }
             InstructionKind::Cmd(c) => {
-                self.used_once(st.cmd, "CMD");
+                self.used_once(st.cmd, "CMD", line);
                 st.cmd.line = Some(line);
                 let args = self.shell_args(st, c, "CMD", line);
                 commit(st, format!("CMD {}", go_quote_list(&args)), false);
@@ -188,7 +188,7 @@ impl Converter<'_> {
                 st.image.config.args_escaped = true;
             }
             InstructionKind::Entrypoint(c) => {
-                self.used_once(st.entrypoint, "ENTRYPOINT");
+                self.used_once(st.entrypoint, "ENTRYPOINT", line);
                 st.entrypoint.line = Some(line);
                 let args = c.as_ref().map(|c| self.shell_args(st, c, "ENTRYPOINT", line));
                 commit(
@@ -202,7 +202,7 @@ impl Converter<'_> {
                 }
             }
             InstructionKind::Healthcheck(h) => {
-                self.used_once(st.healthcheck, "HEALTHCHECK");
+                self.used_once(st.healthcheck, "HEALTHCHECK", line);
                 st.healthcheck.line = Some(line);
                 let hc = match h {
                     HealthTest::None => HealthConfig {
@@ -293,10 +293,11 @@ impl Converter<'_> {
     }
 
     /// Reports an instruction used twice in a stage, at the ignored one.
-    fn used_once(&mut self, prev: Tracker, name: &str) {
+    /// `line` is the instruction being lowered: its `# check=` comment applies.
+    fn used_once(&mut self, prev: Tracker, name: &str, line: u32) {
         if let Some(l) = prev.line {
             self.lint
-                .report(Rule::MultipleInstructionsDisallowed, msg::multiple(name), l);
+                .report_for(Rule::MultipleInstructionsDisallowed, msg::multiple(name), l, line);
         }
     }
 

@@ -200,10 +200,12 @@ fn lower(dockerfile: &str, opts: &BuildOptions, all_stages: bool) -> (Result<Low
         Ok(df) => df,
         Err(e) => return (Err(locate(e)), Vec::new()),
     };
+    let spans: Vec<(u32, u32)> = df.instructions.iter().map(|i| (i.start_line, i.end_line)).collect();
     let lint = match check_config(&df, opts) {
         Ok(config) => Linter {
             config,
-            warnings: Vec::new(),
+            scoped: crate::lint::instruction_checks(dockerfile, &spans),
+            ..Linter::default()
         },
         Err(e) => return (Err(locate(e)), Vec::new()),
     };
@@ -340,6 +342,7 @@ impl Converter<'_> {
                     (cmd.instr.start_line, cmd.instr.end_line)
                 };
                 self.step_vars.clear();
+                self.lint.in_trigger = cmd.onbuild;
                 let before = st.fs.clone();
                 self.dispatch(&mut st, cmd, &done, plan)
                     .map_err(|k| SyntaxError::at(lines.0, lines.1, k))?;

@@ -315,3 +315,71 @@ fn check_lowers_every_stage() {
     assert_eq!(r.warnings.len(), 1);
     assert!(r.error.is_some());
 }
+
+#[test]
+fn check_comment_above_an_instruction_skips_there_only() {
+    // BuildKit's own cases (dockerfile_lint_test.go, commit a248d48d0 "add syntax to
+    // skip a check"): the comment applies to the instruction below it only.
+    let df = "FROM scratch
+ARG public_token
+# check=skip=SecretsUsedInArgOrEnv // allow secret in environment
+ENV password=bar
+# check=skip=SecretsUsedInArgOrEnv // allow secret in arg
+ARG password
+# check=skip=all // is local to only this instruction
+ENV alternate_password=bar
+# check=skip=all // is local to only this instruction
+ARG alternate_password
+ARG api_key
+";
+    assert_rule(
+        df,
+        "SecretsUsedInArgOrEnv",
+        &["Do not use ARG or ENV instructions for sensitive data (ARG \"api_key\") (line 11)"],
+    );
+    for (df, rule) in [
+        ("FROM scratch\n# check=skip=JSONArgsRecommended\nCMD mycommand\n", "JSONArgsRecommended"),
+        ("FROM scratch\n# check=skip=MaintainerDeprecated\nMAINTAINER me@example.org\n", "MaintainerDeprecated"),
+        ("FROM scratch\n# check=skip=WorkdirRelativePath\nWORKDIR app/\n", "WorkdirRelativePath"),
+        (
+            "FROM scratch\n# check=skip=LegacyKeyValueFormat\nENV testkey value\n# check=skip=LegacyKeyValueFormat\nLABEL key value\n",
+            "LegacyKeyValueFormat",
+        ),
+        ("# check=skip=RedundantTargetPlatform\nFROM --platform=$TARGETPLATFORM scratch\n", "RedundantTargetPlatform"),
+        // Blank lines keep the comment; it must be a check= comment that parses.
+        ("FROM scratch\n# check=skip=JSONArgsRecommended\n\n# why\nCMD mycommand\n", "JSONArgsRecommended"),
+    ] {
+        assert_rule(df, rule, &[]);
+    }
+    // A bare `#` clears the comments; an unparsable check= comment counts as none.
+    assert_rule(
+        "FROM scratch\n# check=skip=JSONArgsRecommended\n#\nCMD mycommand\n",
+        "JSONArgsRecommended",
+        &["JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 4)"],
+    );
+    assert_rule(
+        "FROM scratch\n# check=skip\nCMD mycommand\n",
+        "JSONArgsRecommended",
+        &["JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 3)"],
+    );
+    // Whole-file checks do not look at the comments (BuildKit runs them with the
+    // file's configuration).
+    assert_rule(
+        "FROM scratch AS a\n# check=skip=DuplicateStageName\nFROM scratch AS a\n",
+        "DuplicateStageName",
+        &["Duplicate stage name \"a\", stage names should be unique (line 3)"],
+    );
+    // MultipleInstructionsDisallowed is reported at the first CMD, skipped by the
+    // comment of the second (the one being lowered when BuildKit reports it).
+    assert_rule(
+        "FROM scratch\nCMD [\"a\"]\n# check=skip=MultipleInstructionsDisallowed\nCMD [\"b\"]\n",
+        "MultipleInstructionsDisallowed",
+        &[],
+    );
+    // With error=true, a skipped rule does not fail the build.
+    build_plan(
+        "# check=error=true\nFROM scratch\n# check=skip=JSONArgsRecommended\nCMD mycommand\n",
+        &opts(),
+    )
+    .unwrap();
+}

@@ -183,3 +183,17 @@ fn display_like_buildx() {
     );
     assert_eq!(w.rule(), Some(Rule::JsonArgsRecommended));
 }
+
+#[test]
+fn instruction_checks_follow_buildkits_comment_rules() {
+    let text = "# check=skip=A\n# syntax=x\n\nFROM a\n# check=skip=B // why\nRUN x \\\n# check=skip=C\n  y\n# note\n# check=skip=D\n\n#check=skip=E\nCMD z\n";
+    let spans = [(4, 4), (6, 8), (13, 13)];
+    let m = instruction_checks(text, &spans);
+    // The directives at the top are not comments of the first FROM.
+    assert!(!m.contains_key(&4), "{m:?}");
+    assert_eq!(m[&6].skip, ["B"]);
+    // A comment inside the continued RUN belongs to no instruction; the first check=
+    // comment above CMD counts.
+    assert_eq!(m[&13].skip, ["D"]);
+    assert_eq!(m.len(), 2);
+}
