@@ -154,10 +154,11 @@ pub struct CheckReport {
     pub error: Option<FrontendError>,
 }
 
-/// Runs the checks only, as BuildKit's lint subrequest (`docker build --check`): every
-/// stage is lowered, the target or not, and nothing is built.
+/// Runs the checks only, as BuildKit's lint subrequest (`docker build --check`):
+/// without a target every stage is lowered (BuildKit: "no target means all targets"),
+/// with one the stages it needs; nothing is built.
 pub fn check(dockerfile: &str, opts: &BuildOptions) -> CheckReport {
-    let (result, warnings) = lower(dockerfile, opts, true);
+    let (result, warnings) = lower(dockerfile, opts, opts.target.is_none());
     let error = result.err();
     let warnings = match error.as_ref().map(FrontendError::kind) {
         Some(ErrorKind::Lint { warnings, .. }) => warnings.clone(),
