@@ -382,9 +382,13 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
                 variant: r.config.variant.clone(),
             };
             let (name, line) = (stage.base_name.clone(), stage.from.start_line);
+            // BuildKit builds a base without layers as scratch and does not check it.
+            let scratch_like = r.config.rootfs.diff_ids.is_empty() && r.config.history.iter().all(|h| h.empty_layer);
             stage.commands.splice(0..0, triggers);
             resolved.insert(i, r);
-            c.check_base_platform(&name, &platform, &actual, line);
+            if !scratch_like {
+                c.check_base_platform(&name, &platform, &actual, line);
+            }
         }
     }
     Ok(Plan {

@@ -155,10 +155,17 @@ impl ImageResolver for ArmResolver {
         };
         Ok(ResolvedImage {
             reference: reference.to_string(),
-            config: kiln_image::ImageConfig {
-                architecture: arch.into(),
-                os: "linux".into(),
-                ..Default::default()
+            config: {
+                let mut c = kiln_image::ImageConfig {
+                    architecture: arch.into(),
+                    os: "linux".into(),
+                    ..Default::default()
+                };
+                // A layer, or BuildKit treats the base as scratch and checks nothing.
+                if !reference.contains("nolayers") {
+                    c.rootfs.diff_ids = vec![kiln_image::Digest::of(b"layer")];
+                }
+                c
             },
         })
     }
@@ -175,6 +182,7 @@ fn invalid_base_image_platform() {
         &["Base image armonly:1 was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build (line 1)"],
     );
     assert_rule_with("FROM busybox\n", &o, "InvalidBaseImagePlatform", &[]);
+    assert_rule_with("FROM armonly-nolayers:1\n", &o, "InvalidBaseImagePlatform", &[]);
 }
 
 #[test]
