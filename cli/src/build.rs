@@ -558,7 +558,15 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             frontend_error(&inputs, e)
         });
     }
-    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
+    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| {
+        // `check=error=true`: the warnings the error is about come first.
+        if let kiln_frontend::ErrorKind::Lint { warnings, .. } = e.kind() {
+            for w in warnings {
+                eprintln!("WARN: {w}");
+            }
+        }
+        frontend_error(&inputs, e)
+    })?;
     let solver = Solver::new(&progress, 1)
         .jobs(a.jobs.map_or_else(kiln_solver::default_jobs, |n| n as usize))
         .no_cache(a.no_cache)
@@ -779,12 +787,6 @@ mod interrupt {
 }
 
 fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> anyhow::Error {
-    // `check=error=true`: the warnings the error is about come first.
-    if let kiln_frontend::ErrorKind::Lint { warnings, .. } = e.kind() {
-        for w in warnings {
-            eprintln!("WARN: {w}");
-        }
-    }
     let message = e.to_string();
     match e.line() {
         Some(line) => anyhow::Error::new(snippet(&inputs.dockerfile_name, &inputs.dockerfile, line, message)),
