@@ -163,6 +163,10 @@ fn check_error_true_fails_the_build_and_builds_nothing() {
         stderr.contains("lint violation found for rules: FromAsCasing"),
         "{stderr}"
     );
+    assert!(
+        !stderr.contains("WARN:"),
+        "the warning is shown once, on stdout:\n{stderr}"
+    );
     // Skipping the rule lets the build through.
     k.ok(&[
         "build",
