@@ -136,6 +136,11 @@ pub struct BuildArgs {
     /// per step where kiln can make one (root), else RLIMIT_NPROC; -1 for no limit.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = kiln_executor::limits::DEFAULT_PIDS_LIMIT as i64, allow_negative_numbers = true, value_parser = parse_pids_limit)]
     pids_limit: i64,
+    /// Run the build checks only, as `docker build --check`: print each warning with
+    /// its rule, documentation URL and Dockerfile line, build nothing; exit 1 when
+    /// there is a warning (or an error).
+    #[arg(long)]
+    check: bool,
 }
 
 /// Parses one `--ulimit` value.
@@ -548,7 +553,20 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         resolver: Some(resolver.clone()),
         max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
     };
-    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| frontend_error(&inputs, e))?;
+    if a.check {
+        return crate::check::run(&inputs.dockerfile_name, &inputs.dockerfile, &opts, |e| {
+            frontend_error(&inputs, e)
+        });
+    }
+    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| {
+        // `check=error=true`: the warnings the error is about come first.
+        if let kiln_frontend::ErrorKind::Lint { warnings, .. } = e.kind() {
+            for w in warnings {
+                eprintln!("WARN: {w}");
+            }
+        }
+        frontend_error(&inputs, e)
+    })?;
     let solver = Solver::new(&progress, 1)
         .jobs(a.jobs.map_or_else(kiln_solver::default_jobs, |n| n as usize))
         .no_cache(a.no_cache)

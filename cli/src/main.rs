@@ -2,6 +2,7 @@
 
 mod build;
 mod cachespec;
+mod check;
 mod export;
 mod images;
 mod maintenance;
@@ -93,6 +94,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `build --check` found warnings: shown already, only the exit code is left.
+        Err(e) if e.is::<check::Violations>() => ExitCode::FAILURE,
         Err(e) => {
             render_error(&e);
             ExitCode::FAILURE

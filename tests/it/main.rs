@@ -3,6 +3,7 @@
 
 mod add;
 mod cache;
+mod checks;
 mod common;
 mod contexts;
 mod copyflags;

@@ -169,7 +169,9 @@ pub enum ErrorKind {
     #[error("invalid escape token `{value}`: expected `\\` or `` ` ``")]
     InvalidEscapeToken { value: String },
     #[error("invalid `check` directive `{value}`: {reason}")]
-    InvalidCheckDirective { value: String, reason: &'static str },
+    InvalidCheckDirective { value: String, reason: String },
+    #[error("failed to parse build-arg:BUILDKIT_DOCKERFILE_CHECK: {reason}")]
+    InvalidCheckArg { reason: String },
     #[error("`{instruction}` requires {expected}")]
     ArgumentCount {
         instruction: &'static str,
@@ -276,8 +278,13 @@ pub enum ErrorKind {
         what: &'static str,
         entitlement: &'static str,
     },
-    #[error("lint violation: {rule}: {message}")]
-    Lint { rule: &'static str, message: String },
+    /// `check=error=true` and rules reported: BuildKit's message; `warnings` are
+    /// every warning of the build, for the caller to show before the error.
+    #[error("lint violation found for rules: {rules}")]
+    Lint {
+        rules: String,
+        warnings: Vec<crate::lint::Warning>,
+    },
 }
 
 /// OnbuildError says why an `ONBUILD` trigger is not allowed.

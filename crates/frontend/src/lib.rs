@@ -15,7 +15,9 @@ pub mod lint;
 mod suggest;
 pub mod syntax;
 
-pub use convert::{build_plan, BuildOptions, BuildPlan, ImageResolver, NamedContext, ResolvedImage};
+pub use convert::{
+    build_plan, check, BuildOptions, BuildPlan, CheckReport, ImageResolver, NamedContext, ResolvedImage,
+};
 pub use error::{ErrorKind, FrontendError};
 pub use lint::Warning;
 

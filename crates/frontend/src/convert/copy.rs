@@ -102,6 +102,9 @@ impl Converter<'_> {
             if !spec.is_add && !kind.is_local() {
                 return Err(ErrorKind::CopyFromUrl { source_url: s.clone() });
             }
+            if kind.is_local() && cmd.from.is_none() {
+                self.check_copy_source(spec.is_add, s, line);
+            }
             kinds.push((s.clone(), kind));
         }
         let checksum = match spec.add.and_then(|f| f.checksum.as_deref()) {

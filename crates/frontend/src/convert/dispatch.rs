@@ -116,6 +116,10 @@ impl Converter<'_> {
                         self.lint
                             .report(Rule::LegacyKeyValueFormat, msg::legacy_key_value("ENV"), line);
                     }
+                    if let Some((k, _)) = pairs.last() {
+                        let k = k.clone();
+                        self.check_secret_key("ENV", &k, line);
+                    }
                 }
                 let mut created_by = String::from("ENV");
                 for (k, v) in pairs {
@@ -144,6 +148,7 @@ impl Converter<'_> {
             InstructionKind::Arg(decls) => {
                 let mut parts = Vec::new();
                 for d in decls {
+                    self.check_secret_key("ARG", &d.name, line);
                     self.consumed.insert(d.name.clone());
                     st.used.insert(d.name.clone());
                     let value = match (self.opts.build_args.get(&d.name), &d.default) {
@@ -175,7 +180,7 @@ impl Converter<'_> {
                 commit(st, format!("USER {u}"), false);
             }
             InstructionKind::Cmd(c) => {
-                self.used_once(st.cmd, "CMD");
+                self.used_once(st.cmd, "CMD", line);
                 st.cmd.line = Some(line);
                 let args = self.shell_args(st, c, "CMD", line);
                 commit(st, format!("CMD {}", go_quote_list(&args)), false);
@@ -183,7 +188,7 @@ impl Converter<'_> {
                 st.image.config.args_escaped = true;
             }
             InstructionKind::Entrypoint(c) => {
-                self.used_once(st.entrypoint, "ENTRYPOINT");
+                self.used_once(st.entrypoint, "ENTRYPOINT", line);
                 st.entrypoint.line = Some(line);
                 let args = c.as_ref().map(|c| self.shell_args(st, c, "ENTRYPOINT", line));
                 commit(
@@ -197,7 +202,7 @@ impl Converter<'_> {
                 }
             }
             InstructionKind::Healthcheck(h) => {
-                self.used_once(st.healthcheck, "HEALTHCHECK");
+                self.used_once(st.healthcheck, "HEALTHCHECK", line);
                 st.healthcheck.line = Some(line);
                 let hc = match h {
                     HealthTest::None => HealthConfig {
@@ -240,6 +245,7 @@ impl Converter<'_> {
                 }
                 let mut specs = Vec::new();
                 for w in &words {
+                    self.check_expose(w, line);
                     specs.extend(super::copy::parse_port_spec(w)?);
                 }
                 for s in &specs {
@@ -287,10 +293,11 @@ impl Converter<'_> {
     }
 
     /// Reports an instruction used twice in a stage, at the ignored one.
-    fn used_once(&mut self, prev: Tracker, name: &str) {
+    /// `line` is the instruction being lowered: its `# check=` comment applies.
+    fn used_once(&mut self, prev: Tracker, name: &str, line: u32) {
         if let Some(l) = prev.line {
             self.lint
-                .report(Rule::MultipleInstructionsDisallowed, msg::multiple(name), l);
+                .report_for(Rule::MultipleInstructionsDisallowed, msg::multiple(name), l, line);
         }
     }
 

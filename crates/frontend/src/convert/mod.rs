@@ -10,6 +10,7 @@
 //! - [`state`] holds a stage's state and BuildKit's formatting helpers.
 
 mod add;
+mod checks;
 mod copy;
 mod dispatch;
 mod mounts;
@@ -19,6 +20,8 @@ mod state;
 mod tests;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_lint;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,21 +135,81 @@ pub struct BuildPlan {
 
 /// Lowers `dockerfile` into a build plan.
 pub fn build_plan(dockerfile: &str, opts: &BuildOptions) -> Result<BuildPlan, FrontendError> {
-    let locate = |e: SyntaxError| e.into_frontend(&opts.dockerfile_name, dockerfile);
-    let df = syntax::parse(dockerfile).map_err(locate)?;
-    let mut lint = Linter::default();
-    if let Some(check) = &df.directives.check {
-        lint.config = CheckConfig::parse(check).map_err(|reason| {
-            locate(SyntaxError::at(
+    let (result, warnings) = lower(dockerfile, opts, false);
+    let (definition, image, target_stage) = result?;
+    Ok(BuildPlan {
+        definition,
+        image,
+        warnings,
+        target_stage,
+    })
+}
+
+/// CheckReport is what `kiln build --check` shows: the rule warnings of every stage
+/// and the error that would stop the build, if any.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Warnings of BuildKit's rules (no build option notes), in the order reported.
+    pub warnings: Vec<Warning>,
+    pub error: Option<FrontendError>,
+}
+
+/// Runs the checks only, as BuildKit's lint subrequest (`docker build --check`):
+/// without a target every stage is lowered (BuildKit: "no target means all targets"),
+/// with one the stages it needs; nothing is built.
+pub fn check(dockerfile: &str, opts: &BuildOptions) -> CheckReport {
+    let (result, warnings) = lower(dockerfile, opts, opts.target.is_none());
+    let error = result.err();
+    let warnings = match error.as_ref().map(FrontendError::kind) {
+        Some(ErrorKind::Lint { warnings, .. }) => warnings.clone(),
+        _ => warnings,
+    };
+    CheckReport {
+        warnings: warnings.into_iter().filter(|w| w.rule.is_some()).collect(),
+        error,
+    }
+}
+
+/// The check configuration: the `BUILDKIT_DOCKERFILE_CHECK` build arg when given (it
+/// replaces the directive, as in BuildKit's dockerui), else the `# check=` directive.
+fn check_config(df: &syntax::Dockerfile, opts: &BuildOptions) -> Result<CheckConfig, SyntaxError> {
+    if let Some(v) = opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        return CheckConfig::parse(v).map_err(|reason| SyntaxError::whole_file(ErrorKind::InvalidCheckArg { reason }));
+    }
+    match &df.directives.check {
+        Some(check) => CheckConfig::parse(check).map_err(|reason| {
+            SyntaxError::at(
                 1,
                 1,
                 ErrorKind::InvalidCheckDirective {
                     value: check.clone(),
                     reason,
                 },
-            ))
-        })?;
+            )
+        }),
+        None => Ok(CheckConfig::default()),
     }
+}
+
+type Lowered = (Definition, ImageConfig, String);
+
+/// Lowers the target's stages (every stage with `all_stages`); the warnings reported
+/// up to the end or the error.
+fn lower(dockerfile: &str, opts: &BuildOptions, all_stages: bool) -> (Result<Lowered, FrontendError>, Vec<Warning>) {
+    let locate = |e: SyntaxError| e.into_frontend(&opts.dockerfile_name, dockerfile);
+    let df = match syntax::parse(dockerfile) {
+        Ok(df) => df,
+        Err(e) => return (Err(locate(e)), Vec::new()),
+    };
+    let spans: Vec<(u32, u32)> = df.instructions.iter().map(|i| (i.start_line, i.end_line)).collect();
+    let lint = match check_config(&df, opts) {
+        Ok(config) => Linter {
+            config,
+            scoped: crate::lint::instruction_checks(dockerfile, &spans),
+            ..Linter::default()
+        },
+        Err(e) => return (Err(locate(e)), Vec::new()),
+    };
     let mut c = Converter {
         opts,
         lexer: Lexer::new(df.directives.escape),
@@ -156,52 +219,24 @@ pub fn build_plan(dockerfile: &str, opts: &BuildOptions) -> Result<BuildPlan, Fr
         global: EnvList::default(),
         consumed: BTreeSet::new(),
         step_vars: BTreeSet::new(),
+        all_stages,
+        ignore: None,
     };
-    let plan = plan::plan(&mut c, &df).map_err(locate)?;
-    let (image, root, target_stage) = c.run(&plan).map_err(locate)?;
+    let result = plan::plan(&mut c, &df).and_then(|plan| c.run(&plan));
+    let (image, root, target_stage) = match result {
+        Ok(r) => r,
+        Err(e) => return (Err(locate(e)), c.lint.warnings),
+    };
     c.def.root = Some(root);
     c.finish_warnings();
-    if c.lint.config.error {
-        if let Some(w) = c.lint.warnings.iter().find(|w| w.rule.is_some()) {
-            let line = w.line.unwrap_or(0);
-            let rule = lint_rule_name(w.rule.as_deref().unwrap_or_default());
-            return Err(locate(SyntaxError::at(
-                line,
-                line,
-                ErrorKind::Lint {
-                    rule,
-                    message: w.message.clone(),
-                },
-            )));
-        }
+    if let Some(rules) = c.lint.violation() {
+        let err = SyntaxError::whole_file(ErrorKind::Lint {
+            rules,
+            warnings: c.lint.warnings.clone(),
+        });
+        return (Err(locate(err)), c.lint.warnings);
     }
-    Ok(BuildPlan {
-        definition: c.def,
-        image,
-        warnings: c.lint.warnings,
-        target_stage,
-    })
-}
-
-fn lint_rule_name(name: &str) -> &'static str {
-    use crate::lint::Rule::*;
-    [
-        JsonArgsRecommended,
-        MaintainerDeprecated,
-        UndefinedVar,
-        StageNameCasing,
-        FromAsCasing,
-        DuplicateStageName,
-        ConsistentInstructionCasing,
-        WorkdirRelativePath,
-        NoEmptyContinuation,
-        MultipleInstructionsDisallowed,
-        LegacyKeyValueFormat,
-    ]
-    .into_iter()
-    .map(|r| r.name())
-    .find(|n| *n == name)
-    .unwrap_or("lint")
+    (Ok((c.def, image, target_stage)), c.lint.warnings)
 }
 
 /// Converter holds what lowering shares across stages.
@@ -218,6 +253,10 @@ pub(crate) struct Converter<'a> {
     pub consumed: BTreeSet<String>,
     /// Variables the instruction being lowered expanded (recorded on its op).
     pub step_vars: BTreeSet<String>,
+    /// Lower every stage, not only those the target needs (`--check`).
+    pub all_stages: bool,
+    /// The .dockerignore matcher for CopyIgnoredFile, compiled on first use.
+    pub ignore: Option<Option<crate::dockerignore::PatternMatcher>>,
 }
 
 impl Converter<'_> {
@@ -304,6 +343,7 @@ impl Converter<'_> {
                     (cmd.instr.start_line, cmd.instr.end_line)
                 };
                 self.step_vars.clear();
+                self.lint.in_trigger = cmd.onbuild;
                 let before = st.fs.clone();
                 self.dispatch(&mut st, cmd, &done, plan)
                     .map_err(|k| SyntaxError::at(lines.0, lines.1, k))?;

@@ -72,6 +72,8 @@ pub struct Cmd {
 #[derive(Debug, Clone)]
 pub struct StagePlan {
     pub from: Instruction,
+    /// The base as written, variables expanded (BuildKit's `BaseName`).
+    pub base_name: String,
     pub name: Option<String>,
     pub base: Base,
     pub platform: Option<Platform>,
@@ -140,9 +142,13 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         None => names.last().cloned().flatten().unwrap_or_default(),
     };
     c.global = default_args(c.opts, &target_name);
+    let predefined = c.global.clone();
+    c.check_default_bases(&predefined, &meta_args, df);
+    let mut declared = BTreeSet::new();
     for a in &meta_args {
         let InstructionKind::Arg(decls) = &a.kind else { continue };
         for d in decls {
+            declared.insert(d.name.clone());
             c.consumed.insert(d.name.clone());
             let value = match (c.opts.build_args.get(&d.name), &d.default) {
                 (Some(v), _) => Some(v.clone()),
@@ -170,6 +176,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
             .lexer
             .expand_word(&fi.image, &c.global)
             .map_err(|source| at(from_i, ErrorKind::expansion(&fi.image, source)))?;
+        c.check_from_args(&expanded, &declared, from_i.start_line);
         let base_name = expanded.value;
         if base_name.is_empty() {
             return Err(at(from_i, ErrorKind::BlankBaseName { base: fi.image.clone() }));
@@ -177,11 +184,13 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         let platform = match &fi.flags.platform {
             None => None,
             Some(p) => {
-                let v = c
+                let r = c
                     .lexer
                     .expand_word(p, &c.global)
-                    .map_err(|source| at(from_i, ErrorKind::expansion(p, source)))?
-                    .value;
+                    .map_err(|source| at(from_i, ErrorKind::expansion(p, source)))?;
+                c.check_from_args(&r, &declared, from_i.start_line);
+                c.check_from_platform(p, &r, fi.name.as_deref(), from_i.start_line);
+                let v = r.value;
                 Some(Platform::parse(&v).ok_or_else(|| at(from_i, ErrorKind::InvalidPlatform { value: v.clone() }))?)
             }
         };
@@ -238,6 +247,7 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         }));
         let steps = commands.iter().filter(|cmd| is_step(&cmd.instr)).count();
         stages.push(StagePlan {
+            base_name: base_name.clone(),
             from: from_i.clone(),
             name: fi.name.clone(),
             cmd_total: steps + usize::from(matches!(base, Base::Image(_))),
@@ -329,7 +339,11 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
         }
     }
     let mut reachable = BTreeSet::new();
-    let mut stack = vec![target];
+    let mut stack = if c.all_stages {
+        (0..stages.len()).collect()
+    } else {
+        vec![target]
+    };
     while let Some(n) = stack.pop() {
         if reachable.insert(n) {
             stack.extend(deps(&stages[n]));
@@ -362,8 +376,19 @@ pub(crate) fn plan(c: &mut Converter<'_>, df: &Dockerfile) -> Result<Plan, Synta
                 });
             }
             stage.cmd_total += triggers.iter().filter(|c| is_step(&c.instr)).count();
+            let actual = Platform {
+                os: r.config.os.clone(),
+                architecture: r.config.architecture.clone(),
+                variant: r.config.variant.clone(),
+            };
+            let (name, line) = (stage.base_name.clone(), stage.from.start_line);
+            // BuildKit builds a base without layers as scratch and does not check it.
+            let scratch_like = r.config.rootfs.diff_ids.is_empty() && r.config.history.iter().all(|h| h.empty_layer);
             stage.commands.splice(0..0, triggers);
             resolved.insert(i, r);
+            if !scratch_like {
+                c.check_base_platform(&name, &platform, &actual, line);
+            }
         }
     }
     Ok(Plan {
@@ -513,6 +538,7 @@ fn file_lints(c: &mut Converter<'_>, df: &Dockerfile, groups: &[(Instruction, Ve
                 }
             }
             if let Some(name) = &fi.name {
+                c.check_stage_name(name, f.start_line);
                 if !seen_names.insert(name.clone()) {
                     c.lint
                         .report(Rule::DuplicateStageName, msg::duplicate_stage(name), f.start_line);
