@@ -110,7 +110,6 @@ fn init(spec: &ExecSpec) -> ! {
     let etc = [
         ("/etc/hosts", &spec.hosts),
         ("/etc/resolv.conf", &spec.resolv_conf),
-        ("/etc/hostname", &spec.hostname_file),
     ]
     .map(|(t, src)| {
         (

@@ -249,7 +249,9 @@ impl<'a> FileWriter<'a> {
     /// Creates a directory and its parents (WORKDIR).
     pub fn mkdir(&mut self, path: &str, mode: u32, chown: &Option<ChownOpt>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(chown)?;
-        let rel = clean_abs(path);
+        // As BuildKit's mkdir (`fs.RootPath`): symlinks on the way, the last one too, are
+        // followed inside the root, so a dangling link keeps and gets its target made.
+        let rel = self.resolve_view(&clean_abs(path), true);
         if rel.as_os_str().is_empty() || self.is_dir_in_view(&rel) {
             return Ok(());
         }

@@ -122,7 +122,6 @@ impl Worker {
 
         let hosts = dir.join("hosts");
         let resolv = dir.join("resolv.conf");
-        let hostname = dir.join("hostname");
         let network = match op.network {
             NetworkMode::None => Network::None,
             NetworkMode::Host => Network::Host,
@@ -133,7 +132,6 @@ impl Worker {
             &format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         )?;
         write(&resolv, &resolv_conf(network))?;
-        write(&hostname, &format!("{HOSTNAME}\n"))?;
 
         let mut env = op.env.clone();
         // As BuildKit: a step with SSH mounts has SSH_AUTH_SOCK at the first one, unless
@@ -159,7 +157,6 @@ impl Worker {
             },
             hosts,
             resolv_conf: resolv,
-            hostname_file: hostname,
             mounts,
             secrets: std::mem::take(&mut step.files),
             secrets_dir,
