@@ -23,9 +23,10 @@ const TAIL_LINES: usize = 10;
 /// The hostname every step sees.
 pub const HOSTNAME: &str = "kilnsandbox";
 
-/// Paths the sandbox mounts over; when the image lacks them the sandbox creates them
-/// in the upper directory, and they are removed again before the layer is written.
-const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc/hostname", "etc", "proc", "dev"];
+/// Mount points the sandbox creates when the image lacks them and removes again before
+/// the layer is written, as BuildKit's `MountStubsCleaner` does (its list, with
+/// parents): `/dev`, `/proc` and `/sys`, made the same way, stay in the layer there too.
+const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc"];
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
     move |source| WorkerError::Io {
