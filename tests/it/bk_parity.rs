@@ -49,11 +49,19 @@ fn layer_entries(layer: &[u8]) -> Vec<(String, String)> {
             tar::EntryType::Directory => ("dir", String::new()),
             tar::EntryType::Symlink => (
                 "link",
-                h.link_name().unwrap().unwrap_or_default().to_string_lossy().into_owned(),
+                h.link_name()
+                    .unwrap()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
             ),
             tar::EntryType::Link => (
                 "hardlink",
-                h.link_name().unwrap().unwrap_or_default().to_string_lossy().into_owned(),
+                h.link_name()
+                    .unwrap()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
             ),
             _ => {
                 let mut s = String::new();
@@ -129,7 +137,9 @@ fn kiln_layers(k: &Kiln, ctx: &Path, extra: &[&str]) -> Vec<Vec<u8>> {
 
 /// Reads a golden file of testdata/bk_parity: its lines, less `#` comments and blanks.
 fn golden(name: &str) -> Vec<String> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/bk_parity").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/bk_parity")
+        .join(name);
     std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         .lines()
@@ -151,8 +161,14 @@ fn write(ctx: &Path, rel: &str, text: &str) {
 fn ignored_directory_with_reincluded_files_is_copied_as_docker_build_does() {
     let Some(dockerd) = Dockerd::start() else { return };
     let ctx = context(&[
-        ("Dockerfile", "FROM scratch\nCOPY d /out/\nCOPY . /all/\nCOPY d/keep /x\nCOPY e* /globbed/\n"),
-        (".dockerignore", "d\n!d/keep\ne\n!e/sub/keep\nDockerfile\n.dockerignore\n"),
+        (
+            "Dockerfile",
+            "FROM scratch\nCOPY d /out/\nCOPY . /all/\nCOPY d/keep /x\nCOPY e* /globbed/\n",
+        ),
+        (
+            ".dockerignore",
+            "d\n!d/keep\ne\n!e/sub/keep\nDockerfile\n.dockerignore\n",
+        ),
         ("d/keep", "kept"),
         ("d/drop", "dropped"),
         ("d/sub/drop", "dropped"),
@@ -161,9 +177,25 @@ fn ignored_directory_with_reincluded_files_is_copied_as_docker_build_does() {
         ("e/top", "dropped"),
     ]);
     let names = [
-        "out", "out/keep", "out/drop", "out/sub", "all", "all/d", "all/d/keep", "all/d/drop", "all/d/sub",
-        "all/e", "all/e/sub", "all/e/sub/keep", "all/e/sub/drop", "all/e/top", "x", "globbed",
-        "globbed/sub", "globbed/sub/keep", "globbed/top",
+        "out",
+        "out/keep",
+        "out/drop",
+        "out/sub",
+        "all",
+        "all/d",
+        "all/d/keep",
+        "all/d/drop",
+        "all/d/sub",
+        "all/e",
+        "all/e/sub",
+        "all/e/sub/keep",
+        "all/e/sub/drop",
+        "all/e/top",
+        "x",
+        "globbed",
+        "globbed/sub",
+        "globbed/sub/keep",
+        "globbed/top",
     ];
     let theirs = summary(&docker_layers(&dockerd, ctx.path()).unwrap(), &names);
     drop(dockerd);
@@ -180,7 +212,10 @@ fn ignored_directory_with_reincluded_files_is_copied_as_docker_build_does() {
 fn ignored_directories_with_a_wildcard_reinclude_match_current_buildkit() {
     let ctx = context(&[
         ("Dockerfile", "FROM scratch\nCOPY . /all/\nCOPY d /out/\n"),
-        (".dockerignore", "d\ne\nf\n!*/keep\nnone\n!none/keep\nDockerfile\n.dockerignore\n"),
+        (
+            ".dockerignore",
+            "d\ne\nf\n!*/keep\nnone\n!none/keep\nDockerfile\n.dockerignore\n",
+        ),
         ("d/keep", "kept"),
         ("d/drop", "dropped"),
         ("e/sub/keep", "not re-included: */keep is one level"),
@@ -188,8 +223,18 @@ fn ignored_directories_with_a_wildcard_reinclude_match_current_buildkit() {
         ("none/other", "dropped"),
     ]);
     let names = [
-        "all", "all/d", "all/d/keep", "all/d/drop", "all/e", "all/e/sub", "all/e/sub/keep", "all/f", "all/none", "out",
-        "out/keep", "out/drop",
+        "all",
+        "all/d",
+        "all/d/keep",
+        "all/d/drop",
+        "all/e",
+        "all/e/sub",
+        "all/e/sub/keep",
+        "all/f",
+        "all/none",
+        "out",
+        "out/keep",
+        "out/drop",
     ];
     let ours = summary(&kiln_layers(&kiln(), ctx.path(), &[]), &names);
     assert_eq!(ours, golden("reinclude-wildcard.txt"));
@@ -202,7 +247,11 @@ fn bare_busybox(run: &str) -> Option<tempfile::TempDir> {
     for d in ["dev", "proc", "sys"] {
         std::fs::remove_dir(ctx.path().join("rootfs").join(d)).unwrap();
     }
-    write(ctx.path(), "Dockerfile", &format!("FROM scratch\nCOPY rootfs/ /\n{run}\n"));
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM scratch\nCOPY rootfs/ /\n{run}\n"),
+    );
     Some(ctx)
 }
 
@@ -226,7 +275,9 @@ const MOUNT_POINT_NAMES: [&str; 8] = [
 #[test]
 fn run_mount_points_stay_in_the_layer_as_docker_build_leaves_them() {
     let Some(dockerd) = Dockerd::start() else { return };
-    let Some(ctx) = bare_busybox(MOUNT_POINT_RUN) else { return };
+    let Some(ctx) = bare_busybox(MOUNT_POINT_RUN) else {
+        return;
+    };
     let theirs = docker_layers(&dockerd, ctx.path()).unwrap();
     drop(dockerd);
     let theirs = summary(&theirs[theirs.len() - 1..], &MOUNT_POINT_NAMES);
@@ -251,10 +302,22 @@ fn run_mount_points_stay_in_the_layer_as_docker_build_leaves_them() {
 fn rootless_run_mount_points_stay_in_the_layer() {
     use crate::rootless::{User, SUB_USER};
     let Some(u) = User::get(SUB_USER, true) else { return };
-    let Some(ctx) = bare_busybox(MOUNT_POINT_RUN) else { return };
+    let Some(ctx) = bare_busybox(MOUNT_POINT_RUN) else {
+        return;
+    };
     let k = kiln();
     let root = kiln_layers(&k, ctx.path(), &[]);
     let want = summary(&root[root.len() - 1..], &MOUNT_POINT_NAMES);
+    // What docker build leaves (the test above compares root's layer with it in full).
+    assert_eq!(
+        want[..4],
+        [
+            "dev dir 755 0/0",
+            "proc dir 755 0/0",
+            "sys dir 755 0/0",
+            "sys.txt file 644 0/0 sysfs"
+        ]
+    );
     let mine = u.path("bare");
     run_ok(Command::new("cp").arg("-a").arg(ctx.path()).arg(&mine));
     u.own(&mine);
@@ -272,7 +335,10 @@ fn rootless_run_mount_points_stay_in_the_layer() {
         ]);
         let layers = archive_layers(&std::fs::read(&tar).unwrap());
         let got = summary(&layers[layers.len() - 1..], &MOUNT_POINT_NAMES);
-        assert_eq!(got, want, "rootless --snapshotter {snapshotter} (left) and root (right) differ");
+        assert_eq!(
+            got, want,
+            "rootless --snapshotter {snapshotter} (left) and root (right) differ"
+        );
     }
 }
 
@@ -283,7 +349,9 @@ fn rootless_run_mount_points_stay_in_the_layer() {
 #[test]
 fn small_grammar_cases_build_as_docker_build_does() {
     let Some(dockerd) = Dockerd::start() else { return };
-    let Some(ctx) = crate::run::busybox_context() else { return };
+    let Some(ctx) = crate::run::busybox_context() else {
+        return;
+    };
     write(ctx.path(), "a.txt", "from the context");
     write(
         ctx.path(),

@@ -107,11 +107,7 @@ fn init(spec: &ExecSpec) -> ! {
             sys::open_tree_clone(&p, false).or_fail(|| format!("cannot open {}", p.display())),
         )
     });
-    let etc = [
-        ("/etc/hosts", &spec.hosts),
-        ("/etc/resolv.conf", &spec.resolv_conf),
-    ]
-    .map(|(t, src)| {
+    let etc = [("/etc/hosts", &spec.hosts), ("/etc/resolv.conf", &spec.resolv_conf)].map(|(t, src)| {
         (
             t,
             sys::open_tree_clone(src, false).or_fail(|| format!("cannot open {}", src.display())),

@@ -325,7 +325,13 @@ impl Converter<'_> {
         st.dir = wd.clone();
         let layer = wd != "/";
         if layer {
-            let chown = st.image.config.user.as_deref().filter(|u| !u.is_empty()).map(parse_chown);
+            let chown = st
+                .image
+                .config
+                .user
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(parse_chown);
             let description = self.describe(st, i);
             st.fs = self.def.add(
                 Op::File(FileOp {

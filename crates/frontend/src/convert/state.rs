@@ -323,11 +323,9 @@ mod tests {
             }
         );
         assert_eq!(parse_chown("app").user, UserSpec::Name("app".into()));
-        let id = |u, g: Option<u32>| {
-            ChownOpt {
-                user: UserSpec::Id(u),
-                group: g.map(UserSpec::Id),
-            }
+        let id = |u, g: Option<u32>| ChownOpt {
+            user: UserSpec::Id(u),
+            group: g.map(UserSpec::Id),
         };
         assert_eq!(parse_chown(":"), id(0, Some(0)));
         assert_eq!(parse_chown("1000:"), id(1000, Some(0)));

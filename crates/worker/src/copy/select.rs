@@ -108,7 +108,9 @@ fn reincludes_below(src: &SourceTree<'_>, rel: &Path) -> bool {
     if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) || src.ignore.is_some_and(|m| m.can_skip_dir(&slash(rel))) {
         return false;
     }
-    let Ok(entries) = sorted_entries(&dir) else { return false };
+    let Ok(entries) = sorted_entries(&dir) else {
+        return false;
+    };
     entries.iter().any(|e| {
         let child = rel.join(e.file_name());
         !is_ignored(src, &child) || (e.file_type().is_ok_and(|t| t.is_dir()) && reincludes_below(src, &child))
