@@ -107,12 +107,7 @@ fn init(spec: &ExecSpec) -> ! {
             sys::open_tree_clone(&p, false).or_fail(|| format!("cannot open {}", p.display())),
         )
     });
-    let etc = [
-        ("/etc/hosts", &spec.hosts),
-        ("/etc/resolv.conf", &spec.resolv_conf),
-        ("/etc/hostname", &spec.hostname_file),
-    ]
-    .map(|(t, src)| {
+    let etc = [("/etc/hosts", &spec.hosts), ("/etc/resolv.conf", &spec.resolv_conf)].map(|(t, src)| {
         (
             t,
             sys::open_tree_clone(src, false).or_fail(|| format!("cannot open {}", src.display())),
@@ -296,7 +291,8 @@ fn mount_proc(target: &Path) {
         // The image's /proc is used only if it is a plain directory (never a symlink out).
         Ok(m) if m.is_dir() => {}
         Ok(_) => fail("/proc in the image is not a directory"),
-        Err(_) => ensure_dir(target, 0o555),
+        // As runc makes a missing mount point (and BuildKit then leaves it in the layer).
+        Err(_) => ensure_dir(target, 0o755),
     }
     sys::mount(
         Some(c"proc"),
@@ -449,6 +445,10 @@ fn mask_proc() {
 
 fn mount_sys(host_sys: Option<libc::c_int>, readonly: bool) {
     let target = Path::new("/sys");
+    // A missing /sys is made, as runc makes a missing mount point; it stays in the layer.
+    if target.symlink_metadata().is_err() {
+        ensure_dir(target, 0o755);
+    }
     if !target.is_dir() {
         return;
     }

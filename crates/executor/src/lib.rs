@@ -45,11 +45,11 @@ pub struct ExecSpec {
     pub hostname: String,
     pub network: Network,
     pub rootfs: Rootfs,
-    /// Host files bind-mounted read-only over `/etc/hosts`, `/etc/resolv.conf`,
-    /// `/etc/hostname` (never part of the layer).
+    /// Host files bind-mounted read-only over `/etc/hosts` and `/etc/resolv.conf` (never
+    /// part of the layer). As in BuildKit there is no `/etc/hostname` mount: a step sees
+    /// the image's, if any.
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
-    pub hostname_file: PathBuf,
     /// `RUN --mount`s, mounted in this order after the container's own file systems.
     #[serde(default)]
     pub mounts: Vec<SpecMount>,

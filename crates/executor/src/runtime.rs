@@ -102,8 +102,7 @@ impl OciRuntime {
                 json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
                 json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if insecure { vec!["nosuid", "noexec", "nodev", "rw"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
                 bind_ro("/etc/hosts", &spec.hosts),
-                bind_ro("/etc/resolv.conf", &spec.resolv_conf),
-                bind_ro("/etc/hostname", &spec.hostname_file)
+                bind_ro("/etc/resolv.conf", &spec.resolv_conf)
         ].into_iter().chain(spec.mounts.iter().map(|m| match &m.kind {
                 crate::SpecMountKind::Bind { source, readonly } => json!({
                     "destination": m.target, "type": "bind", "source": source,

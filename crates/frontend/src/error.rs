@@ -255,8 +255,6 @@ pub enum ErrorKind {
     InvalidPort { port: String, reason: String },
     #[error("invalid signal `{signal}` in `STOPSIGNAL`")]
     InvalidSignal { signal: String },
-    #[error("invalid `--chown` value `{value}`")]
-    InvalidChown { value: String },
     #[error("`COPY` cannot copy from a URL or git repository: `{source_url}` (use `ADD`)")]
     CopyFromUrl { source_url: String },
     #[error("`--checksum` requires an HTTP(S) or git source")]

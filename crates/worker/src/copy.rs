@@ -38,7 +38,7 @@ use crate::{users, WorkerError};
 mod select;
 mod special;
 pub use select::select;
-use select::{matching, skip_ignored, sorted_entries, Decision, Filter};
+use select::{is_ignored, matching, skip_ignored, sorted_entries, Decision, Filter};
 
 /// SourceTree is where a COPY reads from.
 pub struct SourceTree<'a> {
@@ -116,6 +116,9 @@ struct Pending {
     target: PathBuf,
     md: std::fs::Metadata,
     created: bool,
+    /// An ignored directory with re-included entries: BuildKit's context has it as a
+    /// plain directory, so it is copied as one once something below it is.
+    as_copy: bool,
 }
 
 /// The mode of directories a COPY creates for its destination: 0755, or an octal
@@ -246,7 +249,9 @@ impl<'a> FileWriter<'a> {
     /// Creates a directory and its parents (WORKDIR).
     pub fn mkdir(&mut self, path: &str, mode: u32, chown: &Option<ChownOpt>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(chown)?;
-        let rel = clean_abs(path);
+        // As BuildKit's mkdir (`fs.RootPath`): symlinks on the way, the last one too, are
+        // followed inside the root, so a dangling link keeps and gets its target made.
+        let rel = self.resolve_view(&clean_abs(path), true);
         if rel.as_os_str().is_empty() || self.is_dir_in_view(&rel) {
             return Ok(());
         }
@@ -378,20 +383,24 @@ impl<'a> FileWriter<'a> {
         let md = std::fs::symlink_metadata(from).map_err(io_err(from))?;
         let ft = md.file_type();
         if !top {
-            match walk.filter.decide(&walk.below_base(rel), ft.is_dir()) {
-                Decision::Skip => return Ok(()),
-                Decision::Descend => {
-                    walk.pending.push(Pending {
-                        target: target.to_path_buf(),
-                        md,
-                        created: false,
-                    });
-                    let done = self.copy_children(walk, from, rel, target);
-                    walk.pending.pop();
-                    return done;
-                }
-                Decision::Copy => self.create_pending(walk)?,
+            let decision = walk.filter.decide(&walk.below_base(rel), ft.is_dir());
+            // skip_ignored left in only the ignored directories a `!` pattern may reach into.
+            let ignored_dir = decision == Decision::Copy && ft.is_dir() && is_ignored(walk.src, rel);
+            if decision == Decision::Skip {
+                return Ok(());
             }
+            if decision == Decision::Descend || ignored_dir {
+                walk.pending.push(Pending {
+                    target: target.to_path_buf(),
+                    md,
+                    created: false,
+                    as_copy: ignored_dir,
+                });
+                let done = self.copy_children(walk, from, rel, target);
+                walk.pending.pop();
+                return done;
+            }
+            self.create_pending(walk)?;
         }
         let up = self.snap.upper().join(target);
         let own = walk.owner.unwrap_or(if walk.src.keep_owner {
@@ -498,6 +507,21 @@ impl<'a> FileWriter<'a> {
             let (target, md) = (p.target.clone(), p.md.clone());
             let up = self.snap.upper().join(&target);
             let src_mode = md.mode() & 0o7777;
+            let own = walk.owner.unwrap_or(if walk.src.keep_owner {
+                (md.uid(), md.gid())
+            } else {
+                (0, 0)
+            });
+            let mode = walk.chmod.map_or(src_mode, |c| c.apply(md.mode(), true));
+            if p.as_copy {
+                // As copy_entry copies a directory below the matched source.
+                if !up.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    remove_existing(&up)?;
+                    std::fs::create_dir(&up).map_err(io_err(&up))?;
+                }
+                self.finish_entry(&up, mode, own, md.mtime(), true)?;
+                continue;
+            }
             if up.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 // Made earlier in this step, so its final mode is still pending.
                 match self.dir_times.iter_mut().find(|(d, _, _)| *d == up) {
@@ -518,15 +542,7 @@ impl<'a> FileWriter<'a> {
                 .filter(|m| m.is_dir());
             match lower {
                 Some(l) => self.finish_entry(&up, src_mode, (l.uid(), l.gid()), l.mtime(), true)?,
-                None => {
-                    let own = walk.owner.unwrap_or(if walk.src.keep_owner {
-                        (md.uid(), md.gid())
-                    } else {
-                        (0, 0)
-                    });
-                    let mode = walk.chmod.map_or(src_mode, |c| c.apply(md.mode(), true));
-                    self.finish_entry(&up, mode, own, md.mtime(), true)?;
-                }
+                None => self.finish_entry(&up, mode, own, md.mtime(), true)?,
             }
         }
         Ok(())

@@ -23,9 +23,10 @@ const TAIL_LINES: usize = 10;
 /// The hostname every step sees.
 pub const HOSTNAME: &str = "kilnsandbox";
 
-/// Paths the sandbox mounts over; when the image lacks them the sandbox creates them
-/// in the upper directory, and they are removed again before the layer is written.
-const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc/hostname", "etc", "proc", "dev"];
+/// Mount points the sandbox creates when the image lacks them and removes again before
+/// the layer is written, as BuildKit's `MountStubsCleaner` does (its list, with
+/// parents): `/dev`, `/proc` and `/sys`, made the same way, stay in the layer there too.
+const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/resolv.conf", "etc"];
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
     move |source| WorkerError::Io {
@@ -122,7 +123,6 @@ impl Worker {
 
         let hosts = dir.join("hosts");
         let resolv = dir.join("resolv.conf");
-        let hostname = dir.join("hostname");
         let network = match op.network {
             NetworkMode::None => Network::None,
             NetworkMode::Host => Network::Host,
@@ -133,7 +133,6 @@ impl Worker {
             &format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         )?;
         write(&resolv, &resolv_conf(network))?;
-        write(&hostname, &format!("{HOSTNAME}\n"))?;
 
         let mut env = op.env.clone();
         // As BuildKit: a step with SSH mounts has SSH_AUTH_SOCK at the first one, unless
@@ -159,7 +158,6 @@ impl Worker {
             },
             hosts,
             resolv_conf: resolv,
-            hostname_file: hostname,
             mounts,
             secrets: std::mem::take(&mut step.files),
             secrets_dir,

@@ -114,9 +114,7 @@ impl Converter<'_> {
         super::add::check_checksum(checksum.as_deref(), &kinds)?;
         let any_local = kinds.iter().any(|(_, k)| k.is_local());
         let chown_opt = match &chown {
-            Some(c) if !c.is_empty() => {
-                Some(parse_chown(c).ok_or_else(|| ErrorKind::InvalidChown { value: c.clone() })?)
-            }
+            Some(c) if !c.is_empty() => Some(parse_chown(c)),
             _ => None,
         };
         let chmod_mode = match &chmod {

@@ -332,10 +332,13 @@ impl Converter<'_> {
         st.dir = wd.clone();
         let layer = wd != "/";
         if layer {
-            let chown = match st.image.config.user.as_deref().filter(|u| !u.is_empty()) {
-                Some(u) => Some(parse_chown(u).ok_or_else(|| ErrorKind::InvalidChown { value: u.to_string() })?),
-                None => None,
-            };
+            let chown = st
+                .image
+                .config
+                .user
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .map(parse_chown);
             let description = self.describe(st, i);
             st.fs = self.def.add(
                 Op::File(FileOp {

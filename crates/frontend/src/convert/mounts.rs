@@ -150,7 +150,8 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, ErrorKind> {
             "type" => {}
             "target" | "dst" | "destination" => m.target = Some(need(val)?),
             "source" | "src" => m.source = Some(need(val)?),
-            "from" => m.from = Some(need(val)?),
+            // An empty `from=` is no `from` (BuildKit's `mount.From == ""`): the build context.
+            "from" => m.from = Some(need(val)?).filter(|f| !f.is_empty()),
             "readonly" | "ro" => m.readonly = Some(parse_bool(&key, val).map_err(bad)?),
             "readwrite" | "rw" => m.readonly = Some(!parse_bool(&key, val).map_err(bad)?),
             "id" => m.id = Some(need(val)?),
@@ -208,6 +209,7 @@ mod tests {
         let m = parse_mount("target=/src,from=build,source=/out,rw").unwrap();
         assert_eq!((m.kind, m.readonly), (MountType::Bind, Some(false)));
         assert_eq!(m.from.as_deref(), Some("build"));
+        assert_eq!(parse_mount("target=/c,from=").unwrap().from, None);
         let m = parse_mount("type=tmpfs,dst=/tmp,size=64m").unwrap();
         assert_eq!(m.size, Some(64 << 20));
         let m = parse_mount("type=secret,id=aws,required").unwrap();

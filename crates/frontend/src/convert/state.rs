@@ -270,23 +270,23 @@ pub fn normalize_path(dir: &str, p: &str, keep_slash: bool) -> String {
     cleaned
 }
 
-/// Parses a `user[:group]` owner (numeric ids or names).
-pub fn parse_chown(s: &str) -> Option<ChownOpt> {
+/// Parses a `user[:group]` owner (numeric ids or names) as BuildKit's `llb.WithUser`:
+/// an empty part, and `root`, are id 0 (`--chown=:` is 0:0, `--chown=1000:` is 1000:0);
+/// without `:` the group is the user's.
+pub fn parse_chown(s: &str) -> ChownOpt {
     let spec = |v: &str| match v.parse::<u32>() {
         Ok(n) if v.bytes().all(|b| b.is_ascii_digit()) => UserSpec::Id(n),
+        _ if v.is_empty() || v == "root" => UserSpec::Id(0),
         _ => UserSpec::Name(v.to_string()),
     };
     let (user, group) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
+        Some((u, g)) => (u, Some(g)),
         None => (s, None),
     };
-    if user.is_empty() {
-        return None;
-    }
-    Some(ChownOpt {
+    ChownOpt {
         user: spec(user),
         group: group.map(spec),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -317,13 +317,20 @@ mod tests {
     fn chown() {
         assert_eq!(
             parse_chown("1000:1000"),
-            Some(ChownOpt {
+            ChownOpt {
                 user: UserSpec::Id(1000),
                 group: Some(UserSpec::Id(1000))
-            })
+            }
         );
-        assert_eq!(parse_chown("app").unwrap().user, UserSpec::Name("app".into()));
-        assert_eq!(parse_chown(":x"), None);
+        assert_eq!(parse_chown("app").user, UserSpec::Name("app".into()));
+        let id = |u, g: Option<u32>| ChownOpt {
+            user: UserSpec::Id(u),
+            group: g.map(UserSpec::Id),
+        };
+        assert_eq!(parse_chown(":"), id(0, Some(0)));
+        assert_eq!(parse_chown("1000:"), id(1000, Some(0)));
+        assert_eq!(parse_chown("root"), id(0, None));
+        assert_eq!(parse_chown(":x").group, Some(UserSpec::Name("x".into())));
     }
 
     #[test]

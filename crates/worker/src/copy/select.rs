@@ -94,6 +94,29 @@ pub(super) fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
     !rel.as_os_str().is_empty() && src.ignore.is_some_and(|m| m.is_excluded(&slash(rel)))
 }
 
+/// Whether `rel` is in the context BuildKit's walker (fsutil's `filterFS.Walk`) sends:
+/// not ignored, or an ignored directory with something below it that a `!` pattern
+/// re-includes (fsutil sends such a directory, with its own metadata, before the first
+/// entry below it, and only then).
+pub(super) fn is_present(src: &SourceTree<'_>, rel: &Path) -> bool {
+    !is_ignored(src, rel) || reincludes_below(src, rel)
+}
+
+/// Whether the walk of the ignored directory `rel` would send anything below it.
+fn reincludes_below(src: &SourceTree<'_>, rel: &Path) -> bool {
+    let dir = src.root.join(rel);
+    if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) || src.ignore.is_some_and(|m| m.can_skip_dir(&slash(rel))) {
+        return false;
+    }
+    let Ok(entries) = sorted_entries(&dir) else {
+        return false;
+    };
+    entries.iter().any(|e| {
+        let child = rel.join(e.file_name());
+        !is_ignored(src, &child) || (e.file_type().is_ok_and(|t| t.is_dir()) && reincludes_below(src, &child))
+    })
+}
+
 /// Whether a walk leaves `rel` out for .dockerignore: an ignored file always, an
 /// ignored directory only when no `!` pattern can re-include something below it.
 pub(super) fn skip_ignored(src: &SourceTree<'_>, rel: &Path, entry: &std::fs::DirEntry) -> bool {
@@ -174,7 +197,7 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, Pat
         }
         current = next;
     }
-    Ok(current.into_iter().filter(|(_, real)| !is_ignored(src, real)).collect())
+    Ok(current.into_iter().filter(|(_, real)| is_present(src, real)).collect())
 }
 
 /// `rel` resolved inside the source root, relative to it.
@@ -191,7 +214,7 @@ fn in_root(src: &SourceTree<'_>, rel: &Path, shown: &str) -> Result<PathBuf, Wor
 /// naming both.
 fn follow(src: &SourceTree<'_>, named: PathBuf, found: &Path, shown: &str) -> Result<Matched, WorkerError> {
     let real = in_root(src, found, shown)?;
-    if src.root.join(&real).symlink_metadata().is_err() || is_ignored(src, &real) {
+    if src.root.join(&real).symlink_metadata().is_err() || !is_present(src, &real) {
         // The link itself, its parents resolved in the root too.
         let link = resolve_in_root(src.root, found, false)
             .ok()
@@ -236,7 +259,7 @@ pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<
             })
             .collect();
     }
-    if is_ignored(src, &pattern) {
+    if !is_present(src, &pattern) {
         return Err(WorkerError::SourceNotFound {
             path: action.src.clone(),
             source_label: src.label.clone(),
@@ -260,7 +283,7 @@ fn require_parents_path(action: &CopyAction, below: &str, src: &SourceTree<'_>) 
         reason,
     })?;
     let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new(""));
-    if resolved.symlink_metadata().is_err() || is_ignored(src, rel) {
+    if resolved.symlink_metadata().is_err() || !is_present(src, rel) {
         return Err(WorkerError::SourceNotFound {
             path: shown,
             source_label: src.label.clone(),
@@ -321,6 +344,8 @@ fn select_entry(
         match filter.decide(&below, is_dir) {
             Decision::Skip => return Ok(()),
             Decision::Descend => descend_only = true,
+            // An ignored directory the walk goes into for what `!` patterns re-include.
+            Decision::Copy if is_dir && is_ignored(src, rel) => descend_only = true,
             // The directories walked through are made before what is copied below them.
             Decision::Copy => out.extend(pending.iter_mut().filter_map(Option::take)),
         }
