@@ -7,6 +7,7 @@ mod common;
 mod contexts;
 mod copyflags;
 mod crafted;
+mod csv_values;
 mod debian;
 mod docker;
 mod errors;
