@@ -14,6 +14,7 @@ mod runtime;
 mod sandbox;
 mod seccomp;
 mod secrets;
+mod stop;
 mod sys;
 pub mod userns;
 pub mod users;
