@@ -18,6 +18,7 @@ mod push;
 mod registry;
 mod repro;
 mod rootless;
+mod rootless_cancel;
 mod run;
 mod scratch;
 mod sec_context;

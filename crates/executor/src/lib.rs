@@ -6,6 +6,7 @@
 //! Docker's default capabilities and the step's user, and execs the command.
 
 mod cgroup;
+pub mod forward;
 mod helper;
 mod insecure;
 pub mod limits;
