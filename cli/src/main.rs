@@ -4,6 +4,7 @@ mod build;
 mod cachespec;
 mod export;
 mod images;
+mod interrupt;
 mod maintenance;
 mod outputs;
 mod progress;
