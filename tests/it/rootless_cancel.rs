@@ -17,6 +17,43 @@ enum Interrupt {
     Kiln,
     /// A terminal's Ctrl-C: SIGINT to every process of the foreground process group.
     Group,
+    /// The two copies of a terminal's Ctrl-C as separate deliveries, made so on purpose:
+    /// the inner kiln's own copy first, then (the inner kiln stopped until it is pending)
+    /// the copy the outer kiln passes on, which must not count as a second Ctrl-C.
+    OwnThenForwarded,
+}
+
+/// Field `n` (1-based, after the command name) of /proc/PID/stat.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(n - 1).map(str::to_string)
+}
+
+/// Whether `sig` is pending for the whole process `pid` (`ShdPnd`).
+fn pending(pid: u32, sig: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("ShdPnd:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (sig - 1)) != 0
+}
+
+/// Sends `sig` to `pid`.
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: signalling a process (or process group) this test started.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Polls `cond` until it holds (at most 10 s).
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "{what}");
+        std::thread::yield_now();
+    }
 }
 
 fn cancel_rootless_build(u: &User, base: &str, how: Interrupt, sig: i32) {
@@ -60,12 +97,26 @@ fn cancel_rootless_build(u: &User, base: &str, how: Interrupt, sig: i32) {
         .find(|(_, c)| c == "kiln")
         .unwrap_or_else(|| panic!("no kiln among {seen:?}"))
         .0;
-    let target = match how {
-        Interrupt::Kiln => outer as i32,
-        Interrupt::Group => -(child.id() as i32),
-    };
-    // SAFETY: signalling our own child (or its process group).
-    unsafe { libc::kill(target, sig) };
+    match how {
+        Interrupt::Kiln => signal(outer as i32, sig),
+        Interrupt::Group => signal(-(child.id() as i32), sig),
+        Interrupt::OwnThenForwarded => {
+            let inner = seen
+                .iter()
+                .find(|(p, c)| c == "exe" && stat_field(*p, 2).as_deref() == Some(&outer.to_string()))
+                .unwrap_or_else(|| panic!("no inner kiln among {seen:?}"))
+                .0;
+            signal(inner as i32, sig);
+            until("the inner kiln never took its signal", || !pending(inner, sig));
+            signal(inner as i32, libc::SIGSTOP);
+            until("the inner kiln did not stop", || {
+                stat_field(inner, 1).as_deref() == Some("T")
+            });
+            signal(outer as i32, sig);
+            until("the outer kiln did not pass the signal on", || pending(inner, sig));
+            signal(inner as i32, libc::SIGCONT);
+        }
+    }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -109,6 +160,7 @@ fn interrupting_a_rootless_build_cancels_it_cleanly() {
     let Some(base) = u.busybox_base() else { return };
     cancel_rootless_build(&u, base, Interrupt::Kiln, libc::SIGINT);
     cancel_rootless_build(&u, base, Interrupt::Group, libc::SIGINT);
+    cancel_rootless_build(&u, base, Interrupt::OwnThenForwarded, libc::SIGINT);
     cancel_rootless_build(&u, base, Interrupt::Kiln, libc::SIGTERM);
     // The next build sweeps what the interrupted ones left in tmp/ and works.
     let ctx = u.context("again", &format!("FROM {base}\nRUN echo again\n"));
