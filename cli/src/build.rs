@@ -657,12 +657,12 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let worker = worker.with_cache_from(imported);
     // Ctrl-C (or SIGTERM) cancels the build like a failing step does: running steps are
     // killed, nothing half-written is kept, and the error says so. A second one kills.
-    interrupt::install();
+    crate::interrupt::install();
     let finished = std::sync::atomic::AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         s.spawn(|| {
             while !finished.load(std::sync::atomic::Ordering::SeqCst) {
-                if interrupt::requested() {
+                if crate::interrupt::requested() {
                     solver.cancel_handle().cancel();
                     return;
                 }
@@ -760,30 +760,6 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     }
     let _ = started;
     Ok(())
-}
-
-/// SIGINT/SIGTERM during a build: the first one asks for a clean cancel.
-mod interrupt {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static REQUESTED: AtomicBool = AtomicBool::new(false);
-
-    extern "C" fn on_signal(sig: libc::c_int) {
-        REQUESTED.store(true, Ordering::SeqCst);
-        // SAFETY: signal() is async-signal-safe; the next one gets the default action.
-        unsafe { libc::signal(sig, libc::SIG_DFL) };
-    }
-
-    pub fn install() {
-        for sig in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic and resets the disposition.
-            unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
-        }
-    }
-
-    pub fn requested() -> bool {
-        REQUESTED.load(Ordering::SeqCst)
-    }
 }
 
 fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> anyhow::Error {

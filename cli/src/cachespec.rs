@@ -1,6 +1,6 @@
 //! Parsing `--cache-to` / `--cache-from` the way buildx takes them:
 //! `type=local,dest=DIR|src=DIR` and `type=registry,ref=REF`, with `mode=` and
-//! `ignore-error=`.
+//! `ignore-error=`, split as CSV by [`kiln_frontend::csv`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +11,8 @@ use kiln_image::Reference;
 /// `type=local|registry,KEY=VALUE,...` as a map.
 fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
     let mut kv = BTreeMap::new();
-    for part in spec.split(',') {
+    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("{flag} {spec}: {e}"))?;
+    for part in &fields {
         let Some((k, v)) = part.split_once('=') else {
             bail!("{flag} {spec}: `{part}` is not KEY=VALUE (e.g. `type=local,dest=DIR`)");
         };

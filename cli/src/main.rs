@@ -5,6 +5,7 @@ mod cachespec;
 mod check;
 mod export;
 mod images;
+mod interrupt;
 mod maintenance;
 mod outputs;
 mod progress;

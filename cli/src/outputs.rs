@@ -52,29 +52,6 @@ pub enum Dest {
     Path(PathBuf),
 }
 
-fn split_csv(s: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    if quoted {
-        bail!("invalid output `{s}`: unterminated quote");
-    }
-    out.push(cur);
-    Ok(out)
-}
-
 fn parse_bool(key: &str, v: &str, spec: &str) -> Result<bool> {
     match v {
         "true" | "1" => Ok(true),
@@ -102,7 +79,8 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
     let mut compression: Option<String> = None;
     let mut level: Option<i32> = None;
     let mut force = false;
-    for field in split_csv(spec)? {
+    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?;
+    for field in fields {
         let (k, v) = field
             .split_once('=')
             .with_context(|| format!("invalid output `{spec}`: `{field}` is not key=value"))?;

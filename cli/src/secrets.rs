@@ -18,30 +18,6 @@ use kiln_worker::BuildSecrets;
 /// BuildKit's `MaxSecretSize`.
 const MAX_SECRET_SIZE: u64 = 500 * 1024;
 
-/// Splits a CSV record as Go's encoding/csv does (`"` quotes a field, `""` is a quote).
-fn split_csv(flag: &str, s: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    if quoted {
-        bail!("invalid {flag} `{s}`: unterminated quote");
-    }
-    out.push(cur);
-    Ok(out)
-}
-
 /// One parsed `--secret`.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct SecretSpec {
@@ -53,7 +29,8 @@ struct SecretSpec {
 fn parse_secret(spec: &str) -> Result<SecretSpec> {
     let mut s = SecretSpec::default();
     let mut typ = None;
-    for field in split_csv("--secret", spec)? {
+    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("invalid --secret `{spec}`: {e}"))?;
+    for field in fields {
         let Some((key, value)) = field.split_once('=') else {
             bail!("invalid --secret `{spec}`: field `{field}` must be a key=value pair");
         };
@@ -196,7 +173,7 @@ mod tests {
             ("id=a,type=vault", "unsupported secret type `vault`"),
             ("id=a,dst=/x", "unexpected key `dst`"),
             ("id=a,src", "field `src` must be a key=value pair"),
-            ("id=\"a", "unterminated quote"),
+            ("id=\"a", "column 4: bare \" in non-quoted field"),
         ] {
             let e = parse_secret(bad).unwrap_err().to_string();
             assert!(e.contains("--secret") && e.contains(says), "{bad}: {e}");

@@ -251,7 +251,7 @@ fn missing_slirp4netns_fails_the_first_run_and_names_the_way_out() {
 }
 
 /// Every process below `pid`, as (pid, command name).
-fn descendants(pid: u32) -> Vec<(u32, String)> {
+pub fn descendants(pid: u32) -> Vec<(u32, String)> {
     let mut procs = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
@@ -281,7 +281,7 @@ fn descendants(pid: u32) -> Vec<(u32, String)> {
     out
 }
 
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 

@@ -6,6 +6,7 @@
 //! Docker's default capabilities and the step's user, and execs the command.
 
 mod cgroup;
+pub mod forward;
 mod helper;
 mod insecure;
 pub mod limits;
@@ -14,6 +15,7 @@ mod runtime;
 mod sandbox;
 mod seccomp;
 mod secrets;
+mod stop;
 mod sys;
 pub mod userns;
 pub mod users;

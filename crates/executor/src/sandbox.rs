@@ -102,21 +102,21 @@ impl Executor for Sandbox {
 
         // Killing the helper kills pid 1 of the step's namespace (PDEATHSIG), and so
         // every process of the step; its mounts go with the mount namespace.
-        let pid = child.id() as libc::pid_t;
-        let waited = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let w = waited.clone();
-        stop(Box::new(move || {
-            if !w.load(std::sync::atomic::Ordering::SeqCst) {
-                // SAFETY: signalling our own child, which has not been reaped yet.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+        let killer = match crate::stop::StepKiller::new(&child) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ExecError::Setup(format!("cannot hold on to the sandbox helper: {e}")));
             }
-        }));
+        };
+        let k = killer.clone();
+        stop(Box::new(move || k.kill()));
         crate::sys::stream_lines(out_r, output)?;
         let mut err = Vec::new();
         std::fs::File::from(err_r).read_to_end(&mut err)?;
-        let status = child.wait();
-        waited.store(true, std::sync::atomic::Ordering::SeqCst);
-        let status = status?;
+        let status = child.wait()?;
+        drop(killer);
         let _ = std::fs::remove_file(&state);
         drop(pids);
         if !err.is_empty() {

@@ -210,7 +210,12 @@ pub fn reexec_rootless(warn: bool) {
             result
         })
     });
+    // Ctrl-C and SIGTERM go on to the inner kiln, which cancels cleanly.
+    crate::forward::install();
     let spawned = cmd.spawn();
+    if let Ok(c) = &spawned {
+        crate::forward::target(c);
+    }
     // SAFETY: closing the child's ends in the parent.
     unsafe {
         libc::close(ready[1]);

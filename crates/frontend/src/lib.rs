@@ -10,6 +10,7 @@
 //! The frontend is pure: it reads nothing but the Dockerfile text it is given.
 
 pub mod convert;
+pub mod csv;
 pub mod error;
 pub mod lint;
 mod suggest;

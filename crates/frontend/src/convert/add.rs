@@ -224,7 +224,7 @@ fn scp_like(src: &str) -> Option<(&str, Option<&str>)> {
 fn apply_fragment(g: &mut GitRef, fragment: &str) -> Result<(), String> {
     let (mut reference, mut subdir, mut commit) = (String::new(), String::new(), String::new());
     if let Some(csv) = fragment.strip_prefix('#') {
-        for field in csv_fields(csv)? {
+        for field in crate::csv::fields(csv).map_err(|e| e.to_string())? {
             let (k, v) = field
                 .split_once('=')
                 .ok_or_else(|| format!("invalid field `{field}`: must be a key=value pair"))?;
@@ -263,30 +263,6 @@ fn apply_fragment(g: &mut GitRef, fragment: &str) -> Result<(), String> {
         g.checksum = Some(commit);
     }
     Ok(())
-}
-
-/// Splits a CSV line (double quotes group, `""` is a quote).
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err(format!("unterminated quote in `{s}`"));
-    }
-    out.push(cur);
-    Ok(out)
 }
 
 /// The query parameters of a git URL (BuildKit's `GitRef.loadQuery`).
@@ -538,6 +514,18 @@ mod tests {
         assert!(classify("https://h/r.git?bogus=1").is_err());
         assert!(classify("https://h/r.git##color=red").is_err());
         assert!(classify("https://h/r.git?ref=a#b").is_err());
+    }
+
+    #[test]
+    fn git_fragment_fields_are_split_as_go_encoding_csv_splits_them() {
+        // A quote quotes a whole field only; inside one it is an error, as in BuildKit's
+        // csvvalue.Fields (`parse error on line 1, column 8: bare " in non-quoted-field`).
+        let e = classify("https://h/r.git##subdir=\"a,b\"").unwrap_err().to_string();
+        assert!(e.contains("column 8: bare \" in non-quoted field"), "{e}");
+        let e = classify("https://h/r.git##\"ref=a\"b").unwrap_err().to_string();
+        assert!(e.contains("column 7: extraneous or missing \" in quoted field"), "{e}");
+        let g = git("https://h/r.git##\"ref=a\"\"b\",subdir=s");
+        assert_eq!((g.reference.as_str(), g.subdir.as_str()), ("a\"b", "s"));
     }
 
     #[test]

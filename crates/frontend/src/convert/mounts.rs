@@ -1,4 +1,5 @@
-//! `RUN --mount` values: BuildKit's CSV grammar (`type=cache,target=/root/.cache,id=x`).
+//! `RUN --mount` values: BuildKit's CSV grammar (`type=cache,target=/root/.cache,id=x`),
+//! split by [`crate::csv`].
 
 use crate::error::ErrorKind;
 
@@ -28,49 +29,6 @@ pub struct MountSpec {
     pub size: Option<u64>,
     pub required: Option<bool>,
     pub env: Option<String>,
-}
-
-/// Splits a CSV record as Go's encoding/csv does: `,` separates, a field may be quoted
-/// with `"` (and `""` is a quote inside it).
-pub fn split_csv(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if at_start && c == '"' {
-            // Quoted field.
-            loop {
-                match chars.next() {
-                    None => return Err("unterminated quote".into()),
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        cur.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => cur.push(c),
-                }
-            }
-            match chars.peek() {
-                None | Some(',') => {}
-                Some(_) => return Err("extraneous text after a quoted field".into()),
-            }
-            at_start = false;
-            continue;
-        }
-        if c == ',' {
-            out.push(std::mem::take(&mut cur));
-            at_start = true;
-            continue;
-        }
-        if c == '"' {
-            return Err("bare \" in a field".into());
-        }
-        cur.push(c);
-        at_start = false;
-    }
-    out.push(cur);
-    Ok(out)
 }
 
 fn parse_bool(key: &str, v: Option<&str>) -> Result<bool, String> {
@@ -104,7 +62,7 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, ErrorKind> {
         value: value.to_string(),
         reason,
     };
-    let fields = split_csv(value).map_err(bad)?;
+    let fields = crate::csv::fields(value).map_err(|e| bad(e.to_string()))?;
     let mut m = MountSpec {
         kind: MountType::Bind,
         target: None,
@@ -223,8 +181,8 @@ mod tests {
             ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value"),
             ("type=tmpfs,target=/x,from=a", "from is only allowed"),
             ("type=cache,target=/x,mode=9", "invalid value 9 for mode"),
-            ("target=\"/x", "bare \" in a field"),
-            ("\"target=/x", "unterminated quote"),
+            ("target=\"/x", "column 8: bare \" in non-quoted field"),
+            ("\"target=/x", "column 11: extraneous or missing \" in quoted field"),
         ] {
             let e = parse_mount(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad}: {e}");
