@@ -3,6 +3,7 @@
 
 mod add;
 mod cache;
+mod cachemount;
 mod common;
 mod contexts;
 mod copyflags;

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, Security, SpecMount, SpecMountKind};
-use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode};
-use kiln_image::Digest;
+use kiln_graph::{ExecOp, MountKind, NetworkMode, SecurityMode};
 use kiln_snapshotter::diff::CopyRun;
 use kiln_snapshotter::{Layer, TarOptions};
 use kiln_solver::VertexLog;
@@ -264,40 +263,24 @@ impl Worker {
                     uid,
                     gid,
                     seed,
+                    perms,
                 } => {
-                    let store = self.root.subdir("cachemounts-v1");
-                    std::fs::create_dir_all(&store).map_err(io_err(&store))?;
-                    let name = Digest::of(id.as_bytes());
-                    let path = store.join(name.hex());
-                    if *sharing == CacheSharing::Locked {
-                        let lock_path = store.join(format!("{}.lock", name.hex()));
-                        let f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .write(true)
-                            .open(&lock_path)
-                            .map_err(io_err(&lock_path))?;
-                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                            .map_err(|e| io_err(&lock_path)(e.into()))?;
-                        locks.push(CacheLock(f));
-                    }
-                    if !path.is_dir() {
-                        let tmp = store.join(format!(".new-{}-{}", name.hex(), std::process::id()));
-                        match seed {
-                            Some((input, source)) => {
-                                self.mount_source(inputs, *input, source, &tmp, true)?;
-                            }
-                            None => std::fs::create_dir(&tmp).map_err(io_err(&tmp))?,
-                        }
-                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(io_err(&tmp))?;
-                        if self.privileged {
-                            std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err(&tmp))?;
-                        }
-                        if std::fs::rename(&tmp, &path).is_err() {
-                            // Another build made it first.
-                            let _ = std::fs::remove_dir_all(&tmp);
-                        }
-                    }
+                    let store = crate::cachemount::store(&self.root)?;
+                    let given = perms.then_some((*mode, *uid, *gid));
+                    let key = crate::cachemount::key(inputs, seed, given);
+                    let (path, lock) = crate::cachemount::locate(&store, id, &key, *sharing)?;
+                    locks.extend(lock.map(CacheLock));
+                    // The directory's own attributes: a seed's path keeps its own (BuildKit
+                    // ignores mode/uid/gid with `source=`), else mode/uid/gid or 0755 root.
+                    let attrs = match seed {
+                        Some((_, source)) if source != "/" => None,
+                        Some(_) if !perms => None,
+                        _ => Some((*mode, *uid, *gid)),
+                    };
+                    crate::cachemount::create(&path, attrs, self.privileged, |tmp| match seed {
+                        Some((input, source)) => self.mount_source(inputs, *input, source, tmp, true).map(drop),
+                        None => std::fs::create_dir(tmp).map_err(io_err(tmp)),
+                    })?;
                     SpecMountKind::Bind {
                         source: path,
                         readonly: *readonly,

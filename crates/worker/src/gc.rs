@@ -235,17 +235,23 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     }
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
     if opts.all {
-        if let Ok(rd) = std::fs::read_dir(root.subdir("cachemounts-v1")) {
-            for e in rd.flatten() {
-                let used = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
-                let old = opts
-                    .until
-                    .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
-                // Whole or not at all: a half-emptied package cache misleads the tool
-                // that fills it.
-                if old && root.remove_atomic(&e.path())? && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    report.cache_mounts += 1;
-                }
+        // Each cache of each id (`cachemounts-v2/<id>/<key>`), after moving v1's in.
+        let store = crate::cachemount::store(root)?;
+        let caches = std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|id| std::fs::read_dir(id.path()).ok())
+            .flat_map(|rd| rd.flatten());
+        for e in caches {
+            let used = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
+            let old = opts
+                .until
+                .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
+            // Whole or not at all: a half-emptied package cache misleads the tool
+            // that fills it.
+            if old && root.remove_atomic(&e.path())? && e.file_type().is_ok_and(|t| t.is_dir()) {
+                report.cache_mounts += 1;
             }
         }
     }
@@ -273,6 +279,9 @@ pub struct Usage {
     pub partials_bytes: u64,
     /// Temp files and trees being deleted (`tmp/`).
     pub temp_bytes: u64,
+    /// `RUN --mount=type=cache` directories (each key of each id; `prune --all` removes them).
+    pub cache_mounts: usize,
+    pub cache_mounts_bytes: u64,
 }
 
 /// Counts and sizes of what the root holds.
@@ -308,6 +317,15 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.partials_bytes += p.bytes;
     }
     u.temp_bytes = dir_size(&root.tmp_dir());
+    let store = crate::cachemount::store(root)?;
+    for id in std::fs::read_dir(&store).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(id.path()).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                u.cache_mounts += 1;
+                u.cache_mounts_bytes += dir_size(&e.path());
+            }
+        }
+    }
     Ok(u)
 }
 
