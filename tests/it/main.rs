@@ -16,6 +16,7 @@ mod ignore;
 mod progress;
 mod push;
 mod registry;
+mod registry_retry;
 mod repro;
 mod rootless;
 mod run;

@@ -417,7 +417,7 @@ fn a_manifest_request_that_is_never_answered_times_out() {
     let err = run.failed("pull");
     assert!(
         run.took < Duration::from_secs(12),
-        "a 2 s deadline, not retried, took {:?}",
+        "a 2 s deadline, tried twice, took {:?}",
         run.took
     );
     assert!(

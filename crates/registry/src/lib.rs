@@ -12,6 +12,7 @@ pub mod creds;
 mod error;
 mod limits;
 mod push;
+mod retry;
 mod tls;
 
 pub use error::RegistryError;
@@ -21,6 +22,7 @@ pub use limits::{
     MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES,
 };
 pub use push::{PushEvent, PushReport};
+pub use retry::MAX_RETRY_AFTER;
 pub use tls::system_tls_config;
 
 use std::io::{self, Write};
@@ -228,10 +230,13 @@ impl Client {
     }
 
     /// Sends one request with auth: a 401 with a challenge is answered once (asking for
-    /// `actions`, e.g. `pull,push`), and transport errors, 429 and 5xx are retried with
-    /// backoff up to `attempts` times. Returns the response for any other status.
-    /// Deadlines are not retried: a registry that did not answer in time gives one
-    /// error at once. `total` bounds the whole exchange, body included (small objects).
+    /// `actions`, e.g. `pull,push`), and transient failures (dropped connections, 429,
+    /// 5xx: see retry.rs) are retried with backoff (or a 429/503's `Retry-After`) up to
+    /// `attempts` times. Returns the response for any other status (401, 403, 404 at
+    /// once). A failure no retry can fix (DNS "name not known", a certificate that does
+    /// not verify, a refused connection) is [`RegistryError::Unreachable`] at once. A
+    /// deadline is tried once more, then is the error. `total` bounds the whole
+    /// exchange, body included (small objects).
     #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
@@ -248,6 +253,8 @@ impl Client {
         let mut delay = Duration::from_millis(200);
         let mut last = String::new();
         let mut answered = false;
+        let mut timed_out = false;
+        let mut wait: Option<Duration> = None;
         let mut attempt = 0;
         while attempt < attempts {
             let mut b = ureq::http::Request::builder().method(method).uri(url);
@@ -302,18 +309,38 @@ impl Client {
                             continue;
                         }
                     }
-                    if status == 429 || status >= 500 {
-                        last = format!("HTTP {status}");
-                    } else {
+                    if !retry::status_is_transient(status) {
                         return Ok(resp);
                     }
+                    last = format!("HTTP {status}");
+                    let asked = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    wait = retry::retry_after(status, asked.as_deref());
                 }
-                Err(ureq::Error::Timeout(t)) => return Err(self.timeout_error(r, method, url, t, total)),
+                // One more try after a deadline, then its error: a registry that stops
+                // answering costs at most two deadlines per request.
+                Err(ureq::Error::Timeout(t)) if timed_out || attempt + 1 >= attempts => {
+                    return Err(self.timeout_error(r, method, url, t, total))
+                }
+                Err(ureq::Error::Timeout(t)) => {
+                    timed_out = true;
+                    last = self.timeout_error(r, method, url, t, total).to_string();
+                }
+                // What another attempt cannot change fails at once, with its cause.
+                Err(e) if !retry::error_is_transient(&e) => {
+                    return Err(RegistryError::Unreachable {
+                        reference: r.to_string(),
+                        message: format!("`{}`: {e} ({})", Self::host_of(url), limits::request_line(method, url)),
+                    })
+                }
                 Err(e) => last = e.to_string(),
             }
             attempt += 1;
             if attempt < attempts {
-                std::thread::sleep(delay);
+                std::thread::sleep(wait.take().unwrap_or(delay));
                 delay *= 2;
             }
         }
@@ -661,7 +688,9 @@ impl Client {
         } else {
             Ok(())
         };
-        let retry_whole = |e: &RegistryError| start > 0 && !matches!(e, RegistryError::Transport { .. });
+        let retry_whole = |e: &RegistryError| {
+            start > 0 && !matches!(e, RegistryError::Transport { .. } | RegistryError::Unreachable { .. })
+        };
         match read {
             // The registry would not resume (no 206): start again from zero.
             Err(e) if retry_whole(&e) => {
