@@ -116,3 +116,53 @@ fn cache_mount_keys_and_no_cache_match_docker_build() {
         ["o1: a3", "o2: seeded b3", "o3: c3", "o4: a3", "o5: d3", "o6: none"]
     );
 }
+
+/// A `cachemounts-v1/` directory (kiln before seeds were keyed) becomes the id's
+/// unseeded cache; `kiln du` counts cache mounts and `kiln prune --all` removes them.
+#[test]
+fn old_cache_mounts_are_migrated_counted_and_pruned() {
+    if !require(kiln_testkit::is_root(), "RUN needs root here") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    let sha = |s: &str| format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes()));
+    let old = k.root().join("cachemounts-v1").join(sha("pkgs"));
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("log"), "from-v1\n").unwrap();
+    std::fs::write(
+        k.root().join("cachemounts-v1").join(format!("{}.lock", sha("pkgs"))),
+        "",
+    )
+    .unwrap();
+    let df = format!(
+        "FROM {base}\n\
+         RUN --mount=type=cache,id=pkgs,target=/p echo new >> /p/log; cat /p/log | tr '\\n' ' '; echo\n\
+         RUN --mount=type=cache,id=pkgs,target=/p,from={base},source=/etc ls /p/log 2>/dev/null || echo seeded-has-no-log\n"
+    );
+    let err = crate::run::build_plain(&k, &df, &[]);
+    let lines = crate::run::step_lines(&err);
+    assert!(lines.iter().any(|l| l.trim() == "from-v1 new"), "{err}");
+    assert!(lines.iter().any(|l| l == "seeded-has-no-log"), "{err}");
+    assert!(
+        !k.root().join("cachemounts-v1").exists(),
+        "v1 is moved in, not left behind"
+    );
+    let du = k.ok(&["du"]);
+    let row = du
+        .lines()
+        .find(|l| l.starts_with("Cache mounts"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(row.split_whitespace().nth(2), Some("2"), "{du}");
+    let pruned = k.ok(&["prune", "--all"]);
+    let du = k.ok(&["du"]);
+    let row = du
+        .lines()
+        .find(|l| l.starts_with("Cache mounts"))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(row.split_whitespace().nth(2), Some("0"), "{pruned}\n{du}");
+}
