@@ -3,10 +3,14 @@
 //! network errors are retried; what another attempt cannot change (a host name that
 //! does not resolve, a certificate that does not verify, a refused connection, 401,
 //! 403, 404) fails at once. kiln also retries 429 and honours `Retry-After` on 429 and
-//! 503, up to [`MAX_RETRY_AFTER`].
+//! 503, up to [`MAX_RETRY_AFTER`]. [`Client::send`], every request's loop, lives here.
 
 use std::io;
 use std::time::Duration;
+
+use kiln_image::Reference;
+
+use crate::{limits, Client, Payload, RegistryError};
 
 /// The longest `Retry-After` kiln waits for; a registry asking for more is waited on
 /// this long.
@@ -77,6 +81,129 @@ fn io_is_transient(e: &io::Error) -> bool {
             | io::ErrorKind::AddrNotAvailable
             | io::ErrorKind::NotFound
     )
+}
+
+impl Client {
+    /// Sends one request with auth: a 401 with a challenge is answered once (asking for
+    /// `actions`, e.g. `pull,push`), and transient failures (dropped connections, 429,
+    /// 5xx: see retry.rs) are retried with backoff (or a 429/503's `Retry-After`) up to
+    /// `attempts` times. Returns the response for any other status (401, 403, 404 at
+    /// once). A failure no retry can fix (DNS "name not known", a certificate that does
+    /// not verify, a refused connection) is [`RegistryError::Unreachable`] at once. A
+    /// deadline is tried once more, then is the error. `total` bounds the whole
+    /// exchange, body included (small objects).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send(
+        &self,
+        r: &Reference,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        payload: Payload<'_>,
+        attempts: u32,
+        actions: &str,
+        total: Option<Duration>,
+    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
+        let agent = self.agent_for(r);
+        let mut delay = Duration::from_millis(200);
+        let mut last = String::new();
+        let mut answered = false;
+        let mut timed_out = false;
+        let mut wait: Option<Duration> = None;
+        let mut attempt = 0;
+        while attempt < attempts {
+            let mut b = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                b = b.header(*k, v.as_str());
+            }
+            if let Some(h) = self.auth.header(r) {
+                b = b.header("Authorization", h);
+            }
+            let run = |req| agent.run(agent.configure_request(req).timeout_per_call(total).build());
+            let result = match payload {
+                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(run),
+                Payload::Bytes(bytes) => b
+                    .body(bytes)
+                    .map_err(|e| e.to_string())
+                    .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
+                Payload::File(path) => match std::fs::File::open(path) {
+                    Ok(f) => b
+                        .body(f)
+                        .map_err(|e| e.to_string())
+                        .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
+                    Err(e) => {
+                        return Err(RegistryError::Transport {
+                            reference: r.to_string(),
+                            message: format!("cannot read {}: {e}", path.display()),
+                        })
+                    }
+                },
+            };
+            let result = result.map_err(|message| RegistryError::Transport {
+                reference: r.to_string(),
+                message,
+            })?;
+            match result {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 401 && !answered {
+                        let challenge = resp
+                            .headers()
+                            .get("www-authenticate")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        if let Some(c) = challenge {
+                            answered = true;
+                            self.auth
+                                .login(agent, r, &c, actions, self.small_total())
+                                .map_err(|message| RegistryError::Status {
+                                    reference: r.to_string(),
+                                    status: 401,
+                                    message,
+                                })?;
+                            continue;
+                        }
+                    }
+                    if !status_is_transient(status) {
+                        return Ok(resp);
+                    }
+                    last = format!("HTTP {status}");
+                    let asked = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    wait = retry_after(status, asked.as_deref());
+                }
+                // One more try after a deadline, then its error: a registry that stops
+                // answering costs at most two deadlines per request.
+                Err(ureq::Error::Timeout(t)) if timed_out || attempt + 1 >= attempts => {
+                    return Err(self.timeout_error(r, method, url, t, total))
+                }
+                Err(ureq::Error::Timeout(t)) => {
+                    timed_out = true;
+                    last = self.timeout_error(r, method, url, t, total).to_string();
+                }
+                // What another attempt cannot change fails at once, with its cause.
+                Err(e) if !error_is_transient(&e) => {
+                    return Err(RegistryError::Unreachable {
+                        reference: r.to_string(),
+                        message: format!("`{}`: {e} ({})", Self::host_of(url), limits::request_line(method, url)),
+                    })
+                }
+                Err(e) => last = e.to_string(),
+            }
+            attempt += 1;
+            if attempt < attempts {
+                std::thread::sleep(wait.take().unwrap_or(delay));
+                delay *= 2;
+            }
+        }
+        Err(RegistryError::Transport {
+            reference: r.to_string(),
+            message: format!("{last} after {attempts} attempts"),
+        })
+    }
 }
 
 /// The rustls error type, as ureq re-exports nothing of it.
