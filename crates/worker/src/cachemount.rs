@@ -246,4 +246,57 @@ mod tests {
         assert!(a.starts_with("seed-") && a != b && a != mkdir);
         assert_eq!(a, key(&inputs, &Some((0, "/a".into())), None), "stable");
     }
+
+    /// A fresh directory under the system's temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("kiln-cachemount-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn private_takes_a_free_copy_shared_the_first() {
+        let t = TempDir::new("locate");
+        let (p0, l0) = locate(&t.0, "x", "plain", CacheSharing::Private).unwrap();
+        assert!(p0.ends_with("plain") && l0.is_some());
+        // Held: the next private user gets another copy; once free, the first again.
+        let (p1, l1) = locate(&t.0, "x", "plain", CacheSharing::Private).unwrap();
+        assert!(p1.ends_with("plain.1"), "{}", p1.display());
+        drop((l0, l1));
+        let (p2, _l2) = locate(&t.0, "x", "plain", CacheSharing::Private).unwrap();
+        assert_eq!(p2, p0);
+        let (shared, none) = locate(&t.0, "x", "plain", CacheSharing::Shared).unwrap();
+        assert!(shared == p0 && none.is_none());
+        // Another id is another directory.
+        let (other, _) = locate(&t.0, "y", "plain", CacheSharing::Shared).unwrap();
+        assert_ne!(other.parent(), p0.parent());
+    }
+
+    #[test]
+    fn v1_caches_become_the_unseeded_cache_of_their_id() {
+        let t = TempDir::new("migrate");
+        let root = KilnRoot::open(t.0.join("root")).unwrap();
+        let id = Digest::of(b"pip").hex().to_string();
+        let old = root.subdir(OLD_STORE).join(&id);
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("wheel"), "w").unwrap();
+        std::fs::write(root.subdir(OLD_STORE).join(format!("{id}.lock")), "").unwrap();
+        let store = store(&root).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.join(&id).join(PLAIN).join("wheel")).unwrap(),
+            "w"
+        );
+        assert!(!root.subdir(OLD_STORE).exists());
+        let (path, _) = locate(&store, "pip", PLAIN, CacheSharing::Shared).unwrap();
+        assert!(path.join("wheel").is_file());
+    }
 }
