@@ -148,14 +148,14 @@ pub(crate) fn locate(
     }
 }
 
-/// Makes the cache directory `path` if missing: empty (mode, owner as given) or a copy
-/// of the seed made by `fill`. Built beside it and renamed in, so no half-made cache
-/// is ever used.
+/// Makes the cache directory `path` if missing: `fill` copies the seed into the temp
+/// path it is given, or leaves it absent for an empty directory, and returns the
+/// attributes (mode, uid, gid) to give the directory, if any. Built beside `path` and
+/// renamed in, so no half-made cache is ever used.
 pub(crate) fn create(
     path: &Path,
-    perms: Option<(u32, u32, u32)>,
     chown: bool,
-    fill: impl FnOnce(&Path) -> Result<(), WorkerError>,
+    fill: impl FnOnce(&Path) -> Result<Option<(u32, u32, u32)>, WorkerError>,
 ) -> Result<(), WorkerError> {
     if path.is_dir() {
         return Ok(());
@@ -167,11 +167,11 @@ pub(crate) fn create(
         .unwrap_or_default();
     let tmp = parent.join(format!(".new-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    fill(&tmp)?;
+    let attrs = fill(&tmp)?;
     if !tmp.is_dir() {
         std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
     }
-    if let Some((mode, uid, gid)) = perms {
+    if let Some((mode, uid, gid)) = attrs {
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
         if chown {
             std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).map_err(io_err(&tmp))?;

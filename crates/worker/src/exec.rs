@@ -270,16 +270,22 @@ impl Worker {
                     let key = crate::cachemount::key(inputs, seed, given);
                     let (path, lock) = crate::cachemount::locate(&store, id, &key, *sharing)?;
                     locks.extend(lock.map(CacheLock));
-                    // The directory's own attributes: a seed's path keeps its own (BuildKit
-                    // ignores mode/uid/gid with `source=`), else mode/uid/gid or 0755 root.
-                    let attrs = match seed {
-                        Some((_, source)) if source != "/" => None,
-                        Some(_) if !perms => None,
-                        _ => Some((*mode, *uid, *gid)),
-                    };
-                    crate::cachemount::create(&path, attrs, self.privileged, |tmp| match seed {
-                        Some((input, source)) => self.mount_source(inputs, *input, source, tmp, true).map(drop),
-                        None => std::fs::create_dir(tmp).map_err(io_err(tmp)),
+                    // What BuildKit mounts: the seed's path (its own attributes: BuildKit
+                    // ignores mode/uid/gid with `source=`); with mode/uid/gid and no
+                    // `source=`, `/cache` of the seed after `mkdir /cache` with them (kept
+                    // as it is when the seed has one); unseeded, a new directory (mode,
+                    // uid, gid as given, else 0755 root). Modes as `mkdir`'s: 0o777 bits.
+                    let made = Some((*mode & 0o777, *uid, *gid));
+                    crate::cachemount::create(&path, self.privileged, |tmp| match seed {
+                        Some((input, source)) if *perms && source == "/" => {
+                            match self.mount_source(inputs, *input, "/cache", tmp, true) {
+                                Ok(_) => Ok(None),
+                                Err(WorkerError::SourceNotFound { .. }) => Ok(made),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        Some((input, source)) => self.mount_source(inputs, *input, source, tmp, true).map(|_| None),
+                        None => Ok(made),
                     })?;
                     SpecMountKind::Bind {
                         source: path,
