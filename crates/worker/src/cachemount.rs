@@ -43,6 +43,26 @@ pub(crate) fn store(root: &KilnRoot) -> Result<PathBuf, WorkerError> {
     Ok(store)
 }
 
+/// Every cache directory in `root` (v2's `<id>/<key>`, v1's `<id>`), changing nothing.
+pub(crate) fn dirs(root: &KilnRoot) -> Vec<PathBuf> {
+    let is_dir = |e: &std::fs::DirEntry| e.file_type().is_ok_and(|t| t.is_dir());
+    let list = |d: &Path| -> Vec<std::fs::DirEntry> {
+        std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(is_dir)
+            .collect()
+    };
+    let mut out: Vec<PathBuf> = list(&root.subdir(STORE))
+        .iter()
+        .flat_map(|id| list(&id.path()))
+        .map(|e| e.path())
+        .collect();
+    out.extend(list(&root.subdir(OLD_STORE)).iter().map(|e| e.path()));
+    out
+}
+
 /// Moves each `cachemounts-v1/<sha256(id)>` to `cachemounts-v2/<sha256(id)>/plain`
 /// (unless that exists already) and drops the rest of v1 (its lock files, and what
 /// could not be moved, atomically).

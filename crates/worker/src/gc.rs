@@ -236,8 +236,10 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
     if opts.all {
         // Each cache of each id (`cachemounts-v2/<id>/<key>`), after moving v1's in.
-        let store = crate::cachemount::store(root)?;
-        let caches = std::fs::read_dir(&store)
+        if !crate::cachemount::dirs(root).is_empty() {
+            crate::cachemount::store(root)?;
+        }
+        let caches = std::fs::read_dir(root.subdir(crate::cachemount::STORE))
             .into_iter()
             .flatten()
             .flatten()
@@ -317,14 +319,10 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.partials_bytes += p.bytes;
     }
     u.temp_bytes = dir_size(&root.tmp_dir());
-    let store = crate::cachemount::store(root)?;
-    for id in std::fs::read_dir(&store).into_iter().flatten().flatten() {
-        for e in std::fs::read_dir(id.path()).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                u.cache_mounts += 1;
-                u.cache_mounts_bytes += dir_size(&e.path());
-            }
-        }
+    // Read only: each key of each id, and a not yet migrated v1 cache per id.
+    for dir in crate::cachemount::dirs(root) {
+        u.cache_mounts += 1;
+        u.cache_mounts_bytes += dir_size(&dir);
     }
     Ok(u)
 }
