@@ -58,7 +58,7 @@ fn io_is_transient(e: &io::Error) -> bool {
     // A certificate that does not verify, a handshake the peer refuses (rustls reports
     // them through the stream as InvalidData).
     if let Some(inner) = e.get_ref() {
-        if inner.is::<rustls_error::Error>() {
+        if inner.is::<rustls::Error>() {
             return false;
         }
         if let Some(ue) = inner.downcast_ref::<ureq::Error>() {
@@ -68,7 +68,7 @@ fn io_is_transient(e: &io::Error) -> bool {
     // getaddrinfo: only EAI_AGAIN ("Temporary failure in name resolution") may pass;
     // "Name or service not known", "No address associated with hostname" will not.
     let text = e.to_string();
-    if text.contains("failed to lookup address information") || text.contains("lookup address") {
+    if text.contains("failed to lookup address information") {
         return text.contains("Temporary failure");
     }
     !matches!(
@@ -204,11 +204,6 @@ impl Client {
             message: format!("{last} after {attempts} attempts"),
         })
     }
-}
-
-/// The rustls error type, as ureq re-exports nothing of it.
-mod rustls_error {
-    pub use rustls::Error;
 }
 
 #[cfg(test)]
