@@ -426,6 +426,13 @@ fn a_manifest_request_that_is_never_answered_times_out() {
             && err.contains("GET /v2/slow/img/manifests/1"),
         "{err}"
     );
+    // A deadline is tried once more (issue 17 item 6), not five times.
+    let asked = reg
+        .hits()
+        .iter()
+        .filter(|h| *h == "GET /v2/slow/img/manifests/1")
+        .count();
+    assert_eq!(asked, 2, "{:?}", reg.hits());
 }
 
 #[test]
