@@ -208,3 +208,32 @@ fn old_cache_mounts_are_migrated_counted_and_pruned() {
         .to_string();
     assert_eq!(row.split_whitespace().nth(2), Some("0"), "{pruned}\n{du}");
 }
+
+/// `--no-cache-filter STAGE` empties the caches of that stage's RUN steps only (they are
+/// the steps it re-runs), as BuildKit prunes the cache mounts of ignore-cache execs.
+#[test]
+fn no_cache_filter_empties_only_the_named_stages_caches() {
+    if !require(kiln_testkit::is_root(), "RUN needs root here") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    let df = format!(
+        "FROM {base} AS a\nARG N\n\
+         RUN --mount=type=cache,id=ka,target=/k echo a$N >> /k/log; echo $(cat /k/log)\n\
+         FROM {base} AS b\nARG N\n\
+         RUN --mount=type=cache,id=kb,target=/k echo b$N >> /k/log; echo $(cat /k/log)\n\
+         FROM scratch\nCOPY --from=a /etc/motd /a\nCOPY --from=b /etc/motd /b\n"
+    );
+    let lines = |extra: &[&str]| crate::run::step_lines(&crate::run::build_plain(&k, &df, extra));
+    let first = lines(&["--build-arg", "N=1"]);
+    assert!(
+        first.iter().any(|l| l == "a1") && first.iter().any(|l| l == "b1"),
+        "{first:?}"
+    );
+    let second = lines(&["--build-arg", "N=2", "--no-cache-filter", "a"]);
+    assert!(second.iter().any(|l| l == "a2"), "a's cache starts empty: {second:?}");
+    assert!(second.iter().any(|l| l == "b1 b2"), "b's cache is kept: {second:?}");
+}
