@@ -642,6 +642,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
             SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
         });
+    // As BuildKit: RUN steps that --no-cache(-filter) re-runs start with empty cache mounts.
+    let stages: Vec<String> = a.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
+    kiln_worker::cachemount::prune_for_rerun(&root, &plan.definition, a.no_cache, &stages)?;
     let mut imported = Vec::new();
     for spec in &cache_from {
         let opened = match spec {

@@ -154,6 +154,13 @@ pub fn du(root: &Path, _a: DuArgs) -> Result<()> {
     );
     println!(
         "{:<14}{:>8}{:>12}{:>14}",
+        "Cache mounts",
+        u.cache_mounts,
+        human(u.cache_mounts_bytes),
+        human(u.cache_mounts_bytes)
+    );
+    println!(
+        "{:<14}{:>8}{:>12}{:>14}",
         "Partial blobs",
         u.partials,
         human(u.partials_bytes),

@@ -4,6 +4,7 @@
 mod add;
 mod bk_parity;
 mod cache;
+mod cachemount;
 mod checks;
 mod common;
 mod contexts;
@@ -18,6 +19,7 @@ mod ignore;
 mod progress;
 mod push;
 mod registry;
+mod registry_retry;
 mod repro;
 mod rootless;
 mod rootless_cancel;

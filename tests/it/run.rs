@@ -649,9 +649,10 @@ fn run_mounts_bind_cache_tmpfs_and_heredoc_scripts() {
         assert!(!rootfs.join(gone).exists(), "{gone} leaked into the image");
     }
     assert!(rootfs.join("var/cache").exists() || !rootfs.join("var").exists());
-    // The cache mount keeps its contents across builds; a changed bound file re-runs.
+    // `--no-cache` re-runs the step with its cache mount emptied first, as BuildKit
+    // (cachemount.rs has the rest); a changed bound file re-runs.
     let (lines, _) = build(&["--no-cache"]);
-    assert!(lines.iter().any(|l| l == "cache-runs=2"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "cache-runs=1"), "{lines:?}");
     std::fs::write(ctx.path().join("src/data.txt"), "changed\n").unwrap();
     let (lines, p) = build(&[]);
     assert!(lines.iter().any(|l| l == "changed"), "{p}");

@@ -212,6 +212,11 @@ pub enum MountKind {
         /// Seeded from this input path when first created.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         seed: Option<(u32, String)>,
+        /// `mode`, `uid` or `gid` was given. BuildKit then makes the cache on top of a
+        /// directory it creates with them, so it is a different cache from the same id
+        /// without them (one on top of a ref, like a seeded one).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        perms: bool,
     },
     /// An empty tmpfs.
     Tmpfs {

@@ -12,6 +12,10 @@ pub enum RegistryError {
     },
     #[error("`{reference}`: cannot reach the registry: {message}")]
     Transport { reference: String, message: String },
+    /// A failure another attempt cannot fix (a host name that does not resolve, a
+    /// certificate that does not verify, a refused connection): reported at once.
+    #[error("`{reference}`: cannot reach the registry: {message}")]
+    Unreachable { reference: String, message: String },
     #[error("`{reference}`: no manifest for platform `{platform}` (the image has {available})")]
     NoPlatform {
         reference: String,

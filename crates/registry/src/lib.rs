@@ -12,6 +12,7 @@ pub mod creds;
 mod error;
 mod limits;
 mod push;
+mod retry;
 mod tls;
 
 pub use error::RegistryError;
@@ -21,6 +22,7 @@ pub use limits::{
     MAX_MANIFEST_BYTES, MAX_TOKEN_BYTES,
 };
 pub use push::{PushEvent, PushReport};
+pub use retry::MAX_RETRY_AFTER;
 pub use tls::system_tls_config;
 
 use std::io::{self, Write};
@@ -225,102 +227,6 @@ impl Client {
             headers.push(("Range", format!("bytes={from}-")));
         }
         self.send(r, "GET", url, &headers, Payload::Empty, ATTEMPTS, "pull", total)
-    }
-
-    /// Sends one request with auth: a 401 with a challenge is answered once (asking for
-    /// `actions`, e.g. `pull,push`), and transport errors, 429 and 5xx are retried with
-    /// backoff up to `attempts` times. Returns the response for any other status.
-    /// Deadlines are not retried: a registry that did not answer in time gives one
-    /// error at once. `total` bounds the whole exchange, body included (small objects).
-    #[allow(clippy::too_many_arguments)]
-    fn send(
-        &self,
-        r: &Reference,
-        method: &str,
-        url: &str,
-        headers: &[(&str, String)],
-        payload: Payload<'_>,
-        attempts: u32,
-        actions: &str,
-        total: Option<Duration>,
-    ) -> Result<ureq::http::Response<ureq::Body>, RegistryError> {
-        let agent = self.agent_for(r);
-        let mut delay = Duration::from_millis(200);
-        let mut last = String::new();
-        let mut answered = false;
-        let mut attempt = 0;
-        while attempt < attempts {
-            let mut b = ureq::http::Request::builder().method(method).uri(url);
-            for (k, v) in headers {
-                b = b.header(*k, v.as_str());
-            }
-            if let Some(h) = self.auth.header(r) {
-                b = b.header("Authorization", h);
-            }
-            let run = |req| agent.run(agent.configure_request(req).timeout_per_call(total).build());
-            let result = match payload {
-                Payload::Empty => b.body(()).map_err(|e| e.to_string()).map(run),
-                Payload::Bytes(bytes) => b
-                    .body(bytes)
-                    .map_err(|e| e.to_string())
-                    .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
-                Payload::File(path) => match std::fs::File::open(path) {
-                    Ok(f) => b
-                        .body(f)
-                        .map_err(|e| e.to_string())
-                        .map(|req| agent.run(agent.configure_request(req).timeout_per_call(total).build())),
-                    Err(e) => {
-                        return Err(RegistryError::Transport {
-                            reference: r.to_string(),
-                            message: format!("cannot read {}: {e}", path.display()),
-                        })
-                    }
-                },
-            };
-            let result = result.map_err(|message| RegistryError::Transport {
-                reference: r.to_string(),
-                message,
-            })?;
-            match result {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    if status == 401 && !answered {
-                        let challenge = resp
-                            .headers()
-                            .get("www-authenticate")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string);
-                        if let Some(c) = challenge {
-                            answered = true;
-                            self.auth
-                                .login(agent, r, &c, actions, self.small_total())
-                                .map_err(|message| RegistryError::Status {
-                                    reference: r.to_string(),
-                                    status: 401,
-                                    message,
-                                })?;
-                            continue;
-                        }
-                    }
-                    if status == 429 || status >= 500 {
-                        last = format!("HTTP {status}");
-                    } else {
-                        return Ok(resp);
-                    }
-                }
-                Err(ureq::Error::Timeout(t)) => return Err(self.timeout_error(r, method, url, t, total)),
-                Err(e) => last = e.to_string(),
-            }
-            attempt += 1;
-            if attempt < attempts {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-        }
-        Err(RegistryError::Transport {
-            reference: r.to_string(),
-            message: format!("{last} after {attempts} attempts"),
-        })
     }
 
     /// The error for a deadline that ran out on `method url`.
@@ -661,7 +567,9 @@ impl Client {
         } else {
             Ok(())
         };
-        let retry_whole = |e: &RegistryError| start > 0 && !matches!(e, RegistryError::Transport { .. });
+        let retry_whole = |e: &RegistryError| {
+            start > 0 && !matches!(e, RegistryError::Transport { .. } | RegistryError::Unreachable { .. })
+        };
         match read {
             // The registry would not resume (no 206): start again from zero.
             Err(e) if retry_whole(&e) => {

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, Security, SpecMount, SpecMountKind};
-use kiln_graph::{CacheSharing, ExecOp, MountKind, NetworkMode, SecurityMode};
-use kiln_image::Digest;
+use kiln_graph::{ExecOp, MountKind, NetworkMode, SecurityMode};
 use kiln_snapshotter::diff::CopyRun;
 use kiln_snapshotter::{Layer, TarOptions};
 use kiln_solver::VertexLog;
@@ -262,40 +261,30 @@ impl Worker {
                     uid,
                     gid,
                     seed,
+                    perms,
                 } => {
-                    let store = self.root.subdir("cachemounts-v1");
-                    std::fs::create_dir_all(&store).map_err(io_err(&store))?;
-                    let name = Digest::of(id.as_bytes());
-                    let path = store.join(name.hex());
-                    if *sharing == CacheSharing::Locked {
-                        let lock_path = store.join(format!("{}.lock", name.hex()));
-                        let f = std::fs::OpenOptions::new()
-                            .create(true)
-                            .truncate(false)
-                            .write(true)
-                            .open(&lock_path)
-                            .map_err(io_err(&lock_path))?;
-                        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
-                            .map_err(|e| io_err(&lock_path)(e.into()))?;
-                        locks.push(CacheLock(f));
-                    }
-                    if !path.is_dir() {
-                        let tmp = store.join(format!(".new-{}-{}", name.hex(), std::process::id()));
-                        match seed {
-                            Some((input, source)) => {
-                                self.mount_source(inputs, *input, source, &tmp, true)?;
+                    let store = crate::cachemount::store(&self.root)?;
+                    let given = perms.then_some((*mode, *uid, *gid));
+                    let key = crate::cachemount::key(inputs, seed, given);
+                    let (path, lock) = crate::cachemount::locate(&store, id, &key, *sharing)?;
+                    locks.extend(lock.map(CacheLock));
+                    // What BuildKit mounts: the seed's path (its own attributes: BuildKit
+                    // ignores mode/uid/gid with `source=`); with mode/uid/gid and no
+                    // `source=`, `/cache` of the seed after `mkdir /cache` with them (kept
+                    // as it is when the seed has one); unseeded, a new directory (mode,
+                    // uid, gid as given, else 0755 root). Modes as `mkdir`'s: 0o777 bits.
+                    let made = Some((*mode & 0o777, *uid, *gid));
+                    crate::cachemount::create(&path, self.privileged, |tmp| match seed {
+                        Some((input, source)) if *perms && source == "/" => {
+                            match self.mount_source(inputs, *input, "/cache", tmp, true) {
+                                Ok(_) => Ok(None),
+                                Err(WorkerError::SourceNotFound { .. }) => Ok(made),
+                                Err(e) => Err(e),
                             }
-                            None => std::fs::create_dir(&tmp).map_err(io_err(&tmp))?,
                         }
-                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(*mode)).map_err(io_err(&tmp))?;
-                        if self.privileged {
-                            std::os::unix::fs::chown(&tmp, Some(*uid), Some(*gid)).map_err(io_err(&tmp))?;
-                        }
-                        if std::fs::rename(&tmp, &path).is_err() {
-                            // Another build made it first.
-                            let _ = std::fs::remove_dir_all(&tmp);
-                        }
-                    }
+                        Some((input, source)) => self.mount_source(inputs, *input, source, tmp, true).map(|_| None),
+                        None => Ok(made),
+                    })?;
                     SpecMountKind::Bind {
                         source: path,
                         readonly: *readonly,

@@ -235,17 +235,25 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     }
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
     if opts.all {
-        if let Ok(rd) = std::fs::read_dir(root.subdir("cachemounts-v1")) {
-            for e in rd.flatten() {
-                let used = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
-                let old = opts
-                    .until
-                    .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
-                // Whole or not at all: a half-emptied package cache misleads the tool
-                // that fills it.
-                if old && root.remove_atomic(&e.path())? && e.file_type().is_ok_and(|t| t.is_dir()) {
-                    report.cache_mounts += 1;
-                }
+        // Each cache of each id (`cachemounts-v2/<id>/<key>`), after moving v1's in.
+        if !crate::cachemount::dirs(root).is_empty() {
+            crate::cachemount::store(root)?;
+        }
+        let caches = std::fs::read_dir(root.subdir(crate::cachemount::STORE))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|id| std::fs::read_dir(id.path()).ok())
+            .flat_map(|rd| rd.flatten());
+        for e in caches {
+            let used = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
+            let old = opts
+                .until
+                .is_none_or(|u| now.duration_since(used).unwrap_or_default() >= u);
+            // Whole or not at all: a half-emptied package cache misleads the tool
+            // that fills it.
+            if old && root.remove_atomic(&e.path())? && e.file_type().is_ok_and(|t| t.is_dir()) {
+                report.cache_mounts += 1;
             }
         }
     }
@@ -273,6 +281,9 @@ pub struct Usage {
     pub partials_bytes: u64,
     /// Temp files and trees being deleted (`tmp/`).
     pub temp_bytes: u64,
+    /// `RUN --mount=type=cache` directories (each key of each id; `prune --all` removes them).
+    pub cache_mounts: usize,
+    pub cache_mounts_bytes: u64,
 }
 
 /// Counts and sizes of what the root holds.
@@ -308,6 +319,11 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.partials_bytes += p.bytes;
     }
     u.temp_bytes = dir_size(&root.tmp_dir());
+    // Read only: each key of each id, and a not yet migrated v1 cache per id.
+    for dir in crate::cachemount::dirs(root) {
+        u.cache_mounts += 1;
+        u.cache_mounts_bytes += dir_size(&dir);
+    }
     Ok(u)
 }
 

@@ -4,6 +4,7 @@
 mod add;
 mod cache;
 mod cache_export;
+pub mod cachemount;
 mod copy;
 mod exec;
 mod fetch_git;

@@ -508,7 +508,9 @@ impl Converter<'_> {
                 readonly: spec.readonly.unwrap_or(true),
             },
             MountType::Cache => {
-                let target = absolute(target.as_deref().unwrap_or_default());
+                // As BuildKit, the default id is the target as written (`path.Clean`),
+                // not made absolute: `target=rel` and `target=/w/rel` are two caches.
+                let default_id = crate::dockerignore::clean(target.as_deref().unwrap_or_default());
                 let seed = match &from {
                     Some(_) => Some((
                         input_of(self, &from)?,
@@ -517,7 +519,7 @@ impl Converter<'_> {
                     None => None,
                 };
                 MountKind::Cache {
-                    id: id.clone().unwrap_or(target),
+                    id: id.clone().unwrap_or(default_id),
                     sharing: match spec.sharing.as_deref() {
                         Some("private") => CacheSharing::Private,
                         Some("locked") => CacheSharing::Locked,
@@ -527,6 +529,7 @@ impl Converter<'_> {
                     mode: spec.mode.unwrap_or(0o755),
                     uid: spec.uid.unwrap_or(0),
                     gid: spec.gid.unwrap_or(0),
+                    perms: spec.mode.is_some() || spec.uid.is_some() || spec.gid.is_some(),
                     seed,
                 }
             }
