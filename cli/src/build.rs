@@ -745,6 +745,8 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
 }
 
 /// SIGINT/SIGTERM during a build: the first one asks for a clean cancel.
+/// rustix has no safe `signal()`: installing a handler stays unsafe here.
+#[allow(unsafe_code)]
 mod interrupt {
     use std::sync::atomic::{AtomicBool, Ordering};
 
