@@ -353,3 +353,6 @@ impl Executor for OciRuntime {
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 }
+
+#[cfg(test)]
+mod tests;
