@@ -61,8 +61,7 @@ impl OciRuntime {
         if !binary.is_file() {
             return Err(format!("--runtime {name}: `{}` does not exist", binary.display()));
         }
-        // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !kiln_snapshotter::ids::initial_userns() {
+        if !rustix::process::geteuid().is_root() || !kiln_snapshotter::ids::initial_userns() {
             return Err(format!(
                 "--runtime {name} needs root; rootless builds use the built-in sandbox (leave --runtime out)"
             ));
