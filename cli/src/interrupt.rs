@@ -2,6 +2,8 @@
 //! the same kind kills. In the inner kiln of a rootless build, what the outer kiln passes
 //! on only asks for the cancel: a terminal's Ctrl-C reaches both, and its forwarded copy
 //! is not a second Ctrl-C.
+// rustix has no safe sigaction: installing the handler and reading its siginfo stay unsafe.
+#![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 

@@ -150,13 +150,9 @@ fn truncate(s: &str, width: usize) -> String {
 }
 
 fn term_width() -> usize {
-    // SAFETY: TIOCGWINSZ fills a winsize struct for a terminal fd.
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 20 {
-        ws.ws_col as usize
-    } else {
-        80
+    match rustix::termios::tcgetwinsize(std::io::stderr()) {
+        Ok(ws) if ws.ws_col > 20 => ws.ws_col as usize,
+        _ => 80,
     }
 }
 

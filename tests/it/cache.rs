@@ -334,8 +334,7 @@ fn kill_9_at_random_moments_leaves_a_sound_root() {
         let delay = std::time::Duration::from_millis(rng.next() % 900);
         let mut child = p_cmd(&k, ctx.path()).spawn().unwrap();
         std::thread::sleep(delay);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        kiln_testkit::kill(child.id(), libc::SIGKILL);
         let _ = child.wait();
         let out = run(k.cmd().arg("fsck"));
         assert!(

@@ -41,7 +41,9 @@ fn pending(pid: u32, sig: i32) -> bool {
     mask & (1 << (sig - 1)) != 0
 }
 
-/// Sends `sig` to `pid`.
+/// Sends `sig` to `pid` (a negative pid: a process group, which testkit's `kill` cannot
+/// name).
+#[allow(unsafe_code)]
 fn signal(pid: i32, sig: i32) {
     // SAFETY: signalling a process (or process group) this test started.
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");

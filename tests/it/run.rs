@@ -333,8 +333,7 @@ fn interrupting_kiln_kills_the_step_and_leaves_no_mounts() {
         "the step's mounts must not be visible on the host"
     );
     // Ctrl-C.
-    // SAFETY: sending a signal to our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    kiln_testkit::kill(child.id(), libc::SIGINT);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a canceled build exits 1");
     let err = String::from_utf8_lossy(&out.stderr);

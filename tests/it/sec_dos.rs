@@ -10,6 +10,8 @@ use crate::common::{context, kiln};
 /// resident set size in bytes (from `wait4`, so only this child is counted).
 // The child is reaped by `wait4`, which clippy does not know.
 #[allow(clippy::zombie_processes)]
+// rustix has no wait4 with a resource usage: the call stays unsafe.
+#[allow(unsafe_code)]
 fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
     let mut child = cmd
         .stdout(Stdio::null())

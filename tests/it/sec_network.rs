@@ -317,8 +317,7 @@ fn no_process_outlives(k: &Kiln, base: &str, step: &str, end: Option<i32>, ok: b
         "the step has no user-mode network: {seen:?}"
     );
     if let Some(sig) = end {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(kiln_pid as i32, sig) };
+        kiln_testkit::kill(kiln_pid, sig);
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -138,8 +138,7 @@ fn prune_killed_at_random_moments_never_corrupts_a_later_build() {
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        kiln_testkit::kill(child.id(), libc::SIGKILL);
         let _ = child.wait();
         let why = format!("seed {seed}, round {round}, prune killed after {delay:?} (a whole one took {full:?})");
         // Nothing a killed prune leaves is damage: fsck, plain and deep, finds none.
@@ -368,8 +367,7 @@ fn a_killed_pull_is_shown_by_du_and_resumed() {
     }
     // Let the bytes before the stall reach the disk.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    kiln_testkit::kill(child.id(), libc::SIGKILL);
     let _ = child.wait();
 
     let (count, size) = du_partial(&fresh).expect("`kiln du` has a `Partial downloads` row");

@@ -65,7 +65,7 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
         eprintln!("{HELPER_ARG}: internal helper, started by kiln only");
         return 2;
     }
-    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let _ = sys::kill_with_parent();
     let Some(spec_path) = spec_path else {
         fail("no spec given")
     };
@@ -94,7 +94,7 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
 
 /// Pid 1 of the step's namespace: prepares the container and execs the command.
 fn init(spec: &ExecSpec) -> ! {
-    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let _ = sys::kill_with_parent();
     sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
         .or_fail(|| "cannot make mounts private".into());
     mount_overlay(spec);
@@ -198,15 +198,15 @@ fn init(spec: &ExecSpec) -> ! {
         .read(true)
         .open("/dev/null")
         .or_fail(|| "cannot open /dev/null".into());
-    sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&devnull), 0).or_fail(|| "stdin".into());
+    sys::dup2_stdin(&devnull).or_fail(|| "stdin".into());
 
     // Before the capabilities go: raising a hard limit needs CAP_SYS_RESOURCE.
     apply_ulimits(spec);
     drop_privileges(&user, insecure);
     std::env::set_current_dir(cwd).or_fail(|| format!("cannot change to the working directory {cwd}"));
     leave_kilns_session();
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).or_fail(|| "no_new_privs".into());
-    let _ = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    sys::set_no_new_privs().or_fail(|| "no_new_privs".into());
+    let _ = sys::kill_with_parent();
     // Last: from here on only exec (and, if it fails, writing the error and exiting).
     if !insecure {
         crate::seccomp::Filter::docker_default(DEFAULT_CAPS)
@@ -587,7 +587,7 @@ fn drop_privileges(user: &User, all_caps: bool) {
         if keep.contains(&cap) {
             mask |= 1 << cap;
         } else {
-            sys::prctl(libc::PR_CAPBSET_DROP, cap.into()).or_fail(|| format!("cannot drop capability {cap}"));
+            sys::drop_bounding_cap(cap).or_fail(|| format!("cannot drop capability {cap}"));
         }
     }
     // Supplementary groups cannot be set where setgroups is denied (a single-id

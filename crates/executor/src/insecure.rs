@@ -134,58 +134,25 @@ pub(crate) fn bind_host_devices(devs: &[(String, libc::c_int)]) -> std::io::Resu
 /// Keeps the permitted capabilities across the switch to a non-root user, so that
 /// [`raise_ambient`] can hand them on (BuildKit gives an insecure step's user every
 /// capability, ambient included).
-#[allow(unsafe_code)]
 pub(crate) fn keep_caps() -> std::io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::thread::set_keep_capabilities(true)?)
 }
 
 /// Makes `mask` the effective, permitted, inheritable and ambient capabilities, so that
 /// a non-root user keeps them across exec.
-#[allow(unsafe_code)]
 pub(crate) fn raise_ambient(mask: u64) -> std::io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let hdr = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let half = |m: u32| Data {
-        effective: m,
-        permitted: m,
-        inheritable: m,
-    };
-    let data = [half(mask as u32), half((mask >> 32) as u32)];
-    // SAFETY: a v3 header and two data structs, as capset(2) expects.
-    if unsafe { libc::syscall(libc::SYS_capset, &hdr as *const Header, data.as_ptr()) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let set = CapabilitySet::from_bits_retain(mask);
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: set,
+            permitted: set,
+            inheritable: set,
+        },
+    )?;
     for cap in (0..64).filter(|c| mask & (1u64 << c) != 0) {
-        // SAFETY: prctl with integer arguments only.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                cap as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        rustix::thread::configure_capability_in_ambient_set(CapabilitySet::from_bits_retain(1u64 << cap), true)?;
     }
     Ok(())
 }

@@ -186,6 +186,8 @@ pub enum ExecError {
     NoSlirp4netns,
     #[error("cannot set up the step's private network: {0}")]
     Network(String),
+    #[error("cannot write the OCI runtime config: {0}")]
+    OciConfig(#[from] oci_spec::OciSpecError),
 }
 
 /// Stops a running step.

@@ -71,11 +71,8 @@ fn net_err(what: &str) -> impl FnOnce(io::Error) -> ExecError + '_ {
 
 /// Sets the parent-death signal in a child about to exec.
 fn die_with_parent() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments is async-signal-safe.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // rustix's prctl is the bare system call: async-signal-safe.
+    crate::sys::kill_with_parent()
 }
 
 impl PrivateNet {
@@ -318,7 +315,7 @@ pub(crate) fn enter(path: &Path) -> io::Result<()> {
 /// first thing in `main`.
 pub(crate) fn holder_main() -> i32 {
     // Had kiln died before this, stdin (whose only writer was kiln) reads end of file.
-    let _ = crate::sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+    let _ = crate::sys::kill_with_parent();
     let mut out = io::stdout().lock();
     if let Err(e) = crate::sys::unshare(libc::CLONE_NEWNET) {
         let _ = writeln!(out, "cannot create a network namespace: {e}");

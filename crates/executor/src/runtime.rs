@@ -11,7 +11,12 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde_json::json;
+use oci_spec::runtime::{
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
 
 use crate::helper::{step_env, DEFAULT_CAPS};
 use crate::{ExecError, ExecSpec, Executor, Network, Security};
@@ -56,8 +61,7 @@ impl OciRuntime {
         if !binary.is_file() {
             return Err(format!("--runtime {name}: `{}` does not exist", binary.display()));
         }
-        // SAFETY: no preconditions.
-        if unsafe { libc::geteuid() } != 0 || !kiln_snapshotter::ids::initial_userns() {
+        if !rustix::process::geteuid().is_root() || !kiln_snapshotter::ids::initial_userns() {
             return Err(format!(
                 "--runtime {name} needs root; rootless builds use the built-in sandbox (leave --runtime out)"
             ));
@@ -65,12 +69,12 @@ impl OciRuntime {
         Ok(OciRuntime { binary })
     }
 
-    fn config(&self, spec: &ExecSpec) -> Result<serde_json::Value, ExecError> {
+    fn config(&self, spec: &ExecSpec) -> Result<Spec, ExecError> {
         // The tree the step starts from: the overlay's lower, or the copy snapshotter's clone.
         let lower = spec.rootfs.lower.first().unwrap_or(&spec.rootfs.upper);
         let user = crate::users::resolve(lower, spec.user.as_deref().unwrap_or("0")).map_err(ExecError::Setup)?;
         let insecure = spec.security == Security::Insecure;
-        let caps: Vec<&str> = if insecure {
+        let cap_names: Vec<&str> = if insecure {
             crate::insecure::current_cap_names()
         } else {
             CAP_NAMES
@@ -79,48 +83,113 @@ impl OciRuntime {
                 .map(|(_, s)| *s)
                 .collect()
         };
+        let caps = cap_names
+            .iter()
+            .map(|name| {
+                serde_json::from_value::<Capability>(serde_json::Value::from(*name))
+                    .map_err(|e| ExecError::Setup(format!("capability {name} has no OCI name: {e}")))
+            })
+            .collect::<Result<Capabilities, _>>()?;
+        let namespace = |typ: LinuxNamespaceType, path: Option<&Path>| {
+            let b = LinuxNamespaceBuilder::default().typ(typ);
+            match path {
+                Some(p) => b.path(p).build(),
+                None => b.build(),
+            }
+        };
         let mut namespaces = vec![
-            json!({"type": "pid"}),
-            json!({"type": "ipc"}),
-            json!({"type": "uts"}),
-            json!({"type": "mount"}),
+            namespace(LinuxNamespaceType::Pid, None)?,
+            namespace(LinuxNamespaceType::Ipc, None)?,
+            namespace(LinuxNamespaceType::Uts, None)?,
+            namespace(LinuxNamespaceType::Mount, None)?,
         ];
         match (spec.network, &spec.netns) {
-            (Network::None, _) => namespaces.push(json!({"type": "network"})),
-            (Network::Private, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+            (Network::None, _) => namespaces.push(namespace(LinuxNamespaceType::Network, None)?),
+            (Network::Private, Some(path)) => namespaces.push(namespace(LinuxNamespaceType::Network, Some(path))?),
             (Network::Private, None) => {
                 return Err(ExecError::Setup("no network namespace was made for the step".into()))
             }
             (Network::Host, _) => {}
         }
-        let bind_ro = |dest: &str, src: &Path| json!({"destination": dest, "type": "bind", "source": src, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]});
-        let cwd = if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() };
-        let mounts: Vec<serde_json::Value> = [
-                json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-                json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-                json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-                json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-                json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": if insecure { vec!["nosuid", "noexec", "nodev", "rw"] } else { vec!["nosuid", "noexec", "nodev", "ro"] }}),
-                bind_ro("/etc/hosts", &spec.hosts),
-                bind_ro("/etc/resolv.conf", &spec.resolv_conf)
-        ].into_iter().chain(spec.mounts.iter().map(|m| match &m.kind {
-                crate::SpecMountKind::Bind { source, readonly } => json!({
-                    "destination": m.target, "type": "bind", "source": source,
-                    "options": ["rbind", if *readonly { "ro" } else { "rw" }, "nodev"]
-                }),
-                crate::SpecMountKind::Secret { index, executable } => json!({
-                    "destination": m.target, "type": "bind",
-                    "source": spec.secrets_dir.as_deref().map(|d| crate::secrets::secret_path(d, *index)),
-                    "options": if *executable { vec!["bind", "ro", "nosuid", "nodev"] } else { vec!["bind", "ro", "nosuid", "nodev", "noexec"] }
-                }),
-                crate::SpecMountKind::Tmpfs { size } => json!({
-                    "destination": m.target, "type": "tmpfs", "source": "tmpfs",
-                    "options": match size {
-                        Some(n) => vec!["nosuid".to_string(), "nodev".to_string(), "mode=1777".to_string(), format!("size={n}")],
-                        None => vec!["nosuid".to_string(), "nodev".to_string(), "mode=1777".to_string()],
-                    }
-                }),
-            })).collect();
+        let mount = |dest: &Path, typ: &str, source: &Path, options: &[&str]| {
+            MountBuilder::default()
+                .destination(dest)
+                .typ(typ)
+                .source(source)
+                .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+        };
+        let bind_ro = |dest: &str, src: &Path| {
+            mount(
+                Path::new(dest),
+                "bind",
+                src,
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )
+        };
+        let sys_access = if insecure { "rw" } else { "ro" };
+        let mut mounts = vec![
+            mount(
+                "/proc".as_ref(),
+                "proc",
+                "proc".as_ref(),
+                &["nosuid", "noexec", "nodev"],
+            )?,
+            mount(
+                "/dev".as_ref(),
+                "tmpfs",
+                "tmpfs".as_ref(),
+                &["nosuid", "strictatime", "mode=755", "size=65536k"],
+            )?,
+            mount(
+                "/dev/pts".as_ref(),
+                "devpts",
+                "devpts".as_ref(),
+                &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            )?,
+            mount(
+                "/dev/shm".as_ref(),
+                "tmpfs",
+                "shm".as_ref(),
+                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            )?,
+            mount(
+                "/sys".as_ref(),
+                "sysfs",
+                "sysfs".as_ref(),
+                &["nosuid", "noexec", "nodev", sys_access],
+            )?,
+            bind_ro("/etc/hosts", &spec.hosts)?,
+            bind_ro("/etc/resolv.conf", &spec.resolv_conf)?,
+        ];
+        for m in &spec.mounts {
+            let target = Path::new(&m.target);
+            mounts.push(match &m.kind {
+                crate::SpecMountKind::Bind { source, readonly } => mount(
+                    target,
+                    "bind",
+                    source,
+                    &["rbind", if *readonly { "ro" } else { "rw" }, "nodev"],
+                )?,
+                crate::SpecMountKind::Secret { index, executable } => {
+                    let dir = spec.secrets_dir.as_deref().ok_or_else(|| {
+                        ExecError::Setup(format!("no secrets directory for the secret at {}", m.target))
+                    })?;
+                    let options: &[&str] = if *executable {
+                        &["bind", "ro", "nosuid", "nodev"]
+                    } else {
+                        &["bind", "ro", "nosuid", "nodev", "noexec"]
+                    };
+                    mount(target, "bind", &crate::secrets::secret_path(dir, *index), options)?
+                }
+                crate::SpecMountKind::Tmpfs { size } => {
+                    let size = size.map(|n| format!("size={n}"));
+                    let mut options = vec!["nosuid", "nodev", "mode=1777"];
+                    options.extend(size.as_deref());
+                    mount(target, "tmpfs", "tmpfs".as_ref(), &options)?
+                }
+            });
+        }
         let mut env = step_env(&spec.env, &user.home);
         for (name, index) in &spec.secret_env {
             let value = spec
@@ -131,91 +200,152 @@ impl OciRuntime {
             env.retain(|e| e.split('=').next() != Some(name.as_str()));
             env.push(format!("{name}={value}"));
         }
-        let rlimits: Vec<serde_json::Value> = spec
-            .limits
-            .ulimits
-            .iter()
-            .filter_map(|u| {
-                let (soft, hard) = u.raw();
-                Some(json!({"type": u.oci_name()?, "soft": soft, "hard": hard}))
-            })
-            .collect();
+        let mut rlimits = Vec::new();
+        for u in &spec.limits.ulimits {
+            let Some(name) = u.oci_name() else { continue };
+            let typ = serde_json::from_value::<PosixRlimitType>(serde_json::Value::from(name))
+                .map_err(|e| ExecError::Setup(format!("--ulimit {}: no OCI rlimit {name}: {e}", u.name)))?;
+            let (soft, hard) = u.raw();
+            rlimits.push(PosixRlimitBuilder::default().typ(typ).soft(soft).hard(hard).build()?);
+        }
+        let device_rule = |allow: bool, typ: Option<LinuxDeviceType>| {
+            let b = LinuxDeviceCgroupBuilder::default().allow(allow).access("rwm");
+            match typ {
+                Some(t) => b.typ(t).build(),
+                None => b.build(),
+            }
+        };
         // As Docker: every device denied but runc's default set (null, zero, full,
         // random, urandom, tty, ptmx/pts), so a node the step makes cannot be opened.
-        let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+        // An insecure step (BuildKit's `WithInsecureSpec`) gets every device.
+        let device_rules = if insecure {
+            vec![
+                device_rule(true, Some(LinuxDeviceType::C))?,
+                device_rule(true, Some(LinuxDeviceType::B))?,
+            ]
+        } else {
+            vec![device_rule(false, None)?]
+        };
+        let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
         if let Some(n) = spec.limits.pids {
-            resources["pids"] = json!({"limit": n});
+            let limit = i64::try_from(n).map_err(|_| ExecError::Setup(format!("process limit {n} is too large")))?;
+            resources = resources.pids(LinuxPidsBuilder::default().limit(limit).build()?);
         }
         let root_caps = if user.uid == 0 || insecure {
             caps.clone()
         } else {
-            vec![]
+            Capabilities::new()
         };
-        let mut capabilities = json!({"bounding": caps, "effective": root_caps, "permitted": root_caps});
-        let mut linux = json!({
-            "namespaces": namespaces,
-            "resources": resources,
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            "seccomp": crate::seccomp::oci_profile(DEFAULT_CAPS),
-        });
+        let mut capabilities = LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(root_caps.clone())
+            .permitted(root_caps);
+        let mut linux = LinuxBuilder::default()
+            .namespaces(namespaces)
+            .resources(resources.build()?);
         if insecure {
             // BuildKit's `WithInsecureSpec`: every capability (ambient too, so that a
             // non-root user has them), nothing masked, no filter, the host's devices.
-            capabilities["inheritable"] = json!(caps);
-            capabilities["ambient"] = json!(caps);
-            linux = json!({
-                "namespaces": linux["namespaces"].take(),
-                "devices": insecure_devices(),
-                "resources": linux["resources"].take(),
-            });
-            linux["resources"]["devices"] = json!([
-                {"allow": true, "type": "c", "access": "rwm"},
-                {"allow": true, "type": "b", "access": "rwm"}
-            ]);
+            capabilities = capabilities.inheritable(caps.clone()).ambient(caps);
+            linux = linux.devices(insecure_devices()?);
+        } else {
+            linux = linux
+                .masked_paths(
+                    [
+                        "/proc/acpi",
+                        "/proc/asound",
+                        "/proc/kcore",
+                        "/proc/keys",
+                        "/proc/latency_stats",
+                        "/proc/timer_list",
+                        "/proc/timer_stats",
+                        "/proc/sched_debug",
+                        "/proc/scsi",
+                        "/sys/firmware",
+                        "/sys/devices/virtual/powercap",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                )
+                .readonly_paths(
+                    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+                        .map(String::from)
+                        .to_vec(),
+                )
+                .seccomp(crate::seccomp::oci_profile(DEFAULT_CAPS)?);
         }
-        Ok(json!({
-            "ociVersion": "1.0.2",
-            "process": {
-                "terminal": false,
-                "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.groups},
-                "args": spec.args,
-                "env": env,
-                "cwd": cwd,
-                "capabilities": capabilities,
-                "noNewPrivileges": true,
-                "rlimits": rlimits
-            },
-            "root": {"path": spec.rootfs.target, "readonly": false},
-            "hostname": spec.hostname,
-            "mounts": mounts,
-            "linux": linux,
-        }))
+        let mut linux = linux.build()?;
+        if insecure {
+            // The builder fills these from `Linux::default()`; an insecure step has none.
+            linux.set_masked_paths(None).set_readonly_paths(None);
+        }
+        let mut capabilities = capabilities.build()?;
+        if !insecure {
+            // The builder fills these from `LinuxCapabilities::default()`; a step has none.
+            capabilities.set_inheritable(None).set_ambient(None);
+        }
+        let process = ProcessBuilder::default()
+            .terminal(false)
+            .user(
+                UserBuilder::default()
+                    .uid(user.uid)
+                    .gid(user.gid)
+                    .additional_gids(user.groups)
+                    .build()?,
+            )
+            .args(spec.args.clone())
+            .env(env)
+            .cwd(if spec.cwd.is_empty() { "/" } else { spec.cwd.as_str() })
+            .capabilities(capabilities)
+            .no_new_privileges(true)
+            .rlimits(rlimits)
+            .build()?;
+        let mut config = SpecBuilder::default()
+            .version("1.0.2")
+            .process(process)
+            .root(
+                RootBuilder::default()
+                    .path(&spec.rootfs.target)
+                    .readonly(false)
+                    .build()?,
+            )
+            .hostname(spec.hostname.clone())
+            .mounts(mounts)
+            .linux(linux)
+            .build()?;
+        // The builder fills unset fields from `Spec::default()` (empty annotations).
+        config.set_annotations(None);
+        Ok(config)
     }
 }
 
 /// The host devices of an insecure step as OCI `linux.devices` (runc creates them).
-fn insecure_devices() -> Vec<serde_json::Value> {
+fn insecure_devices() -> Result<Vec<LinuxDevice>, ExecError> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    crate::insecure::host_devices()
-        .into_iter()
-        .filter_map(|d| {
-            let path = Path::new("/dev").join(&d);
-            let md = std::fs::metadata(&path).ok()?;
-            let kind = if md.file_type().is_block_device() {
-                "b"
-            } else if md.file_type().is_char_device() {
-                "c"
-            } else {
-                return None;
-            };
-            Some(json!({
-                "path": path, "type": kind,
-                "major": libc::major(md.rdev()), "minor": libc::minor(md.rdev()),
-                "fileMode": md.mode() & 0o777, "uid": 0, "gid": 0
-            }))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for d in crate::insecure::host_devices() {
+        let path = Path::new("/dev").join(&d);
+        let Ok(md) = std::fs::metadata(&path) else { continue };
+        let typ = if md.file_type().is_block_device() {
+            LinuxDeviceType::B
+        } else if md.file_type().is_char_device() {
+            LinuxDeviceType::C
+        } else {
+            continue;
+        };
+        out.push(
+            LinuxDeviceBuilder::default()
+                .path(path)
+                .typ(typ)
+                .major(i64::from(libc::major(md.rdev())))
+                .minor(i64::from(libc::minor(md.rdev())))
+                .file_mode(md.mode() & 0o777)
+                .uid(0u32)
+                .gid(0u32)
+                .build()?,
+        );
+    }
+    Ok(out)
 }
 
 impl Executor for OciRuntime {
@@ -352,3 +482,6 @@ impl Executor for OciRuntime {
         Ok(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -24,8 +24,12 @@ use std::collections::BTreeMap;
 use std::io;
 
 use bpf::{Asm, Label, SockFilter, JMP_JEQ_K, JMP_JGE_K, JMP_JGT_K};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscallBuilder,
+};
+use oci_spec::OciSpecError;
 use profile::{Action, Arg, Cmp, Host, Rule, DEFAULT_ERRNO, RULES};
-use serde_json::json;
 
 /// One system call ABI a filter decides for.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +43,7 @@ struct Abi {
     /// Arguments are 64 bits wide (32-bit ABIs compare the low half only, as libseccomp).
     wide: bool,
     /// The OCI / libseccomp name.
-    oci: &'static str,
+    oci: Arch,
 }
 
 const X86_64: Abi = Abi {
@@ -47,7 +51,7 @@ const X86_64: Abi = Abi {
     column: 0,
     nr_bit: 0,
     wide: true,
-    oci: "SCMP_ARCH_X86_64",
+    oci: Arch::ScmpArchX86_64,
 };
 const X32_BIT: u32 = 0x4000_0000;
 const X32: Abi = Abi {
@@ -55,28 +59,28 @@ const X32: Abi = Abi {
     column: 1,
     nr_bit: X32_BIT,
     wide: false,
-    oci: "SCMP_ARCH_X32",
+    oci: Arch::ScmpArchX32,
 };
 const I386: Abi = Abi {
     audit: 0x4000_0003,
     column: 2,
     nr_bit: 0,
     wide: false,
-    oci: "SCMP_ARCH_X86",
+    oci: Arch::ScmpArchX86,
 };
 const AARCH64: Abi = Abi {
     audit: 0xc000_00b7,
     column: 3,
     nr_bit: 0,
     wide: true,
-    oci: "SCMP_ARCH_AARCH64",
+    oci: Arch::ScmpArchAarch64,
 };
 const ARM: Abi = Abi {
     audit: 0x4000_0028,
     column: 4,
     nr_bit: 0,
     wide: false,
-    oci: "SCMP_ARCH_ARM",
+    oci: Arch::ScmpArchArm,
 };
 
 /// The architecture kiln runs on (its own binary's).
@@ -359,42 +363,46 @@ fn condition(asm: &mut Asm, a: &Arg, wide: bool, fail: Label) {
 
 /// The same profile as an OCI runtime config's `linux.seccomp` (runc resolves the
 /// names with libseccomp and adds the same ENOSYS stub for newer calls).
-pub fn oci_profile(caps: &[u32]) -> serde_json::Value {
+pub fn oci_profile(caps: &[u32]) -> Result<LinuxSeccomp, OciSpecError> {
     let host = host();
-    let syscalls: Vec<serde_json::Value> = select(caps, host)
+    let syscalls = select(caps, host)
         .map(|r| {
-            let mut v = json!({"names": r.names, "action": "SCMP_ACT_ALLOW"});
+            let mut b = LinuxSyscallBuilder::default()
+                .names(r.names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .action(LinuxSeccompAction::ScmpActAllow);
             if let Action::Errno(e) = r.action {
-                v["action"] = json!("SCMP_ACT_ERRNO");
-                v["errnoRet"] = json!(e);
+                b = b.action(LinuxSeccompAction::ScmpActErrno).errno_ret(u32::from(e));
             }
             if !r.args.is_empty() {
-                let args: Vec<serde_json::Value> = r
+                let args = r
                     .args
                     .iter()
-                    .map(|a| match a.cmp {
-                        Cmp::MaskedEq(mask) => {
-                            json!({"index": a.index, "value": mask, "valueTwo": a.value, "op": "SCMP_CMP_MASKED_EQ"})
-                        }
-                        c => json!({"index": a.index, "value": a.value, "valueTwo": 0, "op": match c {
-                            Cmp::Lt => "SCMP_CMP_LT",
-                            Cmp::Gt => "SCMP_CMP_GT",
-                            _ => "SCMP_CMP_EQ",
-                        }}),
+                    .map(|a| {
+                        let (value, value_two, op) = match a.cmp {
+                            Cmp::MaskedEq(mask) => (mask, a.value, LinuxSeccompOperator::ScmpCmpMaskedEq),
+                            Cmp::Lt => (a.value, 0, LinuxSeccompOperator::ScmpCmpLt),
+                            Cmp::Gt => (a.value, 0, LinuxSeccompOperator::ScmpCmpGt),
+                            Cmp::Eq => (a.value, 0, LinuxSeccompOperator::ScmpCmpEq),
+                        };
+                        LinuxSeccompArgBuilder::default()
+                            .index(usize::from(a.index))
+                            .value(value)
+                            .value_two(value_two)
+                            .op(op)
+                            .build()
                     })
-                    .collect();
-                v["args"] = json!(args);
+                    .collect::<Result<Vec<_>, _>>()?;
+                b = b.args(args);
             }
-            v
+            b.build()
         })
-        .collect();
-    let arches: Vec<&str> = abis(host).iter().map(|a| a.oci).collect();
-    json!({
-        "defaultAction": "SCMP_ACT_ERRNO",
-        "defaultErrnoRet": DEFAULT_ERRNO,
-        "architectures": arches,
-        "syscalls": syscalls,
-    })
+        .collect::<Result<Vec<_>, _>>()?;
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(u32::from(DEFAULT_ERRNO))
+        .architectures(abis(host).iter().map(|a| a.oci).collect::<Vec<_>>())
+        .syscalls(syscalls)
+        .build()
 }
 
 #[cfg(test)]

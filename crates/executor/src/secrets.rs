@@ -94,7 +94,7 @@ impl SecretsSetup {
     /// Only system calls on memory owned by `self`: safe to call between fork and exec.
     pub(crate) unsafe fn apply(&self, new_namespace: bool) -> io::Result<()> {
         let check = |r: libc::c_int| if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) };
-        // SAFETY (for the block): every pointer is a valid NUL-terminated string or a
+        // SAFETY: (for the whole block) every pointer is a valid NUL-terminated string or a
         // slice of `self`; no call allocates.
         unsafe {
             if new_namespace {

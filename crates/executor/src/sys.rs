@@ -1,4 +1,12 @@
 //! Thin, checked wrappers over the system calls the helper needs.
+//!
+//! rustix's safe wrappers where rustix 1.x has them (mount, umount, pivot_root,
+//! prctl options, sethostname, setgroups/setres[ug]id of this thread, capset, waitpid,
+//! dup2 onto stdin, open_tree/move_mount, pipe2, getuid, statvfs). Raw libc calls stay
+//! (unsafe, each with its reason) where rustix has none or only an unsafe one:
+//! `unshare` (rustix's is `unshare_unsafe`), `fork`, `execve`, `_exit`, `fcntl` and
+//! `write` on raw descriptor numbers the helper does not own, the loopback interface
+//! ioctls, `close_range(CLOSE_RANGE_CLOEXEC)`, `keyctl` and `mount_setattr`.
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, CString};
@@ -30,114 +38,103 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&CStr>,
 ) -> io::Result<()> {
-    let target = cstr(target)?;
-    let ptr = |c: Option<&CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is a valid NUL-terminated string or null.
-    check(unsafe {
-        libc::mount(
-            ptr(source),
-            target.as_ptr(),
-            ptr(fstype),
-            flags,
-            ptr(data).cast::<libc::c_void>(),
-        )
-    })
-    .map(drop)
+    use rustix::mount::{MountFlags, MountPropagationFlags};
+    const PROPAGATION: libc::c_ulong = libc::MS_PRIVATE | libc::MS_SHARED | libc::MS_SLAVE | libc::MS_UNBINDABLE;
+    let bits = u32::try_from(flags).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // Each form passes the kernel the same arguments as mount(2) with NULL for what
+    // it does not use.
+    let r = if flags & libc::MS_REMOUNT != 0 {
+        // mount(NULL, target, NULL, MS_REMOUNT | flags, data); a bind remount ignores data.
+        let rest = MountFlags::from_bits_retain(bits & !(libc::MS_REMOUNT as u32));
+        rustix::mount::mount_remount(target, rest, data.unwrap_or(c""))
+    } else if flags & PROPAGATION != 0 && source.is_none() && fstype.is_none() {
+        rustix::mount::mount_change(target, MountPropagationFlags::from_bits_retain(bits))
+    } else if let (Some(source), None, libc::MS_BIND) = (source, fstype, flags) {
+        rustix::mount::mount_bind(source, target)
+    } else if let (Some(source), None) = (source, fstype) {
+        if flags != libc::MS_BIND | libc::MS_REC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a mount without a file system type is a bind",
+            ));
+        }
+        rustix::mount::mount_bind_recursive(source, target)
+    } else {
+        let (Some(source), Some(fstype)) = (source, fstype) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a mount needs a source and a file system type",
+            ));
+        };
+        rustix::mount::mount(source, target, fstype, MountFlags::from_bits_retain(bits), data)
+    };
+    r.map_err(io::Error::from)
 }
 
 pub fn umount_detach(target: &Path) -> io::Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: valid C string.
-    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+    Ok(rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)?)
 }
 
 pub fn pivot_root_dot() -> io::Result<()> {
-    let dot = c".";
-    // SAFETY: valid C strings; pivot_root has no libc wrapper.
-    let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    Ok(rustix::process::pivot_root(c".", c".")?)
 }
 
-pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) }).map(drop)
+/// `prctl(PR_SET_PDEATHSIG, SIGKILL)`: this process dies with its parent.
+pub fn kill_with_parent() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        rustix::process::Signal::KILL,
+    ))?)
+}
+
+/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`.
+pub fn set_no_new_privs() -> io::Result<()> {
+    Ok(rustix::thread::set_no_new_privs(true)?)
+}
+
+/// `prctl(PR_CAPBSET_DROP, cap)`.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    let set = 1u64
+        .checked_shl(cap)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::thread::remove_capability_from_bounding_set(
+        rustix::thread::CapabilitySet::from_bits_retain(set),
+    )?)
 }
 
 pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+    Ok(rustix::system::sethostname(name.as_bytes())?)
 }
 
+/// The supplementary groups of this (the helper's only) thread.
 pub fn setgroups(groups: &[libc::gid_t]) -> io::Result<()> {
-    // SAFETY: pointer and length describe `groups`.
-    check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) }).map(drop)
+    let groups: Vec<rustix::process::Gid> = groups.iter().map(|g| rustix::process::Gid::from_raw(*g)).collect();
+    Ok(rustix::thread::set_thread_groups(&groups)?)
 }
 
+/// setresgid of this thread only (the raw system call, without libc's broadcast).
 pub fn setresgid(gid: libc::gid_t) -> io::Result<()> {
-    // SAFETY: raw syscall so it applies to this (only) thread without libc's broadcast.
-    let r = unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let gid = rustix::process::Gid::from_raw(gid);
+    Ok(rustix::thread::set_thread_res_gid(gid, gid, gid)?)
 }
 
+/// setresuid of this thread only, as [`setresgid`].
 pub fn setresuid(uid: libc::uid_t) -> io::Result<()> {
-    // SAFETY: as above.
-    let r = unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+    let uid = rustix::process::Uid::from_raw(uid);
+    Ok(rustix::thread::set_thread_res_uid(uid, uid, uid)?)
 }
 
 /// Sets effective and permitted capabilities to `mask`, inheritable to none.
 pub fn capset(mask: u64) -> io::Result<()> {
-    let hdr = CapHeader {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let lo = mask as u32;
-    let hi = (mask >> 32) as u32;
-    let data = [
-        CapData {
-            effective: lo,
-            permitted: lo,
-            inheritable: 0,
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let set = CapabilitySet::from_bits_retain(mask);
+    Ok(rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: set,
+            permitted: set,
+            inheritable: CapabilitySet::empty(),
         },
-        CapData {
-            effective: hi,
-            permitted: hi,
-            inheritable: 0,
-        },
-    ];
-    // SAFETY: header and two data structs as capset(2) v3 expects.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    )?)
 }
 
 pub fn fork() -> io::Result<libc::pid_t> {
@@ -152,31 +149,29 @@ pub fn fork() -> io::Result<libc::pid_t> {
 
 /// Waits for `pid`; returns its exit code, or 128 + signal.
 pub fn wait(pid: libc::pid_t) -> io::Result<i32> {
-    let mut status = 0;
+    let pid = rustix::process::Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD))?;
     loop {
-        // SAFETY: status is a valid out pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        let status = match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) | Ok(None) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(Some((_, status))) => status,
+        };
+        if let Some(code) = status.exit_status() {
+            return Ok(code);
         }
-        if libc::WIFEXITED(status) {
-            return Ok(libc::WEXITSTATUS(status));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(128 + libc::WTERMSIG(status));
+        if let Some(sig) = status.terminating_signal() {
+            return Ok(128 + sig);
         }
     }
 }
 
-pub fn dup2(from: libc::c_int, to: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain fd operation.
-    check(unsafe { libc::dup2(from, to) }).map(drop)
+/// Makes `fd` this process's standard input.
+pub fn dup2_stdin(fd: impl std::os::fd::AsFd) -> io::Result<()> {
+    Ok(rustix::stdio::dup2_stdin(fd)?)
 }
 
+/// Marks a raw descriptor number close-on-exec (one this process does not own as an
+/// `OwnedFd`: rustix would need an unsafe `BorrowedFd::borrow_raw` for it).
 pub fn set_cloexec(fd: libc::c_int) -> io::Result<()> {
     // SAFETY: plain fd operation.
     check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }).map(drop)
@@ -184,40 +179,29 @@ pub fn set_cloexec(fd: libc::c_int) -> io::Result<()> {
 
 /// A detached copy of the mount at `path` (`open_tree(OPEN_TREE_CLONE)`), to be attached
 /// with [`move_mount`] after the host root is gone.
+/// The descriptor stays open (close-on-exec) until it is attached: it is returned as a
+/// raw number, as the helper keeps it past the point its host paths disappear.
 pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<libc::c_int> {
-    let p = cstr(path)?;
-    let mut flags = 1 /* OPEN_TREE_CLONE */ | libc::O_CLOEXEC as libc::c_uint;
+    use rustix::mount::OpenTreeFlags;
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
-        flags |= libc::AT_RECURSIVE as libc::c_uint;
+        flags |= OpenTreeFlags::AT_RECURSIVE;
     }
-    // SAFETY: valid C string; open_tree has no libc wrapper.
-    let r = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as libc::c_int)
-    }
+    let fd = rustix::mount::open_tree(rustix::fs::CWD, path, flags)?;
+    Ok(std::os::fd::IntoRawFd::into_raw_fd(fd))
 }
 
-/// Attaches the detached mount `fd` at `target`.
+/// Attaches the detached mount `fd` (from [`open_tree_clone`]) at `target`.
 pub fn move_mount(fd: libc::c_int, target: &Path) -> io::Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: valid C strings; MOVE_MOUNT_F_EMPTY_PATH moves `fd` itself.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            fd,
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            0x4 as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    // SAFETY: `fd` came from open_tree_clone and is never closed before exec.
+    let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    Ok(rustix::mount::move_mount(
+        from,
+        c"",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )?)
 }
 
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
@@ -259,8 +243,7 @@ pub fn loopback_up() -> io::Result<()> {
 }
 
 pub fn getuid() -> libc::uid_t {
-    // SAFETY: always succeeds.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 pub fn write_fd(fd: libc::c_int, data: &[u8]) {
@@ -282,17 +265,7 @@ pub fn exit(code: i32) -> ! {
 
 /// A pipe whose ends are closed on exec.
 pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid out array of two ints.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two fresh descriptors we now own.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Passes each line read from `from` to `output` until end of file. A carriage return
@@ -422,20 +395,18 @@ pub fn set_nodev(target: &Path, readonly: bool) -> io::Result<()> {
     }
     // A remount replaces the flags: keep the ones the mount has (in a user namespace
     // the kernel refuses to clear them).
-    // SAFETY: zeroed statvfs is a valid out value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out pointer.
-    check(unsafe { libc::statvfs(t.as_ptr(), &mut st) })?;
+    use rustix::fs::StatVfsMountFlags as St;
+    let st = rustix::fs::statvfs(t.as_c_str())?;
     let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV;
     for (st_flag, ms_flag) in [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (St::RDONLY, libc::MS_RDONLY),
+        (St::NOSUID, libc::MS_NOSUID),
+        (St::NOEXEC, libc::MS_NOEXEC),
+        (St::NOATIME, libc::MS_NOATIME),
+        (St::NODIRATIME, libc::MS_NODIRATIME),
+        (St::RELATIME, libc::MS_RELATIME),
     ] {
-        if st.f_flag & st_flag != 0 {
+        if st.f_flag.contains(st_flag) {
             flags |= ms_flag;
         }
     }

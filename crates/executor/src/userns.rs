@@ -116,6 +116,7 @@ pub fn reexec_rootless(warn: bool) {
     let mut go = [0; 2];
     // SAFETY: valid out arrays.
     if unsafe { libc::pipe2(ready.as_mut_ptr(), libc::O_CLOEXEC) } < 0
+        // SAFETY: as above.
         || unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } < 0
     {
         fail(format!("pipe: {}", std::io::Error::last_os_error()));

@@ -30,9 +30,9 @@ pub const MAX_ERROR_BYTES: u64 = 64 << 10;
 
 /// `n` bytes as the limits are written: `8 MiB`, `64 KiB`.
 pub fn human(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} bytes")

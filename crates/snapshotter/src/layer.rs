@@ -245,6 +245,72 @@ mod tests {
         assert!(zst.blob.size < raw.blob.size);
     }
 
+    /// A fixed tree as a tar stream written header by header (no file system, so no
+    /// host owner, umask or mtime gets in): a directory, a 3 MiB file (several pgzip
+    /// chunks, both text-like and noise blocks), a small file and a symlink.
+    fn golden_tar(w: &mut dyn Write) -> io::Result<()> {
+        let mut b = tar::Builder::new(w);
+        let mut entry = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_size(data.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l)?;
+            }
+            b.append_data(&mut h, path, data)
+        };
+        entry("d/", tar::EntryType::Directory, 0o755, &[], None)?;
+        entry("d/big", tar::EntryType::Regular, 0o644, &sample(3 << 20), None)?;
+        entry("small", tar::EntryType::Regular, 0o600, b"small\n", None)?;
+        entry("link", tar::EntryType::Symlink, 0o777, &[], Some("d/big"))?;
+        b.into_inner()?.flush()
+    }
+
+    /// Golden digests: a fixed tree must give these exact blobs. If this fails after a
+    /// dependency bump (flate2/zlib-rs, zstd, tar) or a change to `pgzip.rs`, the bytes
+    /// of every layer kiln writes changed, so every image id and cache key built from
+    /// them changes too and pushed layers stop being shared with older builds. Do not
+    /// just update the constants: find the change, decide it is wanted, say so in the
+    /// changelog/commit, and only then pin the new digests (the diff id must not move
+    /// unless the tar writer changed).
+    #[test]
+    fn gzip_and_zstd_layers_have_golden_digests() {
+        const DIFF_ID: &str = "sha256:908e1de2c4858ea1a098f477510a108f1062db5d35b0319e570dfe722e635cc8";
+        let golden = [
+            (
+                Compression::Gzip(6),
+                "sha256:618595b0edd5b6c3ed7145c5e39965ef404133a36415fc6d0640b4787701421a",
+                1_589_301,
+            ),
+            (
+                Compression::Zstd(3),
+                "sha256:07a4bff96bae3097aae1a91a99c529379cb4307a6804daff584bdf5251cd75fa",
+                1_580_276,
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContentStore::new(dir.path().join("blobs"), dir.path().join("tmp"));
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let mut failures = Vec::new();
+        for (compression, digest, size) in golden {
+            let layer = write_layer_from(dir.path(), &store, compression, golden_tar).unwrap();
+            if layer.diff_id.to_string() != DIFF_ID
+                || layer.blob.digest.to_string() != digest
+                || layer.blob.size != size
+            {
+                failures.push(format!(
+                    "{compression:?}: diff id {} digest {} size {} (pinned: {DIFF_ID} {digest} {size})",
+                    layer.diff_id, layer.blob.digest, layer.blob.size
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "layer bytes changed:\n{}", failures.join("\n"));
+    }
+
     #[test]
     fn compression_options_parse_like_buildx() {
         assert_eq!(Compression::parse("zstd", None), Ok(Compression::Zstd(3)));

@@ -39,8 +39,7 @@ pub fn require_tool(tool: &str) -> bool {
 
 /// Whether the tests run as root.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Runs a command, returning its output; panics if it cannot be started.
@@ -446,5 +445,19 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends signal `sig` (`libc::SIGKILL`, …) to process `pid`, a child the test started;
+/// a process that is already gone is not an error.
+pub fn kill(pid: u32, sig: i32) {
+    let sig = rustix::process::Signal::from_named_raw(sig).unwrap_or_else(|| panic!("no signal {sig}"));
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a process id");
+    match rustix::process::kill_process(pid, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => panic!("kill {pid:?}: {e}"),
     }
 }

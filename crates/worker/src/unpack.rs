@@ -72,7 +72,7 @@ fn open_decompressed(file: File) -> io::Result<Box<dyn Read>> {
         Compression::None => Box::new(r),
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
     })
 }
@@ -489,7 +489,7 @@ mod tests {
         let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
         bz.write_all(&tar).unwrap();
         assert!(is_archive(d.path(), &write(d.path(), "x.bz2", &bz.finish().unwrap())));
-        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
         xz.write_all(&tar).unwrap();
         assert!(is_archive(d.path(), &write(d.path(), "x.xz", &xz.finish().unwrap())));
         let zst = zstd::encode_all(&tar[..], 3).unwrap();
