@@ -413,10 +413,18 @@ fn pooled_networks_carry_nothing_between_steps() {
         assert_eq!(value("listening"), "1", "{extra:?}: {err}");
         assert_eq!(value("left"), "0", "{extra:?}: a step's server outlived it:\n{err}");
         assert_eq!(value("added"), "1", "{extra:?}: {err}");
-        assert_eq!(value("seen"), "0", "{extra:?}: the insecure step's address leaked:\n{err}");
+        assert_eq!(
+            value("seen"),
+            "0",
+            "{extra:?}: the insecure step's address leaked:\n{err}"
+        );
         // Reused: steps 1 and 3 ran in one namespace; the insecure step's was its own and
         // step 5 did not get it.
-        assert_eq!(value("ns1"), value("ns3"), "{extra:?}: the network was not reused:\n{err}");
+        assert_eq!(
+            value("ns1"),
+            value("ns3"),
+            "{extra:?}: the network was not reused:\n{err}"
+        );
         assert_ne!(value("ns4"), value("ns5"), "{extra:?}: {err}");
     }
 }

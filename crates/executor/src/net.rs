@@ -272,7 +272,11 @@ pub(crate) fn prepare<'a>(
         return Ok((None, Cow::Borrowed(spec)));
     }
     let reusable = spec.security == Security::Sandbox;
-    let net = if reusable { lease(helper)? } else { PrivateNet::start(helper)? };
+    let net = if reusable {
+        lease(helper)?
+    } else {
+        PrivateNet::start(helper)?
+    };
     let mut spec = spec.clone();
     spec.netns = Some(net.path().to_path_buf());
     Ok((
