@@ -25,15 +25,10 @@ impl std::fmt::Display for Violations {
 
 impl std::error::Error for Violations {}
 
-/// Runs the checks on `dockerfile` and prints them on stdout; an error that stops the
-/// build (a lint violation with `check=error=true` included) comes back as `Err`.
-pub fn run(
-    file: &str,
-    dockerfile: &str,
-    opts: &kiln_frontend::BuildOptions,
-    on_error: impl FnOnce(kiln_frontend::FrontendError) -> anyhow::Error,
-) -> Result<()> {
-    let report = kiln_frontend::check(dockerfile, opts);
+/// Prints what the checks found on stdout; an error that stops the build (a lint
+/// violation with `check=error=true` included) comes back as `Err`.
+pub fn run(report: kiln_build::CheckReport) -> Result<()> {
+    let (file, dockerfile) = (report.dockerfile_name.as_str(), report.dockerfile.as_str());
     let mut text = String::new();
     // With an error and no warning, buildx prints only the error.
     if report.error.is_none() || !report.warnings.is_empty() {
@@ -48,7 +43,7 @@ pub fn run(
         .and_then(|()| stdout.flush())
         .context("cannot write the check results to stdout")?;
     if let Some(e) = report.error {
-        return Err(on_error(e));
+        return Err(e.into());
     }
     if report.warnings.is_empty() {
         Ok(())

@@ -73,7 +73,7 @@ fn read_secret_file(spec: &str, path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The value of one `--secret`.
-fn secret_value(spec: &str, s: &SecretSpec) -> Result<Vec<u8>> {
+fn secret_value(spec: &str, s: &SecretSpec, warn: &dyn Fn(String)) -> Result<Vec<u8>> {
     let (mut env, mut src) = (s.env.clone(), s.src.clone());
     if env.is_empty() && src.is_empty() {
         if std::env::var_os(&s.id).is_some() {
@@ -87,7 +87,9 @@ fn secret_value(spec: &str, s: &SecretSpec) -> Result<Vec<u8>> {
         return match std::env::var_os(&env) {
             Some(v) => Ok(std::os::unix::ffi::OsStringExt::into_vec(v)),
             None => {
-                eprintln!("WARN: --secret `{spec}`: environment variable `{env}` is not set; the secret is empty");
+                warn(format!(
+                    "--secret `{spec}`: environment variable `{env}` is not set; the secret is empty"
+                ));
                 Ok(Vec::new())
             }
         };
@@ -132,12 +134,12 @@ fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
     }
 }
 
-/// Resolves every `--secret` and `--ssh` of a build.
-pub fn resolve(secrets: &[String], ssh: &[String]) -> Result<BuildSecrets> {
+/// Resolves every `--secret` and `--ssh` of a build; `warn` hears what is not as asked.
+pub fn resolve(secrets: &[String], ssh: &[String], warn: &dyn Fn(String)) -> Result<BuildSecrets> {
     let mut out = BuildSecrets::default();
     for spec in secrets {
         let s = parse_secret(spec)?;
-        let value = secret_value(spec, &s)?;
+        let value = secret_value(spec, &s, warn)?;
         out.add_secret(&s.id, value);
     }
     for spec in ssh {
@@ -187,30 +189,30 @@ mod tests {
         std::fs::write(&f, "from file").unwrap();
         let spec = format!("id=t,src={}", f.display());
         assert_eq!(
-            secret_value(&spec, &parse_secret(&spec).unwrap()).unwrap(),
+            secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {}).unwrap(),
             b"from file"
         );
         // PATH is always set: a bare id that names a variable reads it.
         let path = std::env::var("PATH").unwrap();
         assert_eq!(
-            secret_value("id=PATH", &parse_secret("id=PATH").unwrap()).unwrap(),
+            secret_value("id=PATH", &parse_secret("id=PATH").unwrap(), &|_| {}).unwrap(),
             path.as_bytes()
         );
         // env wins over src, as in BuildKit's store.
         let spec = format!("id=t,src={},env=PATH", f.display());
         assert_eq!(
-            secret_value(&spec, &parse_secret(&spec).unwrap()).unwrap(),
+            secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {}).unwrap(),
             path.as_bytes()
         );
         let missing = d.path().join("nope");
         let spec = format!("id=t,src={}", missing.display());
-        let e = secret_value(&spec, &parse_secret(&spec).unwrap())
+        let e = secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("--secret") && e.contains("nope"), "{e}");
         std::fs::write(&f, vec![b'x'; 500 * 1024 + 1]).unwrap();
         let spec = format!("id=t,src={}", f.display());
-        let e = secret_value(&spec, &parse_secret(&spec).unwrap())
+        let e = secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("at most 500 KiB"), "{e}");
@@ -240,6 +242,7 @@ mod tests {
         let e = resolve(
             &[],
             &[format!("default={}", sock.display()), format!("={}", sock.display())],
+            &|_| {},
         )
         .unwrap_err()
         .to_string();
