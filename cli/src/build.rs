@@ -270,7 +270,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         .collect::<Result<Vec<_>, _>>()?;
     let build_args = kv(&a.build_args, "--build-arg", true)?;
     let labels = kv(&a.labels, "--label", false)?;
-    let secrets = crate::secrets::resolve(&a.secrets, &a.ssh, &|w| progress.event(BuildEvent::Warning(w)))?;
+    let secrets = kiln_build::resolve_secrets(&a.secrets, &a.ssh, &|w| progress.event(BuildEvent::Warning(w)))?;
     let platform = platform(a.platform.as_deref())?;
     let epoch = epoch(&build_args)?;
     let (context, dockerfile) = match (a.context.as_str(), a.file.as_deref()) {

@@ -7,7 +7,6 @@ mod interrupt;
 mod maintenance;
 mod progress;
 mod push;
-mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

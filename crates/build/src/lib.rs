@@ -4,24 +4,28 @@
 //! [`BuildResult`]. Nothing here writes to stderr: the caller's renderer owns it.
 
 mod cachespec;
+mod check;
 mod error;
 mod export;
 mod inputs;
 mod outputs;
 mod pipeline;
 mod push;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cachespec::{parse_cache_from, parse_cache_to, CacheFrom, CacheTo};
+pub use check::{render_check, CheckReport};
 pub use error::{chain_text, BuildError, Snippet};
 pub use export::{metadata, write_dest};
 pub use kiln_exporter::BuiltImage;
 pub use outputs::{parse as parse_output, Dest, LayerOpts, Output};
 pub use pipeline::{build, parse_build_context};
 pub use push::push_image;
+pub use secrets::resolve_secrets;
 
 /// Where the Dockerfile comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,15 +147,6 @@ pub trait Control: Sync {
 pub struct NoControl;
 
 impl Control for NoControl {}
-
-/// What `--check` found.
-pub struct CheckReport {
-    pub dockerfile_name: String,
-    pub dockerfile: String,
-    pub warnings: Vec<kiln_frontend::Warning>,
-    /// An error that stops the build (a lint violation with `check=error=true`).
-    pub error: Option<BuildError>,
-}
 
 /// Built is the image a build made.
 pub struct Built {
