@@ -324,6 +324,53 @@ impl Renderer {
 mod tests {
     use super::*;
 
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_and_quiet_show_warnings_in_order_with_the_steps() {
+        for (mode, want) in [
+            (
+                Mode::Plain,
+                "#1 [1/1] COPY a /\nWARN: --cache-from x: gone\n#1 DONE 0.0s\n\n",
+            ),
+            (Mode::Quiet, "WARN: --cache-from x: gone\n"),
+        ] {
+            let buf = Shared::default();
+            let mut r = Renderer::new(mode);
+            r.out = Mutex::new(Box::new(buf.clone()));
+            r.event(BuildEvent::Step(Event::Started {
+                vertex: 1,
+                name: "[1/1] COPY a /".into(),
+            }));
+            r.event(BuildEvent::Warning("--cache-from x: gone".into()));
+            r.event(BuildEvent::Push {
+                reference: kiln_image::Reference::parse("localhost:5000/a").unwrap(),
+                line: "0123456789ab: Pushed".into(),
+            });
+            r.event(BuildEvent::Step(Event::Done {
+                vertex: 1,
+                elapsed: Duration::ZERO,
+            }));
+            assert_eq!(
+                String::from_utf8(buf.0.lock().unwrap().clone()).unwrap(),
+                want,
+                "{mode:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_tty_frame_looks_like_buildkits() {
         let mut v = View {
