@@ -225,8 +225,7 @@ impl kiln_build::Control for Interrupt {
     }
 }
 
-/// `--build-arg`, `--label`, SOURCE_DATE_EPOCH, `--platform`: what the request needs
-/// from the flags and the environment.
+/// SOURCE_DATE_EPOCH: the build arg, else the environment variable.
 fn epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
     match build_args
         .get("SOURCE_DATE_EPOCH")
@@ -241,6 +240,7 @@ fn epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
     }
 }
 
+/// `--platform`: only the host's OS and architecture can be built so far.
 fn platform(flag: Option<&str>) -> Result<Platform> {
     let host = Platform::host();
     match flag {
