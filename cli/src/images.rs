@@ -9,8 +9,7 @@ use kiln_image::{ImageConfig, Reference};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::export::write_dest;
-use crate::outputs::Dest;
+use kiln_build::{write_dest, Dest};
 
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
@@ -371,7 +370,8 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
             SaveFormat::Oci => kiln_exporter::write_oci_archive(w, &content, &images)?,
         };
         Ok(())
-    })
+    })?;
+    Ok(())
 }
 
 fn is_terminal_stdout() -> bool {

@@ -1,16 +1,12 @@
 //! `kiln`: a daemonless Dockerfile image builder.
 
 mod build;
-mod cachespec;
 mod check;
-mod export;
 mod images;
 mod interrupt;
 mod maintenance;
-mod outputs;
 mod progress;
 mod push;
-mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +102,7 @@ fn main() -> ExitCode {
 
 /// Prints an error and its causes, BuildKit style, plus any Dockerfile excerpt.
 fn render_error(e: &anyhow::Error) {
-    if let Some(snippet) = e.downcast_ref::<build::Snippet>() {
+    if let Some(snippet) = e.downcast_ref::<kiln_build::BuildError>().and_then(|b| b.snippet()) {
         eprint!("{}", snippet.render());
     }
     let mut msg = e.to_string();

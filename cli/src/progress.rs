@@ -1,4 +1,5 @@
-//! Progress renderers: BuildKit's live tty view, its plain format, rawjson, and quiet.
+//! Progress renderers: BuildKit's live tty view, its plain format, rawjson, and quiet;
+//! they own stderr while a build runs: its steps and its warnings are events.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -6,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_solver::{Event, Progress};
+use kiln_build::{BuildEvent, BuildProgress};
+use kiln_solver::Event;
 
 /// Mode is the `--progress` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +35,8 @@ const KEPT_LOG_LINES: usize = 200;
 
 struct Tty {
     view: Arc<Mutex<View>>,
+    /// Warnings, printed below the final screen (printed at once they would be drawn over).
+    warnings: Mutex<Vec<String>>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -180,6 +184,7 @@ impl Renderer {
             });
             Tty {
                 view,
+                warnings: Mutex::new(Vec::new()),
                 stop,
                 thread: Mutex::new(Some(thread)),
             }
@@ -194,21 +199,6 @@ impl Renderer {
 
     fn secs(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
-    }
-
-    /// A step the CLI runs itself (loading the Dockerfile, exporting).
-    pub fn internal(&self, vertex: u32, name: &str, lines: &[String], elapsed: Duration) {
-        self.event(Event::Started {
-            vertex,
-            name: name.to_string(),
-        });
-        for l in lines {
-            self.event(Event::Status {
-                vertex,
-                line: l.clone(),
-            });
-        }
-        self.event(Event::Done { vertex, elapsed });
     }
 
     /// Draws the final tty screen and, for failed steps, their logs as BuildKit does.
@@ -227,6 +217,9 @@ impl Renderer {
                 let _ = writeln!(err, "{l}");
             }
             let _ = writeln!(err, "------");
+        }
+        for w in t.warnings.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = writeln!(err, "WARN: {w}");
         }
     }
 }
@@ -256,8 +249,26 @@ fn draw(view: &Mutex<View>, finished: bool) {
     let _ = err.flush();
 }
 
-impl Progress for Renderer {
-    fn event(&self, e: Event) {
+impl BuildProgress for Renderer {
+    fn event(&self, e: BuildEvent) {
+        match e {
+            BuildEvent::Step(e) => self.step(e),
+            BuildEvent::Warning(w) => match &self.tty {
+                Some(t) => t.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+                // In every other mode (quiet too) at once, as its own line.
+                None => {
+                    let _ = writeln!(self.out.lock().unwrap_or_else(|p| p.into_inner()), "WARN: {w}");
+                }
+            },
+            // The export step's summary line counts the blobs; the blobs themselves are
+            // not shown, as BuildKit's plain output does not show them.
+            BuildEvent::Push { .. } => {}
+        }
+    }
+}
+
+impl Renderer {
+    fn step(&self, e: Event) {
         if let Some(t) = &self.tty {
             t.view.lock().unwrap_or_else(|p| p.into_inner()).apply(e);
             return;
@@ -308,6 +319,53 @@ impl Progress for Renderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn plain_and_quiet_show_warnings_in_order_with_the_steps() {
+        for (mode, want) in [
+            (
+                Mode::Plain,
+                "#1 [1/1] COPY a /\nWARN: --cache-from x: gone\n#1 DONE 0.0s\n\n",
+            ),
+            (Mode::Quiet, "WARN: --cache-from x: gone\n"),
+        ] {
+            let buf = Shared::default();
+            let mut r = Renderer::new(mode);
+            r.out = Mutex::new(Box::new(buf.clone()));
+            r.event(BuildEvent::Step(Event::Started {
+                vertex: 1,
+                name: "[1/1] COPY a /".into(),
+            }));
+            r.event(BuildEvent::Warning("--cache-from x: gone".into()));
+            r.event(BuildEvent::Push {
+                reference: kiln_image::Reference::parse("localhost:5000/a").unwrap(),
+                line: "0123456789ab: Pushed".into(),
+            });
+            r.event(BuildEvent::Step(Event::Done {
+                vertex: 1,
+                elapsed: Duration::ZERO,
+            }));
+            assert_eq!(
+                String::from_utf8(buf.0.lock().unwrap().clone()).unwrap(),
+                want,
+                "{mode:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_tty_frame_looks_like_buildkits() {

@@ -5,13 +5,16 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use kiln_cache::KilnRoot;
 use kiln_exporter::{ArchiveImage, BuiltImage};
 use kiln_image::Reference;
 use kiln_worker::Worker;
 
+use crate::error::{bail, Ctx};
 use crate::outputs::{Dest, LayerOpts, Output};
+use crate::{BuildError, BuildEvent, BuildProgress};
+
+type Result<T> = std::result::Result<T, BuildError>;
 
 fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
     ArchiveImage {
@@ -30,7 +33,7 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
             let stdout = std::io::stdout();
             let mut lock = std::io::BufWriter::new(stdout.lock());
             f(&mut lock)?;
-            lock.flush().context("cannot write to stdout")?;
+            lock.flush().ctx(|| "cannot write to stdout".to_string())?;
             Ok(())
         }
         Dest::Path(p) => {
@@ -44,19 +47,18 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
             let mut tmp = tempfile::Builder::new()
                 .prefix(".kiln-")
                 .tempfile_in(&dir)
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+                .ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             {
                 let mut w = std::io::BufWriter::new(tmp.as_file_mut());
                 f(&mut w)?;
-                w.flush()
-                    .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+                w.flush().ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             }
             tmp.as_file()
                 .sync_all()
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+                .ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             tmp.persist(p)
                 .map_err(|e| e.error)
-                .with_context(|| format!("cannot write {what} to `{}`", p.display()))?;
+                .ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             Ok(())
         }
     }
@@ -94,18 +96,13 @@ pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
 /// as pulled unless forced.
 pub fn in_compression(root: &KilnRoot, worker: &Worker, built: &BuiltImage, layers: &LayerOpts) -> Result<BuiltImage> {
     let to = layers.compression.unwrap_or_default();
-    Ok(kiln_exporter::recompress(
-        root,
-        built,
-        to,
-        layers.force,
-        &worker.base_blobs(),
-    )?)
+    kiln_exporter::recompress(root, built, to, layers.force, &worker.base_blobs()).map_err(BuildError::other)
 }
 
 /// Writes `built` to `out`; returns the progress lines and the image as written
 /// (its manifest differs from `built`'s when the output asks for another compression).
 pub fn export(
+    progress: &dyn BuildProgress,
     root: &KilnRoot,
     worker: &Worker,
     registry: &kiln_registry::Client,
@@ -117,11 +114,16 @@ pub fn export(
         Output::Image { names, push, layers } => {
             let built = in_compression(root, worker, built, layers)?;
             let store = root.images();
-            store.add(&built.manifest, names)?;
+            store.add(&built.manifest, names).map_err(BuildError::other)?;
             let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
             if *push {
                 for n in names {
-                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|_| {})?;
+                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|line| {
+                        progress.event(BuildEvent::Push {
+                            reference: n.clone(),
+                            line,
+                        })
+                    })?;
                     lines.push(format!(
                         "pushing layers {} uploaded, {} mounted, {} already there done",
                         report.uploaded, report.mounted, report.existed
@@ -149,26 +151,30 @@ pub fn export(
             match (tar, dest) {
                 (true, _) => write_dest(dest, "the image archive", |w| {
                     if docker {
-                        kiln_exporter::write_docker_archive(w, &content, &img)?;
+                        kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
                     } else {
-                        kiln_exporter::write_oci_archive(w, &content, &img)?;
+                        kiln_exporter::write_oci_archive(w, &content, &img).map_err(BuildError::other)?;
                     }
                     Ok(())
                 })?,
-                (false, Dest::Path(p)) => kiln_exporter::write_oci_layout(p, &content, &img)?,
+                (false, Dest::Path(p)) => {
+                    kiln_exporter::write_oci_layout(p, &content, &img).map_err(BuildError::other)?
+                }
                 (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
             }
             (vec![format!("sending tarball done")], Some(built))
         }
         Output::Local { dest } => {
-            for w in kiln_exporter::write_rootfs_dir(worker.snapshots(), &built.layers, dest)? {
-                eprintln!("WARN: {w}");
+            let warnings =
+                kiln_exporter::write_rootfs_dir(worker.snapshots(), &built.layers, dest).map_err(BuildError::other)?;
+            for w in warnings {
+                progress.event(BuildEvent::Warning(w));
             }
             (vec![format!("copying files to {} done", dest.display())], None)
         }
         Output::Tar { dest } => {
             write_dest(dest, "the rootfs tarball", |w| {
-                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w)?;
+                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w).map_err(BuildError::other)?;
                 Ok(())
             })?;
             (vec!["sending tarball done".to_string()], None)

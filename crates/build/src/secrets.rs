@@ -12,8 +12,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
 use kiln_worker::BuildSecrets;
+
+use crate::error::bail;
+use crate::BuildError;
+
+type Result<T> = std::result::Result<T, BuildError>;
 
 /// BuildKit's `MaxSecretSize`.
 const MAX_SECRET_SIZE: u64 = 500 * 1024;
@@ -29,7 +33,8 @@ struct SecretSpec {
 fn parse_secret(spec: &str) -> Result<SecretSpec> {
     let mut s = SecretSpec::default();
     let mut typ = None;
-    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("invalid --secret `{spec}`: {e}"))?;
+    let fields =
+        kiln_frontend::csv::fields(spec).map_err(|e| BuildError::Message(format!("invalid --secret `{spec}`: {e}")))?;
     for field in fields {
         let Some((key, value)) = field.split_once('=') else {
             bail!("invalid --secret `{spec}`: field `{field}` must be a key=value pair");
@@ -56,8 +61,12 @@ fn parse_secret(spec: &str) -> Result<SecretSpec> {
 
 /// Reads a `--secret` file, refusing what BuildKit refuses.
 fn read_secret_file(spec: &str, path: &Path) -> Result<Vec<u8>> {
-    let md = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("--secret `{spec}`: cannot read the file `{}`: {e}", path.display()))?;
+    let md = std::fs::metadata(path).map_err(|e| {
+        BuildError::Message(format!(
+            "--secret `{spec}`: cannot read the file `{}`: {e}",
+            path.display()
+        ))
+    })?;
     if !md.is_file() {
         bail!("--secret `{spec}`: `{}` is not a file", path.display());
     }
@@ -68,12 +77,16 @@ fn read_secret_file(spec: &str, path: &Path) -> Result<Vec<u8>> {
             md.len()
         );
     }
-    std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("--secret `{spec}`: cannot read the file `{}`: {e}", path.display()))
+    std::fs::read(path).map_err(|e| {
+        BuildError::Message(format!(
+            "--secret `{spec}`: cannot read the file `{}`: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The value of one `--secret`.
-fn secret_value(spec: &str, s: &SecretSpec) -> Result<Vec<u8>> {
+fn secret_value(spec: &str, s: &SecretSpec, warn: &dyn Fn(String)) -> Result<Vec<u8>> {
     let (mut env, mut src) = (s.env.clone(), s.src.clone());
     if env.is_empty() && src.is_empty() {
         if std::env::var_os(&s.id).is_some() {
@@ -87,7 +100,9 @@ fn secret_value(spec: &str, s: &SecretSpec) -> Result<Vec<u8>> {
         return match std::env::var_os(&env) {
             Some(v) => Ok(std::os::unix::ffi::OsStringExt::into_vec(v)),
             None => {
-                eprintln!("WARN: --secret `{spec}`: environment variable `{env}` is not set; the secret is empty");
+                warn(format!(
+                    "--secret `{spec}`: environment variable `{env}` is not set; the secret is empty"
+                ));
                 Ok(Vec::new())
             }
         };
@@ -114,8 +129,8 @@ fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
         if socket.is_some() {
             bail!("invalid --ssh `{spec}`: only a single socket is allowed");
         }
-        let md =
-            std::fs::metadata(&p).map_err(|e| anyhow::anyhow!("invalid --ssh `{spec}`: `{}`: {e}", p.display()))?;
+        let md = std::fs::metadata(&p)
+            .map_err(|e| BuildError::Message(format!("invalid --ssh `{spec}`: `{}`: {e}", p.display())))?;
         if !std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
             bail!(
                 "invalid --ssh `{spec}`: `{}` is not a socket; kiln forwards SSH agent sockets only, not key files \
@@ -132,12 +147,13 @@ fn parse_ssh(spec: &str) -> Result<(String, PathBuf)> {
     }
 }
 
-/// Resolves every `--secret` and `--ssh` of a build.
-pub fn resolve(secrets: &[String], ssh: &[String]) -> Result<BuildSecrets> {
+/// Resolves every `--secret` and `--ssh` of a build into the request's secrets;
+/// `warn` hears what is not as asked (an unset variable: an empty secret).
+pub fn resolve_secrets(secrets: &[String], ssh: &[String], warn: &dyn Fn(String)) -> Result<BuildSecrets> {
     let mut out = BuildSecrets::default();
     for spec in secrets {
         let s = parse_secret(spec)?;
-        let value = secret_value(spec, &s)?;
+        let value = secret_value(spec, &s, warn)?;
         out.add_secret(&s.id, value);
     }
     for spec in ssh {
@@ -187,30 +203,30 @@ mod tests {
         std::fs::write(&f, "from file").unwrap();
         let spec = format!("id=t,src={}", f.display());
         assert_eq!(
-            secret_value(&spec, &parse_secret(&spec).unwrap()).unwrap(),
+            secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {}).unwrap(),
             b"from file"
         );
         // PATH is always set: a bare id that names a variable reads it.
         let path = std::env::var("PATH").unwrap();
         assert_eq!(
-            secret_value("id=PATH", &parse_secret("id=PATH").unwrap()).unwrap(),
+            secret_value("id=PATH", &parse_secret("id=PATH").unwrap(), &|_| {}).unwrap(),
             path.as_bytes()
         );
         // env wins over src, as in BuildKit's store.
         let spec = format!("id=t,src={},env=PATH", f.display());
         assert_eq!(
-            secret_value(&spec, &parse_secret(&spec).unwrap()).unwrap(),
+            secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {}).unwrap(),
             path.as_bytes()
         );
         let missing = d.path().join("nope");
         let spec = format!("id=t,src={}", missing.display());
-        let e = secret_value(&spec, &parse_secret(&spec).unwrap())
+        let e = secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("--secret") && e.contains("nope"), "{e}");
         std::fs::write(&f, vec![b'x'; 500 * 1024 + 1]).unwrap();
         let spec = format!("id=t,src={}", f.display());
-        let e = secret_value(&spec, &parse_secret(&spec).unwrap())
+        let e = secret_value(&spec, &parse_secret(&spec).unwrap(), &|_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("at most 500 KiB"), "{e}");
@@ -237,9 +253,10 @@ mod tests {
         assert!(e.contains("only a single socket"), "{e}");
         let e = parse_ssh("default=/nonexistent/agent").unwrap_err().to_string();
         assert!(e.contains("--ssh") && e.contains("/nonexistent/agent"), "{e}");
-        let e = resolve(
+        let e = resolve_secrets(
             &[],
             &[format!("default={}", sock.display()), format!("={}", sock.display())],
+            &|_| {},
         )
         .unwrap_err()
         .to_string();

@@ -5,13 +5,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use kiln_image::Reference;
+
+use crate::error::{bail, Ctx};
+use crate::BuildError;
+
+type Result<T> = std::result::Result<T, BuildError>;
 
 /// `type=local|registry,KEY=VALUE,...` as a map.
 fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
     let mut kv = BTreeMap::new();
-    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("{flag} {spec}: {e}"))?;
+    let fields = kiln_frontend::csv::fields(spec).map_err(|e| BuildError::Message(format!("{flag} {spec}: {e}")))?;
     for part in &fields {
         let Some((k, v)) = part.split_once('=') else {
             bail!("{flag} {spec}: `{part}` is not KEY=VALUE (e.g. `type=local,dest=DIR`)");
@@ -29,19 +33,23 @@ fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
 }
 
 fn cache_ref(flag: &str, spec: &str, kv: &BTreeMap<String, String>) -> Result<Reference> {
-    let r = kv
-        .get("ref")
-        .ok_or_else(|| anyhow::anyhow!("{flag} {spec}: ref=HOST/REPO[:TAG] is required for type=registry"))?;
-    Reference::parse(r).with_context(|| format!("{flag} {spec}: invalid ref `{r}`"))
+    let r = kv.get("ref").ok_or_else(|| {
+        BuildError::Message(format!(
+            "{flag} {spec}: ref=HOST/REPO[:TAG] is required for type=registry"
+        ))
+    })?;
+    Reference::parse(r).ctx(|| format!("{flag} {spec}: invalid ref `{r}`"))
 }
 
 /// A parsed `--cache-to`.
+#[derive(Debug, Clone)]
 pub struct CacheTo {
     pub target: kiln_worker::CacheTarget,
     pub mode: kiln_worker::CacheMode,
     pub ignore_error: bool,
 }
 
+/// Parses one `--cache-to` value.
 pub fn parse_cache_to(spec: &str) -> Result<CacheTo> {
     let kv = cache_spec("--cache-to", spec)?;
     let target = if kv["type"] == "registry" {
@@ -49,7 +57,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo> {
     } else {
         let dest = kv
             .get("dest")
-            .ok_or_else(|| anyhow::anyhow!("--cache-to {spec}: dest=DIR is required"))?;
+            .ok_or_else(|| BuildError::Message(format!("--cache-to {spec}: dest=DIR is required")))?;
         kiln_worker::CacheTarget::Dir(PathBuf::from(dest))
     };
     let mode = match kv.get("mode").map(String::as_str) {
@@ -66,6 +74,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo> {
 }
 
 /// A parsed `--cache-from`: a directory or a registry reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheFrom {
     Dir(PathBuf),
     Registry(Reference),
@@ -80,6 +89,7 @@ impl std::fmt::Display for CacheFrom {
     }
 }
 
+/// Parses one `--cache-from` value.
 pub fn parse_cache_from(spec: &str) -> Result<CacheFrom> {
     let kv = cache_spec("--cache-from", spec)?;
     if kv["type"] == "registry" {
@@ -87,5 +97,5 @@ pub fn parse_cache_from(spec: &str) -> Result<CacheFrom> {
     }
     kv.get("src")
         .map(|s| CacheFrom::Dir(PathBuf::from(s)))
-        .ok_or_else(|| anyhow::anyhow!("--cache-from {spec}: src=DIR is required"))
+        .ok_or_else(|| BuildError::Message(format!("--cache-from {spec}: src=DIR is required")))
 }

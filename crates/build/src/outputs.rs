@@ -1,10 +1,14 @@
-//! Parsing `-o/--output` the way buildx does: `type=…,dest=…,name=…`, CSV quoting,
+//! Outputs of a build, and parsing `-o/--output` the way buildx does: `type=…,dest=…,name=…`, CSV quoting,
 //! `-o DIR` as a local export and `-o -` as a tarball on stdout.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use kiln_image::Reference;
+
+use crate::error::{bail, Ctx};
+use crate::BuildError;
+
+type Result<T> = std::result::Result<T, BuildError>;
 
 /// LayerOpts is how an image output stores its layers (`compression=`,
 /// `compression-level=`, `force-compression=`).
@@ -79,18 +83,19 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
     let mut compression: Option<String> = None;
     let mut level: Option<i32> = None;
     let mut force = false;
-    let fields = kiln_frontend::csv::fields(spec).map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?;
+    let fields =
+        kiln_frontend::csv::fields(spec).map_err(|e| BuildError::Message(format!("invalid output `{spec}`: {e}")))?;
     for field in fields {
         let (k, v) = field
             .split_once('=')
-            .with_context(|| format!("invalid output `{spec}`: `{field}` is not key=value"))?;
+            .ok_or_else(|| BuildError::Message(format!("invalid output `{spec}`: `{field}` is not key=value")))?;
         match k.trim() {
             "type" => kind = Some(v.to_string()),
             "dest" => dest = Some(v.to_string()),
             "name" => {
                 let mut list = Vec::new();
                 for n in v.split(',').filter(|n| !n.is_empty()) {
-                    list.push(Reference::parse(n).with_context(|| format!("invalid output `{spec}`"))?);
+                    list.push(Reference::parse(n).ctx(|| format!("invalid output `{spec}`"))?);
                 }
                 names = Some(list);
             }
@@ -98,10 +103,11 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
             "push" => push = parse_bool("push", v, spec)?,
             "compression" => compression = Some(v.to_string()),
             "compression-level" => {
-                level =
-                    Some(v.parse().map_err(|_| {
-                        anyhow::anyhow!("invalid output `{spec}`: compression-level `{v}` is not a number")
-                    })?)
+                level = Some(v.parse().map_err(|_| {
+                    BuildError::Message(format!(
+                        "invalid output `{spec}`: compression-level `{v}` is not a number"
+                    ))
+                })?)
             }
             "force-compression" => force = parse_bool("force-compression", v, spec)?,
             // Accepted for compatibility: kiln always writes OCI media types, and with
@@ -115,17 +121,17 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
         compression: match &compression {
             Some(c) => Some(
                 kiln_snapshotter::Compression::parse(c, level)
-                    .map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?,
+                    .map_err(|e| BuildError::Message(format!("invalid output `{spec}`: {e}")))?,
             ),
             None if level.is_some() => Some(
                 kiln_snapshotter::Compression::parse("gzip", level)
-                    .map_err(|e| anyhow::anyhow!("invalid output `{spec}`: {e}"))?,
+                    .map_err(|e| BuildError::Message(format!("invalid output `{spec}`: {e}")))?,
             ),
             None => None,
         },
         force,
     };
-    let kind = kind.with_context(|| format!("invalid output `{spec}`: missing `type=`"))?;
+    let kind = kind.ok_or_else(|| BuildError::Message(format!("invalid output `{spec}`: missing `type=`")))?;
     let need_dest = |dest: Option<String>| -> Result<Dest> {
         match dest.as_deref() {
             None | Some("") => bail!("invalid output `{spec}`: type `{kind}` needs `dest=`"),

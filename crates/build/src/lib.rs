@@ -1,0 +1,201 @@
+//! kiln-build: the build as a library. A [`BuildRequest`] (typed: the CLI parses its
+//! flags into it) goes through plan → solve → export → push → cache export in
+//! [`build`], which reports progress and warnings as [`BuildEvent`]s and returns a
+//! [`BuildResult`]. Nothing here writes to stderr: the caller's renderer owns it.
+
+mod cachespec;
+mod check;
+mod error;
+mod export;
+mod inputs;
+mod outputs;
+mod pipeline;
+mod push;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use cachespec::{parse_cache_from, parse_cache_to, CacheFrom, CacheTo};
+pub use check::{render_check, CheckReport};
+pub use error::{chain_text, BuildError, Snippet};
+pub use export::{metadata, write_dest};
+pub use kiln_exporter::BuiltImage;
+pub use outputs::{parse as parse_output, Dest, LayerOpts, Output};
+pub use pipeline::{build, parse_build_context};
+pub use push::push_image;
+pub use secrets::resolve_secrets;
+
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dockerfile {
+    /// `Dockerfile` in the context, read inside it.
+    Default,
+    /// A file named by the caller (`-f PATH`).
+    Path(PathBuf),
+    /// Standard input (`-f -`, or `-` as the context).
+    Stdin,
+    /// Text the caller has already.
+    Text { name: String, text: String },
+}
+
+/// A named build context (`--build-context NAME=VALUE`), as [`parse_build_context`]
+/// resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A directory (canonical path).
+    Dir(PathBuf),
+    /// An image: a reference, or `oci-layout://DIR[:TAG|@DIGEST]` with a canonical DIR.
+    Image(String),
+}
+
+/// The network of RUN steps that do not set `RUN --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// A private network with outbound access through slirp4netns.
+    #[default]
+    Default,
+    /// The host's network.
+    Host,
+    /// Only loopback.
+    None,
+}
+
+/// How the build's result is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Build and export.
+    #[default]
+    Build,
+    /// Run the build checks only (`--check`): nothing is built.
+    Check,
+}
+
+/// BuildRequest is everything one build needs, typed.
+pub struct BuildRequest {
+    /// Where kiln keeps images and cache.
+    pub root: PathBuf,
+    /// The context directory; None: no context (COPY sees an empty one).
+    pub context: Option<PathBuf>,
+    pub dockerfile: Dockerfile,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// The target platform (the host's: only that can be built so far).
+    pub platform: kiln_image::Platform,
+    /// Image names (`-t`).
+    pub tags: Vec<kiln_image::Reference>,
+    /// The exports, in order; empty: the local store under `tags`.
+    pub outputs: Vec<Output>,
+    /// `--push`: every image output pushes (one is added if there is none).
+    pub push: bool,
+    pub cache_to: Option<CacheTo>,
+    pub cache_from: Vec<CacheFrom>,
+    /// Named build contexts, name (lower case) → what it is.
+    pub build_contexts: BTreeMap<String, NamedContext>,
+    pub secrets: kiln_worker::BuildSecrets,
+    pub network: NetworkMode,
+    pub entitlements: Vec<kiln_graph::Entitlement>,
+    pub limits: kiln_executor::Limits,
+    /// An OCI runtime (`runc`, `crun` or a path) instead of the built-in sandbox.
+    pub runtime: Option<String>,
+    pub snapshotter: kiln_worker::SnapshotterKind,
+    pub pull: kiln_worker::PullPolicy,
+    /// Steps run at once; None: the solver's default.
+    pub jobs: Option<usize>,
+    pub no_cache: bool,
+    /// Stages (lower case names) that do not use the cache.
+    pub no_cache_filter: Vec<String>,
+    /// SOURCE_DATE_EPOCH: new layers' times clamped to it, history times set to it.
+    pub epoch: Option<i64>,
+    /// The registry client for base images, pushes and registry caches.
+    pub registry: Arc<kiln_registry::Client>,
+    pub mode: Mode,
+}
+
+/// BuildEvent is one thing the build reports while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// A step's progress (BuildKit's `#N` vertices), the build's own steps included.
+    Step(kiln_solver::Event),
+    /// Something the build did not do as asked, but went on (`WARN:`).
+    Warning(String),
+    /// A blob of a pushed image: `digest: Pushed`, as `docker push` prints it.
+    Push {
+        reference: kiln_image::Reference,
+        line: String,
+    },
+}
+
+/// BuildProgress receives a build's events; renderers implement it.
+pub trait BuildProgress: Sync {
+    fn event(&self, e: BuildEvent);
+}
+
+/// Control is how the caller cancels a running build (Ctrl-C).
+pub trait Control: Sync {
+    /// The solve is about to start: from now on a cancel is honoured.
+    fn solving(&self) {}
+    /// Whether the caller asked to cancel; polled while steps run.
+    fn canceled(&self) -> bool {
+        false
+    }
+}
+
+/// A [`Control`] that never cancels.
+pub struct NoControl;
+
+impl Control for NoControl {}
+
+/// Built is the image a build made.
+pub struct Built {
+    /// The image as assembled (its id is the config digest).
+    pub image: BuiltImage,
+    /// The image as the first image output wrote it (its compression), which the
+    /// metadata describes.
+    pub written: BuiltImage,
+    /// `--metadata-file`'s JSON, with the keys buildx writes.
+    pub metadata: serde_json::Value,
+}
+
+/// BuildResult is what [`build`] did: built an image, or (`Mode::Check`) checked.
+pub enum BuildResult {
+    Built(Box<Built>),
+    Checked(CheckReport),
+}
+
+impl BuildRequest {
+    /// A request with `docker build`'s defaults: `Dockerfile` of `context`, the local
+    /// store as the output, the host platform, no registry options.
+    pub fn new(root: PathBuf, context: Option<PathBuf>) -> Self {
+        BuildRequest {
+            root,
+            context,
+            dockerfile: Dockerfile::Default,
+            build_args: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            target: None,
+            platform: kiln_image::Platform::host(),
+            tags: Vec::new(),
+            outputs: Vec::new(),
+            push: false,
+            cache_to: None,
+            cache_from: Vec::new(),
+            build_contexts: BTreeMap::new(),
+            secrets: kiln_worker::BuildSecrets::default(),
+            network: NetworkMode::Default,
+            entitlements: Vec::new(),
+            limits: kiln_executor::Limits::default(),
+            runtime: None,
+            snapshotter: kiln_worker::SnapshotterKind::Auto,
+            pull: kiln_worker::PullPolicy::Missing,
+            jobs: None,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            epoch: None,
+            registry: Arc::new(kiln_registry::Client::new(Vec::new())),
+            mode: Mode::Build,
+        }
+    }
+}

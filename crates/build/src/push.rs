@@ -1,0 +1,68 @@
+//! Pushing an image to a registry: `kiln build --push` (`-o type=image,push=true`,
+//! `-o type=registry`) and the CLI's `kiln push IMAGE [DEST]` through the same function.
+
+use std::collections::BTreeMap;
+
+use kiln_cache::{ContentStore, ImageStore};
+use kiln_image::{Descriptor, Digest, Manifest, Reference};
+use kiln_registry::{Client, PushEvent, PushReport};
+
+use crate::error::Ctx;
+use crate::BuildError;
+
+/// Which repositories of the same registry may hold each blob: the local store's
+/// names there whose manifests list it (a base image pulled from that registry).
+fn mount_sources(store: &ImageStore, dest: &Reference) -> BTreeMap<Digest, Vec<Reference>> {
+    let mut out: BTreeMap<Digest, Vec<Reference>> = BTreeMap::new();
+    for img in store.list().unwrap_or_default() {
+        let Some(name) = &img.name else { continue };
+        if name.domain() != dest.domain() || name.path() == dest.path() {
+            continue;
+        }
+        let Ok(m) = store.manifest(&img) else { continue };
+        for l in m.layers.iter().chain([&m.config]) {
+            let list = out.entry(l.digest.clone()).or_default();
+            if !list.iter().any(|r| r.path() == name.path()) {
+                list.push(name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Pushes the image whose manifest is `manifest` (blobs in `content`) to `dest`;
+/// `line` hears one line per blob, as `docker push` prints them.
+pub fn push_image(
+    client: &Client,
+    store: &ImageStore,
+    content: &ContentStore,
+    manifest: &Descriptor,
+    dest: &Reference,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<PushReport, BuildError> {
+    let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
+    let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
+    let mut blobs = m.layers.clone();
+    blobs.push(m.config.clone());
+    let sources = mount_sources(store, dest);
+    let mount_from = |d: &Digest| sources.get(d).cloned().unwrap_or_default();
+    let on_blob = |d: &Descriptor, e: PushEvent| {
+        let what = match e {
+            PushEvent::Exists => "Layer already exists",
+            PushEvent::Mounted => "Mounted from another repository",
+            PushEvent::Uploaded => "Pushed",
+        };
+        line(format!("{}: {what}", short(&d.digest)));
+    };
+    client
+        .push(dest, content, manifest, &blobs, &mount_from, &on_blob)
+        .map_err(|e| match e {
+            // Registry errors start with the reference already.
+            kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),
+            e => BuildError::Message(format!("cannot push {e}")),
+        })
+}
+
+fn short(d: &Digest) -> &str {
+    &d.hex()[..12]
+}
