@@ -7,6 +7,7 @@ mod check;
 mod deflate;
 pub mod diff;
 mod error;
+pub mod extract;
 pub mod ids;
 mod inroot;
 pub mod layer;
@@ -15,7 +16,8 @@ mod snapshots;
 pub mod tarw;
 mod verify;
 
-pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
+pub use apply::{apply_tar, resolve_in_root, set_mtime, set_mtime_ns, ApplyOptions, ApplyReport};
+pub use extract::{ExtractPolicy, TarEntry};
 pub use check::{check_snapshot, deep_check};
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use inroot::{open_in_root, RootDir};
