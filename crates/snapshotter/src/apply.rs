@@ -123,11 +123,17 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
             }
             EntryType::Symlink => {
-                let link = e.link.as_deref().ok_or_else(|| bad(name, "symlink without target".into()))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io_err(&target))?;
+                let link = e
+                    .link
+                    .as_deref()
+                    .ok_or_else(|| bad(name, "symlink without target".into()))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(link), &target).map_err(io_err(&target))?;
             }
             EntryType::Link => {
-                let link = e.link.as_deref().ok_or_else(|| bad(name, "hard link without target".into()))?;
+                let link = e
+                    .link
+                    .as_deref()
+                    .ok_or_else(|| bad(name, "hard link without target".into()))?;
                 let link_rel = clean_path(link).ok_or_else(|| bad(name, policy.outside_reason(name)))?;
                 let src = resolve_in_root(root, &link_rel, false).map_err(|r| bad(name, r))?;
                 let md = std::fs::symlink_metadata(&src).map_err(|_| {

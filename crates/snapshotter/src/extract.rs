@@ -130,7 +130,10 @@ pub fn is_metadata(kind: EntryType) -> bool {
 
 impl TarEntry {
     /// Reads `entry`'s header (and its PAX records) under `policy`.
-    pub fn read<R: Read>(entry: &mut tar::Entry<'_, R>, policy: ExtractPolicy) -> Result<TarEntry, (String, EntryFault)> {
+    pub fn read<R: Read>(
+        entry: &mut tar::Entry<'_, R>,
+        policy: ExtractPolicy,
+    ) -> Result<TarEntry, (String, EntryFault)> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let Some(path) = clean_path(&raw) else {
@@ -138,7 +141,8 @@ impl TarEntry {
         };
         let header = entry.header().clone();
         let old = header.as_old();
-        let field = |parsed: io::Result<u64>, raw: &[u8]| numeric(parsed, raw).map_err(|e| EntryFault::Header(e.to_string()));
+        let field =
+            |parsed: io::Result<u64>, raw: &[u8]| numeric(parsed, raw).map_err(|e| EntryFault::Header(e.to_string()));
         let read = (|| {
             let mode = field(header.mode().map(u64::from), &old.mode)? as u32 & 0o7777;
             let uid = field(header.uid(), &old.uid)?;
@@ -291,7 +295,10 @@ mod tests {
         assert!(Layer.skips_unknown_types() && !AddArchive.skips_unknown_types());
         assert!(Layer.xattrs() && !AddArchive.xattrs());
         assert!(!Layer.confines_links() && AddArchive.confines_links());
-        assert_eq!(Layer.outside_reason("../x"), "path climbs out of the layer root with `..`");
+        assert_eq!(
+            Layer.outside_reason("../x"),
+            "path climbs out of the layer root with `..`"
+        );
         assert_eq!(
             AddArchive.outside_reason("../x"),
             "archive path `../x` is outside the extraction root"

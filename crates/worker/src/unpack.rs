@@ -25,11 +25,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use kiln_snapshotter::compression::sniffing_decompressor;
 use kiln_snapshotter::extract::{clean_path, is_metadata, EntryFault, ExtractPolicy, TarEntry};
 use kiln_snapshotter::{open_in_root, set_mtime_ns};
 use tar::EntryType;
@@ -41,44 +42,10 @@ type Owner = (u32, u32);
 
 const MAX_SYMLINKS: usize = 255;
 
-/// The compressions BuildKit's `DecompressStream` recognises, by magic number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-fn detect(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x42, 0x5a, 0x68]) {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        // A zstd skippable frame (0x184D2A50..5F) may come first.
-        || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
-    {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
-/// The decompressed content of the file at `path`.
+/// The decompressed content of an `ADD` source, in whichever compression BuildKit's
+/// `DecompressStream` tells by its magic bytes.
 fn open_decompressed(file: File) -> io::Result<Box<dyn Read>> {
-    let mut r = BufReader::with_capacity(256 << 10, file);
-    let kind = detect(r.fill_buf()?);
-    Ok(match kind {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
-    })
+    sniffing_decompressor(BufReader::with_capacity(256 << 10, file))
 }
 
 /// Whether `path` is a regular file holding a tar archive (Go's `tar.Reader.Next`
@@ -237,14 +204,12 @@ impl FileWriter<'_> {
                     .link
                     .as_deref()
                     .ok_or_else(|| Extract::Bad(format!("hard link `{shown}` has no target")))?;
-                let link_name = clean_path(link)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .ok_or_else(|| {
-                        Extract::Bad(format!(
-                            "hard link `{shown}` points outside the extraction root (`{}`)",
-                            String::from_utf8_lossy(link)
-                        ))
-                    })?;
+                let link_name = clean_path(link).filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
+                    Extract::Bad(format!(
+                        "hard link `{shown}` points outside the extraction root (`{}`)",
+                        String::from_utf8_lossy(link)
+                    ))
+                })?;
                 let resolved = self
                     .resolve_view_in(dest, &link_name, false)
                     .map_err(|r| Extract::Bad(format!("hard link `{shown}`: {r}")))?;
@@ -495,7 +460,9 @@ mod tests {
         let snaps = kiln_snapshotter::Snapshots::new(&root).unwrap();
         let mut snap = snaps.prepare(&[]).unwrap();
         let mut w = FileWriter::new(&mut snap, false, 0);
-        assert!(w.try_unpack(&src, Path::new("times.tar"), Path::new("out"), None).unwrap());
+        assert!(w
+            .try_unpack(&src, Path::new("times.tar"), Path::new("out"), None)
+            .unwrap());
         w.finish().unwrap();
         let got = |n: &str| {
             let md = std::fs::symlink_metadata(snap.upper().join("out").join(n)).unwrap();
@@ -507,5 +474,4 @@ mod tests {
         assert_eq!(got("plus"), (7, 0));
         assert_eq!(got("far"), (9300000000, 0));
     }
-
 }
