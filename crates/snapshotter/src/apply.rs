@@ -74,7 +74,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
         if is_metadata(entry.header().entry_type()) {
             continue;
         }
-        let e = TarEntry::read(&mut entry, policy).map_err(|(name, fault)| match fault {
+        let e = TarEntry::read(&mut entry).map_err(|(name, fault)| match fault {
             EntryFault::Outside => bad(&name, policy.outside_reason(&name)),
             EntryFault::Header(reason) => bad(&name, reason),
         })?;

@@ -16,10 +16,11 @@
 //! | `SCHILY.xattr.*` | restored (kiln's and overlayfs's own refused) | not restored |
 //! | owner | the archive's ids (when kiln can chown) | the archive's, or `--chown`'s for every entry |
 //! | symlinks on the way | followed with the root as `/`; `..` stops at the root | followed with the destination as `/`; a relative link or `..` leaving it is an error |
-//! | mtime before 1970 | the epoch (containerd `boundTime`) | the epoch (docker `system.Chtimes`) |
-//! | mtime past 2262 (`UnixNano`'s end) | the epoch (containerd `boundTime`) | kept |
 //!
-//! Sub-second times are kept by both, as BuildKit keeps them.
+//! Times are the same for both: a PAX `mtime` to the nanosecond, and any time before
+//! 1970 or past 2262 (what Go's `UnixNano` holds) the epoch — containerd's `boundTime`
+//! for layers, docker's `system.Chtimes` for `ADD` (held to `docker build` by
+//! `tests/it/bk_parity.rs`).
 
 use std::ffi::OsStr;
 use std::io::{self, Read};
@@ -69,17 +70,6 @@ impl ExtractPolicy {
         self == ExtractPolicy::AddArchive
     }
 
-    /// The time an entry gets for the archive time `t` (seconds, nanoseconds).
-    pub fn bound_time(self, t: (i64, u32)) -> (i64, u32) {
-        let before_epoch = t.0 < 0;
-        let past_nanos = t > MAX_UNIX_NANO;
-        match self {
-            ExtractPolicy::Layer if before_epoch || past_nanos => (0, 0),
-            ExtractPolicy::AddArchive if before_epoch => (0, 0),
-            _ => t,
-        }
-    }
-
     /// The error for an entry path (or hard-link target) that climbs out with `..`.
     pub fn outside_reason(self, name: &str) -> String {
         match self {
@@ -101,7 +91,7 @@ pub struct TarEntry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    /// Seconds and nanoseconds, already bounded by the policy.
+    /// Seconds and nanoseconds, already bounded ([`bound_time`]).
     pub mtime: (i64, u32),
     /// Symlink or hard-link target, raw.
     pub link: Option<Vec<u8>>,
@@ -109,6 +99,17 @@ pub struct TarEntry {
     pub device: (u32, u32),
     /// `SCHILY.xattr.` records: (attribute name, value).
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The time an entry gets for the archive time `t` (seconds, nanoseconds): the epoch
+/// for a time before 1970 or past what Go's `UnixNano` holds, as both of BuildKit's
+/// extractors bound it.
+pub fn bound_time(t: (i64, u32)) -> (i64, u32) {
+    if t.0 < 0 || t > MAX_UNIX_NANO {
+        (0, 0)
+    } else {
+        t
+    }
 }
 
 /// Why an entry's header cannot be read.
@@ -129,11 +130,8 @@ pub fn is_metadata(kind: EntryType) -> bool {
 }
 
 impl TarEntry {
-    /// Reads `entry`'s header (and its PAX records) under `policy`.
-    pub fn read<R: Read>(
-        entry: &mut tar::Entry<'_, R>,
-        policy: ExtractPolicy,
-    ) -> Result<TarEntry, (String, EntryFault)> {
+    /// Reads `entry`'s header (and its PAX records); the same for either policy.
+    pub fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<TarEntry, (String, EntryFault)> {
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let Some(path) = clean_path(&raw) else {
@@ -168,7 +166,7 @@ impl TarEntry {
                 mode,
                 uid,
                 gid,
-                mtime: policy.bound_time(mtime),
+                mtime: bound_time(mtime),
                 link: entry.link_name_bytes().map(|l| l.into_owned()),
                 device: (
                     header.device_major().ok().flatten().unwrap_or(0),
@@ -275,16 +273,13 @@ mod tests {
     }
 
     #[test]
-    fn the_policies_bound_times_as_buildkit_does() {
-        use ExtractPolicy::{AddArchive, Layer};
-        for p in [Layer, AddArchive] {
-            assert_eq!(p.bound_time((1, 5)), (1, 5));
-            assert_eq!(p.bound_time((-2, 500_000_000)), (0, 0));
-            assert_eq!(p.bound_time(MAX_UNIX_NANO), MAX_UNIX_NANO);
-        }
-        assert_eq!(Layer.bound_time((9_300_000_000, 0)), (0, 0));
-        assert_eq!(Layer.bound_time((MAX_UNIX_NANO.0, MAX_UNIX_NANO.1 + 1)), (0, 0));
-        assert_eq!(AddArchive.bound_time((9_300_000_000, 0)), (9_300_000_000, 0));
+    fn times_are_bounded_as_buildkit_bounds_them() {
+        assert_eq!(bound_time((0, 0)), (0, 0));
+        assert_eq!(bound_time((1, 5)), (1, 5));
+        assert_eq!(bound_time((-2, 500_000_000)), (0, 0));
+        assert_eq!(bound_time(MAX_UNIX_NANO), MAX_UNIX_NANO);
+        assert_eq!(bound_time((MAX_UNIX_NANO.0, MAX_UNIX_NANO.1 + 1)), (0, 0));
+        assert_eq!(bound_time((9_300_000_000, 0)), (0, 0));
     }
 
     #[test]
@@ -314,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn one_reading_of_a_header_for_both_policies() {
+    fn one_reading_of_a_header() {
         let mut b = tar::Builder::new(Vec::new());
         b.append_pax_extensions([
             ("mtime", &b"-1.25"[..]),
@@ -331,14 +326,12 @@ mod tests {
         h.set_cksum();
         b.append(&h, &b""[..]).unwrap();
         let bytes = b.into_inner().unwrap();
-        for policy in [ExtractPolicy::Layer, ExtractPolicy::AddArchive] {
-            let mut ar = tar::Archive::new(&bytes[..]);
-            let mut entry = ar.entries().unwrap().next().unwrap().unwrap();
-            let e = TarEntry::read(&mut entry, policy).unwrap();
-            assert_eq!(e.path, PathBuf::from("d/f"));
-            assert_eq!((e.kind, e.mode, e.uid, e.gid), (EntryType::Regular, 0o4755, 7, 8));
-            assert_eq!(e.mtime, (0, 0));
-            assert_eq!(e.xattrs, vec![(b"user.a".to_vec(), b"v".to_vec())]);
-        }
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut entry = ar.entries().unwrap().next().unwrap().unwrap();
+        let e = TarEntry::read(&mut entry).unwrap();
+        assert_eq!(e.path, PathBuf::from("d/f"));
+        assert_eq!((e.kind, e.mode, e.uid, e.gid), (EntryType::Regular, 0o4755, 7, 8));
+        assert_eq!(e.mtime, (0, 0));
+        assert_eq!(e.xattrs, vec![(b"user.a".to_vec(), b"v".to_vec())]);
     }
 }
