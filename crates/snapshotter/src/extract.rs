@@ -6,7 +6,11 @@
 //! out), its numeric fields as Go's `archive/tar` reads them (an empty field is 0),
 //! its PAX records (`mtime` with Go's `parsePAXTime`, `SCHILY.xattr.*`) — and
 //! differ only where BuildKit's two code paths differ. [`ExtractPolicy`] names those
-//! differences; each extractor asks it instead of deciding on its own.
+//! differences: the applier asks it where it branches (whiteouts, special files,
+//! xattrs); `ADD`'s extraction has none of those branches and refuses what the policy
+//! says it refuses. The last row is each writer's own path resolution (the applier's
+//! `resolve_in_root` on a directory it owns, the worker's through the step's merged
+//! view).
 //!
 //! | | [`ExtractPolicy::Layer`] | [`ExtractPolicy::AddArchive`] |
 //! |---|---|---|
@@ -61,13 +65,6 @@ impl ExtractPolicy {
     /// Whether `SCHILY.xattr.*` records are restored.
     pub fn xattrs(self) -> bool {
         self == ExtractPolicy::Layer
-    }
-
-    /// Whether a relative symlink or `..` that leaves the extraction root is an error
-    /// (`ADD`, whose root is a directory inside the image) or stops at the root
-    /// (layers, whose root is the image's `/`).
-    pub fn confines_links(self) -> bool {
-        self == ExtractPolicy::AddArchive
     }
 
     /// The error for an entry path (or hard-link target) that climbs out with `..`.
@@ -289,7 +286,6 @@ mod tests {
         assert!(Layer.special_files() && !AddArchive.special_files());
         assert!(Layer.skips_unknown_types() && !AddArchive.skips_unknown_types());
         assert!(Layer.xattrs() && !AddArchive.xattrs());
-        assert!(!Layer.confines_links() && AddArchive.confines_links());
         assert_eq!(
             Layer.outside_reason("../x"),
             "path climbs out of the layer root with `..`"
