@@ -386,3 +386,56 @@ fn small_grammar_cases_build_as_docker_build_does() {
     let ours = summary(&kiln_layers(&kiln(), ctx.path(), &[]), &names);
     assert_eq!(ours, theirs, "kiln (left) and docker build (right) differ");
 }
+
+/// A small file of the last layer, as text.
+fn last_layer_file(layers: &[Vec<u8>], name: &str) -> String {
+    let last = layers.last().expect("a layer");
+    let mut ar = tar::Archive::new(&last[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().trim_start_matches("./") == name {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            return s;
+        }
+    }
+    panic!("no `{name}` in the last layer");
+}
+
+/// Issue 16: ADD extracts a local archive's PAX mtimes as BuildKit's untar sets them
+/// (Go's `parsePAXTime`, then docker's `Chtimes`): nanoseconds kept, a fraction cut to
+/// 9 digits, a `+` sign read, before 1970 or past 2262 (what `UnixNano` holds) the
+/// epoch. Compared through what a RUN step
+/// sees with `stat` (layers themselves record whole seconds).
+#[test]
+fn add_archive_pax_times_are_what_docker_build_sets() {
+    let Some(dockerd) = Dockerd::start() else { return };
+    let Some(ctx) = bare_busybox("ADD times.tar /t/\nRUN stat -c '%n %y' /t/* > /times.txt") else {
+        return;
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, mtime) in [
+        ("frac", "1700000000.123456789"),
+        ("trunc", "1.1234567899"),
+        ("neg", "-1.5"),
+        ("plus", "+7"),
+        ("far", "9300000000"),
+        ("farther", "99999999999"),
+    ] {
+        b.append_pax_extensions([("mtime", mtime.as_bytes())]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+    }
+    std::fs::write(ctx.path().join("times.tar"), b.into_inner().unwrap()).unwrap();
+    let theirs = last_layer_file(&docker_layers(&dockerd, ctx.path()).unwrap(), "times.txt");
+    drop(dockerd);
+    let ours = last_layer_file(&kiln_layers(&kiln(), ctx.path(), &[]), "times.txt");
+    assert!(theirs.contains("/t/frac 2023-11-14 22:13:20.123456789"), "{theirs}");
+    assert!(theirs.contains("/t/far 1970-01-01 00:00:00.000000000"), "{theirs}");
+    assert_eq!(ours, theirs, "kiln (left) and docker build (right) differ");
+}

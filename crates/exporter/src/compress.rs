@@ -12,18 +12,10 @@ use kiln_snapshotter::{convert_layer, Compression, Layer};
 
 use crate::{BuiltImage, ExportError};
 
-fn tag(c: Compression) -> String {
-    match c {
-        Compression::Gzip(l) => format!("gzip-{l}"),
-        Compression::Zstd(l) => format!("zstd-{l}"),
-        Compression::Uncompressed => "tar".to_string(),
-    }
-}
-
 /// `layer` in `to`, from the conversion records or converted now.
 fn converted(root: &KilnRoot, layer: &Layer, to: Compression) -> Result<Layer, ExportError> {
     let dir = root.path().join("conversions-v1");
-    let record = dir.join(format!("{}.{}", layer.blob.digest.hex(), tag(to)));
+    let record = dir.join(format!("{}.{}", layer.blob.digest.hex(), to.tag()));
     let content = root.content();
     if let Some(known) = std::fs::read(&record)
         .ok()

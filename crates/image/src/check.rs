@@ -32,21 +32,6 @@ impl LayerCodec {
         }
     }
 
-    /// What the first bytes of a blob say it is: gzip (`1f 8b`), zstd (`28 b5 2f fd`,
-    /// or a skippable frame `5? 2a 4d 18`), else uncompressed. `head` holds at least
-    /// four bytes unless the blob is shorter.
-    pub fn sniff(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            LayerCodec::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-            || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
-        {
-            LayerCodec::Zstd
-        } else {
-            LayerCodec::Uncompressed
-        }
-    }
-
     /// `gzip`, `zstd` or `uncompressed`, for messages.
     pub fn name(&self) -> &'static str {
         match self {
@@ -140,14 +125,5 @@ mod tests {
         let many = vec![media_types::OCI_LAYER_GZIP; MAX_LAYERS + 1];
         let e = manifest(media_types::OCI_CONFIG, &many).check_image().unwrap_err();
         assert!(e.to_string().contains("501 layers; kiln accepts at most 500"), "{e}");
-    }
-
-    #[test]
-    fn sniffing_tells_compressions_apart() {
-        assert_eq!(LayerCodec::sniff(&[0x1f, 0x8b, 8, 0]), LayerCodec::Gzip);
-        assert_eq!(LayerCodec::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), LayerCodec::Zstd);
-        assert_eq!(LayerCodec::sniff(&[0x5e, 0x2a, 0x4d, 0x18]), LayerCodec::Zstd);
-        assert_eq!(LayerCodec::sniff(b"etc/"), LayerCodec::Uncompressed);
-        assert_eq!(LayerCodec::sniff(b""), LayerCodec::Uncompressed);
     }
 }

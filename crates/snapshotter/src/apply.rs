@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 use tar::EntryType;
 
+use crate::extract::{clean_path, is_metadata, EntryFault, ExtractPolicy, TarEntry};
 use crate::SnapshotError;
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -66,45 +67,39 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
     // Paths this layer created, so an opaque marker met later keeps them.
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut dir_times: Vec<(PathBuf, (i64, u32))> = Vec::new();
+    let policy = ExtractPolicy::Layer;
     let entries = ar.entries().map_err(io_err(root))?;
     for entry in entries {
         let mut entry = entry.map_err(io_err(root))?;
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let rel = clean_rel(&raw).map_err(|r| bad(&name, r))?;
-        let Some(file_name) = rel.file_name().map(|f| f.to_os_string()) else {
+        if is_metadata(entry.header().entry_type()) {
+            continue;
+        }
+        let e = TarEntry::read(&mut entry).map_err(|(name, fault)| match fault {
+            EntryFault::Outside => bad(&name, policy.outside_reason(&name)),
+            EntryFault::Header(reason) => bad(&name, reason),
+        })?;
+        let name = e.name.as_str();
+        let Some(file_name) = e.path.file_name().map(|f| f.to_os_string()) else {
             continue; // the root itself
         };
-        let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = resolve_in_root(root, parent_rel, true).map_err(|r| bad(&name, r))?;
+        let parent_rel = e.path.parent().unwrap_or(Path::new(""));
+        let parent = resolve_in_root(root, parent_rel, true).map_err(|r| bad(name, r))?;
         let fname = file_name.to_string_lossy();
-        if fname == OPAQUE {
+        if policy.whiteouts() && fname == OPAQUE {
             clear_dir_except(&parent, &created).map_err(io_err(&parent))?;
             continue;
         }
-        if let Some(hidden) = fname.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = fname.strip_prefix(WHITEOUT_PREFIX).filter(|_| policy.whiteouts()) {
             if hidden.is_empty() || hidden == "." || hidden == ".." {
-                return Err(bad(&name, "invalid whiteout".into()));
+                return Err(bad(name, "invalid whiteout".into()));
             }
             remove_all(&parent.join(hidden)).map_err(io_err(&parent))?;
             continue;
         }
-        ensure_dir(&parent, root).map_err(|r| bad(&name, r))?;
+        ensure_dir(&parent, root).map_err(|r| bad(name, r))?;
         let target = parent.join(&file_name);
-        let header = entry.header().clone();
-        let kind = header.entry_type();
-        let old = header.as_old();
-        let mode = numeric(header.mode().map(u64::from), &old.mode).map_err(io_err(&target))? as u32 & 0o7777;
-        let uid = numeric(header.uid(), &old.uid).map_err(io_err(&target))?;
-        let gid = numeric(header.gid(), &old.gid).map_err(io_err(&target))?;
-        // The tar crate puts PAX `uid`/`gid`/`size` into the header it hands out, but
-        // not `mtime`: read it here (Go's archive/tar, which wrote most layers, records
-        // sub-second and out-of-range times only there).
-        let pax = pax_records(&mut entry);
-        let mtime = match pax.iter().find(|(k, _)| k == b"mtime") {
-            Some((_, v)) => parse_pax_time(v).ok_or_else(|| bad(&name, "invalid PAX `mtime` record".into()))?,
-            None => (numeric(header.mtime(), &old.mtime).map_err(io_err(&target))? as i64, 0),
-        };
+        let kind = e.kind;
+        let (mode, uid, gid, mtime) = (e.mode, e.uid, e.gid, e.mtime);
         // An existing directory stays when a directory replaces it (merging); anything
         // else at the target is removed first.
         let existing = std::fs::symlink_metadata(&target).ok();
@@ -128,33 +123,34 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| bad(&name, "symlink without target".into()))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target).map_err(io_err(&target))?;
+                let link = e
+                    .link
+                    .as_deref()
+                    .ok_or_else(|| bad(name, "symlink without target".into()))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(link), &target).map_err(io_err(&target))?;
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| bad(&name, "hard link without target".into()))?;
-                let link_rel = clean_rel(&link).map_err(|r| bad(&name, r))?;
-                let src = resolve_in_root(root, &link_rel, false).map_err(|r| bad(&name, r))?;
+                let link = e
+                    .link
+                    .as_deref()
+                    .ok_or_else(|| bad(name, "hard link without target".into()))?;
+                let link_rel = clean_path(link).ok_or_else(|| bad(name, policy.outside_reason(name)))?;
+                let src = resolve_in_root(root, &link_rel, false).map_err(|r| bad(name, r))?;
                 let md = std::fs::symlink_metadata(&src).map_err(|_| {
                     bad(
-                        &name,
+                        name,
                         format!("hard link target `{}` does not exist", link_rel.display()),
                     )
                 })?;
                 if md.is_dir() {
-                    return Err(bad(&name, "hard link to a directory".into()));
+                    return Err(bad(name, "hard link to a directory".into()));
                 }
                 std::fs::hard_link(&src, &target).map_err(io_err(&target))?;
                 created.insert(target);
                 continue; // a hard link shares the target's metadata
             }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let dev_major = header.device_major().ok().flatten().unwrap_or(0);
-                let dev_minor = header.device_minor().ok().flatten().unwrap_or(0);
+            EntryType::Char | EntryType::Block | EntryType::Fifo if policy.special_files() => {
+                let (dev_major, dev_minor) = e.device;
                 let file_type = match kind {
                     EntryType::Char => rustix::fs::FileType::CharacterDevice,
                     EntryType::Block => rustix::fs::FileType::BlockDevice,
@@ -172,7 +168,6 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 // mknod applies the umask; the layer's mode is the mode.
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(io_err(&target))?;
             }
-            EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink => continue,
             other => {
                 report
                     .warnings
@@ -206,10 +201,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
             }
         }
         // Extended attributes after the owner: chown drops `security.capability`.
-        for (key, value) in &pax {
-            let Some(key) = key.strip_prefix(b"SCHILY.xattr.") else {
-                continue;
-            };
+        for (key, value) in e.xattrs.iter().filter(|_| policy.xattrs()) {
             if reserved_xattr(key) {
                 // The snapshot may be an overlay lower and a copy-snapshotter source:
                 // their private attributes would change what a step sees.
@@ -219,7 +211,7 @@ pub fn apply_tar(root: &Path, layer: impl Read, opts: &ApplyOptions) -> Result<A
                 ));
                 continue;
             }
-            let Ok(ckey) = std::ffi::CString::new(key) else {
+            let Ok(ckey) = std::ffi::CString::new(key.as_slice()) else {
                 continue;
             };
             if let Err(e) = rustix::fs::lsetxattr(&target, ckey.as_c_str(), value, rustix::fs::XattrFlags::empty()) {
@@ -247,7 +239,7 @@ pub fn set_mtime(path: &Path, mtime: i64) -> io::Result<()> {
 }
 
 /// Sets atime and mtime of `path` to (seconds, nanoseconds), not following symlinks.
-fn set_mtime_ns(path: &Path, (sec, nsec): (i64, u32)) -> io::Result<()> {
+pub fn set_mtime_ns(path: &Path, (sec, nsec): (i64, u32)) -> io::Result<()> {
     let t = Timespec {
         tv_sec: sec,
         tv_nsec: nsec.into(),
@@ -262,25 +254,6 @@ fn set_mtime_ns(path: &Path, (sec, nsec): (i64, u32)) -> io::Result<()> {
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .map_err(io::Error::from)
-}
-
-/// Normalises an archive path to a relative path with no `.`/`..`, refusing to climb out.
-pub(crate) fn clean_rel(raw: &[u8]) -> Result<PathBuf, String> {
-    let p = Path::new(OsStr::from_bytes(raw));
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::RootDir | Component::CurDir => {}
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err("path climbs out of the layer root with `..`".into());
-                }
-            }
-            Component::Prefix(_) => return Err("path has a prefix".into()),
-        }
-    }
-    Ok(out)
 }
 
 /// Resolves `rel` inside `root`, following symlinks as if `root` were `/` (so neither
@@ -375,54 +348,10 @@ fn clear_dir_except(dir: &Path, keep: &HashSet<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
-/// The entry's own PAX records (key, value), if it has any.
-fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    match entry.pax_extensions() {
-        Ok(Some(exts)) => exts
-            .flatten()
-            .map(|e| (e.key_bytes().to_vec(), e.value_bytes().to_vec()))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A PAX time, `SECONDS[.FRACTION]` (possibly negative), as (seconds, nanoseconds)
-/// with the nanoseconds counted forward, as Go's archive/tar reads it.
-fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s),
-    };
-    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let sec: i64 = whole.parse().ok()?;
-    let mut nsec: u32 = 0;
-    for (i, b) in frac.bytes().take(9).enumerate() {
-        nsec += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
-    }
-    Some(match (neg, nsec) {
-        (false, _) => (sec, nsec),
-        (true, 0) => (-sec, 0),
-        (true, n) => (-sec - 1, 1_000_000_000 - n),
-    })
-}
-
 /// Attributes a layer may not set: overlayfs's private ones and kiln's own marks (the
 /// tar writer never writes them either).
 fn reserved_xattr(key: &[u8]) -> bool {
     key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") || key.starts_with(b"user.kiln.")
-}
-
-/// A numeric header field; an empty one (all NULs or spaces, as some tar writers leave
-/// unset fields) is 0, as Go's archive/tar — which Docker and BuildKit use — reads it.
-fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> io::Result<u64> {
-    match parsed {
-        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
-        other => other,
-    }
 }
 
 #[cfg(test)]
@@ -642,16 +571,46 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pax_times_parse_as_go_reads_them() {
-        assert_eq!(parse_pax_time(b"1234567890"), Some((1234567890, 0)));
-        assert_eq!(parse_pax_time(b"1.5"), Some((1, 500_000_000)));
-        assert_eq!(parse_pax_time(b"1.1234567899"), Some((1, 123_456_789)));
-        assert_eq!(parse_pax_time(b"-1.5"), Some((-2, 500_000_000)));
-        assert_eq!(parse_pax_time(b"-3"), Some((-3, 0)));
-        for bad in [&b""[..], b".5", b"1.x", b"abc", b"1e9"] {
-            assert_eq!(parse_pax_time(bad), None, "{bad:?}");
+    /// A tar of empty files, each with its own PAX `mtime` record, header mtime 0.
+    pub(crate) fn pax_time_tar(times: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, mtime) in times {
+            b.append_pax_extensions([("mtime", mtime.as_bytes())]).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
         }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_times_apply_as_containerd_bounds_them() {
+        use std::os::unix::fs::MetadataExt;
+        // containerd's `archive.Apply` (BuildKit's layer applier): Go's `parsePAXTime`,
+        // then `boundTime`: before 1970 or past 2262 (what `UnixNano` can hold) is
+        // the epoch; nanoseconds are kept.
+        let d = tempfile::tempdir().unwrap();
+        let t = pax_time_tar(&[
+            ("frac", "1700000000.123456789"),
+            ("trunc", "1.1234567899"),
+            ("neg", "-1.5"),
+            ("plus", "+7"),
+            ("far", "9300000000"),
+        ]);
+        apply_tar(d.path(), &t[..], &unprivileged()).unwrap();
+        let got = |n: &str| {
+            let md = std::fs::symlink_metadata(d.path().join(n)).unwrap();
+            (md.mtime(), md.mtime_nsec())
+        };
+        assert_eq!(got("frac"), (1700000000, 123456789));
+        assert_eq!(got("trunc"), (1, 123456789));
+        assert_eq!(got("neg"), (0, 0));
+        assert_eq!(got("plus"), (7, 0));
+        assert_eq!(got("far"), (0, 0));
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use kiln_cache::ContentStore;
-use kiln_image::{media_types, Descriptor, Digest, Sha256Writer};
+use kiln_image::{Descriptor, Digest, LayerCodec, Sha256Writer};
 use serde::{Deserialize, Serialize};
 
-use crate::pgzip::ParGzWriter;
+pub use crate::compression::Compression;
+use crate::compression::{compressor, decompressor};
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
@@ -18,72 +19,6 @@ use crate::SnapshotError;
 pub struct Layer {
     pub diff_id: Digest,
     pub blob: Descriptor,
-}
-
-/// Compression of new layer blobs, with its level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// gzip at this level (0–9; Go's and BuildKit's default is 6), on all cores.
-    Gzip(u32),
-    /// zstd at this level (1–22; BuildKit's default is 3), on all cores.
-    Zstd(i32),
-    Uncompressed,
-}
-
-impl Default for Compression {
-    fn default() -> Self {
-        Compression::Gzip(6)
-    }
-}
-
-impl Compression {
-    /// `compression=NAME` with an optional `compression-level=N`, as buildx takes them.
-    pub fn parse(name: &str, level: Option<i32>) -> Result<Self, String> {
-        let check = |lo: i32, hi: i32, default: i32| -> Result<i32, String> {
-            match level {
-                None => Ok(default),
-                Some(l) if (lo..=hi).contains(&l) => Ok(l),
-                Some(l) => Err(format!("compression-level {l} is out of range for {name} ({lo}-{hi})")),
-            }
-        };
-        Ok(match name {
-            "gzip" => Compression::Gzip(check(0, 9, 6)? as u32),
-            "zstd" => Compression::Zstd(check(1, 22, 3)?),
-            "uncompressed" => {
-                if level.is_some() {
-                    return Err("compression-level makes no sense with compression=uncompressed".to_string());
-                }
-                Compression::Uncompressed
-            }
-            other => {
-                return Err(format!(
-                    "unknown compression `{other}` (expected gzip, zstd or uncompressed)"
-                ))
-            }
-        })
-    }
-
-    /// The OCI layer media type of blobs in this compression.
-    pub fn media_type(&self) -> &'static str {
-        match self {
-            Compression::Gzip(_) => media_types::OCI_LAYER_GZIP,
-            Compression::Zstd(_) => media_types::OCI_LAYER_ZSTD,
-            Compression::Uncompressed => media_types::OCI_LAYER_TAR,
-        }
-    }
-
-    /// The kind without the level, for comparing with a blob's media type.
-    pub fn matches(&self, media_type: &str) -> bool {
-        match self {
-            Compression::Gzip(_) => {
-                media_type == media_types::OCI_LAYER_GZIP || media_type == media_types::DOCKER_LAYER_GZIP
-            }
-            Compression::Zstd(_) => media_type == media_types::OCI_LAYER_ZSTD,
-            Compression::Uncompressed => {
-                media_type == media_types::OCI_LAYER_TAR || media_type == media_types::DOCKER_LAYER_TAR
-            }
-        }
-    }
 }
 
 /// Writes the tree under `dir` as a layer blob into `store`.
@@ -110,41 +45,15 @@ pub fn write_layer_from(
         path: dir.to_path_buf(),
         source,
     };
-    let (diff_id, blob) = match compression {
-        Compression::Gzip(level) => {
-            // Compressed on all cores in fixed 1 MiB chunks: the output depends only on
-            // the input and the level.
-            let gz = ParGzWriter::new(io::BufWriter::with_capacity(1 << 20, blob), level).map_err(ctx)?;
-            let mut hashing = Sha256Writer::new(gz);
-            tar(&mut hashing).map_err(ctx)?;
-            let (diff_id, _, gz) = hashing.finish();
-            let blob = gz
-                .finish()
-                .map_err(ctx)?
-                .into_inner()
-                .map_err(|e| ctx(e.into_error()))?;
-            (diff_id, blob)
-        }
-        Compression::Zstd(level) => {
-            let mut z = zstd::Encoder::new(io::BufWriter::with_capacity(1 << 20, blob), level).map_err(ctx)?;
-            // zstd's multithreaded output is the same for any number of workers >= 1,
-            // so layers stay reproducible across machines.
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
-            z.multithread(workers.max(1)).map_err(ctx)?;
-            let mut hashing = Sha256Writer::new(z);
-            tar(&mut hashing).map_err(ctx)?;
-            let (diff_id, _, z) = hashing.finish();
-            let blob = z.finish().map_err(ctx)?.into_inner().map_err(|e| ctx(e.into_error()))?;
-            (diff_id, blob)
-        }
-        Compression::Uncompressed => {
-            let mut hashing = Sha256Writer::new(io::BufWriter::with_capacity(1 << 20, blob));
-            tar(&mut hashing).map_err(ctx)?;
-            hashing.flush().map_err(ctx)?;
-            let (diff_id, _, w) = hashing.finish();
-            (diff_id, w.into_inner().map_err(|e| ctx(e.into_error()))?)
-        }
-    };
+    let out = compressor(compression, io::BufWriter::with_capacity(1 << 20, blob)).map_err(ctx)?;
+    let mut hashing = Sha256Writer::new(out);
+    tar(&mut hashing).map_err(ctx)?;
+    let (diff_id, _, out) = hashing.finish();
+    let blob = out
+        .finish()
+        .map_err(ctx)?
+        .into_inner()
+        .map_err(|e| ctx(e.into_error()))?;
     let media_type = compression.media_type();
     let (digest, size) = blob.commit(None)?;
     Ok(Layer {
@@ -156,15 +65,12 @@ pub fn write_layer_from(
 /// The uncompressed tar stream of a stored layer blob.
 pub fn open_layer_tar(store: &ContentStore, blob: &Descriptor) -> Result<Box<dyn io::Read>, SnapshotError> {
     let f = io::BufReader::with_capacity(1 << 20, store.open(&blob.digest)?);
-    Ok(match blob.media_type.as_str() {
-        media_types::OCI_LAYER_GZIP | media_types::DOCKER_LAYER_GZIP => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        media_types::OCI_LAYER_ZSTD => Box::new(zstd::Decoder::with_buffer(f).map_err(|source| SnapshotError::Io {
-            op: "cannot decompress",
-            path: store.blob_path(&blob.digest),
-            source,
-        })?),
-        media_types::OCI_LAYER_TAR | media_types::DOCKER_LAYER_TAR => Box::new(f),
-        other => return Err(SnapshotError::MediaType(other.to_string())),
+    let codec =
+        LayerCodec::of_media_type(&blob.media_type).ok_or_else(|| SnapshotError::MediaType(blob.media_type.clone()))?;
+    decompressor(codec.into(), f).map_err(|source| SnapshotError::Io {
+        op: "cannot decompress",
+        path: store.blob_path(&blob.digest),
+        source,
     })
 }
 
@@ -187,6 +93,7 @@ pub fn convert_layer(store: &ContentStore, layer: &Layer, compression: Compressi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_image::media_types;
 
     fn sample(n: usize) -> Vec<u8> {
         // Half text-like, half noise: both kinds of zstd/gzip blocks.

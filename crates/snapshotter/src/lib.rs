@@ -4,20 +4,22 @@
 
 pub mod apply;
 mod check;
-mod deflate;
+pub mod compression;
 pub mod diff;
 mod error;
+pub mod extract;
 pub mod ids;
 mod inroot;
 pub mod layer;
-pub mod pgzip;
 mod snapshots;
 pub mod tarw;
 mod verify;
 
-pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
+pub use apply::{apply_tar, resolve_in_root, set_mtime, set_mtime_ns, ApplyOptions, ApplyReport};
 pub use check::{check_snapshot, deep_check};
+pub use compression::pgzip;
 pub use error::{DiffIdMismatch, SnapshotError};
+pub use extract::{ExtractPolicy, TarEntry};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
 pub use snapshots::{chain_id, chain_ids, tree_stats, ActiveSnapshot, SnapshotRecord, Snapshots};

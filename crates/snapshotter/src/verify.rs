@@ -10,6 +10,7 @@ use kiln_cache::ContentStore;
 use kiln_image::{Descriptor, Digest, LayerCodec, Sha256Writer};
 
 use crate::apply::{apply_tar, ApplyOptions, ApplyReport};
+use crate::compression::{decompressor, sniff_layer, DecodingWriter};
 use crate::{Layer, SnapshotError};
 
 type Hasher = Sha256Writer<io::Sink>;
@@ -25,9 +26,7 @@ pub struct DiffIdWriter {
 enum State {
     /// Fewer than four bytes seen: the compression is not known yet.
     Head(Vec<u8>),
-    Plain(Hasher),
-    Gzip(Box<flate2::write::MultiGzDecoder<Hasher>>),
-    Zstd(Box<zstd::stream::write::Decoder<'static, Hasher>>),
+    Decoding(DecodingWriter<Hasher>),
 }
 
 impl DiffIdWriter {
@@ -46,11 +45,7 @@ impl DiffIdWriter {
     fn start(&mut self, head: &[u8]) -> io::Result<()> {
         check_codec(&self.blob, self.codec, head).map_err(invalid)?;
         let hasher = Sha256Writer::new(io::sink());
-        self.state = match self.codec {
-            LayerCodec::Uncompressed => State::Plain(hasher),
-            LayerCodec::Gzip => State::Gzip(Box::new(flate2::write::MultiGzDecoder::new(hasher))),
-            LayerCodec::Zstd => State::Zstd(Box::new(zstd::stream::write::Decoder::new(hasher)?)),
-        };
+        self.state = State::Decoding(DecodingWriter::new(self.codec, hasher)?);
         self.write_all(head)
     }
 
@@ -63,12 +58,7 @@ impl DiffIdWriter {
         }
         let hasher = match self.state {
             State::Head(_) => unreachable!("started above"),
-            State::Plain(h) => h,
-            State::Gzip(gz) => gz.finish()?,
-            State::Zstd(mut z) => {
-                z.flush()?;
-                z.into_inner()
-            }
+            State::Decoding(d) => d.finish()?,
         };
         Ok(hasher.finish().0)
     }
@@ -98,9 +88,7 @@ impl Write for DiffIdWriter {
                 }
                 Ok(take)
             }
-            State::Plain(h) => h.write(buf),
-            State::Gzip(g) => g.write(buf),
-            State::Zstd(z) => z.write(buf),
+            State::Decoding(d) => d.write(buf),
         }
     }
 
@@ -128,7 +116,7 @@ fn corrupt(layer: &Layer, message: String) -> SnapshotError {
 
 /// The blob's first bytes must be the compression its media type names.
 fn check_codec(blob: &Descriptor, codec: LayerCodec, head: &[u8]) -> Result<(), SnapshotError> {
-    let found = LayerCodec::sniff(head);
+    let found = sniff_layer(head);
     if found == codec {
         return Ok(());
     }
@@ -214,11 +202,7 @@ pub fn apply_layer_verified(
     let mut f = io::BufReader::with_capacity(1 << 20, store.open(&layer.blob.digest)?);
     let head = f.fill_buf().map_err(io_err)?;
     check_codec(&layer.blob, codec, &head[..head.len().min(4)])?;
-    let tar: Box<dyn Read> = match codec {
-        LayerCodec::Uncompressed => Box::new(f),
-        LayerCodec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(f)),
-        LayerCodec::Zstd => Box::new(zstd::Decoder::with_buffer(f).map_err(io_err)?),
-    };
+    let tar = decompressor(codec.into(), f).map_err(io_err)?;
     let mut reader = HashingReader {
         inner: tar,
         hasher: Sha256Writer::new(io::sink()),

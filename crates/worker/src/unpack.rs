@@ -1,13 +1,16 @@
 //! ADD's archive extraction: a source file that is a tar archive (plain, gzip, bzip2,
 //! xz or zstd, told by its content) is extracted into the destination directory.
 //!
-//! Semantics follow BuildKit (`solver/llbsolver/file/unpack.go`, `unpack_root.go`,
-//! `util/archiveutil`):
+//! Entries are read by the snapshotter's one tar reader ([`TarEntry`]) under
+//! [`ExtractPolicy::AddArchive`], which names where `ADD` and layer application differ
+//! (whiteouts, special files, xattrs, time bounds). Semantics follow BuildKit
+//! (`solver/llbsolver/file/unpack.go`: `chrootarchive.Untar`, `util/archiveutil`):
 //! - a source is an archive when it is a regular file whose (decompressed) content
 //!   starts with a valid tar header; anything else, whatever its name, is copied;
 //! - the destination is always a directory, created (mode 0755, `--chown` or 0:0) when
 //!   missing; `--chmod` does not apply to extracted entries;
-//! - entries keep the archive's modes, mtimes and owners; `--chown` replaces every
+//! - entries keep the archive's modes, mtimes (to the nanosecond for everything but
+//!   directories; before 1970 or past 2262 is the epoch) and owners; `--chown` replaces every
 //!   entry's owner; directories an entry needs and the archive lacks get 0755 and 0:0;
 //! - no entry lands outside the destination: a path climbing out with `..` is an error,
 //!   a symlink met on the way is followed with the destination as its root (absolute
@@ -15,19 +18,21 @@
 //!   it; symlink entries themselves are written as they are;
 //! - regular files, directories, symlinks and hard links are extracted; devices and
 //!   fifos are refused (an error names the entry), as BuildKit's root-confined unpacker
-//!   does. Extended attributes are not restored.
+//!   does; `.wh.` names are plain files. Extended attributes are not restored.
 //!
 //! Everything is written into the step's upper directory; paths are resolved through
 //! the merged view (upper over lower), so an archive extends what the image has.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use kiln_snapshotter::open_in_root;
+use kiln_snapshotter::compression::sniffing_decompressor;
+use kiln_snapshotter::extract::{clean_path, is_metadata, EntryFault, ExtractPolicy, TarEntry};
+use kiln_snapshotter::{open_in_root, set_mtime_ns};
 use tar::EntryType;
 
 use crate::copy::FileWriter;
@@ -37,44 +42,10 @@ type Owner = (u32, u32);
 
 const MAX_SYMLINKS: usize = 255;
 
-/// The compressions BuildKit's `DecompressStream` recognises, by magic number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-fn detect(head: &[u8]) -> Compression {
-    if head.starts_with(&[0x42, 0x5a, 0x68]) {
-        Compression::Bzip2
-    } else if head.starts_with(&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) {
-        Compression::Xz
-    } else if head.starts_with(&[0x1f, 0x8b, 0x08]) {
-        Compression::Gzip
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        // A zstd skippable frame (0x184D2A50..5F) may come first.
-        || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
-    {
-        Compression::Zstd
-    } else {
-        Compression::None
-    }
-}
-
-/// The decompressed content of the file at `path`.
+/// The decompressed content of an `ADD` source, in whichever compression BuildKit's
+/// `DecompressStream` tells by its magic bytes.
 fn open_decompressed(file: File) -> io::Result<Box<dyn Read>> {
-    let mut r = BufReader::with_capacity(256 << 10, file);
-    let kind = detect(r.fill_buf()?);
-    Ok(match kind {
-        Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(r)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
-    })
+    sniffing_decompressor(BufReader::with_capacity(256 << 10, file))
 }
 
 /// Whether `path` is a regular file holding a tar archive (Go's `tar.Reader.Next`
@@ -127,24 +98,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WorkerError {
     move |source| WorkerError::Io { path, source }
 }
 
-/// Normalises an archive path: leading `/` dropped, `.` removed, `..` applied; `None`
-/// when it climbs out (BuildKit's `cleanRootTarPath`).
-fn clean_archive_path(raw: &[u8]) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in Path::new(OsStr::from_bytes(raw)).components() {
-        match c {
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
 impl FileWriter<'_> {
     /// ADD's unpack step for one matched source: when `rel` (below `src_root`) is an
     /// archive, extracts it into the directory `dest` and returns true; otherwise
@@ -188,34 +141,23 @@ impl FileWriter<'_> {
         dest: &Path,
         owner: Option<Owner>,
     ) -> Result<(), Extract> {
-        let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink
-        ) {
+        let policy = ExtractPolicy::AddArchive;
+        if is_metadata(entry.header().entry_type()) {
             return Ok(());
         }
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        let name = clean_archive_path(&raw)
-            .ok_or_else(|| Extract::Bad(format!("archive path `{shown}` is outside the extraction root")))?;
+        let e = TarEntry::read(entry).map_err(|(name, fault)| match fault {
+            EntryFault::Outside => Extract::Bad(policy.outside_reason(&name)),
+            EntryFault::Header(reason) => Extract::Bad(format!("`{name}`: invalid header: {reason}")),
+        })?;
+        let (shown, name, kind, mode) = (e.name.as_str(), &e.path, e.kind, e.mode);
         if name.as_os_str().is_empty() {
             return Ok(()); // the root itself
         }
-        let header = entry.header().clone();
-        let old = header.as_old();
-        let mode = numeric(header.mode().map(u64::from), &old.mode).map_err(|e| bad_header(&shown, e))? as u32 & 0o7777;
-        let own = match owner {
-            Some(o) => o,
-            None => (
-                numeric(header.uid(), &old.uid).map_err(|e| bad_header(&shown, e))? as u32,
-                numeric(header.gid(), &old.gid).map_err(|e| bad_header(&shown, e))? as u32,
-            ),
-        };
-        let mtime = entry_mtime(entry).map_err(|e| bad_header(&shown, e))?;
+        let own = owner.unwrap_or((e.uid as u32, e.gid as u32));
+        let mtime = e.mtime.0;
         let is_dir = kind == EntryType::Directory;
         let resolved = self
-            .resolve_view_in(dest, &name, is_dir)
+            .resolve_view_in(dest, name, is_dir)
             .map_err(|r| Extract::Bad(format!("`{shown}`: {r}")))?;
         let target = dest.join(&resolved);
         if let Some(parent) = target.parent() {
@@ -246,26 +188,28 @@ impl FileWriter<'_> {
                 io::copy(entry, &mut f).map_err(|e| Extract::Bad(format!("`{shown}`: {e}")))?;
                 drop(f);
                 self.finish_entry(&up, mode, own, mtime, false)?;
+                keep_nanos(&up, e.mtime)?;
             }
             EntryType::Symlink => {
-                let link = entry
-                    .link_name_bytes()
+                let link = e
+                    .link
+                    .as_deref()
                     .ok_or_else(|| Extract::Bad(format!("symlink `{shown}` has no target")))?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &up).map_err(io_err(&up))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(link), &up).map_err(io_err(&up))?;
                 self.finish_entry(&up, 0o777, own, mtime, false)?;
+                keep_nanos(&up, e.mtime)?;
             }
             EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
+                let link = e
+                    .link
+                    .as_deref()
                     .ok_or_else(|| Extract::Bad(format!("hard link `{shown}` has no target")))?;
-                let link_name = clean_archive_path(&link)
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .ok_or_else(|| {
-                        Extract::Bad(format!(
-                            "hard link `{shown}` points outside the extraction root (`{}`)",
-                            String::from_utf8_lossy(&link)
-                        ))
-                    })?;
+                let link_name = clean_path(link).filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
+                    Extract::Bad(format!(
+                        "hard link `{shown}` points outside the extraction root (`{}`)",
+                        String::from_utf8_lossy(link)
+                    ))
+                })?;
                 let resolved = self
                     .resolve_view_in(dest, &link_name, false)
                     .map_err(|r| Extract::Bad(format!("hard link `{shown}`: {r}")))?;
@@ -290,9 +234,11 @@ impl FileWriter<'_> {
                 }
                 if !md.file_type().is_symlink() {
                     self.finish_entry(&up, mode, own, mtime, false)?;
+                    keep_nanos(&up, e.mtime)?;
                 }
             }
             other => {
+                debug_assert!(!policy.special_files() && !policy.skips_unknown_types());
                 return Err(Extract::Bad(format!(
                     "unsupported tar entry `{shown}` (type {other:?})"
                 )));
@@ -414,8 +360,13 @@ impl From<WorkerError> for Extract {
     }
 }
 
-fn bad_header(name: &str, e: io::Error) -> Extract {
-    Extract::Bad(format!("`{name}`: invalid header: {e}"))
+/// Puts back the sub-second part of an entry's time, which [`FileWriter::finish_entry`]
+/// (whole seconds, as for copied files) leaves out.
+fn keep_nanos(path: &Path, mtime: (i64, u32)) -> Result<(), WorkerError> {
+    if mtime.1 == 0 {
+        return Ok(());
+    }
+    set_mtime_ns(path, mtime).map_err(io_err(path))
 }
 
 fn remove_upper(p: &Path) -> Result<(), WorkerError> {
@@ -424,38 +375,6 @@ fn remove_upper(p: &Path) -> Result<(), WorkerError> {
         Ok(_) => std::fs::remove_file(p).map_err(io_err(p)),
         Err(_) => Ok(()),
     }
-}
-
-/// A numeric header field; an empty one (all NUL or spaces) is 0, as Go's
-/// `archive/tar` reads it.
-fn numeric(parsed: io::Result<u64>, field: &[u8]) -> io::Result<u64> {
-    match parsed {
-        Ok(v) => Ok(v),
-        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
-        Err(e) => Err(e),
-    }
-}
-
-/// An entry's mtime in whole seconds: the PAX `mtime` record when there is one, else
-/// the header's; times before 1970 become 0 (BuildKit's `boundRootTime`).
-fn entry_mtime<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<i64> {
-    if let Ok(Some(exts)) = entry.pax_extensions() {
-        for ext in exts.flatten() {
-            if ext.key_bytes() == b"mtime" {
-                let v = String::from_utf8_lossy(ext.value_bytes()).into_owned();
-                let secs = v
-                    .split('.')
-                    .next()
-                    .unwrap_or("")
-                    .parse::<i64>()
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("invalid PAX mtime `{v}`")))?;
-                return Ok(secs.max(0));
-            }
-        }
-    }
-    let h = entry.header();
-    let secs = numeric(h.mtime(), &h.as_old().mtime)?;
-    Ok(i64::try_from(secs).unwrap_or(0).max(0))
 }
 
 #[cfg(test)]
@@ -511,10 +430,48 @@ mod tests {
     }
 
     #[test]
-    fn archive_paths_cannot_climb_out() {
-        assert_eq!(clean_archive_path(b"/a/./b/../c"), Some(PathBuf::from("a/c")));
-        assert_eq!(clean_archive_path(b"./"), Some(PathBuf::new()));
-        assert_eq!(clean_archive_path(b"../x"), None);
-        assert_eq!(clean_archive_path(b"a/../../x"), None);
+    fn pax_times_extract_as_docker_untar_sets_them() {
+        use std::os::unix::fs::MetadataExt;
+        // BuildKit's ADD (`chrootarchive.Untar`): Go's `parsePAXTime`, then
+        // `system.Chtimes`: before 1970 or past 2262 is the epoch, nanoseconds are
+        // kept (bk_parity's `add_archive_pax_times_are_what_docker_build_sets`).
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, mtime) in [
+            ("frac", "1700000000.123456789"),
+            ("trunc", "1.1234567899"),
+            ("neg", "-1.5"),
+            ("plus", "+7"),
+            ("far", "9300000000"),
+        ] {
+            b.append_pax_extensions([("mtime", mtime.as_bytes())]).unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &b""[..]).unwrap();
+        }
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        write(&src, "times.tar", &b.into_inner().unwrap());
+        let root = kiln_cache::KilnRoot::open(d.path().join("root")).unwrap();
+        let snaps = kiln_snapshotter::Snapshots::new(&root).unwrap();
+        let mut snap = snaps.prepare(&[]).unwrap();
+        let mut w = FileWriter::new(&mut snap, false, 0);
+        assert!(w
+            .try_unpack(&src, Path::new("times.tar"), Path::new("out"), None)
+            .unwrap());
+        w.finish().unwrap();
+        let got = |n: &str| {
+            let md = std::fs::symlink_metadata(snap.upper().join("out").join(n)).unwrap();
+            (md.mtime(), md.mtime_nsec())
+        };
+        assert_eq!(got("frac"), (1700000000, 123456789));
+        assert_eq!(got("trunc"), (1, 123456789));
+        assert_eq!(got("neg"), (0, 0));
+        assert_eq!(got("plus"), (7, 0));
+        assert_eq!(got("far"), (0, 0));
     }
 }

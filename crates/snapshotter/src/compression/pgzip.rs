@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-use crate::deflate::{parse_poorly_compressible, write_parse, Scratch, WINDOW};
+use super::deflate::{parse_poorly_compressible, write_parse, Scratch, WINDOW};
 
 /// Bytes per independently compressed chunk.
 const CHUNK: usize = 1 << 20;
