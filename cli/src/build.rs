@@ -127,6 +127,17 @@ pub struct BuildArgs {
         default_value = "auto"
     )]
     snapshotter: SnapshotterArg,
+    /// How RUN steps are isolated: `auto` (the strongest this environment allows, said
+    /// in one line when it is not `namespaces`), `namespaces`, `nosandbox-pid` (kiln's
+    /// pid namespace and read-only /proc) or `chroot` (no namespace; copy snapshotter).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        env = "KILN_ISOLATION",
+        default_value = "auto"
+    )]
+    isolation: IsolationArg,
     /// Resource limit of every RUN step, as `docker build --ulimit`: `NAME=SOFT[:HARD]`
     /// (`nofile`, `nproc`, `core`, `memlock`, `stack`, `cpu`, `fsize`, …; -1 is
     /// unlimited; one value sets both); repeatable.
@@ -172,6 +183,27 @@ pub enum SnapshotterArg {
     Auto,
     Overlay,
     Copy,
+}
+
+/// `--isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    Auto,
+    Namespaces,
+    NosandboxPid,
+    Chroot,
+}
+
+impl IsolationArg {
+    /// The level asked for; `None` for `auto`.
+    fn forced(self) -> Option<kiln_executor::Isolation> {
+        match self {
+            IsolationArg::Auto => None,
+            IsolationArg::Namespaces => Some(kiln_executor::Isolation::Namespaces),
+            IsolationArg::NosandboxPid => Some(kiln_executor::Isolation::NosandboxPid),
+            IsolationArg::Chroot => Some(kiln_executor::Isolation::Chroot),
+        }
+    }
 }
 
 /// `--network` values, as `docker buildx build` takes them.
@@ -618,9 +650,24 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
     locals.extend(named_locals);
-    let executor: std::sync::Arc<dyn kiln_executor::Executor> = match &a.runtime {
-        None => std::sync::Arc::new(kiln_executor::Sandbox::default()),
-        Some(name) => std::sync::Arc::new(kiln_executor::OciRuntime::new(name).map_err(anyhow::Error::msg)?),
+    // Resolved (probed, for `auto`) once per build; a RUN step gets the error if none works.
+    let isolation = match a.runtime {
+        Some(_) => None,
+        None => Some(kiln_executor::isolation::resolve(a.isolation.forced())),
+    };
+    let chroot = matches!(&isolation, Some(Ok(c)) if c.level == kiln_executor::Isolation::Chroot);
+    if chroot && a.snapshotter == SnapshotterArg::Overlay {
+        anyhow::bail!("--isolation chroot needs --snapshotter copy (a step's root cannot be an overlay mount)");
+    }
+    let executor: std::sync::Arc<dyn kiln_executor::Executor> = match (&a.runtime, isolation) {
+        (Some(name), _) => std::sync::Arc::new(kiln_executor::OciRuntime::new(name).map_err(anyhow::Error::msg)?),
+        (None, level) => {
+            let level = level.unwrap_or(Ok(kiln_executor::isolation::Choice::default()));
+            if let Ok(kiln_executor::isolation::Choice { note: Some(n), .. }) = &level {
+                eprintln!("{n}");
+            }
+            std::sync::Arc::new(kiln_executor::Sandbox::default().with_isolation(level.map(|c| c.level)))
+        }
     };
     let network = match a.network {
         NetworkArg::None => kiln_executor::Network::None,
@@ -638,6 +685,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
             pids: u64::try_from(a.pids_limit).ok().filter(|n| *n > 0),
         })
         .with_snapshotter(match a.snapshotter {
+            _ if chroot => kiln_worker::SnapshotterKind::Copy,
             SnapshotterArg::Auto => kiln_worker::SnapshotterKind::Auto,
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
             SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
