@@ -651,9 +651,15 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     locals.insert("context".to_string(), context_dir);
     locals.extend(named_locals);
     // Resolved (probed, for `auto`) once per build; a RUN step gets the error if none works.
+    let has_run = plan
+        .definition
+        .nodes
+        .values()
+        .any(|n| matches!(n.op, kiln_graph::Op::Exec(_)));
     let isolation = match a.runtime {
         Some(_) => None,
-        None => Some(kiln_executor::isolation::resolve(a.isolation.forced())),
+        None if has_run => Some(kiln_executor::isolation::resolve(a.isolation.forced())),
+        None => None,
     };
     let chroot = matches!(&isolation, Some(Ok(c)) if c.level == kiln_executor::Isolation::Chroot);
     if chroot && a.snapshotter == SnapshotterArg::Overlay {
