@@ -89,7 +89,7 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
         };
         crate::net::enter(ns).or_fail(|| format!("cannot join the step's network namespace {}", ns.display()));
     }
-    sys::unshare(flags).or_fail(|| "cannot create namespaces".into());
+    sys::unshare(flags).or_fail(|| format!("cannot create namespaces (isolation `{}`)", spec.isolation));
     let pid = sys::fork().or_fail(|| "cannot fork".into());
     if pid == 0 {
         init(&spec)
