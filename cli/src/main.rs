@@ -150,3 +150,46 @@ fn render_error(e: &anyhow::Error) {
     }
     eprintln!("ERROR: {msg}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::needs_userns;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn only_commands_that_touch_snapshots_need_the_user_namespace() {
+        for yes in [
+            "build .",
+            "--root /r build .",
+            "prune -a",
+            "du",
+            "fsck",
+            "rmi x",
+            "build -t a -- --help",
+        ] {
+            assert!(needs_userns(&args(yes)), "{yes}");
+        }
+        for no in [
+            "",
+            "--version",
+            "-V",
+            "--help",
+            "build --help",
+            "build -h",
+            "help build",
+            "--root /r images",
+            "inspect x",
+            "push x",
+            "pull x",
+            "login r",
+            "logout r",
+            "tag a b",
+            "save a",
+        ] {
+            assert!(!needs_userns(&args(no)), "{no}");
+        }
+    }
+}
