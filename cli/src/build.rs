@@ -120,6 +120,17 @@ pub struct BuildArgs {
         default_value = "auto"
     )]
     snapshotter: SnapshotterArg,
+    /// How RUN steps are isolated: `auto` (the strongest this environment allows, said
+    /// in one line when it is not `namespaces`), `namespaces`, `nosandbox-pid` (kiln's
+    /// pid namespace and read-only /proc) or `chroot` (no namespace; copy snapshotter).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        env = "KILN_ISOLATION",
+        default_value = "auto"
+    )]
+    isolation: IsolationArg,
     /// Resource limit of every RUN step, as `docker build --ulimit`: `NAME=SOFT[:HARD]`
     /// (`nofile`, `nproc`, `core`, `memlock`, `stack`, `cpu`, `fsize`, …; -1 is
     /// unlimited; one value sets both); repeatable.
@@ -165,6 +176,27 @@ pub enum SnapshotterArg {
     Auto,
     Overlay,
     Copy,
+}
+
+/// `--isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    Auto,
+    Namespaces,
+    NosandboxPid,
+    Chroot,
+}
+
+impl IsolationArg {
+    /// The level asked for; `None` for `auto`.
+    fn forced(self) -> Option<kiln_executor::Isolation> {
+        match self {
+            IsolationArg::Auto => None,
+            IsolationArg::Namespaces => Some(kiln_executor::Isolation::Namespaces),
+            IsolationArg::NosandboxPid => Some(kiln_executor::Isolation::NosandboxPid),
+            IsolationArg::Chroot => Some(kiln_executor::Isolation::Chroot),
+        }
+    }
 }
 
 /// `--network` values, as `docker buildx build` takes them.
@@ -326,6 +358,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
             SnapshotterArg::Overlay => kiln_worker::SnapshotterKind::Overlay,
             SnapshotterArg::Copy => kiln_worker::SnapshotterKind::Copy,
         },
+        isolation: a.isolation.forced(),
         pull: a.pull.into(),
         jobs: a.jobs.map(|n| n as usize),
         no_cache: a.no_cache,

@@ -219,7 +219,7 @@ impl Renderer {
             let _ = writeln!(err, "------");
         }
         for w in t.warnings.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            let _ = writeln!(err, "WARN: {w}");
+            let _ = writeln!(err, "{w}");
         }
     }
 }
@@ -254,10 +254,24 @@ impl BuildProgress for Renderer {
         match e {
             BuildEvent::Step(e) => self.step(e),
             BuildEvent::Warning(w) => match &self.tty {
-                Some(t) => t.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w),
+                Some(t) => t
+                    .warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("WARN: {w}")),
                 // In every other mode (quiet too) at once, as its own line.
                 None => {
                     let _ = writeln!(self.out.lock().unwrap_or_else(|p| p.into_inner()), "WARN: {w}");
+                }
+            },
+            BuildEvent::Note(n) => match &self.tty {
+                Some(t) => t
+                    .warnings
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("NOTE: {n}")),
+                None => {
+                    let _ = writeln!(self.out.lock().unwrap_or_else(|p| p.into_inner()), "NOTE: {n}");
                 }
             },
             // The export step's summary line counts the blobs; the blobs themselves are

@@ -16,6 +16,8 @@ mod docker;
 mod errors;
 mod exports;
 mod ignore;
+mod isolation;
+mod isolation_docker;
 mod progress;
 mod push;
 mod registry;

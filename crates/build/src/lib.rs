@@ -101,6 +101,9 @@ pub struct BuildRequest {
     /// An OCI runtime (`runc`, `crun` or a path) instead of the built-in sandbox.
     pub runtime: Option<String>,
     pub snapshotter: kiln_worker::SnapshotterKind,
+    /// How RUN steps are isolated (`--isolation`); None: `auto`, the strongest level this
+    /// environment allows, probed once per build that has a RUN step.
+    pub isolation: Option<kiln_executor::Isolation>,
     pub pull: kiln_worker::PullPolicy,
     /// Steps run at once; None: the solver's default.
     pub jobs: Option<usize>,
@@ -121,6 +124,9 @@ pub enum BuildEvent {
     Step(kiln_solver::Event),
     /// Something the build did not do as asked, but went on (`WARN:`).
     Warning(String),
+    /// How the build runs, where it is not the default (`NOTE:`): e.g. the isolation
+    /// level `auto` chose when namespaces could not be made.
+    Note(String),
     /// A blob of a pushed image: `digest: Pushed`, as `docker push` prints it.
     Push {
         reference: kiln_image::Reference,
@@ -189,6 +195,7 @@ impl BuildRequest {
             limits: kiln_executor::Limits::default(),
             runtime: None,
             snapshotter: kiln_worker::SnapshotterKind::Auto,
+            isolation: None,
             pull: kiln_worker::PullPolicy::Missing,
             jobs: None,
             no_cache: false,

@@ -255,11 +255,39 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         .unwrap_or_else(|| empty_context.path().to_path_buf());
     locals.insert("context".to_string(), context_dir);
     locals.extend(named_locals);
-    let executor: std::sync::Arc<dyn kiln_executor::Executor> = match &req.runtime {
-        None => std::sync::Arc::new(kiln_executor::Sandbox::default()),
-        Some(name) => {
+    // Resolved (probed, for `auto`) once per build; a RUN step gets the error if none works.
+    let has_run = plan
+        .definition
+        .nodes
+        .values()
+        .any(|n| matches!(n.op, kiln_graph::Op::Exec(_)));
+    let isolation = match req.runtime {
+        Some(_) => None,
+        None if has_run => Some(kiln_executor::isolation::resolve(req.isolation)),
+        None => None,
+    };
+    let chroot = matches!(&isolation, Some(Ok(c)) if c.level == kiln_executor::Isolation::Chroot);
+    if chroot && req.snapshotter == kiln_worker::SnapshotterKind::Overlay {
+        return Err(BuildError::Message(
+            "--isolation chroot needs --snapshotter copy (a step's root cannot be an overlay mount)".into(),
+        ));
+    }
+    let executor: std::sync::Arc<dyn kiln_executor::Executor> = match (&req.runtime, isolation) {
+        (Some(name), _) => {
             std::sync::Arc::new(kiln_executor::OciRuntime::new(name).map_err(|e| BuildError::Message(e.to_string()))?)
         }
+        (None, level) => {
+            let level = level.unwrap_or(Ok(kiln_executor::isolation::Choice::default()));
+            if let Ok(kiln_executor::isolation::Choice { note: Some(n), .. }) = &level {
+                progress.event(BuildEvent::Note(n.strip_prefix("NOTE: ").unwrap_or(n).to_string()));
+            }
+            std::sync::Arc::new(kiln_executor::Sandbox::default().with_isolation(level.map(|c| c.level)))
+        }
+    };
+    let snapshotter = if chroot {
+        kiln_worker::SnapshotterKind::Copy
+    } else {
+        req.snapshotter
     };
     let network = match req.network {
         NetworkMode::None => kiln_executor::Network::None,
@@ -274,7 +302,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         .with_executor(executor, network)
         .with_secrets(req.secrets.clone())
         .with_limits(req.limits.clone())
-        .with_snapshotter(req.snapshotter);
+        .with_snapshotter(snapshotter);
     // As BuildKit: RUN steps that --no-cache(-filter) re-runs start with empty cache mounts.
     let stages: Vec<String> = req.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
     kiln_worker::cachemount::prune_for_rerun(&root, &plan.definition, req.no_cache, &stages)

@@ -84,3 +84,17 @@ pub fn forwarder_pid() -> libc::pid_t {
     }
     Pid::as_raw(rustix::process::getppid())
 }
+
+/// Gives the signals back to this process (no child to forward them to), raising one
+/// that came in meanwhile.
+pub(crate) fn uninstall() {
+    for sig in FORWARDED {
+        // SAFETY: restoring the default disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    if pending != 0 {
+        // SAFETY: raising a signal at this process.
+        unsafe { libc::raise(pending) };
+    }
+}

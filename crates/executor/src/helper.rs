@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::sys;
 use crate::users::{self, User};
-use crate::{ExecSpec, Network, Security, SpecMount, SpecMountKind, HELPER_ARG};
+use crate::{ExecSpec, Isolation, Network, Security, SpecMount, SpecMountKind, HELPER_ARG};
 
 /// The descriptor setup errors are reported on.
 pub const ERR_FD: libc::c_int = 3;
@@ -42,12 +42,12 @@ pub(crate) const DEFAULT_CAPS: &[u32] = &[
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Ends the process with a setup error.
-fn fail(msg: impl std::fmt::Display) -> ! {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ! {
     sys::write_fd(ERR_FD, msg.to_string().as_bytes());
     sys::exit(SETUP_FAILED)
 }
 
-trait Context<T> {
+pub(crate) trait Context<T> {
     fn or_fail(self, what: impl FnOnce() -> String) -> T;
 }
 
@@ -74,7 +74,12 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
         Ok(s) => s,
         Err(e) => fail(format!("bad spec {}: {e}", spec_path.display())),
     };
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    match spec.isolation {
+        Isolation::Namespaces => flags |= libc::CLONE_NEWPID,
+        Isolation::NosandboxPid => {}
+        Isolation::Chroot => return crate::chroot::run(&spec),
+    }
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
@@ -84,7 +89,7 @@ pub fn main(spec_path: Option<PathBuf>) -> i32 {
         };
         crate::net::enter(ns).or_fail(|| format!("cannot join the step's network namespace {}", ns.display()));
     }
-    sys::unshare(flags).or_fail(|| "cannot create namespaces".into());
+    sys::unshare(flags).or_fail(|| format!("cannot create namespaces (isolation `{}`)", spec.isolation));
     let pid = sys::fork().or_fail(|| "cannot fork".into());
     if pid == 0 {
         init(&spec)
@@ -153,7 +158,13 @@ fn init(spec: &ExecSpec) -> ! {
 
     // /proc goes in while the host's is still visible: a user namespace may only mount
     // a new proc where a full one is already mounted.
-    mount_proc(&spec.rootfs.target.join("proc"));
+    if spec.isolation == Isolation::NosandboxPid {
+        let target = spec.rootfs.target.join("proc");
+        proc_mount_point(&target);
+        crate::chroot::bind_proc(&target).or_fail(|| "cannot bind /proc read-only".into());
+    } else {
+        mount_proc(&spec.rootfs.target.join("proc"));
+    }
     std::env::set_current_dir(&spec.rootfs.target).or_fail(|| "cannot enter the root file system".into());
     sys::pivot_root_dot().or_fail(|| "pivot_root".into());
     sys::umount_detach(Path::new(".")).or_fail(|| "cannot detach the host root".into());
@@ -175,7 +186,13 @@ fn init(spec: &ExecSpec) -> ! {
     if spec.network == Network::None {
         sys::loopback_up().or_fail(|| "cannot bring up lo".into());
     }
+    run_step(spec, secret_env)
+}
 
+/// The step's own setup, once its root is `/`: user, environment, working directory,
+/// limits, privileges, seccomp; then the exec.
+pub(crate) fn run_step(spec: &ExecSpec, secret_env: Vec<String>) -> ! {
+    let insecure = spec.security == Security::Insecure;
     let user = match users::resolve(Path::new("/"), spec.user.as_deref().unwrap_or("0")) {
         Ok(u) => u,
         Err(e) => fail(e),
@@ -287,13 +304,7 @@ fn ensure_dir(p: &Path, mode: u32) {
 }
 
 fn mount_proc(target: &Path) {
-    match target.symlink_metadata() {
-        // The image's /proc is used only if it is a plain directory (never a symlink out).
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => fail("/proc in the image is not a directory"),
-        // As runc makes a missing mount point (and BuildKit then leaves it in the layer).
-        Err(_) => ensure_dir(target, 0o755),
-    }
+    proc_mount_point(target);
     sys::mount(
         Some(c"proc"),
         target,
@@ -302,6 +313,16 @@ fn mount_proc(target: &Path) {
         None,
     )
     .or_fail(|| "cannot mount /proc".into());
+}
+
+fn proc_mount_point(target: &Path) {
+    match target.symlink_metadata() {
+        // The image's /proc is used only if it is a plain directory (never a symlink out).
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => fail("/proc in the image is not a directory"),
+        // As runc makes a missing mount point (and BuildKit then leaves it in the layer).
+        Err(_) => ensure_dir(target, 0o755),
+    }
 }
 
 fn bind(fd: libc::c_int, target: &Path, readonly: bool) {
@@ -569,7 +590,12 @@ fn apply_ulimits(spec: &ExecSpec) {
 /// one kiln was started with, never reaches the step; the setup-error pipe on fd 3 is
 /// still usable until the exec).
 fn leave_kilns_session() {
-    sys::join_new_session_keyring().or_fail(|| "cannot join a new session keyring".into());
+    // EPERM: a seccomp filter (Docker's default, with `chroot`) forbids keyctl, to the
+    // step as well, so there is no keyring it could reach.
+    match sys::join_new_session_keyring() {
+        Err(e) if e.raw_os_error() != Some(libc::EPERM) => fail(format!("cannot join a new session keyring: {e}")),
+        _ => {}
+    }
     sys::cloexec_from(ERR_FD).or_fail(|| "cannot mark inherited descriptors close-on-exec".into());
 }
 

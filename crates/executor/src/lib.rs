@@ -6,9 +6,11 @@
 //! Docker's default capabilities and the step's user, and execs the command.
 
 mod cgroup;
+mod chroot;
 pub mod forward;
 mod helper;
 mod insecure;
+pub mod isolation;
 pub mod limits;
 mod net;
 mod runtime;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use isolation::{Isolation, NoIsolation};
 pub use limits::{Limits, Ulimit, UlimitError};
 pub use net::PRIVATE_DNS;
 pub use runtime::OciRuntime;
@@ -78,6 +81,9 @@ pub struct ExecSpec {
     /// `RUN --security`: the sandbox's restrictions, or none of them.
     #[serde(default)]
     pub security: Security,
+    /// How the step is isolated: set by the [`Sandbox`] from its level.
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// Security is how much of the sandbox's confinement a step gets.
@@ -186,6 +192,8 @@ pub enum ExecError {
     NoSlirp4netns,
     #[error("cannot set up the step's private network: {0}")]
     Network(String),
+    #[error(transparent)]
+    NoIsolation(#[from] NoIsolation),
     #[error("cannot write the OCI runtime config: {0}")]
     OciConfig(#[from] oci_spec::OciSpecError),
 }
@@ -225,6 +233,10 @@ pub fn run_helper_if_requested() {
     if first.as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
         let code = helper::main(args.next().map(PathBuf::from));
         std::process::exit(code);
+    }
+    if first.as_deref() == Some(std::ffi::OsStr::new(isolation::PROBE_ARG)) {
+        let level = args.next();
+        std::process::exit(isolation::probe_main(level.as_ref().and_then(|l| l.to_str())));
     }
     if first.as_deref() == Some(std::ffi::OsStr::new(net::NETNS_ARG)) {
         std::process::exit(net::holder_main());

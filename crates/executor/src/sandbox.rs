@@ -8,18 +8,22 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::helper::ERR_FD;
-use crate::{ExecError, ExecSpec, Executor, HELPER_ARG};
+use crate::{ExecError, ExecSpec, Executor, Isolation, Network, NoIsolation, HELPER_ARG};
 
 /// Sandbox is the built-in namespace sandbox.
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     helper: PathBuf,
+    /// The isolation level, or why none can be had here (said at the first RUN step,
+    /// so that builds without one still work).
+    level: Result<Isolation, NoIsolation>,
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
         Sandbox {
             helper: PathBuf::from("/proc/self/exe"),
+            level: Ok(Isolation::Namespaces),
         }
     }
 }
@@ -28,7 +32,15 @@ impl Sandbox {
     /// A sandbox whose helper is the binary at `helper` (it must call
     /// [`crate::run_helper_if_requested`] first thing in `main`).
     pub fn with_helper(helper: PathBuf) -> Self {
-        Sandbox { helper }
+        Sandbox {
+            helper,
+            ..Sandbox::default()
+        }
+    }
+
+    /// This sandbox with isolation `level` (or the error every RUN step gets).
+    pub fn with_isolation(self, level: Result<Isolation, NoIsolation>) -> Self {
+        Sandbox { level, ..self }
     }
 }
 
@@ -39,6 +51,28 @@ impl Executor for Sandbox {
         output: &mut dyn FnMut(&str),
         stop: &mut dyn FnMut(crate::StopFn),
     ) -> Result<i32, ExecError> {
+        let level = self.level.clone()?;
+        let mut owned = spec.clone();
+        owned.isolation = level;
+        if level == Isolation::Chroot {
+            if !owned.secrets.is_empty() {
+                return Err(ExecError::Setup(
+                    "RUN secrets need a private tmpfs, which isolation `chroot` cannot give (no mount \
+                     namespace can be made here; see docs/security.md)"
+                        .into(),
+                ));
+            }
+            // No network namespace can be made: the step shares kiln's network, and so
+            // its resolvers (not the private network's forwarder).
+            if owned.network == Network::Private {
+                owned.network = Network::Host;
+                let host = std::path::Path::new("/etc/resolv.conf");
+                if host.is_file() {
+                    owned.resolv_conf = host.to_path_buf();
+                }
+            }
+        }
+        let spec = &owned;
         // The private network lives as long as this guard: until the helper is reaped.
         let (_net, spec) = crate::net::prepare(spec, &self.helper)?;
         let spec = &*spec;

@@ -415,3 +415,8 @@ pub fn set_nodev(target: &Path, readonly: bool) -> io::Result<()> {
     }
     mount(None, target, None, flags, None)
 }
+
+/// `chroot(path)` (CAP_SYS_CHROOT).
+pub fn chroot(path: &Path) -> io::Result<()> {
+    Ok(rustix::process::chroot(path)?)
+}

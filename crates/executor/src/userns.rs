@@ -13,6 +13,9 @@ use std::process::Command;
 /// Set in the re-executed kiln: `full` or `single`.
 pub const USERNS_ENV: &str = "KILN_USERNS";
 
+/// The id mapper's word for a child that never asked to be mapped (its unshare failed).
+const NOT_STARTED: &str = "the re-executed kiln did not start";
+
 /// A subordinate id range: `start` and `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdRange {
@@ -33,6 +36,15 @@ pub fn subid_range(file: &Path, name: &str, id: u32) -> Option<IdRange> {
         let count = f.next()?.trim().parse().ok()?;
         (count > 0).then_some(IdRange { start, count })
     })
+}
+
+/// Why this non-root kiln could not make its user namespace (set by
+/// [`reexec_rootless`] when it carries on without one).
+static UNAVAILABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why no user namespace could be made, if kiln runs as a non-root user without one.
+pub fn unavailable() -> Option<&'static str> {
+    UNAVAILABLE.get().map(String::as_str)
 }
 
 /// Whether this process runs in kiln's single-id user namespace.
@@ -69,7 +81,9 @@ fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// For a non-root user, re-runs this command inside a user namespace and exits with
-/// its status; returns when already root (in any namespace). Call it first thing in
+/// its status; returns when already root (in any namespace), and when no user
+/// namespace can be made (then [`unavailable`] says why, with the errno, and a RUN step
+/// fails with that; everything else carries on as the user). Call it first thing in
 /// `main`, while the process is single-threaded. `warn` says whether a missing subuid
 /// range is worth a warning for this command.
 pub fn reexec_rootless(warn: bool) {
@@ -86,7 +100,8 @@ pub fn reexec_rootless(warn: bool) {
         (Some(u), Some(g), (Some(nu), Some(ng))) => Some((u, g, nu.clone(), ng.clone())),
         _ => None,
     };
-    if full.is_none() && warn {
+    // Said once the user namespace exists (without one, the RUN error says more).
+    let warning = (full.is_none() && warn).then(|| {
         let why = match (
             subuid.is_some() && subgid.is_some(),
             tools.0.is_some() && tools.1.is_some(),
@@ -94,12 +109,12 @@ pub fn reexec_rootless(warn: bool) {
             (false, _) => format!("user `{name}` has no subordinate id range in /etc/subuid and /etc/subgid"),
             (true, _) => "newuidmap/newgidmap are not installed (Debian: apt-get install uidmap)".to_string(),
         };
-        eprintln!(
+        format!(
             "WARN: rootless with a single id: {why}. RUN steps that switch to another user or \
              chown to one (useradd, adduser, most package installs) will fail. To fix it, add \
              `{name}:100000:65536` to /etc/subuid and /etc/subgid and install newuidmap/newgidmap."
-        );
-    }
+        )
+    });
 
     let mut cmd = Command::new("/proc/self/exe");
     cmd.args(std::env::args_os().skip(1));
@@ -109,7 +124,7 @@ pub fn reexec_rootless(warn: bool) {
     }
     let fail = |msg: String| -> ! {
         eprintln!("ERROR: rootless: {msg}");
-        std::process::exit(125)
+        std::process::exit(1)
     };
     // Both pipes are set up before fork; the child only uses raw syscalls.
     let mut ready = [0; 2];
@@ -176,7 +191,7 @@ pub fn reexec_rootless(warn: bool) {
             // SAFETY: reading into a valid buffer.
             let n = unsafe { libc::read(ready_r, b.as_mut_ptr().cast(), b.len()) };
             let result = if n != 4 {
-                Err("the re-executed kiln did not start".to_string())
+                Err(NOT_STARTED.to_string())
             } else {
                 let pid = i32::from_ne_bytes(b).to_string();
                 [(&newuidmap, uid, u), (&newgidmap, gid, g)]
@@ -223,12 +238,29 @@ pub fn reexec_rootless(warn: bool) {
         libc::close(go[0]);
     }
     let mapped = mapper.map(|t| t.join().unwrap_or_else(|_| Err("the id mapper panicked".into())));
-    if let Some(Err(e)) = mapped {
-        fail(e);
-    }
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => fail(format!("cannot create a user namespace: {e}")),
+    // A child that never started (unshare refused) is the cause; the mapper's "did not
+    // start" only follows from it.
+    let mut child = match (spawned, mapped) {
+        (Ok(c), Some(Err(e))) => {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+            fail(e)
+        }
+        (Ok(c), _) => {
+            if let Some(w) = warning {
+                eprintln!("{w}");
+            }
+            c
+        }
+        // The id mapping (newuidmap) failed: its error, not the child's echo of it
+        // (which std reports as EINVAL).
+        (Err(_), Some(Err(m))) if m != NOT_STARTED => fail(m),
+        (Err(e), _) => {
+            crate::forward::uninstall();
+            let _ = UNAVAILABLE.set(format!("cannot create a user namespace (unshare): {e}"));
+            return;
+        }
     };
     let status = match child.wait() {
         Ok(s) => s,

@@ -167,6 +167,7 @@ impl Worker {
                 SecurityMode::Sandbox => Security::Sandbox,
                 SecurityMode::Insecure => Security::Insecure,
             },
+            isolation: Default::default(),
         };
         let mut tail: VecDeque<String> = VecDeque::new();
         let code = executor.run(

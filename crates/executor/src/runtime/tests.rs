@@ -55,6 +55,7 @@ fn spec(lower: &Path) -> ExecSpec {
         },
         netns: None,
         security: Security::Sandbox,
+        isolation: Default::default(),
     }
 }
 
