@@ -25,13 +25,17 @@ pub(crate) fn scan(tree: &Tree, walked: &[Entry], out: &mut Packages) -> Result<
             continue;
         }
         let Ok(mut f) = tree.open_file(&e.rel) else { continue };
-        let Some(found) = elf::sections(&mut f, &[".go.buildinfo", ".dep-v0"]) else { continue };
+        let Some(found) = elf::sections(&mut f, &[".go.buildinfo", ".dep-v0"]) else {
+            continue;
+        };
         for (name, sec) in found {
             let (cap, parse): (u64, fn(&[u8], &Path) -> Vec<Package>) = match name.as_str() {
                 ".go.buildinfo" => (GO_CAP, go_packages),
                 _ => (RUST_CAP, rust_packages),
             };
-            let Some(data) = elf::read_section(&mut f, sec, cap) else { continue };
+            let Some(data) = elf::read_section(&mut f, sec, cap) else {
+                continue;
+            };
             for p in parse(&data, &e.rel) {
                 out.push(p)?;
             }
@@ -91,7 +95,9 @@ fn go_purl(path: &str, version: &str) -> String {
 }
 
 fn go_packages(data: &[u8], rel: &Path) -> Vec<Package> {
-    let Some((go_version, modinfo)) = go_buildinfo(data) else { return Vec::new() };
+    let Some((go_version, modinfo)) = go_buildinfo(data) else {
+        return Vec::new();
+    };
     let mut mods: Vec<(String, String)> = Vec::new();
     for line in modinfo.lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -146,8 +152,12 @@ pub(crate) fn rust_packages(data: &[u8], rel: &Path) -> Vec<Package> {
     {
         return Vec::new();
     }
-    let Ok(v) = serde_json::from_slice::<Value>(&json) else { return Vec::new() };
-    let Some(list) = v.get("packages").and_then(Value::as_array) else { return Vec::new() };
+    let Ok(v) = serde_json::from_slice::<Value>(&json) else {
+        return Vec::new();
+    };
+    let Some(list) = v.get("packages").and_then(Value::as_array) else {
+        return Vec::new();
+    };
     list.iter()
         .filter_map(|p| {
             let name = p.get("name")?.as_str()?;

@@ -41,7 +41,9 @@ pub(crate) fn parse_status(text: &str, release: &Release, path: &str) -> Vec<Pac
                 .find(|(f, _)| f.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v.as_str())
         };
-        let (Some(name), Some(version)) = (get("Package"), get("Version")) else { continue };
+        let (Some(name), Some(version)) = (get("Package"), get("Version")) else {
+            continue;
+        };
         // A status.d record has no Status field; status lists removed packages too.
         if let Some(status) = get("Status") {
             if !status.split_whitespace().any(|w| w == "installed") || status.contains("not-installed") {
@@ -67,7 +69,11 @@ pub(crate) fn parse_status(text: &str, release: &Release, path: &str) -> Vec<Pac
 /// The purl syft writes for a Debian package:
 /// `pkg:deb/debian/libjq1@1.6-2.1?arch=amd64&upstream=jq&distro=debian-12`.
 fn deb_purl(name: &str, version: &str, arch: Option<&str>, source: Option<&str>, release: &Release) -> String {
-    let ns = if release.id.is_empty() { "debian" } else { release.id.as_str() };
+    let ns = if release.id.is_empty() {
+        "debian"
+    } else {
+        release.id.as_str()
+    };
     let mut q = Vec::new();
     if let Some(a) = arch.filter(|a| !a.is_empty()) {
         q.push(format!("arch={}", purl_escape(a)));
@@ -91,7 +97,12 @@ fn deb_purl(name: &str, version: &str, arch: Option<&str>, source: Option<&str>,
     if let Some(d) = release.distro() {
         q.push(format!("distro={}", purl_escape(&d)));
     }
-    let purl = format!("pkg:deb/{}/{}@{}", purl_escape(ns), purl_escape(name), purl_escape(version));
+    let purl = format!(
+        "pkg:deb/{}/{}@{}",
+        purl_escape(ns),
+        purl_escape(name),
+        purl_escape(version)
+    );
     if q.is_empty() {
         purl
     } else {
@@ -124,7 +135,7 @@ fn paragraphs(text: &str) -> Vec<Vec<(String, String)>> {
     out
 }
 
-/// The licences a machine-readable copyright file names, joined with `AND`.
+/// The licences a machine-readable copyright file names, one per line.
 fn copyright_licenses(tree: &Tree, name: &str) -> Option<String> {
     if name.contains('/') || name.starts_with('.') {
         return None;
@@ -137,7 +148,9 @@ fn copyright_licenses(tree: &Tree, name: &str) -> Option<String> {
 pub(crate) fn parse_copyright(text: &str) -> Option<String> {
     let mut ids = BTreeSet::new();
     for line in text.lines() {
-        let Some(v) = line.strip_prefix("License:") else { continue };
+        let Some(v) = line.strip_prefix("License:") else {
+            continue;
+        };
         let v = v.trim();
         if v.is_empty() {
             continue;
@@ -147,11 +160,8 @@ pub(crate) fn parse_copyright(text: &str) -> Option<String> {
     if ids.is_empty() {
         return None;
     }
-    let parts: Vec<String> = ids
-        .into_iter()
-        .map(|e| if e.contains(' ') { format!("({e})") } else { e })
-        .collect();
-    Some(parts.join(" AND "))
+    // One line per `License:` value: each becomes its own expression, joined by AND.
+    Some(ids.into_iter().collect::<Vec<_>>().join("\n"))
 }
 
 #[cfg(test)]
@@ -170,15 +180,24 @@ mod tests {
         assert_eq!(names, ["jq", "libjq1", "libc6", "tzdata"]);
         assert_eq!(ps[0].version, "1.6-2.1");
         assert_eq!(ps[0].purl, "pkg:deb/debian/jq@1.6-2.1?arch=amd64&distro=debian-12");
-        assert_eq!(ps[1].purl, "pkg:deb/debian/libjq1@1.6-2.1?arch=amd64&upstream=jq&distro=debian-12");
-        assert_eq!(ps[2].purl, "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64&upstream=glibc&distro=debian-12");
-        assert_eq!(ps[3].purl, "pkg:deb/debian/tzdata@2024a-0+deb12u1?arch=all&distro=debian-12");
+        assert_eq!(
+            ps[1].purl,
+            "pkg:deb/debian/libjq1@1.6-2.1?arch=amd64&upstream=jq&distro=debian-12"
+        );
+        assert_eq!(
+            ps[2].purl,
+            "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64&upstream=glibc&distro=debian-12"
+        );
+        assert_eq!(
+            ps[3].purl,
+            "pkg:deb/debian/tzdata@2024a-0+deb12u1?arch=all&distro=debian-12"
+        );
     }
 
     #[test]
     fn copyright_license_lines_are_collected() {
         let text = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: MIT\n\nFiles: debian/*\nLicense: GPL-2+ or Artistic\n Some text.\nLicense: MIT\n";
-        assert_eq!(parse_copyright(text).as_deref(), Some("(GPL-2+ or Artistic) AND MIT"));
+        assert_eq!(parse_copyright(text).as_deref(), Some("GPL-2+ or Artistic\nMIT"));
         assert_eq!(parse_copyright("no licence here"), None);
     }
 }

@@ -22,18 +22,30 @@ struct Ident {
 impl Ident {
     fn u16(&self, b: &[u8], at: usize) -> Option<u64> {
         let s: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-        Some(u64::from(if self.le { u16::from_le_bytes(s) } else { u16::from_be_bytes(s) }))
+        Some(u64::from(if self.le {
+            u16::from_le_bytes(s)
+        } else {
+            u16::from_be_bytes(s)
+        }))
     }
     fn u32(&self, b: &[u8], at: usize) -> Option<u64> {
         let s: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-        Some(u64::from(if self.le { u32::from_le_bytes(s) } else { u32::from_be_bytes(s) }))
+        Some(u64::from(if self.le {
+            u32::from_le_bytes(s)
+        } else {
+            u32::from_be_bytes(s)
+        }))
     }
     fn word(&self, b: &[u8], at: usize) -> Option<u64> {
         if !self.is64 {
             return self.u32(b, at);
         }
         let s: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-        Some(if self.le { u64::from_le_bytes(s) } else { u64::from_be_bytes(s) })
+        Some(if self.le {
+            u64::from_le_bytes(s)
+        } else {
+            u64::from_be_bytes(s)
+        })
     }
 }
 
@@ -58,9 +70,19 @@ pub(crate) fn sections<R: Read + Seek>(f: &mut R, names: &[&str]) -> Option<Vec<
         },
     };
     let (shoff, shentsize, shnum, shstrndx) = if id.is64 {
-        (id.word(&hdr, 0x28)?, id.u16(&hdr, 0x3a)?, id.u16(&hdr, 0x3c)?, id.u16(&hdr, 0x3e)?)
+        (
+            id.word(&hdr, 0x28)?,
+            id.u16(&hdr, 0x3a)?,
+            id.u16(&hdr, 0x3c)?,
+            id.u16(&hdr, 0x3e)?,
+        )
     } else {
-        (id.u32(&hdr, 0x20)?, id.u16(&hdr, 0x2e)?, id.u16(&hdr, 0x30)?, id.u16(&hdr, 0x32)?)
+        (
+            id.u32(&hdr, 0x20)?,
+            id.u16(&hdr, 0x2e)?,
+            id.u16(&hdr, 0x30)?,
+            id.u16(&hdr, 0x32)?,
+        )
     };
     let min_ent = if id.is64 { 0x40 } else { 0x28 };
     if shentsize < min_ent || shnum == 0 || shnum > MAX_SECTIONS || shstrndx >= shnum {
@@ -89,7 +111,9 @@ pub(crate) fn sections<R: Read + Seek>(f: &mut R, names: &[&str]) -> Option<Vec<
     let mut out = Vec::new();
     for i in 0..shnum {
         let Some((name_off, sec)) = entry(i) else { continue };
-        let Some(rest) = names_buf.get(usize::try_from(name_off).ok()?..) else { continue };
+        let Some(rest) = names_buf.get(usize::try_from(name_off).ok()?..) else {
+            continue;
+        };
         let name = rest.split(|b| *b == 0).next().unwrap_or_default();
         if let Some(n) = names.iter().find(|n| n.as_bytes() == name) {
             out.push(((*n).to_string(), sec));

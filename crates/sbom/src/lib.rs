@@ -163,6 +163,7 @@ pub(crate) struct Packages {
     root: PathBuf,
     limit: usize,
     list: Vec<Package>,
+    purls: std::collections::HashSet<String>,
 }
 
 impl Packages {
@@ -171,6 +172,7 @@ impl Packages {
             root: root.to_path_buf(),
             limit,
             list: Vec::new(),
+            purls: std::collections::HashSet::new(),
         }
     }
 
@@ -181,12 +183,13 @@ impl Packages {
                 limit: self.limit,
             });
         }
+        self.purls.insert(p.purl.clone());
         self.list.push(p);
         Ok(())
     }
 
     pub(crate) fn has_purl(&self, purl: &str) -> bool {
-        self.list.iter().any(|p| p.purl == purl)
+        self.purls.contains(purl)
     }
 }
 

@@ -11,10 +11,12 @@ const KNOWN: &[(&str, &str)] = &[
     ("AGPL-3.0-only", "AGPL-3.0-only"),
     ("AGPL-3.0-or-later", "AGPL-3.0-or-later"),
     ("Apache-1.1", "Apache-1.1"),
+    ("Apache-2", "Apache-2.0"),
     ("Apache-2.0", "Apache-2.0"),
     ("Apache 2.0", "Apache-2.0"),
     ("Artistic", "Artistic-1.0-Perl"),
     ("Artistic-1.0", "Artistic-1.0"),
+    ("Artistic-2", "Artistic-2.0"),
     ("Artistic-2.0", "Artistic-2.0"),
     ("BlueOak-1.0.0", "BlueOak-1.0.0"),
     ("BSD-2-clause", "BSD-2-Clause"),
@@ -25,10 +27,12 @@ const KNOWN: &[(&str, &str)] = &[
     ("CC-BY-4.0", "CC-BY-4.0"),
     ("CC-BY-SA-3.0", "CC-BY-SA-3.0"),
     ("CC-BY-SA-4.0", "CC-BY-SA-4.0"),
+    ("CC0", "CC0-1.0"),
     ("CC0-1.0", "CC0-1.0"),
     ("CDDL-1.0", "CDDL-1.0"),
     ("EPL-1.0", "EPL-1.0"),
     ("EPL-2.0", "EPL-2.0"),
+    ("Expat", "MIT"),
     ("GPL-1", "GPL-1.0-only"),
     ("GPL-1+", "GPL-1.0-or-later"),
     ("GPL-2", "GPL-2.0-only"),
@@ -96,8 +100,24 @@ pub(crate) struct Licenses {
 }
 
 impl Licenses {
-    /// The SPDX expression for `declared` (a single name or an expression).
+    /// The SPDX expression for `declared`: a name or an expression, or several on
+    /// separate lines (one per Debian `License:` field), which must all hold (AND).
     pub(crate) fn expression(&mut self, declared: &str) -> String {
+        let lines: Vec<&str> = declared.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if lines.len() < 2 {
+            return self.one(declared);
+        }
+        let parts: Vec<String> = lines
+            .iter()
+            .map(|l| self.one(l))
+            .filter(|e| e != "NOASSERTION")
+            .map(|e| if e.contains(' ') { format!("({e})") } else { e })
+            .collect();
+        parts.join(" AND ")
+    }
+
+    /// The SPDX expression for one name or expression.
+    fn one(&mut self, declared: &str) -> String {
         let tokens = tokenize(declared);
         if tokens.is_empty() {
             return "NOASSERTION".to_string();
@@ -220,12 +240,25 @@ mod tests {
         let mut l = Licenses::default();
         assert_eq!(l.expression("MIT"), "MIT");
         assert_eq!(l.expression("(MIT OR apache-2.0)"), "(MIT OR Apache-2.0)");
-        assert_eq!(l.expression("(GPL-2+ or Artistic) AND MIT"), "(GPL-2.0-or-later OR Artistic-1.0-Perl) AND MIT");
-        assert_eq!(l.expression("GPL-2.0+ WITH GCC-exception-3.1"), "GPL-2.0-or-later WITH GCC-exception-3.1");
+        assert_eq!(
+            l.expression("(GPL-2+ or Artistic) AND MIT"),
+            "(GPL-2.0-or-later OR Artistic-1.0-Perl) AND MIT"
+        );
+        assert_eq!(
+            l.expression("GPL-2.0+ WITH GCC-exception-3.1"),
+            "GPL-2.0-or-later WITH GCC-exception-3.1"
+        );
         assert_eq!(l.expression("public-domain"), "LicenseRef-public-domain");
+        assert_eq!(
+            l.expression("Expat\nGPL-2 with Linux-syscall-note exception\nGPL-2+ or Artistic"),
+            "MIT AND LicenseRef-GPL-2-with-Linux-syscall-note-exception AND (GPL-2.0-or-later OR Artistic-1.0-Perl)"
+        );
         assert_eq!(l.expression("BSD License"), "LicenseRef-BSD-License");
         assert_eq!(l.expression(""), "NOASSERTION");
         assert_eq!(l.expression("MIT OR"), "LicenseRef-MIT-OR");
-        assert_eq!(l.refs.get("LicenseRef-public-domain").map(String::as_str), Some("public-domain"));
+        assert_eq!(
+            l.refs.get("LicenseRef-public-domain").map(String::as_str),
+            Some("public-domain")
+        );
     }
 }

@@ -81,7 +81,12 @@ fn package(name: &str, version: &str, license: Option<String>, path: &Path) -> O
         return None;
     }
     let purl = match name.strip_prefix('@').and_then(|s| s.split_once('/')) {
-        Some((scope, n)) => format!("pkg:npm/%40{}/{}@{}", purl_escape(scope), purl_escape(n), purl_escape(version)),
+        Some((scope, n)) => format!(
+            "pkg:npm/%40{}/{}@{}",
+            purl_escape(scope),
+            purl_escape(n),
+            purl_escape(version)
+        ),
         None => format!("pkg:npm/{}@{}", purl_escape(name), purl_escape(version)),
     };
     Some(Package {
@@ -101,7 +106,9 @@ pub(crate) fn parse_lock(v: &Value, path: &Path) -> Vec<Package> {
     if let Some(pkgs) = v.get("packages").and_then(Value::as_object) {
         for (key, p) in pkgs {
             // "" is the project itself; links point at workspace folders.
-            let Some(idx) = key.rfind("node_modules/") else { continue };
+            let Some(idx) = key.rfind("node_modules/") else {
+                continue;
+            };
             if p.get("link").and_then(Value::as_bool) == Some(true) {
                 continue;
             }
@@ -150,7 +157,10 @@ mod tests {
         let v: Value = serde_json::from_str(include_str!("../../../testdata/sbom/npm/package-lock.json")).unwrap();
         let ps = parse_lock(&v, Path::new("app/package-lock.json"));
         let purls: Vec<&str> = ps.iter().map(|p| p.purl.as_str()).collect();
-        assert_eq!(purls, ["pkg:npm/%40types/node@20.10.0", "pkg:npm/ms@2.1.3", "pkg:npm/ms@2.0.0"]);
+        assert_eq!(
+            purls,
+            ["pkg:npm/%40types/node@20.10.0", "pkg:npm/ms@2.1.3", "pkg:npm/ms@2.0.0"]
+        );
         assert_eq!(ps[1].license.as_deref(), Some("MIT"));
         assert_eq!(ps[0].path, "/app/package-lock.json");
         let v1: Value = serde_json::from_str(r#"{"lockfileVersion":1,"dependencies":{"a":{"version":"1.0.0","dependencies":{"b":{"version":"2.0.0"}}}}}"#).unwrap();

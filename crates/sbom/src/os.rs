@@ -71,7 +71,11 @@ pub(crate) fn parse_apk(text: &str, release: &Release) -> Vec<Package> {
         let get = |k: char| rec.iter().find(|(c, _)| *c == k).map(|(_, v)| v.trim());
         if let (Some(name), Some(version)) = (get('P'), get('V')) {
             if !name.is_empty() && !version.is_empty() {
-                let ns = if release.id.is_empty() { "alpine" } else { release.id.as_str() };
+                let ns = if release.id.is_empty() {
+                    "alpine"
+                } else {
+                    release.id.as_str()
+                };
                 let mut q = Vec::new();
                 if let Some(a) = get('A').filter(|a| !a.is_empty()) {
                     q.push(format!("arch={}", purl_escape(a)));
@@ -82,7 +86,12 @@ pub(crate) fn parse_apk(text: &str, release: &Release) -> Vec<Package> {
                 if let Some(d) = release.distro() {
                     q.push(format!("distro={}", purl_escape(&d)));
                 }
-                let mut purl = format!("pkg:apk/{}/{}@{}", purl_escape(ns), purl_escape(name), purl_escape(version));
+                let mut purl = format!(
+                    "pkg:apk/{}/{}@{}",
+                    purl_escape(ns),
+                    purl_escape(name),
+                    purl_escape(version)
+                );
                 if !q.is_empty() {
                     purl = format!("{purl}?{}", q.join("&"));
                 }
@@ -133,8 +142,14 @@ mod tests {
         assert_eq!(ps[0].name, "musl");
         assert_eq!(ps[0].version, "1.2.4-r2");
         assert_eq!(ps[0].license.as_deref(), Some("MIT"));
-        assert_eq!(ps[0].purl, "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64&distro=alpine-3.18.4");
-        assert_eq!(ps[1].purl, "pkg:apk/alpine/libcrypto3@3.1.4-r1?arch=x86_64&upstream=openssl&distro=alpine-3.18.4");
+        assert_eq!(
+            ps[0].purl,
+            "pkg:apk/alpine/musl@1.2.4-r2?arch=x86_64&distro=alpine-3.18.4"
+        );
+        assert_eq!(
+            ps[1].purl,
+            "pkg:apk/alpine/libcrypto3@3.1.4-r1?arch=x86_64&upstream=openssl&distro=alpine-3.18.4"
+        );
         assert_eq!(ps[1].path, "/lib/apk/db/installed");
     }
 }

@@ -9,7 +9,9 @@ use crate::{purl_escape, Kind, Package, Packages, SbomError};
 /// Lists the Python distributions whose metadata the walk found.
 pub(crate) fn scan(tree: &Tree, walked: &[Entry], out: &mut Packages) -> Result<(), SbomError> {
     for e in walked {
-        let Some(name) = e.rel.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(name) = e.rel.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
         let meta: PathBuf = if e.is_dir && name.ends_with(".dist-info") {
             e.rel.join("METADATA")
         } else if e.is_dir && name.ends_with(".egg-info") {

@@ -140,7 +140,11 @@ pub(crate) fn document(opts: &ScanOptions, packages: Vec<Package>) -> Result<Spd
     let created = created
         .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
         .map_err(|_| SbomError::Timestamp(created.unix_timestamp()))?;
-    let name = if opts.name.is_empty() { "rootfs".to_string() } else { opts.name.clone() };
+    let name = if opts.name.is_empty() {
+        "rootfs".to_string()
+    } else {
+        opts.name.clone()
+    };
     let root_id = format!("SPDXRef-DocumentRoot-Directory-{}", id_part(&name));
     let mut ids = BTreeSet::new();
     let mut out = vec![SpdxPackage {
@@ -159,7 +163,10 @@ pub(crate) fn document(opts: &ScanOptions, packages: Vec<Package>) -> Result<Spd
         related: root_id.clone(),
     }];
     for b in &opts.base_images {
-        let id = unique(&mut ids, format!("SPDXRef-BaseImage-{}", &short_hash(&b.name, &b.digest.to_string())));
+        let id = unique(
+            &mut ids,
+            format!("SPDXRef-BaseImage-{}", &short_hash(&b.name, &b.digest.to_string())),
+        );
         out.push(base_image(b, id.clone()));
         rels.push(Relationship {
             element: root_id.clone(),
@@ -171,7 +178,12 @@ pub(crate) fn document(opts: &ScanOptions, packages: Vec<Package>) -> Result<Spd
     for p in packages {
         let id = unique(
             &mut ids,
-            format!("SPDXRef-Package-{}-{}-{}", p.kind.as_str(), id_part(&p.name), short_hash(&p.purl, &p.path)),
+            format!(
+                "SPDXRef-Package-{}-{}-{}",
+                p.kind.as_str(),
+                id_part(&p.name),
+                short_hash(&p.purl, &p.path)
+            ),
         );
         let license_declared = match &p.license {
             Some(l) => licenses.expression(l),
@@ -228,7 +240,12 @@ fn base_image(b: &BaseImage, spdx_id: String) -> SpdxPackage {
         name: b.name.clone(),
         version: Some(b.digest.to_string()),
         license_declared: "NOASSERTION".into(),
-        purl: Some(format!("pkg:oci/{}@{}?{}", purl_escape(&short), purl_escape(&b.digest.to_string()), q.join("&"))),
+        purl: Some(format!(
+            "pkg:oci/{}@{}?{}",
+            purl_escape(&short),
+            purl_escape(&b.digest.to_string()),
+            q.join("&")
+        )),
         source_info: Some("base image of the build".into()),
         purpose: Some("CONTAINER"),
         sha256: (b.digest.algorithm() == "sha256").then(|| b.digest.hex().to_string()),
@@ -239,7 +256,13 @@ fn base_image(b: &BaseImage, spdx_id: String) -> SpdxPackage {
 fn id_part(s: &str) -> String {
     s.bytes()
         .take(64)
-        .map(|b| if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' { b as char } else { '-' })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'-' {
+                b as char
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 

@@ -85,7 +85,9 @@ impl Tree {
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| {
-                !(e.depth() == 1 && e.file_type().is_dir() && matches!(e.file_name().to_str(), Some("proc" | "sys" | "dev")))
+                !(e.depth() == 1
+                    && e.file_type().is_dir()
+                    && matches!(e.file_name().to_str(), Some("proc" | "sys" | "dev")))
             });
         for e in walker.take(self.limits.max_entries) {
             let Ok(e) = e else { continue };
