@@ -18,6 +18,9 @@ const GO_CAP: u64 = 4 << 20;
 const RUST_CAP: u64 = 4 << 20;
 const RUST_JSON_CAP: u64 = 16 << 20;
 
+/// A section's parser: its bytes and the binary's path to the packages it lists.
+type Parser = fn(&[u8], &Path) -> Vec<Package>;
+
 /// Lists the modules and crates built into the executables the walk found.
 pub(crate) fn scan(tree: &Tree, walked: &[Entry], out: &mut Packages) -> Result<(), SbomError> {
     for e in walked {
@@ -29,7 +32,7 @@ pub(crate) fn scan(tree: &Tree, walked: &[Entry], out: &mut Packages) -> Result<
             continue;
         };
         for (name, sec) in found {
-            let (cap, parse): (u64, fn(&[u8], &Path) -> Vec<Package>) = match name.as_str() {
+            let (cap, parse): (u64, Parser) = match name.as_str() {
                 ".go.buildinfo" => (GO_CAP, go_packages),
                 _ => (RUST_CAP, rust_packages),
             };
