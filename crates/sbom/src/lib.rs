@@ -2,7 +2,7 @@
 //! and offline.
 //!
 //! [`scan`] reads the package databases a base image or a build leaves behind — dpkg's
-//! status, apk's installed DB, Python `*.dist-info`/`*.egg-info`, npm `package.json` and
+//! status, apk's installed DB, rpm's `rpmdb.sqlite`, Python `*.dist-info`/`*.egg-info`, npm `package.json` and
 //! `package-lock.json`, Go binaries' build info, Rust binaries' `cargo auditable` data —
 //! and returns an [`SpdxDocument`] shaped as BuildKit's default scanner (syft) writes
 //! it. The tree is untrusted: every file is opened inside the root (a symlink never
@@ -15,7 +15,9 @@ mod license;
 mod npm;
 mod os;
 mod python;
+mod rpm;
 mod spdx;
+mod sqlite;
 mod tree;
 
 use std::io;
@@ -98,6 +100,7 @@ pub struct ScanOptions {
 pub enum Kind {
     Deb,
     Apk,
+    Rpm,
     Python,
     Npm,
     Go,
@@ -109,6 +112,7 @@ impl Kind {
         match self {
             Kind::Deb => "deb",
             Kind::Apk => "apk",
+            Kind::Rpm => "rpm",
             Kind::Python => "python",
             Kind::Npm => "npm",
             Kind::Go => "go-module",
@@ -148,6 +152,7 @@ pub fn scan_packages(root: &Path, limits: &Limits) -> Result<Vec<Package>, SbomE
     let mut out = Packages::new(root, limits.max_packages);
     dpkg::scan(&tree, &release, &mut out)?;
     os::scan_apk(&tree, &release, &mut out)?;
+    rpm::scan(&tree, &release, &mut out)?;
     let walked = tree.walk();
     python::scan(&tree, &walked, &mut out)?;
     npm::scan(&tree, &walked, &mut out)?;

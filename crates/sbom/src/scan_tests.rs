@@ -51,6 +51,11 @@ fn every_kind(root: &Path) {
     );
     write(
         root,
+        "usr/lib/sysimage/rpm/rpmdb.sqlite",
+        include_bytes!("../../../testdata/sbom/rpm/rpmdb.sqlite"),
+    );
+    write(
+        root,
         "usr/lib/python3/dist-packages/Typing_Extensions-4.9.0.dist-info/METADATA",
         include_bytes!("../../../testdata/sbom/python/Typing_Extensions-4.9.0.dist-info/METADATA"),
     );
@@ -88,12 +93,13 @@ fn every_scanner_contributes_and_the_order_is_fixed() {
     every_kind(dir.path());
     let ps = scan_packages(dir.path(), &Limits::default()).unwrap();
     let kinds: std::collections::BTreeSet<Kind> = ps.iter().map(|p| p.kind).collect();
-    assert_eq!(kinds.len(), 6, "{ps:#?}");
+    assert_eq!(kinds.len(), 7, "{ps:#?}");
     let got: Vec<&str> = ps.iter().map(|p| p.purl.as_str()).collect();
     for want in [
         "pkg:deb/debian/base-files@12.4?arch=amd64&distro=debian-12",
         "pkg:deb/debian/jq@1.6-2.1?arch=amd64&distro=debian-12",
         "pkg:apk/debian/musl@1.2.4-r2?arch=x86_64&distro=debian-12",
+        "pkg:rpm/debian/bash@5.2.15-3.fc38?arch=x86_64&epoch=1&upstream=bash-5.2.15-3.fc38.src.rpm&distro=debian-12",
         "pkg:pypi/six@1.16.0",
         "pkg:pypi/typing-extensions@4.9.0",
         "pkg:npm/%40scope/pkg@1.0.0",
@@ -206,6 +212,7 @@ fn garbage_everywhere_gives_no_packages_and_no_panic() {
         "etc/os-release",
         "var/lib/dpkg/status",
         "lib/apk/db/installed",
+        "var/lib/rpm/rpmdb.sqlite",
         "x/y.dist-info/METADATA",
         "node_modules/z/package.json",
         "package-lock.json",
