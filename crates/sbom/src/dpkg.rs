@@ -177,7 +177,7 @@ mod tests {
         let text = include_str!("../../../testdata/sbom/dpkg/status");
         let ps = parse_status(text, &debian(), "/var/lib/dpkg/status");
         let names: Vec<&str> = ps.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["jq", "libjq1", "libc6", "tzdata"]);
+        assert_eq!(names, ["jq", "libjq1", "libc6", "tzdata", "bsdutils"]);
         assert_eq!(ps[0].version, "1.6-2.1");
         assert_eq!(ps[0].purl, "pkg:deb/debian/jq@1.6-2.1?arch=amd64&distro=debian-12");
         assert_eq!(
@@ -191,6 +191,11 @@ mod tests {
         assert_eq!(
             ps[3].purl,
             "pkg:deb/debian/tzdata@2024a-0+deb12u1?arch=all&distro=debian-12"
+        );
+        // An epoch and a binNMU: the source version differs, so upstream names it.
+        assert_eq!(
+            ps[4].purl,
+            "pkg:deb/debian/bsdutils@1:2.38.1-5+b1?arch=amd64&upstream=util-linux%402.38.1-5&distro=debian-12"
         );
     }
 

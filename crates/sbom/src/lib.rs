@@ -198,11 +198,12 @@ impl Packages {
     }
 }
 
-/// Percent-encodes `s` for a purl component, keeping what the purl spec leaves bare.
+/// Percent-encodes `s` for a purl component, keeping what the purl spec leaves bare
+/// (`:` too, as syft writes a Debian epoch: `@1:2.38.1-5`).
 pub(crate) fn purl_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'+') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'~' | b'+' | b':') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

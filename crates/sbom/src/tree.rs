@@ -75,7 +75,8 @@ impl Tree {
     }
 
     /// Walks the whole tree once without following a symlink, at most `max_entries`
-    /// entries; the kernel's virtual file systems are skipped.
+    /// entries (the kernel's virtual file systems skipped), and returns the entries a
+    /// scanner reads: metadata directories, package manifests and executables.
     pub(crate) fn walk(&self) -> Vec<Entry> {
         let root = self.dir.path();
         let mut out = Vec::new();
@@ -95,11 +96,19 @@ impl Tree {
             if !(ft.is_dir() || ft.is_file()) {
                 continue;
             }
-            let Ok(rel) = e.path().strip_prefix(root) else { continue };
+            let name = e.file_name().to_string_lossy();
+            let metadata_dir = ft.is_dir() && (name.ends_with(".dist-info") || name.ends_with(".egg-info"));
+            let manifest =
+                ft.is_file() && (name == "package.json" || name == "package-lock.json" || name.ends_with(".egg-info"));
             let (executable, size) = match (ft.is_file(), e.metadata()) {
                 (true, Ok(md)) => (md.permissions().mode() & 0o111 != 0, md.len()),
                 _ => (false, 0),
             };
+            // Only what a scanner looks at is kept: a huge tree costs time, not memory.
+            if !(metadata_dir || manifest || executable) {
+                continue;
+            }
+            let Ok(rel) = e.path().strip_prefix(root) else { continue };
             out.push(Entry {
                 rel: rel.to_path_buf(),
                 is_dir: ft.is_dir(),
