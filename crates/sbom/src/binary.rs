@@ -108,9 +108,20 @@ fn go_packages(data: &[u8], rel: &Path) -> Vec<Package> {
             ["mod" | "dep", path, version, ..] => mods.push((path.to_string(), version.to_string())),
             ["mod", path] => mods.push((path.to_string(), "(devel)".to_string())),
             // A replacement names the module actually built for the line before it.
+            // A local directory replacement has no version: the module keeps its own
+            // path, built from source.
             ["=>", path, version, ..] => {
                 if let Some(last) = mods.last_mut() {
-                    *last = (path.to_string(), version.to_string());
+                    *last = if version.is_empty() {
+                        (last.0.clone(), "(devel)".to_string())
+                    } else {
+                        (path.to_string(), version.to_string())
+                    };
+                }
+            }
+            ["=>", _] => {
+                if let Some(last) = mods.last_mut() {
+                    last.1 = "(devel)".to_string();
                 }
             }
             _ => {}
@@ -213,7 +224,7 @@ pub(crate) mod tests {
 
     #[test]
     fn go_build_info_lists_main_deps_replacements_and_stdlib() {
-        let modinfo = "path\texample.com/hello\nmod\texample.com/hello\t(devel)\t\ndep\tgithub.com/google/uuid\tv1.6.0\th1:abc=\ndep\tgolang.org/x/sys\tv0.1.0\th1:def=\n=>\tgithub.com/fork/sys\tv0.2.0\th1:ghi=\nbuild\t-compiler=gc\n";
+        let modinfo = "path\texample.com/hello\nmod\texample.com/hello\t(devel)\t\ndep\tgithub.com/google/uuid\tv1.6.0\th1:abc=\ndep\tgolang.org/x/sys\tv0.1.0\th1:def=\n=>\tgithub.com/fork/sys\tv0.2.0\th1:ghi=\ndep\tex.com/local\tv1.0.0\t\n=>\t../local\t\t\nbuild\t-compiler=gc\n";
         let sec = go_section("go1.21.5", modinfo);
         let ps = go_packages(&sec, Path::new("usr/local/bin/hello"));
         let purls: Vec<&str> = ps.iter().map(|p| p.purl.as_str()).collect();
@@ -223,6 +234,7 @@ pub(crate) mod tests {
                 "pkg:golang/example.com/hello@%28devel%29",
                 "pkg:golang/github.com/google/uuid@v1.6.0",
                 "pkg:golang/github.com/fork/sys@v0.2.0",
+                "pkg:golang/ex.com/local@%28devel%29",
                 "pkg:golang/stdlib@1.21.5"
             ]
         );
