@@ -40,6 +40,9 @@ pub enum SbomError {
     /// More packages than [`Limits::max_packages`] were found.
     #[error("more than {limit} packages found in `{path}` (the limit)")]
     TooManyPackages { path: PathBuf, limit: usize },
+    /// The tree has more entries than [`Limits::max_entries`].
+    #[error("more than {limit} files and directories in `{path}` (the limit)")]
+    TooManyEntries { path: PathBuf, limit: usize },
     /// The creation timestamp is outside what RFC 3339 can spell.
     #[error("creation timestamp `{0}` is out of range")]
     Timestamp(i64),
@@ -53,7 +56,8 @@ pub struct Limits {
     pub max_file_bytes: u64,
     /// The most packages one document lists; more is an error.
     pub max_packages: usize,
-    /// The most directory entries walked looking for metadata and binaries.
+    /// The most directory entries walked looking for metadata and binaries; a bigger
+    /// tree is an error rather than a bill of materials that silently lacks packages.
     pub max_entries: usize,
     /// Binaries larger than this are not inspected for Go or Rust build data.
     pub max_binary_bytes: u64,
@@ -153,7 +157,7 @@ pub fn scan_packages(root: &Path, limits: &Limits) -> Result<Vec<Package>, SbomE
     dpkg::scan(&tree, &release, &mut out)?;
     os::scan_apk(&tree, &release, &mut out)?;
     rpm::scan(&tree, &release, &mut out)?;
-    let walked = tree.walk();
+    let walked = tree.walk()?;
     python::scan(&tree, &walked, &mut out)?;
     npm::scan(&tree, &walked, &mut out)?;
     binary::scan(&tree, &walked, &mut out)?;

@@ -202,6 +202,21 @@ fn too_many_packages_is_an_error_naming_the_limit() {
 }
 
 #[test]
+fn too_many_entries_is_an_error_not_a_partial_list() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(dir.path(), &format!("d/f{i}"), b"");
+    }
+    let limits = Limits {
+        max_entries: 10,
+        ..Limits::default()
+    };
+    let err = scan_packages(dir.path(), &limits).unwrap_err();
+    assert!(matches!(err, SbomError::TooManyEntries { limit: 10, .. }), "{err}");
+    assert!(scan_packages(dir.path(), &Limits::default()).unwrap().is_empty());
+}
+
+#[test]
 fn garbage_everywhere_gives_no_packages_and_no_panic() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_snapshotter::RootDir;
 
-use crate::Limits;
+use crate::{Limits, SbomError};
 
 /// Tree is the open root file system being scanned.
 pub(crate) struct Tree {
@@ -77,7 +77,7 @@ impl Tree {
     /// Walks the whole tree once without following a symlink, at most `max_entries`
     /// entries (the kernel's virtual file systems skipped), and returns the entries a
     /// scanner reads: metadata directories, package manifests and executables.
-    pub(crate) fn walk(&self) -> Vec<Entry> {
+    pub(crate) fn walk(&self) -> Result<Vec<Entry>, SbomError> {
         let root = self.dir.path();
         let mut out = Vec::new();
         let walker = walkdir::WalkDir::new(root)
@@ -90,7 +90,14 @@ impl Tree {
                     && e.file_type().is_dir()
                     && matches!(e.file_name().to_str(), Some("proc" | "sys" | "dev")))
             });
-        for e in walker.take(self.limits.max_entries) {
+        for (n, e) in walker.enumerate() {
+            if n >= self.limits.max_entries {
+                // A partial bill of materials would look complete: refuse instead.
+                return Err(SbomError::TooManyEntries {
+                    path: root.to_path_buf(),
+                    limit: self.limits.max_entries,
+                });
+            }
             let Ok(e) = e else { continue };
             let ft = e.file_type();
             if !(ft.is_dir() || ft.is_file()) {
@@ -117,7 +124,7 @@ impl Tree {
                 size,
             });
         }
-        out
+        Ok(out)
     }
 }
 
