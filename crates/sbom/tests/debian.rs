@@ -54,7 +54,7 @@ fn fixture() -> Option<(PathBuf, PathBuf)> {
     Some((rootfs, wheels))
 }
 
-/// The `(version, purl)` of the package named `name` in the document.
+/// The `(version, purl, licenseDeclared)` of the package named `name` in the document.
 fn package(doc: &Value, name: &str) -> (String, String, String) {
     let p = doc["packages"]
         .as_array()
