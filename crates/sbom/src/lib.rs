@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{Digest, Platform};
 
-pub use spdx::SpdxDocument;
+pub use spdx::{Relationship, SpdxDocument, SpdxPackage};
 
 /// SbomError is why a bill of materials could not be made.
 #[derive(Debug, thiserror::Error)]
