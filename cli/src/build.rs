@@ -493,7 +493,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         a.tls_ca.as_deref(),
     )?);
     let root = KilnRoot::open(root_path).with_context(|| format!("cannot open kiln root `{}`", root_path.display()))?;
-    let _lock = RootLock::shared_after_sweep(&root.path().join("lock"), &root.tmp_dir())?;
+    let _lock = RootLock::shared_after_sweep(&root.lock_path(), &root.tmp_dir())?;
     let images = std::sync::Arc::new(kiln_worker::ImageSource::new(
         root.clone(),
         Some(registry.clone()),

@@ -13,6 +13,7 @@
 //! - `checksums-v1/<context>.json`: file digests of a build context, by path and stat;
 //! - `tmp/`: temp files, renamed into place when complete.
 
+mod bucket;
 mod error;
 mod images;
 mod ingest;
@@ -22,11 +23,12 @@ mod records;
 mod root;
 mod store;
 
+pub use bucket::Bucket;
 pub use error::CacheError;
 pub use images::{ImageStore, StoredImage};
 pub use ingest::Partial;
 pub use layers::{LayerRecord, LayerRecords};
 pub use lock::{LockKind, RootLock};
-pub use records::CacheRecords;
+pub use records::{CacheRecord, CacheRecords, Layer};
 pub use root::{remove_via_tmp, KilnRoot};
 pub use store::{BlobWriter, ContentStore};

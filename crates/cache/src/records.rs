@@ -1,13 +1,32 @@
 //! The build cache index: one record per cache key (`cache-v1/<hex>.json`), written
-//! atomically, holding what the step produced (the worker decides the format). A hit
+//! atomically, holding the layers the step produced (a JSON array of [`Layer`]). A hit
 //! touches the record's mtime, which is what least-recently-used pruning reads.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
-use kiln_image::Digest;
+use kiln_image::{Descriptor, Digest};
+use serde::{Deserialize, Serialize};
 
 use crate::store::write_atomic;
 use crate::CacheError;
+
+/// Layer is one filesystem change set: its uncompressed digest and its stored blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub diff_id: Digest,
+    pub blob: Descriptor,
+}
+
+/// CacheRecord is one entry of the build cache as listed for prune, `du` and fsck.
+#[derive(Debug, Clone)]
+pub struct CacheRecord {
+    pub key: Digest,
+    /// When a build last used (or made) it.
+    pub used: SystemTime,
+    /// The step's layers, bottom first; `None` when the file does not parse.
+    pub layers: Option<Vec<Layer>>,
+}
 
 /// CacheRecords maps cache keys to step results.
 #[derive(Debug, Clone)]
@@ -25,8 +44,8 @@ impl CacheRecords {
         self.dir.join(format!("{}.json", key.hex()))
     }
 
-    /// The record stored under `key`, if any (and marks it used).
-    pub fn get(&self, key: &Digest) -> Option<Vec<u8>> {
+    /// The layers stored under `key`, if any and readable (and marks the record used).
+    pub fn get(&self, key: &Digest) -> Option<Vec<Layer>> {
         let p = self.path(key);
         let bytes = std::fs::read(&p).ok()?;
         let now = rustix::fs::Timestamps {
@@ -40,13 +59,14 @@ impl CacheRecords {
             },
         };
         let _ = rustix::fs::utimensat(rustix::fs::CWD, &p, &now, rustix::fs::AtFlags::empty());
-        Some(bytes)
+        serde_json::from_slice(&bytes).ok()
     }
 
-    /// Stores `bytes` under `key`, replacing any previous record.
-    pub fn put(&self, key: &Digest, bytes: &[u8]) -> Result<(), CacheError> {
+    /// Stores `layers` under `key`, replacing any previous record.
+    pub fn put(&self, key: &Digest, layers: &[Layer]) -> Result<(), CacheError> {
         std::fs::create_dir_all(&self.dir).map_err(CacheError::io("cannot create directory", &self.dir))?;
-        write_atomic(&self.tmp, &self.path(key), bytes)
+        let bytes = serde_json::to_vec(layers).expect("layers serialise");
+        write_atomic(&self.tmp, &self.path(key), &bytes)
     }
 
     /// Removes the record under `key` (a record whose blobs are gone).
@@ -54,8 +74,9 @@ impl CacheRecords {
         let _ = std::fs::remove_file(self.path(key));
     }
 
-    /// Every record: key, last use, bytes (unreadable or misnamed files are skipped).
-    pub fn list(&self) -> Vec<(Digest, std::time::SystemTime, Vec<u8>)> {
+    /// Every record, parsed (unreadable or misnamed files are skipped; see
+    /// [`CacheRecords::strays`]).
+    pub fn list(&self) -> Vec<CacheRecord> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -71,7 +92,11 @@ impl CacheRecords {
             let (Ok(md), Ok(bytes)) = (e.metadata(), std::fs::read(e.path())) else {
                 continue;
             };
-            out.push((key, md.modified().unwrap_or(std::time::UNIX_EPOCH), bytes));
+            out.push(CacheRecord {
+                key,
+                used: md.modified().unwrap_or(std::time::UNIX_EPOCH),
+                layers: serde_json::from_slice(&bytes).ok(),
+            });
         }
         out
     }

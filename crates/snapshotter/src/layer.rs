@@ -6,19 +6,14 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use kiln_cache::ContentStore;
-use kiln_image::{media_types, Descriptor, Digest, Sha256Writer};
-use serde::{Deserialize, Serialize};
+use kiln_image::{media_types, Descriptor, Sha256Writer};
 
 use crate::pgzip::ParGzWriter;
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
-/// Layer is one filesystem change set: its uncompressed digest and its stored blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layer {
-    pub diff_id: Digest,
-    pub blob: Descriptor,
-}
+/// Layer (diff id and stored blob) is the store's: cache records are lists of them.
+pub use kiln_cache::Layer;
 
 /// Compression of new layer blobs, with its level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ pub mod apply;
 mod check;
 mod deflate;
 pub mod diff;
+mod entries;
 mod error;
 pub mod ids;
 mod inroot;
@@ -17,6 +18,7 @@ mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
 pub use check::{check_snapshot, deep_check};
+pub use entries::SnapshotEntry;
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};

@@ -164,8 +164,7 @@ impl Worker {
             for (l, t) in rec.layers.iter().zip(&rec.created) {
                 let _ = layer_records.add(&l.diff_id, l.blob.clone(), t);
             }
-            let bytes = serde_json::to_vec(&rec.layers).expect("layers serialise");
-            let _ = self.root.cache_records().put(key, &bytes);
+            let _ = self.root.cache_records().put(key, &rec.layers);
             return Some(rec.layers.clone());
         }
         None
