@@ -285,7 +285,13 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.blobs += 1;
         u.blobs_bytes += content.blob_path(&d).metadata().map(|m| m.len()).unwrap_or(0);
     }
-    for e in Snapshots::new(root)?.entries() {
+    // Read only: `Snapshots::new` would create the bucket.
+    let snaps = root
+        .bucket(Bucket::Snapshots)
+        .is_dir()
+        .then(|| Snapshots::new(root))
+        .transpose()?;
+    for e in snaps.iter().flat_map(|s| s.entries()) {
         if let SnapshotEntry::Tree { path, .. } | SnapshotEntry::Stray { path, .. } = e {
             if path.is_dir() {
                 u.snapshots += 1;
