@@ -101,6 +101,11 @@ impl CacheRecords {
         out
     }
 
+    /// Removes a file [`CacheRecords::strays`] returned; returns whether it was removed.
+    pub fn remove_stray(&self, path: &std::path::Path) -> bool {
+        path.parent() == Some(self.dir.as_path()) && std::fs::remove_file(path).is_ok()
+    }
+
     /// Files in the index directory that are not records (for fsck).
     pub fn strays(&self) -> Vec<PathBuf> {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
@@ -117,5 +122,44 @@ impl CacheRecords {
                     .is_none_or(|h| format!("sha256:{h}").parse::<Digest>().is_err())
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{KilnRoot, Layer};
+
+    #[test]
+    fn records_list_typed_and_strays_are_removed_only_from_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let root = KilnRoot::open(d.path()).unwrap();
+        let blob = root.content().put_bytes("application/octet-stream", b"x").unwrap();
+        let layers = vec![Layer {
+            diff_id: blob.digest.clone(),
+            blob,
+        }];
+        let cache = root.cache_records();
+        let key = kiln_image::Digest::of(b"key");
+        cache.put(&key, &layers).unwrap();
+        let bad = kiln_image::Digest::of(b"bad");
+        let dir = root.bucket(crate::Bucket::Cache);
+        std::fs::write(dir.join(format!("{}.json", bad.hex())), b"not json").unwrap();
+        std::fs::write(dir.join("junk"), b"").unwrap();
+
+        let mut listed = cache.list();
+        listed.sort_by_key(|r| r.layers.is_none());
+        assert_eq!(listed.len(), 2);
+        assert_eq!((&listed[0].key, listed[0].layers.as_ref()), (&key, Some(&layers)));
+        assert_eq!((&listed[1].key, listed[1].layers.as_ref()), (&bad, None));
+        assert_eq!(cache.get(&key), Some(layers));
+        assert_eq!(cache.get(&bad), None, "a record that does not parse is a miss");
+
+        assert_eq!(cache.strays(), [dir.join("junk")]);
+        let outside = d.path().join("outside");
+        std::fs::write(&outside, b"").unwrap();
+        assert!(!cache.remove_stray(&outside), "only files of the index");
+        assert!(outside.exists());
+        assert!(cache.remove_stray(&dir.join("junk")));
+        assert!(cache.strays().is_empty());
     }
 }

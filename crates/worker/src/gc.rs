@@ -435,7 +435,7 @@ pub fn fsck(root: &KilnRoot, opts: FsckOptions) -> Result<FsckReport, WorkerErro
     for p in cache.strays() {
         rep.problems
             .push(format!("stray file in the cache index: {}", p.display()));
-        if repair && std::fs::remove_file(&p).is_ok() {
+        if repair && cache.remove_stray(&p) {
             rep.repaired.push(format!("removed {}", p.display()));
         }
     }
