@@ -32,7 +32,8 @@ impl Snapshots {
             .map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let path = e.path();
-                let is_dir = path.is_dir();
+                // A symlink is never a tree, wherever it points.
+                let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
                 match name.strip_suffix(".json") {
                     Some(chain) if is_chain_hex(chain) && path.is_file() => SnapshotEntry::Record {
                         chain: chain.to_string(),
@@ -63,6 +64,8 @@ mod tests {
         std::fs::write(snaps.dir().join(format!("{lone}.json")), "{}").unwrap();
         std::fs::write(snaps.dir().join(&lone), "").unwrap();
         std::fs::create_dir(snaps.dir().join("junk")).unwrap();
+        let linked = "c".repeat(64);
+        std::os::unix::fs::symlink(d.path(), snaps.dir().join(&linked)).unwrap();
         let mut got = snaps.entries();
         got.sort_by_key(|e| format!("{e:?}"));
         let dir = snaps.dir().to_path_buf();
@@ -85,6 +88,10 @@ mod tests {
             SnapshotEntry::Stray {
                 name: lone.clone(),
                 path: dir.join(&lone),
+            },
+            SnapshotEntry::Stray {
+                name: linked.clone(),
+                path: dir.join(&linked),
             },
             SnapshotEntry::Stray {
                 name: "junk".into(),

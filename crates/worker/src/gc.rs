@@ -293,7 +293,8 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         .transpose()?;
     for e in snaps.iter().flat_map(|s| s.entries()) {
         if let SnapshotEntry::Tree { path, .. } | SnapshotEntry::Stray { path, .. } = e {
-            if path.is_dir() {
+            // Not through a symlink: `dir_size` would walk wherever it points.
+            if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 u.snapshots += 1;
                 u.snapshots_bytes += dir_size(&path);
             }
