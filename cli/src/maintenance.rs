@@ -98,7 +98,7 @@ fn human(bytes: u64) -> String {
 fn open_exclusive(root: &Path) -> Result<(KilnRoot, RootLock)> {
     let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
     // Builds hold the lock shared; this waits for them to finish.
-    let lock = RootLock::acquire(&r.path().join("lock"), LockKind::Exclusive)?;
+    let lock = RootLock::acquire(&r.lock_path(), LockKind::Exclusive)?;
     Ok((r, lock))
 }
 

@@ -31,7 +31,7 @@ pub struct PushArgs {
 #[allow(clippy::print_stdout)]
 pub fn push(root: &Path, a: PushArgs) -> Result<()> {
     let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
-    let _lock = RootLock::acquire(&r.path().join("lock"), LockKind::Shared)?;
+    let _lock = RootLock::acquire(&r.lock_path(), LockKind::Shared)?;
     let store = r.images();
     let img = store.resolve(&a.image)?;
     let dest_text = a.dest.as_deref().unwrap_or(&a.image);

@@ -84,3 +84,97 @@ fn store_commands_round_trip() {
         "rmi of the last tag removes the image's blobs from the layout"
     );
 }
+
+/// Serves `body` with an ETag to every request on a local port, for `ADD <url>`.
+fn serve_forever(body: &'static [u8]) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let mut out = conn;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(head.as_bytes()).and_then(|()| out.write_all(body));
+        }
+    });
+    format!("http://127.0.0.1:{port}/file.txt")
+}
+
+/// Every top-level entry of a root that real builds, an export in another compression,
+/// `du`, `fsck` and `prune` have used is a `kiln_cache::Bucket` (or a lock file): a
+/// directory added to the root as a string literal, outside the enum, fails here.
+#[test]
+fn every_top_level_entry_of_a_used_root_is_a_known_bucket() {
+    if !require(
+        kiln_testkit::is_root(),
+        "the bucket walk runs RUN steps (cache mounts) as root",
+    ) {
+        return;
+    }
+    let k = kiln();
+    let Some(bb) = crate::run::busybox_base(&k) else { return };
+    let url = serve_forever(b"fetched\n");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            &format!(
+                "FROM {bb}\nCOPY hello.txt /hello.txt\nADD {url} /fetched.txt\n\
+                 RUN --mount=type=cache,id=pkgs,target=/c echo x >> /c/log && cp /c/log /log\n"
+            ),
+        ),
+        ("hello.txt", "hello\n"),
+    ]);
+    let ctx = ctx.path().to_str().unwrap();
+    k.ok(&["build", "-q", "-t", "app:1", ctx]);
+    // Cached layers (gzip) converted for a zstd export.
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=oci,dest={}/app.tar,compression=zstd", out.path().display());
+    k.ok(&["build", "-q", "--output", &dest, ctx]);
+    k.ok(&["du"]);
+    k.ok(&["fsck"]);
+
+    let root = kiln_cache::KilnRoot::open(k.root()).unwrap();
+    let present: Vec<String> = std::fs::read_dir(k.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    use kiln_cache::Bucket;
+    for b in [
+        Bucket::Content,
+        Bucket::Store,
+        Bucket::Layers,
+        Bucket::Cache,
+        Bucket::Snapshots,
+        Bucket::DiffIds,
+        Bucket::Checksums,
+        Bucket::Http,
+        Bucket::Conversions,
+        Bucket::CacheMounts,
+        Bucket::Tmp,
+    ] {
+        assert!(
+            present.iter().any(|p| p == b.dir_name()),
+            "no {b}/ after the builds: {present:?}"
+        );
+    }
+    assert_eq!(
+        root.unknown_entries().unwrap(),
+        Vec::<std::path::PathBuf>::new(),
+        "{present:?}"
+    );
+    k.ok(&["prune", "--all"]);
+    assert_eq!(root.unknown_entries().unwrap(), Vec::<std::path::PathBuf>::new());
+
+    // The check can fail: a directory the enum does not know is reported.
+    std::fs::create_dir(k.root().join("bogus-v1")).unwrap();
+    assert_eq!(root.unknown_entries().unwrap(), vec![k.root().join("bogus-v1")]);
+}

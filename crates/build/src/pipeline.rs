@@ -146,7 +146,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     let inputs = read_inputs(req.context.as_deref(), &req.dockerfile)?;
     let registry = req.registry.clone();
     let root = KilnRoot::open(&req.root).ctx(|| format!("cannot open kiln root `{}`", req.root.display()))?;
-    let _lock = RootLock::shared_after_sweep(&root.path().join("lock"), &root.tmp_dir()).map_err(BuildError::other)?;
+    let _lock = RootLock::shared_after_sweep(&root.lock_path(), &root.tmp_dir()).map_err(BuildError::other)?;
     let images = std::sync::Arc::new(kiln_worker::ImageSource::new(
         root.clone(),
         Some(registry.clone()),

@@ -44,6 +44,28 @@ impl LayerRecords {
             .filter(|r| r.diff_id == *diff_id)
     }
 
+    /// Every file in the records directory with its record; `None` when it does not
+    /// parse (for prune and fsck, which drop such files).
+    pub fn list(&self) -> Vec<(PathBuf, Option<LayerRecord>)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .map(|e| {
+                let rec = std::fs::read(e.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LayerRecord>(&b).ok());
+                (e.path(), rec)
+            })
+            .collect()
+    }
+
+    /// Removes the record file at `path` (one [`LayerRecords::list`] returned);
+    /// returns whether it was removed.
+    pub fn remove(&self, path: &std::path::Path) -> bool {
+        path.parent() == Some(self.dir.as_path()) && std::fs::remove_file(path).is_ok()
+    }
+
     /// Records a compressed blob for a layer; keeps the first creation time seen.
     pub fn add(&self, diff_id: &Digest, blob: Descriptor, created: &str) -> Result<LayerRecord, CacheError> {
         let mut rec = self.get(diff_id).unwrap_or_else(|| LayerRecord {

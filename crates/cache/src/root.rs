@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 
-use crate::{CacheError, ContentStore, ImageStore, LayerRecords};
+use crate::bucket::{ROOT_LOCK, STORE_LOCK};
+use crate::{Bucket, CacheError, ContentStore, ImageStore, LayerRecords};
 
 /// KilnRoot is an opened `$KILN_ROOT` directory with its stores.
 #[derive(Debug, Clone)]
@@ -12,8 +13,12 @@ impl KilnRoot {
     /// Opens (creating when missing) the root at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, CacheError> {
         let path = path.into();
-        for sub in ["content-v1/blobs/sha256", "layers-v1", "tmp"] {
-            let p = path.join(sub);
+        let made = [
+            path.join(Bucket::Content.dir_name()).join("blobs/sha256"),
+            path.join(Bucket::Layers.dir_name()),
+            path.join(Bucket::Tmp.dir_name()),
+        ];
+        for p in made {
             fs_err::create_dir_all(&p).map_err(|e| CacheError::Io {
                 op: "cannot create directory",
                 path: p.clone(),
@@ -50,38 +55,61 @@ impl KilnRoot {
 
     /// Where temp files live (same filesystem as the stores, so renames are atomic).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.path.join("tmp")
+        self.bucket(Bucket::Tmp)
+    }
+
+    /// The directory of `bucket` under the root (not created here).
+    pub fn bucket(&self, bucket: Bucket) -> PathBuf {
+        self.path.join(bucket.dir_name())
+    }
+
+    /// The root's lock file: builds hold it shared, prune and fsck exclusive.
+    pub fn lock_path(&self) -> PathBuf {
+        self.path.join(ROOT_LOCK)
+    }
+
+    /// Top-level entries of the root that are neither a [`Bucket`] nor one of the
+    /// store's lock files, sorted (for fsck, and for tests that guard against a new
+    /// directory added outside the enum).
+    pub fn unknown_entries(&self) -> Result<Vec<PathBuf>, CacheError> {
+        let rd = std::fs::read_dir(&self.path).map_err(CacheError::io("cannot read directory", &self.path))?;
+        let mut out: Vec<PathBuf> = rd
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                Bucket::from_dir_name(&name).is_none() && name != ROOT_LOCK && name != STORE_LOCK
+            })
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The content store.
     pub fn content(&self) -> ContentStore {
-        ContentStore::new(self.path.join("content-v1"), self.tmp_dir())
+        ContentStore::new(self.bucket(Bucket::Content), self.tmp_dir())
     }
 
     /// The tagged image store (an OCI layout).
     pub fn images(&self) -> ImageStore {
-        ImageStore::new(self.path.join("store"), self.content(), self.tmp_dir())
+        ImageStore::new(self.bucket(Bucket::Store), self.content(), self.tmp_dir())
     }
 
     /// Layer records (diff id → compressed blob, creation time).
     pub fn layers(&self) -> LayerRecords {
-        LayerRecords::new(self.path.join("layers-v1"), self.tmp_dir())
+        LayerRecords::new(self.bucket(Bucket::Layers), self.tmp_dir())
     }
 
     /// The build cache index.
     pub fn cache_records(&self) -> crate::CacheRecords {
-        crate::CacheRecords::new(self.path.join("cache-v1"), self.tmp_dir())
+        crate::CacheRecords::new(self.bucket(Bucket::Cache), self.tmp_dir())
     }
 
     /// Removes `path` (a file or a whole tree) so that no one ever sees it half deleted:
     /// see [`remove_via_tmp`].
     pub fn remove_atomic(&self, path: &Path) -> Result<bool, CacheError> {
         remove_via_tmp(&self.tmp_dir(), path)
-    }
-
-    /// The directory for a versioned sub-store owned by another crate (e.g. snapshots).
-    pub fn subdir(&self, name: &str) -> PathBuf {
-        self.path.join(name)
     }
 }
 

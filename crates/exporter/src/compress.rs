@@ -14,7 +14,7 @@ use crate::{BuiltImage, ExportError};
 
 /// `layer` in `to`, from the conversion records or converted now.
 fn converted(root: &KilnRoot, layer: &Layer, to: Compression) -> Result<Layer, ExportError> {
-    let dir = root.path().join("conversions-v1");
+    let dir = root.bucket(kiln_cache::Bucket::Conversions);
     let record = dir.join(format!("{}.{}", layer.blob.digest.hex(), to.tag()));
     let content = root.content();
     if let Some(known) = std::fs::read(&record)

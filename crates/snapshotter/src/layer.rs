@@ -6,20 +6,15 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use kiln_cache::ContentStore;
-use kiln_image::{Descriptor, Digest, LayerCodec, Sha256Writer};
-use serde::{Deserialize, Serialize};
+use kiln_image::{Descriptor, LayerCodec, Sha256Writer};
 
 pub use crate::compression::Compression;
 use crate::compression::{compressor, decompressor};
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
-/// Layer is one filesystem change set: its uncompressed digest and its stored blob.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layer {
-    pub diff_id: Digest,
-    pub blob: Descriptor,
-}
+/// Layer (diff id and stored blob) is the store's: cache records are lists of them.
+pub use kiln_cache::Layer;
 
 /// Writes the tree under `dir` as a layer blob into `store`.
 pub fn write_layer(

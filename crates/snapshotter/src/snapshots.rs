@@ -18,7 +18,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kiln_cache::{ContentStore, KilnRoot};
+use kiln_cache::{Bucket, ContentStore, KilnRoot};
 use kiln_image::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -90,7 +90,7 @@ pub struct Snapshots {
 impl Snapshots {
     /// The snapshots of a kiln root.
     pub fn new(root: &KilnRoot) -> Result<Self, SnapshotError> {
-        let dir = root.subdir("snapshots-v1");
+        let dir = root.bucket(Bucket::Snapshots);
         std::fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io {
             op: "cannot create directory",
             path: dir.clone(),
@@ -581,7 +581,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            !root.subdir("snapshots-v1").join(claimed.hex()).exists(),
+            !root.bucket(Bucket::Snapshots).join(claimed.hex()).exists(),
             "no snapshot is recorded for the bad chain"
         );
         assert_eq!(

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use kiln_graph::{FileAction, Node, Op};
 use kiln_image::Digest;
-use kiln_snapshotter::Layer;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -221,7 +220,10 @@ impl Worker {
             .entry(canon.clone())
             .or_insert_with(|| {
                 let name = Digest::of(canon.as_os_str().as_bytes());
-                let path = self.root.subdir("checksums-v1").join(format!("{}.json", name.hex()));
+                let path = self
+                    .root
+                    .bucket(kiln_cache::Bucket::Checksums)
+                    .join(format!("{}.json", name.hex()));
                 Arc::new(ContextMemo::load(path, dir))
             })
             .clone()
@@ -352,8 +354,7 @@ impl Worker {
             return None;
         }
         let records = self.root.cache_records();
-        let local = records.get(key).and_then(|bytes| {
-            let layers: Vec<Layer> = serde_json::from_slice(&bytes).ok()?;
+        let local = records.get(key).and_then(|layers| {
             let content = self.root.content();
             if layers.iter().any(|l| !content.has(&l.blob.digest)) {
                 // The blobs were pruned or lost: the step runs again.
@@ -371,8 +372,7 @@ impl Worker {
         let (Op::File(_) | Op::Exec(_), Value::Fs(layers)) = (&node.op, out) else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec(layers.as_ref()).expect("layers serialise");
-        self.root.cache_records().put(key, &bytes)?;
+        self.root.cache_records().put(key, layers)?;
         self.used.lock().expect("used lock").push((key.clone(), layers.clone()));
         Ok(())
     }

@@ -3,35 +3,23 @@
 //! layout) or to a registry (an OCI image manifest whose config is kiln's cache index
 //! and whose layers are the blobs, which any registry v2 stores); `--cache-from` reads
 //! them back, fetching a record's blobs only when the record is hit.
+//!
+//! The format, the directory transport and the choice of records are the store's
+//! (`kiln_cache::ExportedCache`); what is here needs the registry client or the layer
+//! verifier, which sit above the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use kiln_cache::{CacheMode, CACHE_MEDIA_TYPE};
+use kiln_cache::{ExportedCache, ExportedRecord};
 use kiln_image::{media_types, Descriptor, Digest, Manifest, Platform, Reference};
 use kiln_registry::Client;
 use kiln_snapshotter::Layer;
-use serde::{Deserialize, Serialize};
 
 use crate::images::{DiffIdCheck, VerifiedDiffIds};
 use crate::{Worker, WorkerError};
-
-/// Media type of kiln's exported cache index blob.
-pub const CACHE_MEDIA_TYPE: &str = "application/vnd.kiln.cache.v1+json";
-
-/// One exported cache record: the key, the layer chain, and each layer's first
-/// creation time (so an importing root writes the same image history).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExportedRecord {
-    pub key: Digest,
-    pub layers: Vec<Layer>,
-    pub created: Vec<String>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct ExportedCache {
-    records: Vec<ExportedRecord>,
-}
 
 /// Where an exported cache lives.
 #[derive(Debug)]
@@ -49,40 +37,11 @@ pub struct ImportedCache {
     records: HashMap<Digest, ExportedRecord>,
 }
 
-/// Which records `--cache-to` writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheMode {
-    /// Only the steps whose results are in the final image.
-    Min,
-    /// Every step of the build, all stages.
-    Max,
-}
-
-fn parse_cache(bytes: &[u8], what: &dyn std::fmt::Display) -> Result<HashMap<Digest, ExportedRecord>, String> {
-    let cache: ExportedCache = serde_json::from_slice(bytes).map_err(|e| format!("{what}: {e}"))?;
-    Ok(cache.records.into_iter().map(|r| (r.key.clone(), r)).collect())
-}
-
 impl ImportedCache {
     /// Reads the cache exported into `dir` (an OCI layout holding kiln's cache index).
     pub fn open(dir: &Path) -> Result<Self, String> {
-        let index: kiln_image::Index = std::fs::read(dir.join("index.json"))
-            .map_err(|e| format!("cannot read {}: {e}", dir.join("index.json").display()))
-            .and_then(|b| {
-                serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", dir.join("index.json").display()))
-            })?;
-        let desc = index
-            .manifests
-            .iter()
-            .find(|d| d.media_type == CACHE_MEDIA_TYPE)
-            .ok_or_else(|| format!("{} holds no kiln cache", dir.display()))?;
-        let blob = dir.join("blobs/sha256").join(desc.digest.hex());
-        let bytes = std::fs::read(&blob).map_err(|e| format!("cannot read {}: {e}", blob.display()))?;
-        if Digest::of(&bytes) != desc.digest {
-            return Err(format!("{} is corrupt", blob.display()));
-        }
         Ok(ImportedCache {
-            records: parse_cache(&bytes, &blob.display())?,
+            records: ExportedCache::read_dir(dir)?,
             source: Source::Dir(dir.to_path_buf()),
         })
     }
@@ -100,7 +59,7 @@ impl ImportedCache {
             ));
         }
         Ok(ImportedCache {
-            records: parse_cache(&resolved.config_bytes, &reference)?,
+            records: ExportedCache::parse(&resolved.config_bytes, &reference)?,
             source: Source::Registry { client, reference },
         })
     }
@@ -117,7 +76,7 @@ impl ImportedCache {
             match &self.source {
                 Source::Dir(dir) => {
                     content
-                        .import(&dir.join("blobs/sha256").join(blob.digest.hex()), &blob.digest)
+                        .import(&ExportedCache::dir_blob(dir, &blob.digest), &blob.digest)
                         .is_ok()
                         && kiln_snapshotter::verify_layer(content, layer).is_ok()
                 }
@@ -160,43 +119,10 @@ impl Worker {
             if !rec.layers.iter().all(|l| imp.fetch(l, &content, &verified)) {
                 continue;
             }
-            let layer_records = self.root.layers();
-            for (l, t) in rec.layers.iter().zip(&rec.created) {
-                let _ = layer_records.add(&l.diff_id, l.blob.clone(), t);
-            }
-            let bytes = serde_json::to_vec(&rec.layers).expect("layers serialise");
-            let _ = self.root.cache_records().put(key, &bytes);
+            self.root.adopt_record(key, rec);
             return Some(rec.layers.clone());
         }
         None
-    }
-
-    /// This build's cache records: all of them, or only those in `final_layers`' chain.
-    fn records_to_export(&self, mode: CacheMode, final_layers: &[Layer]) -> Vec<ExportedRecord> {
-        let used = self.used.lock().expect("used lock").clone();
-        let layer_records = self.root.layers();
-        let mut records = Vec::new();
-        let mut seen = BTreeSet::new();
-        for (key, layers) in used {
-            let in_final = layers.len() <= final_layers.len()
-                && layers
-                    .iter()
-                    .zip(final_layers)
-                    .all(|(a, b)| a.blob.digest == b.blob.digest);
-            if (mode == CacheMode::Min && !in_final) || !seen.insert(key.clone()) {
-                continue;
-            }
-            let created = layers
-                .iter()
-                .map(|l| layer_records.get(&l.diff_id).map(|r| r.created).unwrap_or_default())
-                .collect();
-            records.push(ExportedRecord {
-                key,
-                layers: layers.as_ref().clone(),
-                created,
-            });
-        }
-        records
     }
 
     /// Writes this build's cache records with their blobs to `target`; returns how many
@@ -208,10 +134,11 @@ impl Worker {
         mode: CacheMode,
         final_layers: &[Layer],
     ) -> Result<usize, WorkerError> {
-        let records = self.records_to_export(mode, final_layers);
+        let used = self.used.lock().expect("used lock").clone();
+        let records = ExportedCache::select(&used, mode, final_layers, &self.root.layers()).records;
         let n = records.len();
         match target {
-            CacheTarget::Dir(dest) => self.export_to_dir(dest, records)?,
+            CacheTarget::Dir(dest) => ExportedCache { records }.write_dir(&self.root.content(), dest)?,
             CacheTarget::Registry(reference) => {
                 let client = client.ok_or_else(|| WorkerError::Malformed("no registry client".to_string()))?;
                 self.export_to_registry(client, reference, records)?
@@ -242,52 +169,6 @@ impl Worker {
         let manifest = content.put_bytes(media_types::OCI_MANIFEST, &manifest_bytes)?;
         blobs.push(config);
         client.push(reference, &content, &manifest, &blobs, &|_| Vec::new(), &|_, _| {})?;
-        Ok(())
-    }
-
-    fn export_to_dir(&self, dest: &Path, records: Vec<ExportedRecord>) -> Result<(), WorkerError> {
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| WorkerError::Io { path: p, source }
-        };
-        let blobs = dest.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
-        let content = self.root.content();
-        let put = |digest: &Digest, from: Option<&Path>, bytes: Option<&[u8]>| -> Result<(), WorkerError> {
-            let target = blobs.join(digest.hex());
-            if target.is_file() {
-                return Ok(());
-            }
-            let tmp = blobs.join(format!(".tmp-{}", digest.hex()));
-            match (from, bytes) {
-                (Some(src), _) => {
-                    if std::fs::hard_link(src, &tmp).is_err() {
-                        std::fs::copy(src, &tmp).map_err(io(src))?;
-                    }
-                }
-                (None, Some(b)) => std::fs::write(&tmp, b).map_err(io(&tmp))?,
-                _ => return Ok(()),
-            }
-            std::fs::rename(&tmp, &target).map_err(io(&target))
-        };
-        for r in &records {
-            for l in &r.layers {
-                put(&l.blob.digest, Some(&content.blob_path(&l.blob.digest)), None)?;
-            }
-        }
-        let bytes = serde_json::to_vec_pretty(&ExportedCache { records }).expect("cache serialises");
-        let digest = Digest::of(&bytes);
-        put(&digest, None, Some(&bytes))?;
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": [{"mediaType": CACHE_MEDIA_TYPE, "digest": digest, "size": bytes.len()}]
-        });
-        let layout = dest.join("oci-layout");
-        std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
-        let tmp = dest.join(".index.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&index).expect("index")).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, dest.join("index.json")).map_err(io(dest))?;
         Ok(())
     }
 }

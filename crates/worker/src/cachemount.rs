@@ -15,7 +15,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use kiln_cache::KilnRoot;
+use kiln_cache::{Bucket, KilnRoot};
 use kiln_graph::{CacheSharing, Definition, MountKind, Op};
 use kiln_image::Digest;
 
@@ -28,16 +28,16 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
     }
 }
 
-/// The store's directory name in the root.
-pub(crate) const STORE: &str = "cachemounts-v2";
+/// The store's bucket in the root.
+const STORE: Bucket = Bucket::CacheMounts;
 /// The layout before seeds were part of the key.
-const OLD_STORE: &str = "cachemounts-v1";
+const OLD_STORE: Bucket = Bucket::CacheMountsV1;
 /// The unseeded cache of an id.
 const PLAIN: &str = "plain";
 
 /// The cache-mount store of `root`, with any `cachemounts-v1/` moved in first.
 pub(crate) fn store(root: &KilnRoot) -> Result<PathBuf, WorkerError> {
-    let store = root.subdir(STORE);
+    let store = root.bucket(STORE);
     std::fs::create_dir_all(&store).map_err(io_err(&store))?;
     migrate(root, &store)?;
     Ok(store)
@@ -54,12 +54,12 @@ pub(crate) fn dirs(root: &KilnRoot) -> Vec<PathBuf> {
             .filter(is_dir)
             .collect()
     };
-    let mut out: Vec<PathBuf> = list(&root.subdir(STORE))
+    let mut out: Vec<PathBuf> = list(&root.bucket(STORE))
         .iter()
         .flat_map(|id| list(&id.path()))
         .map(|e| e.path())
         .collect();
-    out.extend(list(&root.subdir(OLD_STORE)).iter().map(|e| e.path()));
+    out.extend(list(&root.bucket(OLD_STORE)).iter().map(|e| e.path()));
     out
 }
 
@@ -67,7 +67,7 @@ pub(crate) fn dirs(root: &KilnRoot) -> Vec<PathBuf> {
 /// (unless that exists already) and drops the rest of v1 (its lock files, and what
 /// could not be moved, atomically).
 fn migrate(root: &KilnRoot, store: &Path) -> Result<(), WorkerError> {
-    let old = root.subdir(OLD_STORE);
+    let old = root.bucket(OLD_STORE);
     let Ok(rd) = std::fs::read_dir(&old) else {
         return Ok(());
     };
@@ -306,16 +306,16 @@ mod tests {
         let t = TempDir::new("migrate");
         let root = KilnRoot::open(t.0.join("root")).unwrap();
         let id = Digest::of(b"pip").hex().to_string();
-        let old = root.subdir(OLD_STORE).join(&id);
+        let old = root.bucket(OLD_STORE).join(&id);
         std::fs::create_dir_all(&old).unwrap();
         std::fs::write(old.join("wheel"), "w").unwrap();
-        std::fs::write(root.subdir(OLD_STORE).join(format!("{id}.lock")), "").unwrap();
+        std::fs::write(root.bucket(OLD_STORE).join(format!("{id}.lock")), "").unwrap();
         let store = store(&root).unwrap();
         assert_eq!(
             std::fs::read_to_string(store.join(&id).join(PLAIN).join("wheel")).unwrap(),
             "w"
         );
-        assert!(!root.subdir(OLD_STORE).exists());
+        assert!(!root.bucket(OLD_STORE).exists());
         let (path, _) = locate(&store, "pip", PLAIN, CacheSharing::Shared).unwrap();
         assert!(path.join("wheel").is_file());
     }

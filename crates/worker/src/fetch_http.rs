@@ -90,7 +90,8 @@ fn temp_dir(root: &KilnRoot) -> Result<tempfile::TempDir, WorkerError> {
 
 fn etag_path(root: &KilnRoot, url: &str, filename: &str) -> PathBuf {
     let key = Digest::of(format!("{url}\0{filename}").as_bytes());
-    root.subdir("http-v1").join(format!("{}.json", key.hex()))
+    root.bucket(kiln_cache::Bucket::Http)
+        .join(format!("{}.json", key.hex()))
 }
 
 /// Fetches `url` into a fresh directory as `filename`, verifying `expect` when given.

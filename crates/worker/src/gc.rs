@@ -15,9 +15,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use kiln_cache::KilnRoot;
+use kiln_cache::{Bucket, CacheRecord, KilnRoot};
 use kiln_image::{Digest, ImageConfig, Manifest};
-use kiln_snapshotter::{chain_id, chain_ids, Layer, Snapshots};
+use kiln_snapshotter::{chain_id, chain_ids, SnapshotEntry, Snapshots};
 
 use crate::WorkerError;
 
@@ -42,13 +42,6 @@ pub struct PruneReport {
     pub cache_mounts: usize,
     /// Partial downloads of killed pulls.
     pub partials: usize,
-}
-
-/// One cache record as `prune` and `fsck` see it.
-struct Record {
-    key: Digest,
-    used: SystemTime,
-    layers: Option<Vec<Layer>>,
 }
 
 /// The layers of every tagged image (by manifest), plus their manifest and config blobs.
@@ -80,18 +73,6 @@ fn tagged(root: &KilnRoot) -> Result<Tagged, WorkerError> {
     Ok(t)
 }
 
-fn records(root: &KilnRoot) -> Vec<Record> {
-    root.cache_records()
-        .list()
-        .into_iter()
-        .map(|(key, used, bytes)| Record {
-            key,
-            used,
-            layers: serde_json::from_slice(&bytes).ok(),
-        })
-        .collect()
-}
-
 /// Chain ids of every prefix of `diff_ids` (computed once each: linear).
 fn prefix_chains(diff_ids: &[Digest], out: &mut BTreeSet<String>) {
     out.extend(chain_ids(diff_ids).iter().map(|c| c.hex().to_string()));
@@ -121,16 +102,6 @@ fn sweep_tmp(root: &KilnRoot) {
     }
 }
 
-/// The snapshot directories and orphan records in `snapshots-v1/`, by name.
-fn snapshot_entries(snaps: &Snapshots) -> Vec<(String, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir(snaps.dir()) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .collect()
-}
-
 /// Removes build cache records (see [`PruneOptions`]) and then every blob, snapshot and
 /// layer record that neither a tagged image nor a remaining record needs.
 pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, WorkerError> {
@@ -139,21 +110,21 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     let cache = root.cache_records();
     let content = root.content();
     let now = SystemTime::now();
-    let mut recs = records(root);
+    let mut recs = cache.list();
     // Oldest first, for least-recently-used order.
     recs.sort_by_key(|r| r.used);
-    let own_size = |r: &Record| -> u64 {
+    let own_size = |r: &CacheRecord| -> u64 {
         r.layers
             .as_ref()
             .and_then(|l| l.last())
             .map(|l| l.blob.size)
             .unwrap_or(0)
     };
-    let old_enough = |r: &Record| {
+    let old_enough = |r: &CacheRecord| {
         opts.until
             .is_none_or(|u| now.duration_since(r.used).unwrap_or_default() >= u)
     };
-    let dangling = |r: &Record| {
+    let dangling = |r: &CacheRecord| {
         r.layers
             .as_ref()
             .and_then(|l| l.last())
@@ -192,19 +163,16 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     // Layer records of blobs about to go, before the blobs (a kill in between leaves
     // blobs without a record, which the next prune removes, never a record naming
     // missing blobs).
-    if let Ok(rd) = std::fs::read_dir(root.path().join("layers-v1")) {
-        for e in rd.flatten() {
-            let Ok(bytes) = std::fs::read(e.path()) else { continue };
-            let Ok(rec) = serde_json::from_slice::<kiln_cache::LayerRecord>(&bytes) else {
-                continue;
-            };
-            if rec
-                .blobs
-                .iter()
-                .all(|b| doomed.contains(&b.digest) || !content.has(&b.digest))
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
+    let layer_records = root.layers();
+    for (path, rec) in layer_records.list() {
+        // One that does not parse is left for fsck to report.
+        let Some(rec) = rec else { continue };
+        if rec
+            .blobs
+            .iter()
+            .all(|b| doomed.contains(&b.digest) || !content.has(&b.digest))
+        {
+            layer_records.remove(&path);
         }
     }
     for d in &doomed {
@@ -220,16 +188,25 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     // Each is renamed away whole before it is deleted: a half-deleted tree left by a
     // kill would otherwise be used as a step's lower tree.
     let snaps = Snapshots::new(root)?;
-    for (name, path) in snapshot_entries(&snaps) {
-        if let Some(chain) = name.strip_suffix(".json") {
+    for entry in snaps.entries() {
+        let name = match entry {
             // A record whose tree is gone (a create or delete cut short).
-            if !snaps.dir().join(chain).is_dir() {
+            SnapshotEntry::Record { path, tree: false, .. } => {
                 let _ = std::fs::remove_file(&path);
+                continue;
             }
-            continue;
-        }
-        let complete = snaps.is_complete(&path);
-        if (opts.all || !chains.contains(&name) || !complete) && snaps.remove(&name)? {
+            SnapshotEntry::Record { tree: true, .. } => continue,
+            SnapshotEntry::Tree { chain, path } => {
+                let complete = snaps.is_complete(&path);
+                if !opts.all && chains.contains(&chain) && complete {
+                    continue;
+                }
+                chain
+            }
+            // Not kiln's: no build can use it.
+            SnapshotEntry::Stray { name, .. } => name,
+        };
+        if snaps.remove(&name)? {
             report.snapshots += 1;
         }
     }
@@ -239,7 +216,7 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
         if !crate::cachemount::dirs(root).is_empty() {
             crate::cachemount::store(root)?;
         }
-        let caches = std::fs::read_dir(root.subdir(crate::cachemount::STORE))
+        let caches = std::fs::read_dir(root.bucket(Bucket::CacheMounts))
             .into_iter()
             .flatten()
             .flatten()
@@ -293,7 +270,7 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         images: root.images().list()?.len(),
         ..Usage::default()
     };
-    for r in records(root) {
+    for r in root.cache_records().list() {
         let last = r.layers.as_ref().and_then(|l| l.last());
         let size = last.map(|l| l.blob.size).unwrap_or(0);
         u.records += 1;
@@ -308,10 +285,19 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         u.blobs += 1;
         u.blobs_bytes += content.blob_path(&d).metadata().map(|m| m.len()).unwrap_or(0);
     }
-    if let Ok(rd) = std::fs::read_dir(root.subdir("snapshots-v1")) {
-        for e in rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
-            u.snapshots += 1;
-            u.snapshots_bytes += dir_size(&e.path());
+    // Read only: `Snapshots::new` would create the bucket.
+    let snaps = root
+        .bucket(Bucket::Snapshots)
+        .is_dir()
+        .then(|| Snapshots::new(root))
+        .transpose()?;
+    for e in snaps.iter().flat_map(|s| s.entries()) {
+        if let SnapshotEntry::Tree { path, .. } | SnapshotEntry::Stray { path, .. } = e {
+            // Not through a symlink: `dir_size` would walk wherever it points.
+            if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                u.snapshots += 1;
+                u.snapshots_bytes += dir_size(&path);
+            }
         }
     }
     for p in content.partials() {
@@ -355,7 +341,7 @@ pub fn fsck(root: &KilnRoot, opts: FsckOptions) -> Result<FsckReport, WorkerErro
     let mut rep = FsckReport::default();
     let content = root.content();
     let store = root.images();
-    let quarantine = root.subdir("quarantine-v1");
+    let quarantine = quarantine_dir(root);
     let mut bad: BTreeSet<Digest> = BTreeSet::new();
     let mut seen_inodes: HashMap<(u64, u64), bool> = HashMap::new();
     for (label, blobs) in [("content", &content), ("store", store.blobs())] {
@@ -431,7 +417,7 @@ pub fn fsck(root: &KilnRoot, opts: FsckOptions) -> Result<FsckReport, WorkerErro
 
     // Cache records.
     let cache = root.cache_records();
-    for r in records(root) {
+    for r in cache.list() {
         let why = match &r.layers {
             None => Some("does not parse".to_string()),
             Some(layers) => layers
@@ -450,39 +436,31 @@ pub fn fsck(root: &KilnRoot, opts: FsckOptions) -> Result<FsckReport, WorkerErro
     for p in cache.strays() {
         rep.problems
             .push(format!("stray file in the cache index: {}", p.display()));
-        if repair && std::fs::remove_file(&p).is_ok() {
+        if repair && cache.remove_stray(&p) {
             rep.repaired.push(format!("removed {}", p.display()));
         }
     }
 
     // Layer records.
-    if let Ok(rd) = std::fs::read_dir(root.path().join("layers-v1")) {
-        for e in rd.flatten() {
-            let parsed = std::fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<kiln_cache::LayerRecord>(&b).ok());
-            let why = match &parsed {
-                None => Some("does not parse".to_string()),
-                Some(rec) if rec.blobs.iter().all(|b| missing(&b.digest, false)) => {
-                    Some("none of its blobs is present".to_string())
-                }
-                Some(_) => None,
-            };
-            if let Some(why) = why {
-                rep.problems.push(format!("layer record {}: {why}", e.path().display()));
-                if repair && std::fs::remove_file(e.path()).is_ok() {
-                    rep.repaired.push(format!("removed {}", e.path().display()));
-                }
+    let layer_records = root.layers();
+    for (path, parsed) in layer_records.list() {
+        let why = match &parsed {
+            None => Some("does not parse".to_string()),
+            Some(rec) if rec.blobs.iter().all(|b| missing(&b.digest, false)) => {
+                Some("none of its blobs is present".to_string())
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            rep.problems.push(format!("layer record {}: {why}", path.display()));
+            if repair && layer_records.remove(&path) {
+                rep.repaired.push(format!("removed {}", path.display()));
             }
         }
     }
 
     fsck_snapshots(root, &bad, opts, &mut rep)?;
     Ok(rep)
-}
-
-fn is_chain_hex(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Snapshots: every tree must have its record (a snapshot is made and deleted whole, so
@@ -496,14 +474,15 @@ fn fsck_snapshots(
 ) -> Result<(), WorkerError> {
     let snaps = Snapshots::new(root)?;
     let content = root.content();
-    for (name, path) in snapshot_entries(&snaps) {
-        if let Some(chain) = name.strip_suffix(".json") {
-            // A record alone is the harmless trace of a create or delete cut short.
-            if is_chain_hex(chain) && path.is_file() {
-                continue;
-            }
-        }
-        let why = if !is_chain_hex(&name) || !path.is_dir() {
+    for entry in snaps.entries() {
+        let (name, path, stray) = match entry {
+            // A record is checked with its tree; alone it is the harmless trace of a
+            // create or delete cut short.
+            SnapshotEntry::Record { .. } => continue,
+            SnapshotEntry::Tree { chain, path } => (chain, path, false),
+            SnapshotEntry::Stray { name, path } => (name, path, true),
+        };
+        let why = if stray {
             Some(format!("stray entry in snapshots: {}", path.display()))
         } else {
             rep.snapshots_checked += 1;
@@ -548,5 +527,5 @@ fn fsck_snapshots(
 
 /// Where `fsck --repair` puts corrupt blobs.
 pub fn quarantine_dir(root: &KilnRoot) -> PathBuf {
-    root.subdir("quarantine-v1")
+    root.bucket(Bucket::Quarantine)
 }

@@ -319,7 +319,7 @@ pub(crate) struct VerifiedDiffIds {
 impl VerifiedDiffIds {
     pub(crate) fn new(root: &KilnRoot) -> Self {
         VerifiedDiffIds {
-            dir: root.subdir("diffids-v1"),
+            dir: root.bucket(kiln_cache::Bucket::DiffIds),
             tmp: root.tmp_dir(),
         }
     }
