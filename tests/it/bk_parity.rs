@@ -105,13 +105,14 @@ fn docker_layers(d: &Dockerd, ctx: &Path) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let sock = d.docker().get_args().nth(1).unwrap().to_string_lossy().into_owned();
-    run_ok(
-        Command::new(cli)
-            .env("DOCKER_BUILDKIT", "1")
+    kiln_testkit::docker_ok(|| {
+        let mut c = Command::new(cli);
+        c.env("DOCKER_BUILDKIT", "1")
             // The private dockerd has no bridge: steps run without a network.
             .args(["-H", &sock, "build", "--network=none", "-q", "-t", "parity:docker"])
-            .arg(ctx),
-    );
+            .arg(ctx);
+        c
+    });
     let out = tempfile::tempdir().unwrap();
     let saved = out.path().join("docker.tar");
     run_ok(

@@ -31,12 +31,13 @@ fn config_and_history_match_docker_build() {
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    run_ok(
-        Command::new(cli)
-            .env("DOCKER_BUILDKIT", "1")
+    kiln_testkit::docker_ok(|| {
+        let mut c = Command::new(cli);
+        c.env("DOCKER_BUILDKIT", "1")
             .args(["-H", &sock, "build", "-q", "-t", "every:docker"])
-            .arg(ctx.path()),
-    );
+            .arg(ctx.path());
+        c
+    });
     let d = tempfile::tempdir().unwrap();
     let saved = d.path().join("docker.tar");
     run_ok(

@@ -248,6 +248,32 @@ impl Drop for Dockerd {
     }
 }
 
+/// Runs a `docker` command made by `make` until it succeeds, at most three times, and
+/// returns its stdout. dockerd 20.10's BuildKit, the tests' oracle, now and then fails a
+/// build on its own side when the machine is loaded (seen in CI: `failed to stat
+/// …/buildkit-mount…/rootfs/bin/shuf: no such file or directory` while sending a
+/// context full of symlinks, and runc's `stat /bin/sh: no such file or directory`); such
+/// a failure says nothing about kiln. Each failure is printed; the third fails the test.
+pub fn docker_ok(make: impl Fn() -> Command) -> String {
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        let mut cmd = make();
+        let out = run(&mut cmd);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let failure = format!(
+            "{cmd:?} failed ({}), attempt {attempt} of 3:\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{failure}");
+        failures.push(failure);
+    }
+    panic!("docker failed three times:\n{}", failures.join("\n---\n"));
+}
+
 /// The workspace root (where `testdata/` lives).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
