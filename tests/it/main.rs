@@ -8,6 +8,7 @@ mod contexts;
 mod copyflags;
 mod crafted;
 mod debian;
+mod deep;
 mod docker;
 mod errors;
 mod exports;

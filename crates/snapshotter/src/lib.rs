@@ -4,6 +4,8 @@
 
 pub mod apply;
 mod check;
+mod clone;
+pub mod cursor;
 mod deflate;
 pub mod diff;
 mod error;
@@ -17,9 +19,10 @@ mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, ApplyOptions, ApplyReport};
 pub use check::{check_snapshot, deep_check};
+pub use clone::tree_stats;
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
-pub use snapshots::{chain_id, chain_ids, tree_stats, ActiveSnapshot, SnapshotRecord, Snapshots};
+pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, SnapshotRecord, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
 pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};
