@@ -31,8 +31,8 @@ const DIR_PATH: OFlags = OFlags::PATH
 pub struct DirCursor {
     root: PathBuf,
     fd: OwnedFd,
-    /// Where `fd` is, as components below the root.
-    at: Vec<OsString>,
+    /// Where `fd` is below the root: a clean relative path (`a/b`, empty for the root).
+    at: Vec<u8>,
 }
 
 impl DirCursor {
@@ -52,26 +52,28 @@ impl DirCursor {
     }
 
     /// The directory `rel` (normal components only) below the root, reached from where
-    /// the cursor is; a symlink or anything but a directory on the way is an error
-    /// (`ENOTDIR`/`ELOOP`), and the cursor stays valid after one.
+    /// the cursor is by the components that differ; a symlink or anything but a
+    /// directory on the way is an error (`ENOTDIR`/`ELOOP`), and the cursor stays valid
+    /// after one. Its cost is O(components that differ) calls plus a byte comparison.
     pub fn dir(&mut self, rel: &Path) -> io::Result<BorrowedFd<'_>> {
-        let want: Vec<&OsStr> = normal_components(rel)?;
+        let want = clean_bytes(rel)?;
+        let want: &[u8] = &want;
         // A directory removed since (and maybe made again by a path) is not where the
         // cursor thinks it is: start over from the root.
         if !self.at.is_empty() && rustix::fs::fstat(&self.fd).map_or(true, |st| st.st_nlink == 0) {
             self.reset()?;
         }
-        let common = self
-            .at
-            .iter()
-            .zip(&want)
-            .take_while(|(a, b)| a.as_os_str() == **b)
-            .count();
-        while self.at.len() > common {
+        if want == self.at.as_slice() {
+            return Ok(self.fd.as_fd());
+        }
+        let boundary = common_dir_prefix(&self.at, want);
+        let ups = segments(&self.at[boundary..]).count();
+        for _ in 0..ups {
             match rustix::fs::openat(&self.fd, "..", DIR_PATH, Mode::empty()) {
                 Ok(fd) => {
                     self.fd = fd;
-                    self.at.pop();
+                    let cut = self.at.iter().rposition(|b| *b == b'/').unwrap_or(0);
+                    self.at.truncate(cut);
                 }
                 Err(_) => {
                     // Removed meanwhile: start over from the root.
@@ -80,11 +82,14 @@ impl DirCursor {
                 }
             }
         }
-        let common = self.at.len();
-        for name in &want[common..] {
-            let fd = rustix::fs::openat(&self.fd, *name, DIR_PATH, Mode::empty())?;
+        let from = if self.at.is_empty() { 0 } else { boundary };
+        for name in segments(&want[from..]) {
+            let fd = rustix::fs::openat(&self.fd, OsStr::from_bytes(name), DIR_PATH, Mode::empty())?;
             self.fd = fd;
-            self.at.push(name.to_os_string());
+            if !self.at.is_empty() {
+                self.at.push(b'/');
+            }
+            self.at.extend_from_slice(name);
         }
         Ok(self.fd.as_fd())
     }
@@ -120,18 +125,51 @@ impl DirCursor {
     }
 }
 
-/// The components of a relative path with only normal components (`.` is skipped).
-fn normal_components(rel: &Path) -> io::Result<Vec<&OsStr>> {
-    rel.components()
-        .filter(|c| !matches!(c, Component::CurDir))
-        .map(|c| match c {
-            Component::Normal(n) => Ok(n),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("`{}` is not a plain relative path", rel.display()),
-            )),
-        })
-        .collect()
+/// The `/`-separated names of a clean relative path.
+fn segments(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    p.split(|b| *b == b'/').filter(|s| !s.is_empty())
+}
+
+/// The length of the longest common prefix of two clean relative paths that ends at a
+/// component boundary of both.
+fn common_dir_prefix(a: &[u8], b: &[u8]) -> usize {
+    let i = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let at_boundary = |p: &[u8]| i == p.len() || p[i] == b'/';
+    if at_boundary(a) && at_boundary(b) {
+        return i;
+    }
+    a[..i].iter().rposition(|c| *c == b'/').unwrap_or(0)
+}
+
+/// `rel` as a clean relative path's bytes (`a/b`: no `.`, no empty or trailing
+/// component); `..` or an absolute path is an error.
+fn clean_bytes(rel: &Path) -> io::Result<std::borrow::Cow<'_, [u8]>> {
+    let b = rel.as_os_str().as_bytes();
+    let clean = b.first() != Some(&b'/')
+        && b.split(|c| *c == b'/')
+            .all(|s| !s.is_empty() && s != b"." && s != b"..");
+    if clean || b.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(b));
+    }
+    let mut out = Vec::with_capacity(b.len());
+    for c in rel.components() {
+        match c {
+            Component::CurDir => {}
+            Component::Normal(n) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(n.as_bytes());
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{}` is not a plain relative path", rel.display()),
+                ))
+            }
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The names in the directory `name` of `dirfd` (`.` for `dirfd` itself), sorted by
@@ -291,5 +329,25 @@ pub(crate) mod tests {
         assert!(cur.stat(Path::new("c/passwd")).is_none());
         assert!(cur.dir(Path::new("../x")).is_err());
         assert!(cur.stat(Path::new("a/y/f")).is_some());
+        // Siblings, cousins, `./` and doubled slashes.
+        assert!(cur.stat(Path::new("a/z")).is_some_and(|s| is_dir(&s)));
+        assert!(cur.dir(Path::new("a/z")).is_ok());
+        assert!(cur.stat(Path::new("./a//y/f")).is_some());
+        assert!(cur.dir(Path::new("b")).is_ok());
+        assert!(cur.stat(Path::new("a/y/f")).is_some());
+        assert!(cur.dir(Path::new("/a")).is_err());
+        assert!(cur.dir(Path::new("a/y/f")).is_err());
+        assert!(cur.stat(Path::new("a/y")).is_some_and(|s| is_dir(&s)));
+    }
+
+    #[test]
+    fn common_prefixes_end_at_component_boundaries() {
+        assert_eq!(common_dir_prefix(b"", b"a/b"), 0);
+        assert_eq!(common_dir_prefix(b"a/b", b"a/b/c"), 3);
+        assert_eq!(common_dir_prefix(b"a/b/c", b"a/b"), 3);
+        assert_eq!(common_dir_prefix(b"a/bc", b"a/bd"), 1);
+        assert_eq!(common_dir_prefix(b"ab/c", b"a"), 0);
+        assert_eq!(common_dir_prefix(b"a", b"ab"), 0);
+        assert_eq!(common_dir_prefix(b"a/b", b"a/b"), 3);
     }
 }

@@ -355,10 +355,17 @@ impl Worker {
         let local = records.get(key).and_then(|bytes| {
             let layers: Vec<Layer> = serde_json::from_slice(&bytes).ok()?;
             let content = self.root.content();
-            if layers.iter().any(|l| !content.has(&l.blob.digest)) {
-                // The blobs were pruned or lost: the step runs again.
-                records.remove(key);
-                return None;
+            let mut present = self.present_blobs.lock().unwrap_or_else(|p| p.into_inner());
+            for l in &layers {
+                if present.contains(&l.blob.digest) {
+                    continue;
+                }
+                if !content.has(&l.blob.digest) {
+                    // The blobs were pruned or lost: the step runs again.
+                    records.remove(key);
+                    return None;
+                }
+                present.insert(l.blob.digest.clone());
             }
             Some(layers)
         });

@@ -284,3 +284,60 @@ impl FileWriter<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_cache::KilnRoot;
+    use kiln_snapshotter::{Compression, Snapshots};
+
+    /// A WORKDIR deeper than PATH_MAX (1,000 × `dddd`, over 5,000 bytes): made in the
+    /// upper by descriptor, resolved through the view, committed as a layer and kept
+    /// as the chain's snapshot, and a step on top sees it in its lower tree. Full-path
+    /// code fails at the first `mkdir` (`File name too long`).
+    #[test]
+    fn workdirs_deeper_than_path_max() {
+        let d = tempfile::tempdir().unwrap();
+        let root = KilnRoot::open(d.path()).unwrap();
+        let snaps = Snapshots::new(&root).unwrap();
+        let privileged = kiln_snapshotter::ids::can_chown();
+        let deep = "/dddd".repeat(1000);
+        let rel = PathBuf::from(&deep[1..]);
+        assert!(d.path().join(&rel).as_os_str().len() > 4096);
+
+        let mut snap = snaps.prepare(&[]).unwrap();
+        let mut w = FileWriter::new(&mut snap, privileged, 7);
+        w.mkdir(&deep, 0o755, &None).unwrap();
+        w.mkdir(&format!("{deep}/e"), 0o750, &None).unwrap();
+        assert!(w.is_dir_in_view(&rel.join("e")));
+        w.finish().unwrap();
+        let mut c = DirCursor::open(snap.upper()).unwrap();
+        let e = c.stat(&rel.join("e")).unwrap();
+        assert!(is_dir(&e));
+        assert_eq!((e.st_mode & 0o7777, e.st_mtime), (0o750, 7));
+        let layer = snap.commit(&root.content(), None, Compression::Gzip(1)).unwrap();
+
+        // The next step: its lower is the tree the commit kept (root), or the layer
+        // unpacked (rootless: owners only the layer records).
+        if !privileged {
+            return;
+        }
+        let mut snap = snaps.prepare(std::slice::from_ref(&layer)).unwrap();
+        let lower = snap.lower().unwrap().to_path_buf();
+        assert!(DirCursor::open(&lower)
+            .unwrap()
+            .stat(&rel.join("e"))
+            .is_some_and(|s| is_dir(&s)));
+        let mut w = FileWriter::new(&mut snap, privileged, 9);
+        // Exists below: nothing to do.
+        w.mkdir(&format!("{deep}/e"), 0o755, &None).unwrap();
+        w.mkdir(&format!("{deep}/e/f"), 0o755, &None).unwrap();
+        w.finish().unwrap();
+        let mut c = DirCursor::open(snap.upper()).unwrap();
+        // The parents are mirrored from the lower tree, unchanged.
+        let e = c.stat(&rel.join("e")).unwrap();
+        assert_eq!((e.st_mode & 0o7777, e.st_mtime), (0o750, 7));
+        assert!(c.stat(&rel.join("e/f")).is_some_and(|s| is_dir(&s)));
+        snap.commit(&root.content(), None, Compression::Gzip(1)).unwrap();
+    }
+}
