@@ -12,6 +12,7 @@ mod copyflags;
 mod crafted;
 mod csv_values;
 mod debian;
+mod deep;
 mod docker;
 mod errors;
 mod exports;

@@ -16,7 +16,8 @@ use std::path::Path;
 use kiln_image::Sha256Writer;
 
 use crate::apply::{apply_tar, ApplyOptions};
-use crate::snapshots::{tree_stats, SnapshotRecord, Snapshots};
+use crate::clone::tree_stats;
+use crate::snapshots::{SnapshotRecord, Snapshots};
 use crate::SnapshotError;
 
 /// What is wrong with one snapshot, or `None` when the cheap check passes.

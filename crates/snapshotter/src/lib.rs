@@ -4,7 +4,9 @@
 
 pub mod apply;
 mod check;
+mod clone;
 pub mod compression;
+pub mod cursor;
 pub mod diff;
 mod entries;
 mod error;
@@ -18,12 +20,13 @@ mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, set_mtime_ns, ApplyOptions, ApplyReport};
 pub use check::{check_snapshot, deep_check};
+pub use clone::tree_stats;
 pub use compression::pgzip;
 pub use entries::SnapshotEntry;
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use extract::{ExtractPolicy, TarEntry};
 pub use inroot::{open_in_root, RootDir};
 pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
-pub use snapshots::{chain_id, chain_ids, tree_stats, ActiveSnapshot, SnapshotRecord, Snapshots};
+pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, SnapshotRecord, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
 pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};

@@ -14,7 +14,7 @@
 //! fresh upper directory; the upper becomes the step's layer.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +22,8 @@ use kiln_cache::{Bucket, ContentStore, KilnRoot};
 use kiln_image::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::apply::{set_mtime, ApplyOptions};
+use crate::apply::ApplyOptions;
+use crate::clone::{hardlink_tree, merge_upper, tree_stats};
 use crate::layer::{write_layer, Compression, Layer};
 use crate::tarw::{OwnerOverrides, TarOptions};
 use crate::SnapshotError;
@@ -60,20 +61,6 @@ pub struct SnapshotRecord {
     pub layers: Vec<Layer>,
     pub entries: u64,
     pub bytes: u64,
-}
-
-/// The number of entries under `tree` (not counting `tree`) and the sum of its regular
-/// files' sizes; symlinks are not followed.
-pub fn tree_stats(tree: &Path) -> io::Result<(u64, u64)> {
-    let (mut entries, mut bytes) = (0, 0);
-    for e in walkdir::WalkDir::new(tree).min_depth(1) {
-        let e = e.map_err(io::Error::from)?;
-        entries += 1;
-        if e.file_type().is_file() {
-            bytes += e.metadata().map_err(io::Error::from)?.len();
-        }
-    }
-    Ok((entries, bytes))
 }
 
 /// Snapshots manages the unpacked trees of layer chains.
@@ -430,108 +417,6 @@ impl Snapshots {
         }
         let _ = self.install(&Self::chain_layers(parent, layer), &tree, &target);
     }
-}
-
-/// Moves everything in `upper` onto `tree`, as applying the layer made from it would:
-/// files replace files, whiteouts (0/0 character devices) delete, opaque directories
-/// replace the directory's contents, directories take the upper's metadata.
-fn merge_upper(upper: &Path, tree: &Path, overlay: bool) -> io::Result<()> {
-    let mut names: Vec<_> = std::fs::read_dir(upper)?.collect::<Result<Vec<_>, _>>()?;
-    names.sort_by_key(|e| e.file_name());
-    for e in names {
-        let from = e.path();
-        let to = tree.join(e.file_name());
-        let md = std::fs::symlink_metadata(&from)?;
-        let ft = md.file_type();
-        let existing = std::fs::symlink_metadata(&to).ok();
-        if overlay && ft.is_char_device() && md.rdev() == 0 {
-            match existing {
-                Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
-                Some(_) => std::fs::remove_file(&to)?,
-                None => {}
-            }
-            continue;
-        }
-        if ft.is_dir() {
-            let opaque = overlay && crate::tarw::is_opaque(&from);
-            match existing {
-                Some(m) if m.is_dir() && !opaque => {
-                    merge_upper(&from, &to, overlay)?;
-                    copy_dir_meta(&md, &to)?;
-                    continue;
-                }
-                Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
-                Some(_) => std::fs::remove_file(&to)?,
-                None => {}
-            }
-            std::fs::rename(&from, &to)?;
-            strip_overlay_xattrs(&to, overlay);
-            continue;
-        }
-        match existing {
-            Some(m) if m.is_dir() => std::fs::remove_dir_all(&to)?,
-            Some(_) => std::fs::remove_file(&to)?,
-            None => {}
-        }
-        std::fs::rename(&from, &to)?;
-        strip_overlay_xattrs(&to, overlay);
-    }
-    Ok(())
-}
-
-/// Overlay's private xattrs (opaque and origin marks) on moved entries have no meaning
-/// in a plain tree, which may later be an overlay lower itself.
-fn strip_overlay_xattrs(path: &Path, overlay: bool) {
-    if !overlay {
-        return;
-    }
-    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
-        let p = e.path();
-        let mut names = vec![0u8; 4096];
-        let Ok(n) = rustix::fs::llistxattr(p, &mut names) else {
-            continue;
-        };
-        for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
-            if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") {
-                if let Ok(k) = std::ffi::CString::new(key) {
-                    let _ = rustix::fs::lremovexattr(p, k.as_c_str());
-                }
-            }
-        }
-    }
-}
-
-fn copy_dir_meta(md: &std::fs::Metadata, to: &Path) -> io::Result<()> {
-    if crate::ids::can_chown() {
-        std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
-    }
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    set_mtime(to, md.mtime())
-}
-
-/// Clones the tree at `src` into `dst`: directories are recreated with their metadata,
-/// everything else is hard-linked.
-fn hardlink_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let md = std::fs::symlink_metadata(src)?;
-    std::fs::create_dir(dst)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            hardlink_tree(&from, &to)?;
-        } else {
-            std::fs::hard_link(&from, &to)?;
-        }
-    }
-    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    if crate::ids::can_chown() {
-        std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid()))?;
-        if md.mode() & 0o7000 != 0 {
-            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-        }
-    }
-    set_mtime(dst, md.mtime())
 }
 
 #[cfg(test)]

@@ -272,21 +272,14 @@ fn pax_name(name: &[u8]) -> Vec<u8> {
 pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Result<W> {
     let mut tw = TarWriter::new(out);
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let walker = walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let path = e.path().map(|p| p.display().to_string()).unwrap_or_default();
-            io::Error::other(format!("cannot walk `{path}`: {e}"))
-        })?;
-        let rel = entry.path().strip_prefix(root).expect("walkdir stays under root");
-        let md = entry
-            .metadata()
-            .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", entry.path().display())))?;
-        append_path(&mut tw, entry.path(), rel, &md, opts, &mut links)?;
-    }
+    // By descriptor: O(1) calls per entry at any depth, and paths past PATH_MAX work.
+    crate::cursor::walk_sorted(root, |dirfd, rel, _| {
+        let name = rel.file_name().unwrap_or_default();
+        let path = crate::cursor::proc_path(&dirfd, name, || root.join(rel));
+        let md = std::fs::symlink_metadata(&path)
+            .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", root.join(rel).display())))?;
+        append_path(&mut tw, &path, rel, &md, opts, &mut links)
+    })?;
     tw.finish()
 }
 
@@ -344,7 +337,7 @@ pub(crate) fn append_path<W: Write>(
         }
         meta.size = md.len();
         let mut f =
-            File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open `{}`: {e}", path.display())))?;
+            File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot open `{}`: {e}", rel.display())))?;
         return tw.append(&name, &meta, Some(&mut f));
     }
     let rdev = md.rdev();
@@ -475,5 +468,20 @@ mod tests {
             names,
             vec!["a.txt", "b/", "b/c/", "b/c/file", long.as_str(), "sym", "z-link"]
         );
+    }
+
+    #[test]
+    fn trees_deeper_than_path_max_are_written() {
+        let t = tempfile::tempdir().unwrap();
+        let rel = crate::cursor::tests::deep_chain(t.path(), "dddd", 1000);
+        let bytes = write_dir_tar(t.path(), Vec::new(), &TarOptions::default()).unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
+            let e = e.unwrap();
+            names.push(e.path().unwrap().into_owned());
+        }
+        assert_eq!(names.len(), 1001);
+        assert_eq!(names[999], rel);
+        assert_eq!(names[1000], rel.join("leaf"));
     }
 }

@@ -356,10 +356,17 @@ impl Worker {
         let records = self.root.cache_records();
         let local = records.get(key).and_then(|layers| {
             let content = self.root.content();
-            if layers.iter().any(|l| !content.has(&l.blob.digest)) {
-                // The blobs were pruned or lost: the step runs again.
-                records.remove(key);
-                return None;
+            let mut present = self.present_blobs.lock().unwrap_or_else(|p| p.into_inner());
+            for l in &layers {
+                if present.contains(&l.blob.digest) {
+                    continue;
+                }
+                if !content.has(&l.blob.digest) {
+                    // The blobs were pruned or lost: the step runs again.
+                    records.remove(key);
+                    return None;
+                }
+                present.insert(l.blob.digest.clone());
             }
             Some(layers)
         });

@@ -31,12 +31,13 @@ use std::sync::{Arc, Mutex};
 
 use kiln_frontend::dockerignore::PatternMatcher;
 use kiln_graph::{Chmod, ChownOpt, CopyAction};
-use kiln_snapshotter::{set_mtime, ActiveSnapshot, RootDir};
+use kiln_snapshotter::{ActiveSnapshot, RootDir};
 
 use crate::{users, WorkerError};
 
 mod select;
 mod special;
+mod view;
 pub use select::select;
 use select::{is_ignored, matching, skip_ignored, sorted_entries, Decision, Filter};
 
@@ -68,6 +69,8 @@ pub struct FileWriter<'a> {
     links: Vec<(PathBuf, PathBuf)>,
     /// What the actions left out or changed (see [`Self::finish`]).
     warnings: Vec<String>,
+    /// Cursors of the upper and lower trees (see `copy/view.rs`).
+    view: std::cell::RefCell<view::View>,
 }
 
 /// FileJob is one regular file to copy into the upper directory with its metadata.
@@ -142,6 +145,7 @@ impl<'a> FileWriter<'a> {
             files: Vec::new(),
             links: Vec::new(),
             warnings: Vec::new(),
+            view: Default::default(),
         }
     }
 
@@ -256,9 +260,9 @@ impl<'a> FileWriter<'a> {
             return Ok(());
         }
         let target = self.prepare_target(&rel, owner, 0o755)?;
-        let up = self.snap.upper().join(&target);
-        if up.symlink_metadata().is_err() {
-            std::fs::create_dir(&up).map_err(io_err(&up))?;
+        if !self.in_upper(&target) {
+            self.mkdir_in_upper(&target)?;
+            let up = self.snap.upper().join(&target);
             self.finish_entry(&up, mode, owner.unwrap_or((0, 0)), self.epoch, true)?;
         }
         Ok(())
@@ -279,93 +283,8 @@ impl<'a> FileWriter<'a> {
     /// warnings of the actions (what was left out or changed, by name).
     pub fn finish(mut self) -> Result<Vec<String>, WorkerError> {
         self.flush()?;
-        for (dir, mtime, mode) in std::mem::take(&mut self.dir_times).into_iter().rev() {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(&dir))?;
-            set_mtime(&dir, mtime).map_err(io_err(&dir))?;
-        }
+        self.apply_dir_times()?;
         Ok(self.warnings)
-    }
-
-    fn is_dir_in_view(&self, rel: &Path) -> bool {
-        let resolved = self.resolve_view(rel, true);
-        // Resolved already: a link left at the end (a loop) is not a directory, and is
-        // never followed out of the view.
-        self.snap
-            .lookup(&resolved)
-            .and_then(|p| std::fs::symlink_metadata(p).ok())
-            .is_some_and(|m| m.is_dir())
-    }
-
-    /// Resolves `rel` through the merged view (upper over lower), following symlinks
-    /// inside the root; with `follow_last` false the final component is kept as is.
-    fn resolve_view(&self, rel: &Path, follow_last: bool) -> PathBuf {
-        let mut out = PathBuf::new();
-        let mut pending: Vec<std::ffi::OsString> = rel.iter().rev().map(|c| c.to_os_string()).collect();
-        let mut hops = 0;
-        while let Some(part) = pending.pop() {
-            if part == ".." {
-                out.pop();
-                continue;
-            }
-            let cand = out.join(&part);
-            let last = pending.is_empty();
-            match self.snap.lookup(&cand) {
-                Some(p)
-                    if (follow_last || !last)
-                        && hops < 40
-                        && p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) =>
-                {
-                    hops += 1;
-                    if let Ok(t) = std::fs::read_link(&p) {
-                        if t.is_absolute() {
-                            out = PathBuf::new();
-                        }
-                        for c in t.components().rev() {
-                            match c {
-                                Component::Normal(n) => pending.push(n.to_os_string()),
-                                Component::ParentDir => pending.push("..".into()),
-                                _ => {}
-                            }
-                        }
-                    }
-                }
-                _ => out = cand,
-            }
-        }
-        out
-    }
-
-    /// Resolves the destination's parent through the view and makes every ancestor
-    /// exist in the upper directory (new ones with `dir_mode`); returns the resolved
-    /// relative target.
-    fn prepare_target(&mut self, rel: &Path, owner: Option<Owner>, dir_mode: u32) -> Result<PathBuf, WorkerError> {
-        let parent = rel.parent().map(|p| self.resolve_view(p, true)).unwrap_or_default();
-        let mut cur = PathBuf::new();
-        for comp in parent.iter() {
-            cur.push(comp);
-            let up = self.snap.upper().join(&cur);
-            match up.symlink_metadata() {
-                Ok(md) if md.is_dir() => continue,
-                Ok(_) => remove_existing(&up)?,
-                Err(_) => {}
-            }
-            std::fs::create_dir(&up).map_err(io_err(&up))?;
-            let lower = self
-                .snap
-                .lower()
-                .map(|l| l.join(&cur))
-                .and_then(|p| p.symlink_metadata().ok())
-                .filter(|m| m.is_dir());
-            match lower {
-                // Mirror the existing directory so the layer carries it unchanged.
-                Some(md) => self.finish_entry(&up, md.mode() & 0o7777, (md.uid(), md.gid()), md.mtime(), true)?,
-                None => self.finish_entry(&up, dir_mode, owner.unwrap_or((0, 0)), self.epoch, true)?,
-            }
-        }
-        Ok(match rel.file_name() {
-            Some(name) => parent.join(name),
-            None => parent,
-        })
     }
 
     /// Copies one entry of a source walk: `rel` is its path below the source root,
@@ -547,37 +466,6 @@ impl<'a> FileWriter<'a> {
         }
         Ok(())
     }
-
-    /// Applies mode, owner and time to a path just written in the upper directory.
-    pub(crate) fn finish_entry(
-        &mut self,
-        path: &Path,
-        mode: u32,
-        owner: Owner,
-        mtime: i64,
-        is_dir: bool,
-    ) -> Result<(), WorkerError> {
-        let is_link = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
-        // A directory gets its final mode in `finish`, once it is filled.
-        let now = if is_dir { mode | 0o700 } else { mode };
-        if !is_link {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(now)).map_err(io_err(path))?;
-        }
-        if self.privileged {
-            std::os::unix::fs::lchown(path, Some(owner.0), Some(owner.1)).map_err(io_err(path))?;
-            if !is_link && !is_dir && mode & 0o6000 != 0 {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
-            }
-        } else {
-            self.record_owner(path, owner);
-        }
-        if is_dir {
-            self.dir_times.push((path.to_path_buf(), mtime, mode));
-        } else {
-            set_mtime(path, mtime).map_err(io_err(path))?;
-        }
-        Ok(())
-    }
 }
 
 impl FileWriter<'_> {
@@ -591,7 +479,7 @@ impl FileWriter<'_> {
 }
 
 /// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
-/// mode, owner and mtime (atime too, as [`set_mtime`]) through the descriptor.
+/// mode, owner and mtime (atime too, as [`kiln_snapshotter::set_mtime`]) through the descriptor.
 fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
     let mut from = job
         .root

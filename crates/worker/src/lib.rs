@@ -201,6 +201,10 @@ pub struct Worker {
     base_blobs: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
     /// Cache records this build hit or wrote, for `--cache-to`.
     used: std::sync::Mutex<Vec<(Digest, Arc<Vec<Layer>>)>>,
+    /// Layer blobs a cache hit of this build found in the store already: each step's
+    /// hit checks only the layers its parent's did not (a chain of n cached steps costs
+    /// O(n) checks, not O(n²)).
+    present_blobs: std::sync::Mutex<std::collections::HashSet<Digest>>,
     /// `--secret` values and `--ssh` agents (never part of a cache key).
     secrets: BuildSecrets,
     /// What keying ADD's downloads and git sources found out, for running them.
@@ -243,6 +247,7 @@ impl Worker {
             imported: Vec::new(),
             base_blobs: Default::default(),
             used: std::sync::Mutex::new(Vec::new()),
+            present_blobs: Default::default(),
             secrets: BuildSecrets::default(),
             remote: add::RemoteMemo::default(),
             limits: kiln_executor::Limits::default(),
