@@ -407,25 +407,30 @@ fn mount_dev(devs: &[(&str, libc::c_int)]) {
     }
 }
 
+/// Docker's masked paths (moby `oci/defaults.go`): hidden behind `/dev/null` or an empty
+/// read-only tmpfs, by the sandbox here and by an OCI runtime through `linux.maskedPaths`.
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths (`linux.readonlyPaths`).
+pub(crate) const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
 /// Docker's masked and read-only paths: kernel interfaces a build step has no business
 /// with are hidden (a file behind `/dev/null`, a directory behind an empty read-only
 /// tmpfs) or made read-only.
 fn mask_proc() {
-    const MASKED: &[&str] = &[
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware",
-        "/sys/devices/virtual/powercap",
-    ];
-    const READ_ONLY: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
-    for p in MASKED.iter().map(Path::new) {
+    for p in MASKED_PATHS.iter().map(Path::new) {
         let Ok(md) = p.symlink_metadata() else { continue };
         let r = if md.is_dir() {
             sys::mount(
@@ -440,7 +445,7 @@ fn mask_proc() {
         };
         r.or_fail(|| format!("cannot mask {}", p.display()));
     }
-    for p in READ_ONLY.iter().map(Path::new) {
+    for p in READONLY_PATHS.iter().map(Path::new) {
         if p.symlink_metadata().is_err() {
             continue;
         }

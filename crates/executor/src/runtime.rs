@@ -18,7 +18,7 @@ use oci_spec::runtime::{
     SpecBuilder, UserBuilder,
 };
 
-use crate::helper::{step_env, DEFAULT_CAPS};
+use crate::helper::{step_env, DEFAULT_CAPS, MASKED_PATHS, READONLY_PATHS};
 use crate::{ExecError, ExecSpec, Executor, Network, Security};
 
 /// Capability names by number, for the OCI config.
@@ -250,28 +250,8 @@ impl OciRuntime {
             linux = linux.devices(insecure_devices()?);
         } else {
             linux = linux
-                .masked_paths(
-                    [
-                        "/proc/acpi",
-                        "/proc/asound",
-                        "/proc/kcore",
-                        "/proc/keys",
-                        "/proc/latency_stats",
-                        "/proc/timer_list",
-                        "/proc/timer_stats",
-                        "/proc/sched_debug",
-                        "/proc/scsi",
-                        "/sys/firmware",
-                        "/sys/devices/virtual/powercap",
-                    ]
-                    .map(String::from)
-                    .to_vec(),
-                )
-                .readonly_paths(
-                    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-                        .map(String::from)
-                        .to_vec(),
-                )
+                .masked_paths(MASKED_PATHS.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+                .readonly_paths(READONLY_PATHS.iter().map(|p| p.to_string()).collect::<Vec<_>>())
                 .seccomp(crate::seccomp::oci_profile(DEFAULT_CAPS)?);
         }
         let mut linux = linux.build()?;
