@@ -440,3 +440,32 @@ fn add_archive_pax_times_are_what_docker_build_sets() {
     assert!(theirs.contains("/t/far 1970-01-01 00:00:00.000000000"), "{theirs}");
     assert_eq!(ours, theirs, "kiln (left) and docker build (right) differ");
 }
+
+/// WORKDIR on a symlink loop fails on its line, as BuildKit's mkdir does: it resolves
+/// the path with continuity's `fs.RootPath`, whose `walkLinks` gives up with
+/// `too many links` (moby/buildkit 73ed6825,
+/// vendor/github.com/containerd/continuity/fs/path.go `errTooManyLinks`). kiln used to
+/// replace the link with a directory and build on.
+#[test]
+fn workdir_on_a_symlink_loop_fails_on_its_line() {
+    if !require(kiln_testkit::is_root(), "RUN needs root here") {
+        return;
+    }
+    let Some(ctx) = crate::run::busybox_context() else {
+        return;
+    };
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY rootfs/ /\nRUN ln -s /loop2 /loop1 && ln -s /loop1 /loop2\nWORKDIR /loop1/sub\nRUN echo built\n",
+    );
+    let out = kiln_testkit::run(
+        kiln()
+            .cmd()
+            .args(["build", "--progress=plain", ctx.path().to_str().unwrap()]),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a WORKDIR through a symlink loop built:\n{err}");
+    assert!(err.contains("Dockerfile:4"), "{err}");
+    assert!(err.contains("symbolic links"), "{err}");
+}

@@ -255,7 +255,11 @@ impl<'a> FileWriter<'a> {
         let owner = self.resolve_owner(chown)?;
         // As BuildKit's mkdir (`fs.RootPath`): symlinks on the way, the last one too, are
         // followed inside the root, so a dangling link keeps and gets its target made.
-        let rel = self.resolve_view(&clean_abs(path), true);
+        // A loop fails as BuildKit's does (`too many links` from continuity's walkLinks).
+        let (rel, looped) = self.resolve_view_links(&clean_abs(path), true);
+        if looped {
+            return Err(io_err(Path::new(path))(io::Error::from(rustix::io::Errno::LOOP)));
+        }
         if rel.as_os_str().is_empty() || self.is_dir_in_view(&rel) {
             return Ok(());
         }

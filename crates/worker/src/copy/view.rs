@@ -88,6 +88,13 @@ impl FileWriter<'_> {
     /// Resolves `rel` through the merged view (upper over lower), following symlinks
     /// inside the root; with `follow_last` false the final component is kept as is.
     pub(super) fn resolve_view(&self, rel: &Path, follow_last: bool) -> PathBuf {
+        self.resolve_view_links(rel, follow_last).0
+    }
+
+    /// [`Self::resolve_view`], and whether it stopped at a symlink it should have
+    /// followed because it had followed too many (a loop).
+    pub(super) fn resolve_view_links(&self, rel: &Path, follow_last: bool) -> (PathBuf, bool) {
+        let mut looped = false;
         let mut out = PathBuf::new();
         let mut pending: Vec<OsString> = rel.iter().rev().map(|c| c.to_os_string()).collect();
         let mut hops = 0;
@@ -118,10 +125,17 @@ impl FileWriter<'_> {
                         }
                     }
                 }
+                Some((_, st))
+                    if (follow_last || !last)
+                        && rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink =>
+                {
+                    looped = true;
+                    out = cand;
+                }
                 _ => out = cand,
             }
         }
-        out
+        (out, looped)
     }
 
     /// Resolves the destination's parent through the view and makes every ancestor
