@@ -253,7 +253,7 @@ impl Worker {
         &self,
         action: &kiln_graph::CopyAction,
         dir: &Path,
-        ignore: &kiln_frontend::dockerignore::PatternMatcher,
+        ignore: &kiln_context::dockerignore::PatternMatcher,
     ) -> Result<String, WorkerError> {
         let src = SourceTree {
             root: dir,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_cache::KilnRoot;
-use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_context::dockerignore::PatternMatcher;
 use kiln_graph::{FileAction, Node, Op, SourceOp};
 use kiln_image::Digest;
 use kiln_snapshotter::{Compression, Layer, Snapshots};
@@ -138,41 +138,6 @@ fn human_bytes(n: u64) -> String {
         1_000..1_000_000 => format!("{:.2}kB", f / 1e3),
         1_000_000..1_000_000_000 => format!("{:.2}MB", f / 1e6),
         _ => format!("{:.2}GB", f / 1e9),
-    }
-}
-
-/// BaseResolver answers the frontend's base-image questions through an [`ImageSource`].
-#[derive(Debug)]
-pub struct BaseResolver {
-    pub source: Arc<ImageSource>,
-    /// Each reference resolved and how long it took (BuildKit's `load metadata for` steps).
-    pub resolved: std::sync::Mutex<Vec<(String, std::time::Duration)>>,
-}
-
-impl BaseResolver {
-    pub fn new(source: Arc<ImageSource>) -> Self {
-        BaseResolver {
-            source,
-            resolved: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-}
-
-impl kiln_frontend::ImageResolver for BaseResolver {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &kiln_image::Platform,
-    ) -> Result<kiln_frontend::ResolvedImage, String> {
-        let t0 = std::time::Instant::now();
-        let img = self.source.resolve(reference, platform).map_err(|e| e.to_string())?;
-        if let Ok(mut r) = self.resolved.lock() {
-            r.push((reference.to_string(), t0.elapsed()));
-        }
-        Ok(kiln_frontend::ResolvedImage {
-            reference: img.shown,
-            config: img.config,
-        })
     }
 }
 
