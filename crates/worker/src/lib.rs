@@ -158,7 +158,7 @@ pub struct Worker {
     /// Set once the overlay failed under `Auto`: later steps go straight to copy.
     overlay_failed: std::sync::atomic::AtomicBool,
     /// Context checksum memos by canonical context directory.
-    memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
+    memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<kiln_context::memo::ContextMemo>>>,
     /// `--cache-from` directories.
     imported: Vec<cache_export::ImportedCache>,
     /// Blobs of the base images this build used (kept as pulled unless
