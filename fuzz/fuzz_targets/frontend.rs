@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let lexer = kiln_frontend::shell::Lexer::new(escape);
     let _ = lexer.expand_word(text, &env);
     let _ = lexer.expand_words(text, &env);
-    if let Ok(m) = kiln_frontend::dockerignore::PatternMatcher::new(&kiln_frontend::dockerignore::parse_ignore_file(text)) {
+    if let Ok(m) = kiln_context::dockerignore::PatternMatcher::new(&kiln_context::dockerignore::parse_ignore_file(text)) {
         let _ = m.is_excluded("a/b/c.log");
         let _ = m.can_skip_dir("a");
     }

@@ -91,7 +91,7 @@ pub(crate) fn read_inputs(context: Option<&Path>, file: &Dockerfile) -> Result<I
         }
     }
     let ignore = ignore_text
-        .map(|t| kiln_frontend::dockerignore::parse_ignore_file(&t))
+        .map(|t| kiln_context::dockerignore::parse_ignore_file(&t))
         .unwrap_or_default();
     Ok(Inputs {
         dockerfile_name,

@@ -11,6 +11,7 @@ mod inputs;
 mod outputs;
 mod pipeline;
 mod push;
+mod resolver;
 mod secrets;
 
 use std::collections::BTreeMap;

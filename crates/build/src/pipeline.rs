@@ -153,7 +153,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         req.pull,
     ));
     let t0 = Instant::now();
-    let resolver = std::sync::Arc::new(kiln_worker::BaseResolver::new(images.clone()));
+    let resolver = std::sync::Arc::new(crate::resolver::BaseResolver::new(images.clone()));
     let mut named_locals = BTreeMap::new();
     let mut named_contexts = BTreeMap::new();
     for (name, context) in &req.build_contexts {

@@ -22,6 +22,4 @@ pub use convert::{
 pub use error::{ErrorKind, FrontendError};
 pub use lint::Warning;
 
-pub mod dockerignore;
-pub mod pathmatch;
 pub mod shell;

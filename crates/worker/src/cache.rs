@@ -1,216 +1,23 @@
 //! The worker's side of the build cache: content keys for COPY from the build context
 //! (the selected files' paths, types, modes, sizes, link targets and contents, after
 //! .dockerignore — not owners, which the layer does not keep, and not times), the
-//! context checksum memo that makes an unchanged context cost a `stat` per file, and
-//! cache records (a step's layer chain by cache key).
+//! context checksum memos in use (`kiln_context::memo`: an unchanged context costs a
+//! `stat` per file), stored in the root's `Checksums` bucket, and cache records (a
+//! step's layer chain by cache key).
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use kiln_graph::{FileAction, Node, Op};
 use kiln_image::Digest;
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::copy::{select, SourceTree};
+use kiln_context::memo::ContextMemo;
+
 use crate::{Value, Worker, WorkerError};
-
-/// What the memo knows of one file: its stat identity and content digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct MemoEntry {
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    ino: u64,
-    mode: u32,
-    sha256: String,
-}
-
-impl MemoEntry {
-    fn matches(&self, md: &std::fs::Metadata) -> bool {
-        self.size == md.size()
-            && self.mtime == (md.mtime(), md.mtime_nsec())
-            && self.ctime == (md.ctime(), md.ctime_nsec())
-            && self.ino == md.ino()
-            && self.mode == md.mode()
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct MemoFile {
-    root: PathBuf,
-    files: HashMap<String, MemoEntry>,
-}
-
-/// ContextMemo remembers file digests of one context directory across builds.
-#[derive(Debug)]
-pub struct ContextMemo {
-    path: PathBuf,
-    root: PathBuf,
-    known: HashMap<String, MemoEntry>,
-    /// Entries seen in this build (what is saved).
-    seen: Mutex<HashMap<String, MemoEntry>>,
-    changed: std::sync::atomic::AtomicBool,
-    /// Files looked at and files read, for the progress line.
-    checked: std::sync::atomic::AtomicUsize,
-    hashed: std::sync::atomic::AtomicUsize,
-}
-
-impl ContextMemo {
-    fn load(path: PathBuf, root: &Path) -> Self {
-        let known = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<MemoFile>(&b).ok())
-            .filter(|m| m.root == root)
-            .map(|m| m.files)
-            .unwrap_or_default();
-        ContextMemo {
-            path,
-            root: root.to_path_buf(),
-            known,
-            seen: Mutex::new(HashMap::new()),
-            changed: std::sync::atomic::AtomicBool::new(false),
-            checked: std::sync::atomic::AtomicUsize::new(0),
-            hashed: std::sync::atomic::AtomicUsize::new(0),
-        }
-    }
-
-    /// Content digests of the files at `rels` (relative to the context root), hashing
-    /// only those whose stat changed, in parallel.
-    fn digests(&self, files: &[(&Path, &std::fs::Metadata)]) -> Result<Vec<String>, WorkerError> {
-        let mut out: Vec<Option<String>> = vec![None; files.len()];
-        let mut todo = Vec::new();
-        {
-            let seen = self.seen.lock().expect("memo lock");
-            for (i, (rel, md)) in files.iter().enumerate() {
-                let key = rel.to_string_lossy();
-                let hit = seen
-                    .get(key.as_ref())
-                    .or_else(|| self.known.get(key.as_ref()))
-                    .filter(|e| e.matches(md));
-                match hit {
-                    Some(e) => out[i] = Some(e.sha256.clone()),
-                    None => todo.push(i),
-                }
-            }
-        }
-        self.checked
-            .fetch_add(files.len(), std::sync::atomic::Ordering::Relaxed);
-        self.hashed.fetch_add(todo.len(), std::sync::atomic::Ordering::Relaxed);
-        if !todo.is_empty() {
-            let root_dir = kiln_snapshotter::RootDir::open(&self.root).map_err(|source| WorkerError::Io {
-                path: self.root.clone(),
-                source,
-            })?;
-            let root_dir = &root_dir;
-            let threads = std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(todo.len());
-            // Files are handed out one at a time, so a few big ones do not leave one
-            // thread with most of the bytes.
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let hashed: Vec<Result<Vec<(usize, String)>, WorkerError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut buf = vec![0u8; HASH_BUF];
-                            let mut done = Vec::new();
-                            loop {
-                                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some(&i) = todo.get(n) else { break };
-                                match hash_file(root_dir, files[i].0, &mut buf) {
-                                    Ok(d) => done.push((i, d)),
-                                    Err(e) => {
-                                        next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
-                                        return Err(e);
-                                    }
-                                }
-                            }
-                            Ok(done)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("hash thread")).collect()
-            });
-            for part in hashed {
-                for (i, d) in part? {
-                    out[i] = Some(d);
-                }
-            }
-            self.changed.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        let mut seen = self.seen.lock().expect("memo lock");
-        let digests: Vec<String> = out.into_iter().map(|d| d.expect("every file digested")).collect();
-        for ((rel, md), d) in files.iter().zip(&digests) {
-            seen.insert(
-                rel.to_string_lossy().into_owned(),
-                MemoEntry {
-                    size: md.size(),
-                    mtime: (md.mtime(), md.mtime_nsec()),
-                    ctime: (md.ctime(), md.ctime_nsec()),
-                    ino: md.ino(),
-                    mode: md.mode(),
-                    sha256: d.clone(),
-                },
-            );
-        }
-        Ok(digests)
-    }
-
-    /// Writes the memo back when this build learnt something new.
-    fn save(&self, tmp: &Path) {
-        let seen = self.seen.lock().expect("memo lock");
-        if !self.changed.load(std::sync::atomic::Ordering::Relaxed) && seen.len() == self.known.len() {
-            return;
-        }
-        let mut files = self.known.clone();
-        files.extend(seen.iter().map(|(k, v)| (k.clone(), v.clone())));
-        // Forget files that are gone.
-        files.retain(|k, _| self.root.join(k).symlink_metadata().is_ok());
-        let memo = MemoFile {
-            root: self.root.clone(),
-            files,
-        };
-        let Ok(bytes) = serde_json::to_vec(&memo) else { return };
-        if let Some(dir) = self.path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Ok(mut f) = tempfile::Builder::new().prefix("memo-").tempfile_in(tmp) {
-            use std::io::Write;
-            if f.write_all(&bytes).is_ok() {
-                let _ = f.persist(&self.path);
-            }
-        }
-    }
-}
-
-/// Read size for hashing context files.
-const HASH_BUF: usize = 256 << 10;
-
-/// The sha256 in hex of the regular file at `rel` below `root`, opened inside the root
-/// (never through a symlink out of it, never a FIFO) and read through `buf`.
-fn hash_file(root: &kiln_snapshotter::RootDir, rel: &Path, buf: &mut [u8]) -> Result<String, WorkerError> {
-    use std::io::Read;
-    let io = |source| WorkerError::Io {
-        path: root.path().join(rel),
-        source,
-    };
-    use std::io::Write;
-    let mut f = root.open_file(rel).map_err(io)?;
-    let mut w = kiln_image::Sha256Writer::new(std::io::sink());
-    loop {
-        match f.read(buf) {
-            Ok(0) => break,
-            Ok(n) => w.write_all(&buf[..n]).map_err(io)?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io(e)),
-        }
-    }
-    Ok(w.finish().0.hex().to_string())
-}
 
 impl Worker {
     fn memo(&self, dir: &Path) -> Arc<ContextMemo> {
@@ -234,10 +41,8 @@ impl Worker {
     pub fn context_stats(&self) -> (usize, usize) {
         let memos = self.memos.lock().expect("memo lock");
         memos.values().fold((0, 0), |(c, h), m| {
-            (
-                c + m.checked.load(std::sync::atomic::Ordering::Relaxed),
-                h + m.hashed.load(std::sync::atomic::Ordering::Relaxed),
-            )
+            let (checked, hashed) = m.stats();
+            (c + checked, h + hashed)
         })
     }
 
@@ -253,7 +58,7 @@ impl Worker {
         &self,
         action: &kiln_graph::CopyAction,
         dir: &Path,
-        ignore: &kiln_frontend::dockerignore::PatternMatcher,
+        ignore: &kiln_context::dockerignore::PatternMatcher,
     ) -> Result<String, WorkerError> {
         let src = SourceTree {
             root: dir,
@@ -267,7 +72,13 @@ impl Worker {
             .filter(|e| e.md.is_file())
             .map(|e| (e.rel.as_path(), &e.md))
             .collect();
-        let digests = self.memo(dir).digests(&files)?;
+        let digests = self
+            .memo(dir)
+            .digests(&files, |root| {
+                let dir = kiln_snapshotter::RootDir::open(root)?;
+                Ok(move |rel: &Path| dir.open_file(rel))
+            })
+            .map_err(|kiln_context::memo::MemoError::Io { path, source }| WorkerError::Io { path, source })?;
         let mut digests = digests.into_iter();
         let mut h = sha2::Sha256::new();
         for e in &selected {

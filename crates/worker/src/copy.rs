@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_context::dockerignore::PatternMatcher;
 use kiln_graph::{Chmod, ChownOpt, CopyAction};
 use kiln_snapshotter::{ActiveSnapshot, RootDir};
 

@@ -466,7 +466,7 @@ fn copy_filtered(
     root: &Path,
     from: &Path,
     to: &Path,
-    ignore: Option<&kiln_frontend::dockerignore::PatternMatcher>,
+    ignore: Option<&kiln_context::dockerignore::PatternMatcher>,
 ) -> std::io::Result<()> {
     let md = std::fs::metadata(from)?;
     if md.is_dir() {

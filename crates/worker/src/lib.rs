@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use kiln_cache::KilnRoot;
-use kiln_frontend::dockerignore::PatternMatcher;
+use kiln_context::dockerignore::PatternMatcher;
 use kiln_graph::{FileAction, Node, Op, SourceOp};
 use kiln_image::Digest;
 use kiln_snapshotter::{Compression, Layer, Snapshots};
@@ -141,41 +141,6 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-/// BaseResolver answers the frontend's base-image questions through an [`ImageSource`].
-#[derive(Debug)]
-pub struct BaseResolver {
-    pub source: Arc<ImageSource>,
-    /// Each reference resolved and how long it took (BuildKit's `load metadata for` steps).
-    pub resolved: std::sync::Mutex<Vec<(String, std::time::Duration)>>,
-}
-
-impl BaseResolver {
-    pub fn new(source: Arc<ImageSource>) -> Self {
-        BaseResolver {
-            source,
-            resolved: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-}
-
-impl kiln_frontend::ImageResolver for BaseResolver {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &kiln_image::Platform,
-    ) -> Result<kiln_frontend::ResolvedImage, String> {
-        let t0 = std::time::Instant::now();
-        let img = self.source.resolve(reference, platform).map_err(|e| e.to_string())?;
-        if let Ok(mut r) = self.resolved.lock() {
-            r.push((reference.to_string(), t0.elapsed()));
-        }
-        Ok(kiln_frontend::ResolvedImage {
-            reference: img.shown,
-            config: img.config,
-        })
-    }
-}
-
 /// Worker executes ops against a kiln root.
 pub struct Worker {
     root: KilnRoot,
@@ -193,7 +158,7 @@ pub struct Worker {
     /// Set once the overlay failed under `Auto`: later steps go straight to copy.
     overlay_failed: std::sync::atomic::AtomicBool,
     /// Context checksum memos by canonical context directory.
-    memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<cache::ContextMemo>>>,
+    memos: std::sync::Mutex<BTreeMap<PathBuf, Arc<kiln_context::memo::ContextMemo>>>,
     /// `--cache-from` directories.
     imported: Vec<cache_export::ImportedCache>,
     /// Blobs of the base images this build used (kept as pulled unless

@@ -146,7 +146,7 @@ impl Converter<'_> {
         if patterns.is_empty() || patterns.iter().any(|p| p.trim().starts_with('!')) {
             return;
         }
-        let src = crate::dockerignore::clean(src);
+        let src = kiln_context::dockerignore::clean(src);
         if src == "." || src == "/" {
             // The context root itself: only when a pattern excludes every entry (and
             // then it matches `.`, as `*`, `**` and `**/*` do in patternmatcher).
@@ -159,7 +159,7 @@ impl Converter<'_> {
             true
         } else {
             if self.ignore.is_none() {
-                self.ignore = Some(crate::dockerignore::PatternMatcher::new(patterns).ok());
+                self.ignore = Some(kiln_context::dockerignore::PatternMatcher::new(patterns).ok());
             }
             matches!(&self.ignore, Some(Some(m)) if m.matches_or_parent_matches(&src))
         };

@@ -510,7 +510,7 @@ impl Converter<'_> {
             MountType::Cache => {
                 // As BuildKit, the default id is the target as written (`path.Clean`),
                 // not made absolute: `target=rel` and `target=/w/rel` are two caches.
-                let default_id = crate::dockerignore::clean(target.as_deref().unwrap_or_default());
+                let default_id = kiln_context::dockerignore::clean(target.as_deref().unwrap_or_default());
                 let seed = match &from {
                     Some(_) => Some((
                         input_of(self, &from)?,

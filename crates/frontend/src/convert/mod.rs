@@ -256,7 +256,7 @@ pub(crate) struct Converter<'a> {
     /// Lower every stage, not only those the target needs (`--check`).
     pub all_stages: bool,
     /// The .dockerignore matcher for CopyIgnoredFile, compiled on first use.
-    pub ignore: Option<Option<crate::dockerignore::PatternMatcher>>,
+    pub ignore: Option<Option<kiln_context::dockerignore::PatternMatcher>>,
 }
 
 impl Converter<'_> {

@@ -253,7 +253,7 @@ pub fn go_duration(ns: i64) -> String {
 }
 
 /// Go's `path.Clean`.
-pub use crate::dockerignore::clean as clean_path;
+pub use kiln_context::dockerignore::clean as clean_path;
 
 /// Resolves `p` against `dir` as BuildKit's `NormalizePath` does; `keep_slash` keeps
 /// a trailing `/` (or `/.`) that says "a directory".

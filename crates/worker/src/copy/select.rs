@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_frontend::dockerignore::PatternMatcher;
-use kiln_frontend::pathmatch as glob;
+use kiln_context::dockerignore::PatternMatcher;
+use kiln_context::pathmatch as glob;
 use kiln_graph::CopyAction;
 use kiln_snapshotter::resolve_in_root;
 
