@@ -89,11 +89,13 @@ pub struct BuildArgs {
     /// repeatable or comma-separated, as buildx.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',', value_parser = parse_entitlement)]
     allow: Vec<kiln_graph::Entitlement>,
-    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (min: the steps in
-    /// the final image; max: every step of every stage).
+    /// Export the build cache: `type=local,dest=DIR` or `type=registry,ref=REF` (a bare
+    /// `REF` too), with `,mode=min|max` (min: the steps in the final image; max: every
+    /// step of every stage) and `,ignore-error=true`; repeatable (exported to each).
     #[arg(long = "cache-to", value_name = "SPEC")]
-    cache_to: Option<String>,
-    /// Use an exported build cache: `type=local,src=DIR` (repeatable).
+    cache_to: Vec<String>,
+    /// Use an exported build cache: `type=local,src=DIR` or `type=registry,ref=REF` (a
+    /// bare `REF` too); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
     /// Run at most N steps at once (default: twice the number of CPUs).
@@ -316,7 +318,11 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         a.insecure_registries.clone(),
         a.tls_ca.as_deref(),
     )?);
-    let cache_to = a.cache_to.as_deref().map(kiln_build::parse_cache_to).transpose()?;
+    let cache_to = a
+        .cache_to
+        .iter()
+        .map(|s| kiln_build::parse_cache_to(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let cache_from = a
         .cache_from
         .iter()

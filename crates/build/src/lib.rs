@@ -90,7 +90,7 @@ pub struct BuildRequest {
     pub outputs: Vec<Output>,
     /// `--push`: every image output pushes (one is added if there is none).
     pub push: bool,
-    pub cache_to: Option<CacheTo>,
+    pub cache_to: Vec<CacheTo>,
     pub cache_from: Vec<CacheFrom>,
     /// Named build contexts, name (lower case) → what it is.
     pub build_contexts: BTreeMap<String, NamedContext>,
@@ -186,7 +186,7 @@ impl BuildRequest {
             tags: Vec::new(),
             outputs: Vec::new(),
             push: false,
-            cache_to: None,
+            cache_to: Vec::new(),
             cache_from: Vec::new(),
             build_contexts: BTreeMap::new(),
             secrets: kiln_worker::BuildSecrets::default(),

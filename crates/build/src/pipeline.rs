@@ -393,7 +393,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         &lines,
         export_started.elapsed(),
     );
-    if let Some(c) = &req.cache_to {
+    for c in &req.cache_to {
         let t = Instant::now();
         let (what, name) = match &c.target {
             kiln_worker::CacheTarget::Dir(d) => (d.display().to_string(), "exporting cache to client directory"),

@@ -1,0 +1,46 @@
+//! Small things a CI user hits (issue 15, item 5): buildx's short cache forms and
+//! repeatable `--cache-to`, `--pull=true|false`, archive modes under the umask, `kiln du`
+//! with hard links, and `kiln build --help` agreeing with docs/cli.md.
+
+use crate::common::*;
+use kiln_testkit::Registry;
+
+/// A COPY-only build (no RUN: no sandbox needed) with `extra` flags; the steps that ran.
+fn copy_build(k: &Kiln, ctx: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = run(k.cmd().args(&args));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    let mut steps = crate::cache::ran(&crate::cache::outcomes(&err));
+    steps.sort();
+    steps
+}
+
+#[test]
+fn a_bare_cache_reference_is_a_registry_cache_and_cache_to_repeats() {
+    let Some(reg) = Registry::start() else { return };
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n"),
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+    ]);
+    let cache = format!("{}/cache:ci", reg.host);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("cache");
+    let local_to = format!("type=local,dest={},mode=max", local.display());
+    // As buildx: a value with no `=` is `type=registry,ref=VALUE`; --cache-to repeats.
+    let steps = copy_build(&kiln(), ctx.path(), &["--cache-to", &cache, "--cache-to", &local_to]);
+    assert_eq!(steps, ["COPY a.txt", "COPY b.txt"]);
+    assert!(local.join("index.json").is_file(), "the local cache is written too");
+
+    // Fresh roots: each cache alone makes every step a hit.
+    assert!(copy_build(&kiln(), ctx.path(), &["--cache-from", &cache]).is_empty());
+    let local_from = format!("type=local,src={}", local.display());
+    assert!(copy_build(&kiln(), ctx.path(), &["--cache-from", &local_from]).is_empty());
+
+    // A bare value that is not a reference names the flag and the value.
+    let err = kiln().fails(&["build", "--cache-from", "Not A Ref", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("--cache-from Not A Ref"), "{err}");
+}
