@@ -76,7 +76,8 @@ pub struct BuildArgs {
     #[arg(long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// When to ask the registry for base images: `missing` (default: use the local
-    /// store when it has the image), `always`, `never`. `--pull` alone means always.
+    /// store when it has the image), `always`, `never`. `--pull` alone and buildx's
+    /// `--pull=true` mean always; `--pull=false` means missing.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pull: PullArg,
     /// Network of RUN steps that do not set `RUN --network`: `default` (a private
@@ -209,10 +210,12 @@ pub enum NetworkArg {
     None,
 }
 
-/// `--pull` values, as buildah and podman take them.
+/// `--pull` values, as buildah and podman take them, and buildx's `true`/`false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullArg {
+    #[value(alias = "false")]
     Missing,
+    #[value(alias = "true")]
     Always,
     Never,
 }

@@ -44,3 +44,21 @@ fn a_bare_cache_reference_is_a_registry_cache_and_cache_to_repeats() {
     let err = kiln().fails(&["build", "--cache-from", "Not A Ref", ctx.path().to_str().unwrap()]);
     assert!(err.contains("--cache-from Not A Ref"), "{err}");
 }
+
+#[test]
+fn pull_takes_true_and_false_as_buildx() {
+    let k = kiln();
+    // A base only in the local store, named after a loopback port nothing listens on.
+    let base = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "base\n")]);
+    k.ok(&["build", "-q", "-t", "127.0.0.1:1/only:1", base.path().to_str().unwrap()]);
+    let app = context(&[("Dockerfile", "FROM 127.0.0.1:1/only:1\nCOPY g /g\n"), ("g", "app\n")]);
+    let app = app.path().to_str().unwrap();
+    k.ok(&["build", "-q", "--pull=false", app]);
+    k.ok(&["build", "-q", "--pull=missing", app]);
+    let err = k.fails(&["build", "-q", "--pull=true", app]);
+    assert!(err.contains("127.0.0.1:1"), "--pull=true asks the registry: {err}");
+    let err = k.fails(&["build", "-q", "--pull", app]);
+    assert!(err.contains("127.0.0.1:1"), "bare --pull still means always: {err}");
+    let err = k.fails(&["build", "--pull=sometimes", app]);
+    assert!(err.contains("sometimes"), "{err}");
+}
