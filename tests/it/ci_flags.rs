@@ -2,8 +2,28 @@
 //! repeatable `--cache-to`, `--pull=true|false`, archive modes under the umask, `kiln du`
 //! with hard links, and `kiln build --help` agreeing with docs/cli.md.
 
+use std::process::Command;
+
 use crate::common::*;
 use kiln_testkit::Registry;
+
+/// `kiln ARGS` run through `sh` with `umask MASK` set first.
+fn with_umask(k: &Kiln, mask: &str, args: &[&str]) {
+    let c = k.cmd();
+    let bin = c.get_program().to_owned();
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+        .arg(bin)
+        .args(args);
+    for (key, val) in c.get_envs() {
+        match val {
+            Some(v) => sh.env(key, v),
+            None => sh.env_remove(key),
+        };
+    }
+    run_ok(&mut sh);
+}
 
 /// A COPY-only build (no RUN: no sandbox needed) with `extra` flags; the steps that ran.
 fn copy_build(k: &Kiln, ctx: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -61,4 +81,25 @@ fn pull_takes_true_and_false_as_buildx() {
     assert!(err.contains("127.0.0.1:1"), "bare --pull still means always: {err}");
     let err = k.fails(&["build", "--pull=sometimes", app]);
     assert!(err.contains("sometimes"), "{err}");
+}
+
+#[test]
+fn archives_are_written_under_the_umask() {
+    let k = kiln();
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "x\n")]);
+    let c = ctx.path().to_str().unwrap();
+    // An `-o` output is not stored; `kiln save` needs the image in the store.
+    k.ok(&["build", "-q", "-t", "um:1", c]);
+    let out = tempfile::tempdir().unwrap();
+    for (mask, want) in [("022", 0o644), ("027", 0o640)] {
+        for kind in ["oci", "docker", "tar"] {
+            let dest = out.path().join(format!("{kind}-{mask}.tar"));
+            let spec = format!("type={kind},dest={}", dest.display());
+            with_umask(&k, mask, &["build", "-q", "-t", "um:1", "-o", &spec, c]);
+            assert_eq!(mode_of(&dest) & 0o7777, want, "-o {spec} under umask {mask}");
+        }
+        let saved = out.path().join(format!("save-{mask}.tar"));
+        with_umask(&k, mask, &["save", "-o", saved.to_str().unwrap(), "um:1"]);
+        assert_eq!(mode_of(&saved) & 0o7777, want, "kiln save under umask {mask}");
+    }
 }
