@@ -103,3 +103,39 @@ fn archives_are_written_under_the_umask() {
         assert_eq!(mode_of(&saved) & 0o7777, want, "kiln save under umask {mask}");
     }
 }
+
+/// The SIZE column of `kiln du`'s `row`, in bytes.
+fn du_bytes(du: &str, row: &str) -> f64 {
+    let line = du.lines().find(|l| l.starts_with(row)).unwrap_or_default();
+    let size = line[row.len()..].split_whitespace().nth(1).unwrap_or_default();
+    let (num, unit) = size.split_at(size.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(size.len()));
+    let mult = match unit {
+        "B" => 1.0,
+        "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        _ => panic!("no size in `{line}`:\n{du}"),
+    };
+    num.parse::<f64>().unwrap() * mult
+}
+
+#[test]
+fn du_counts_a_hard_linked_snapshot_file_once() {
+    if !require(kiln_testkit::is_root(), "the du test runs a RUN step as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else { return };
+    let before = du_bytes(&k.ok(&["du"]), "Snapshots");
+    // 8 MB under two names, one inode.
+    let df = format!(
+        "FROM {base}\nRUN head -c 8000000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n"
+    );
+    crate::run::build_plain(&k, &df, &["-t", "hl:1"]);
+    let du = k.ok(&["du"]);
+    let grown = du_bytes(&du, "Snapshots") - before;
+    assert!(
+        (7.9e6..12e6).contains(&grown),
+        "8 MB under three names must count once, grew by {grown} bytes:\n{du}"
+    );
+}
