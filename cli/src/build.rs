@@ -39,7 +39,7 @@ pub struct BuildArgs {
     /// Set a label on the image (`KEY=VALUE`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Output destination: `type=image|oci|docker|local|tar[,dest=…][,name=…]`,
+    /// Output destination: `type=image|registry|oci|docker|local|tar[,dest=…][,name=…]`,
     /// a directory for a local export, or `-` for a rootfs tar on stdout. Repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
@@ -68,11 +68,13 @@ pub struct BuildArgs {
     /// Target platform (only the host platform can be built so far).
     #[arg(long)]
     platform: Option<String>,
-    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// Trust the CA certificates in this PEM file for registry TLS (instead of the
-    /// built-in roots).
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
     #[arg(long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// When to ask the registry for base images: `missing` (default: use the local

@@ -125,12 +125,12 @@ fn du_counts_a_hard_linked_snapshot_file_once() {
         return;
     }
     let k = kiln();
-    let Some(base) = crate::run::busybox_base(&k) else { return };
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
     let before = du_bytes(&k.ok(&["du"]), "Snapshots");
     // 8 MB under two names, one inode.
-    let df = format!(
-        "FROM {base}\nRUN head -c 8000000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n"
-    );
+    let df = format!("FROM {base}\nRUN head -c 8000000 /dev/urandom > /big && ln /big /big2 && ln /big /big3\n");
     crate::run::build_plain(&k, &df, &["-t", "hl:1"]);
     let du = k.ok(&["du"]);
     let grown = du_bytes(&du, "Snapshots") - before;
@@ -138,4 +138,84 @@ fn du_counts_a_hard_linked_snapshot_file_once() {
         (7.9e6..12e6).contains(&grown),
         "8 MB under three names must count once, grew by {grown} bytes:\n{du}"
     );
+}
+
+/// `--flag` → its help text, from `kiln SUB --help`.
+fn help_flags(sub: &str) -> std::collections::BTreeMap<String, String> {
+    let help = kiln().ok(&[sub, "--help"]);
+    let mut flags = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        if t.starts_with('-') && indent < 8 {
+            let long = t
+                .split([',', ' ', '<', '[', '='])
+                .find(|w| w.starts_with("--"))
+                .unwrap_or_default()
+                .to_string();
+            // Short help puts the text on the flag's line.
+            let rest = t.splitn(2, "  ").nth(1).unwrap_or_default().trim().to_string();
+            flags.insert(long.clone(), rest);
+            current = Some(long);
+        } else if let Some(f) = &current {
+            if !t.is_empty() {
+                let e = flags.get_mut(f).unwrap();
+                e.push(' ');
+                e.push_str(t);
+            }
+        }
+    }
+    flags
+}
+
+/// The long flags the `## kiln build` table of docs/cli.md names.
+fn doc_build_flags() -> std::collections::BTreeSet<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/cli.md")).unwrap();
+    let start = doc.find("## kiln build").unwrap();
+    let section = &doc[start..];
+    let section = &section[..section.find("\n### ").unwrap()];
+    let mut flags = std::collections::BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `-")) {
+        let cell = row.split(" | ").next().unwrap();
+        for w in cell.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if w.starts_with("--") {
+                flags.insert(w.to_string());
+            }
+        }
+    }
+    flags
+}
+
+#[test]
+fn build_help_and_docs_cli_md_agree() {
+    let help = help_flags("build");
+    let mut in_help: std::collections::BTreeSet<String> = help.keys().cloned().collect();
+    // Every command's own: docs/cli.md gives them once, at the top.
+    for common in ["--help", "--version", "--root"] {
+        in_help.remove(common);
+    }
+    assert_eq!(in_help, doc_build_flags(), "`kiln build --help` against docs/cli.md");
+    // What the issue found saying otherwise than docs/cli.md, for every command with it.
+    for sub in ["build", "pull", "push"] {
+        let h = help_flags(sub);
+        let ca = h["--tls-ca"].to_lowercase();
+        assert!(
+            ca.contains("also") && !ca.contains("instead"),
+            "kiln {sub}: --tls-ca adds to the system's roots: {ca}"
+        );
+        let insecure = h["--insecure-registry"].to_lowercase();
+        assert!(
+            insecure.contains("not verified") && insecure.contains("https"),
+            "kiln {sub}: --insecure-registry skips verification, HTTPS first: {insecure}"
+        );
+    }
+    for flag in ["--cache-to", "--cache-from"] {
+        let text = &help[flag];
+        assert!(
+            text.contains("type=registry") && text.contains("repeatable"),
+            "{flag}: {text}"
+        );
+    }
+    assert!(help["--output"].contains("registry"), "{}", help["--output"]);
 }
