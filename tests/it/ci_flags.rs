@@ -155,7 +155,7 @@ fn help_flags(sub: &str) -> std::collections::BTreeMap<String, String> {
                 .unwrap_or_default()
                 .to_string();
             // Short help puts the text on the flag's line.
-            let rest = t.splitn(2, "  ").nth(1).unwrap_or_default().trim().to_string();
+            let rest = t.split_once("  ").map(|x| x.1).unwrap_or_default().trim().to_string();
             flags.insert(long.clone(), rest);
             current = Some(long);
         } else if let Some(f) = &current {
