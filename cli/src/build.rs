@@ -101,6 +101,10 @@ pub struct BuildArgs {
     /// bare `REF` too); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// Add a name to every RUN step's /etc/hosts: `HOST:IP` (as docker) or `HOST=IP`
+    /// (as buildx); repeatable. Part of the steps' cache key.
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
+    add_hosts: Vec<kiln_graph::ExtraHost>,
     /// Run at most N steps at once (default: twice the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
@@ -155,6 +159,35 @@ pub struct BuildArgs {
 /// Parses one `--ulimit` value.
 fn parse_ulimit(s: &str) -> Result<kiln_executor::Ulimit, kiln_executor::UlimitError> {
     kiln_executor::Ulimit::parse(s)
+}
+
+/// Parses one `--add-host`: `HOST=IP`, else `HOST:IP` split at the first colon (so an
+/// IPv6 address keeps its colons).
+fn parse_add_host(s: &str) -> Result<kiln_graph::ExtraHost, String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("`{s}` is not HOST:IP"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host name (expected HOST:IP)"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+        return Err(format!("host name `{host}` has a space, control character or `#`"));
+    }
+    if ip == "host-gateway" {
+        return Err(format!(
+            "`{s}`: `host-gateway` is not supported (kiln has no daemon host gateway); give the address"
+        ));
+    }
+    let ip = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("`{ip}` is not an IP address (expected HOST:IP)"))?;
+    Ok(kiln_graph::ExtraHost {
+        host: host.to_string(),
+        ip,
+    })
 }
 
 /// Parses `--pids-limit`: a positive number, or -1 (as docker, 0 too) for no limit.
@@ -351,6 +384,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         push: a.push,
         cache_to,
         cache_from,
+        extra_hosts: a.add_hosts.clone(),
         build_contexts,
         secrets,
         network: match a.network {

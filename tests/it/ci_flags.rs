@@ -219,3 +219,46 @@ fn build_help_and_docs_cli_md_agree() {
     }
     assert!(help["--output"].contains("registry"), "{}", help["--output"]);
 }
+
+#[test]
+fn add_host_puts_names_in_the_steps_etc_hosts() {
+    if !require(kiln_testkit::is_root(), "the --add-host test runs RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    let df = format!("FROM {base}\nRUN cat /etc/hosts\n");
+    let hosts = |extra: &[&str]| {
+        let err = crate::run::build_plain(&k, &df, extra);
+        (
+            crate::run::step_lines(&err),
+            crate::cache::ran(&crate::cache::outcomes(&err)),
+        )
+    };
+    // docker's `HOST:IP` and buildx's `HOST=IP`; an IPv6 address after the first colon.
+    let (lines, ran) = hosts(&["--add-host", "db.internal:10.1.2.3", "--add-host=v6.internal=fd00::1"]);
+    assert_eq!(ran, ["RUN cat"]);
+    assert!(lines.iter().any(|l| l == "10.1.2.3\tdb.internal"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "fd00::1\tv6.internal"), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("127.0.0.1\tlocalhost")), "{lines:?}");
+    // Part of the step's cache key, as BuildKit's ExecOp extra hosts: without it, re-run.
+    let (lines, ran) = hosts(&[]);
+    assert_eq!(ran, ["RUN cat"], "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains("db.internal")), "{lines:?}");
+    let (_, ran) = hosts(&["--add-host", "db.internal:10.1.2.3", "--add-host=v6.internal=fd00::1"]);
+    assert!(ran.is_empty(), "the same hosts hit the cache");
+
+    let ctx = context(&[("Dockerfile", "FROM scratch\n")]);
+    let c = ctx.path().to_str().unwrap();
+    for (bad, why) in [
+        ("nohost", "HOST:IP"),
+        ("db:10.1.2", "10.1.2"),
+        (":10.1.2.3", "HOST:IP"),
+        ("a b:10.0.0.1", "a b"),
+    ] {
+        let err = k.fails(&["build", "--add-host", bad, c]);
+        assert!(err.contains("--add-host") && err.contains(why), "{bad}: {err}");
+    }
+}

@@ -92,6 +92,8 @@ pub struct BuildRequest {
     pub push: bool,
     pub cache_to: Vec<CacheTo>,
     pub cache_from: Vec<CacheFrom>,
+    /// `--add-host`: names every RUN step's `/etc/hosts` gets.
+    pub extra_hosts: Vec<kiln_graph::ExtraHost>,
     /// Named build contexts, name (lower case) → what it is.
     pub build_contexts: BTreeMap<String, NamedContext>,
     pub secrets: kiln_worker::BuildSecrets,
@@ -188,6 +190,7 @@ impl BuildRequest {
             push: false,
             cache_to: Vec::new(),
             cache_from: Vec::new(),
+            extra_hosts: Vec::new(),
             build_contexts: BTreeMap::new(),
             secrets: kiln_worker::BuildSecrets::default(),
             network: NetworkMode::Default,

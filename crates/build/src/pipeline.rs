@@ -179,6 +179,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         ignore_patterns: inputs.ignore.clone(),
         resolver: Some(resolver.clone()),
         max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
+        extra_hosts: req.extra_hosts.clone(),
     };
     if req.mode == Mode::Check {
         let report = kiln_frontend::check(&inputs.dockerfile, &opts);
