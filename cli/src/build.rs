@@ -149,6 +149,10 @@ pub struct BuildArgs {
     /// per step where kiln can make one (root), else RLIMIT_NPROC; -1 for no limit.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = kiln_executor::limits::DEFAULT_PIDS_LIMIT as i64, allow_negative_numbers = true, value_parser = parse_pids_limit)]
     pids_limit: i64,
+    /// Size of /dev/shm in RUN steps, as `docker build --shm-size`: bytes, or with a unit
+    /// `k`, `m`, `g` (binary: `64m` is 64 MiB; the default).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
     /// Run the build checks only, as `docker build --check`: print each warning with
     /// its rule, documentation URL and Dockerfile line, build nothing; exit 1 when
     /// there is a warning (or an error).
@@ -188,6 +192,31 @@ fn parse_add_host(s: &str) -> Result<kiln_graph::ExtraHost, String> {
         host: host.to_string(),
         ip,
     })
+}
+
+/// Parses `--shm-size` as Docker's RAMInBytes: a number with an optional binary unit
+/// (`b`, `k`, `m`, `g`, `t`, with or without a trailing `b`/`ib`).
+fn parse_shm_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let shift = match unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit)
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("`{s}` is not a size (e.g. `64m`, `1g` or bytes)")),
+    };
+    match n.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)) {
+        Some(0) => Err(format!("`{s}`: the size must be more than 0")),
+        Some(b) => Ok(b),
+        None => Err(format!("`{s}` is not a size (e.g. `64m`, `1g` or bytes)")),
+    }
 }
 
 /// Parses `--pids-limit`: a positive number, or -1 (as docker, 0 too) for no limit.
@@ -396,6 +425,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         limits: kiln_executor::Limits {
             ulimits: a.ulimit.clone(),
             pids: u64::try_from(a.pids_limit).ok().filter(|n| *n > 0),
+            shm_size: a.shm_size,
         },
         runtime: a.runtime.clone(),
         snapshotter: match a.snapshotter {

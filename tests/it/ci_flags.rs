@@ -262,3 +262,38 @@ fn add_host_puts_names_in_the_steps_etc_hosts() {
         assert!(err.contains("--add-host") && err.contains(why), "{bad}: {err}");
     }
 }
+
+#[test]
+fn shm_size_sets_the_size_of_dev_shm() {
+    if !require(kiln_testkit::is_root(), "the --shm-size test runs RUN steps as root") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = crate::run::busybox_base(&k) else {
+        return;
+    };
+    // `df -k` prints the tmpfs size in KiB; --no-cache so each size runs.
+    let df = format!("FROM {base}\nRUN df -k /dev/shm | tail -n 1\n");
+    let size_kib = |extra: &[&str]| {
+        let mut args = vec!["--no-cache"];
+        args.extend_from_slice(extra);
+        let err = crate::run::build_plain(&k, &df, &args);
+        let lines = crate::run::step_lines(&err);
+        let line = lines.iter().find(|l| l.starts_with("shm")).cloned().unwrap_or_default();
+        line.split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(size_kib(&[]), "65536", "docker's default: 64 MiB");
+    assert_eq!(size_kib(&["--shm-size", "128m"]), "131072");
+    assert_eq!(size_kib(&["--shm-size=1g"]), "1048576");
+    assert_eq!(size_kib(&["--shm-size", "2097152"]), "2048", "plain bytes");
+    if kiln_testkit::require_tool("runc") {
+        assert_eq!(size_kib(&["--runtime", "runc", "--shm-size", "96m"]), "98304");
+    }
+
+    let ctx = context(&[("Dockerfile", "FROM scratch\n")]);
+    for bad in ["0", "12x", "-1m", ""] {
+        let flag = format!("--shm-size={bad}");
+        let err = k.fails(&["build", &flag, ctx.path().to_str().unwrap()]);
+        assert!(err.contains("--shm-size"), "{bad}: {err}");
+    }
+}
