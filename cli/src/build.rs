@@ -101,6 +101,10 @@ pub struct BuildArgs {
     /// bare `REF` too); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// Add an annotation to the image manifest, as buildx: `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` (other types are refused); repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    annotations: Vec<(String, String)>,
     /// Add a name to every RUN step's /etc/hosts: `HOST:IP` (as docker) or `HOST=IP`
     /// (as buildx); repeatable. Part of the steps' cache key.
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
@@ -163,6 +167,32 @@ pub struct BuildArgs {
 /// Parses one `--ulimit` value.
 fn parse_ulimit(s: &str) -> Result<kiln_executor::Ulimit, kiln_executor::UlimitError> {
     kiln_executor::Ulimit::parse(s)
+}
+
+/// Parses one `--annotation`: `[TYPE:]KEY=VALUE`, split at the first `=`; the only
+/// type kiln writes is `manifest` (buildx's default), a single-platform image having
+/// no index of its own.
+fn parse_annotation(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = match key.split_once(':') {
+        Some(("manifest", k)) => k,
+        Some((t, _))
+            if ["index", "manifest-descriptor", "index-descriptor"].contains(&t.split('[').next().unwrap_or(t))
+                || t.starts_with("manifest[") =>
+        {
+            return Err(format!(
+                "`{s}`: annotation type `{t}` is not supported; kiln writes `manifest` annotations (KEY=VALUE)"
+            ))
+        }
+        _ => key,
+    };
+    if key.is_empty() {
+        return Err(format!("`{s}` has no key (expected KEY=VALUE)"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 /// Parses one `--add-host`: `HOST=IP`, else `HOST:IP` split at the first colon (so an
@@ -414,6 +444,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         cache_to,
         cache_from,
         extra_hosts: a.add_hosts.clone(),
+        annotations: a.annotations.iter().cloned().collect(),
         build_contexts,
         secrets,
         network: match a.network {

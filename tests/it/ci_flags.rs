@@ -297,3 +297,52 @@ fn shm_size_sets_the_size_of_dev_shm() {
         assert!(err.contains("--shm-size"), "{bad}: {err}");
     }
 }
+
+/// The image manifest of the single image in an oci-archive.
+fn oci_archive_manifest(path: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap();
+    let index = json(&tar_member(&bytes, "index.json").expect("index.json"));
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+    json(&tar_member(&bytes, &format!("blobs/{digest}")).expect("the manifest blob"))
+}
+
+#[test]
+fn annotation_goes_into_the_image_manifest() {
+    let k = kiln();
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY f /f\n"), ("f", "x\n")]);
+    let c = ctx.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    // buildx's default type is `manifest`; `manifest:` says it; values keep `=` and `,`.
+    let flags = [
+        "--annotation",
+        "org.opencontainers.image.source=https://example.com/app",
+        "--annotation",
+        "manifest:com.example.note=a=b,c",
+    ];
+    for (name, extra) in [
+        ("gzip.tar", ""),
+        ("zstd.tar", ",compression=zstd,force-compression=true"),
+    ] {
+        let dest = out.path().join(name);
+        let spec = format!("type=oci,dest={}{extra}", dest.display());
+        let mut args = vec!["build", "-q", "-o", &spec];
+        args.extend_from_slice(&flags);
+        args.push(c);
+        k.ok(&args);
+        let m = oci_archive_manifest(&dest);
+        assert_eq!(
+            m["annotations"]["org.opencontainers.image.source"], "https://example.com/app",
+            "{m}"
+        );
+        assert_eq!(m["annotations"]["com.example.note"], "a=b,c", "{m}");
+    }
+    // Without it: no annotations in the manifest.
+    let plain = out.path().join("plain.tar");
+    k.ok(&["build", "-q", "-o", &format!("type=oci,dest={}", plain.display()), c]);
+    assert!(oci_archive_manifest(&plain).get("annotations").is_none());
+
+    for (bad, why) in [("novalue", "KEY=VALUE"), ("=v", "KEY=VALUE"), ("index:k=v", "index")] {
+        let err = k.fails(&["build", "--annotation", bad, c]);
+        assert!(err.contains("--annotation") && err.contains(why), "{bad}: {err}");
+    }
+}

@@ -92,6 +92,8 @@ pub struct BuildRequest {
     pub push: bool,
     pub cache_to: Vec<CacheTo>,
     pub cache_from: Vec<CacheFrom>,
+    /// `--annotation`s of the image manifest.
+    pub annotations: BTreeMap<String, String>,
     /// `--add-host`: names every RUN step's `/etc/hosts` gets.
     pub extra_hosts: Vec<kiln_graph::ExtraHost>,
     /// Named build contexts, name (lower case) → what it is.
@@ -191,6 +193,7 @@ impl BuildRequest {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             extra_hosts: Vec::new(),
+            annotations: BTreeMap::new(),
             build_contexts: BTreeMap::new(),
             secrets: kiln_worker::BuildSecrets::default(),
             network: NetworkMode::Default,

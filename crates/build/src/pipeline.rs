@@ -361,7 +361,8 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     };
 
     let export_started = Instant::now();
-    let built = kiln_exporter::assemble(&root, &plan.image, &layers, req.epoch).map_err(BuildError::other)?;
+    let built =
+        kiln_exporter::assemble(&root, &plan.image, &layers, req.epoch, &req.annotations).map_err(BuildError::other)?;
     let mut lines = vec![
         "exporting layers done".to_string(),
         format!("writing image {} done", built.id()),
