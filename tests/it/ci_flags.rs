@@ -249,6 +249,13 @@ fn add_host_puts_names_in_the_steps_etc_hosts() {
     assert!(!lines.iter().any(|l| l.contains("db.internal")), "{lines:?}");
     let (_, ran) = hosts(&["--add-host", "db.internal:10.1.2.3", "--add-host=v6.internal=fd00::1"]);
     assert!(ran.is_empty(), "the same hosts hit the cache");
+    // The chroot level puts the same file in; an OCI runtime binds it.
+    let (lines, _) = hosts(&["--isolation", "chroot", "--add-host", "c.internal:10.9.9.9"]);
+    assert!(lines.iter().any(|l| l == "10.9.9.9\tc.internal"), "chroot: {lines:?}");
+    if kiln_testkit::require_tool("runc") {
+        let (lines, _) = hosts(&["--runtime", "runc", "--add-host", "r.internal:10.8.8.8"]);
+        assert!(lines.iter().any(|l| l == "10.8.8.8\tr.internal"), "runc: {lines:?}");
+    }
 
     let ctx = context(&[("Dockerfile", "FROM scratch\n")]);
     let c = ctx.path().to_str().unwrap();
