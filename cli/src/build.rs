@@ -39,7 +39,7 @@ pub struct BuildArgs {
     /// Set a label on the image (`KEY=VALUE`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Output destination: `type=image|oci|docker|local|tar[,dest=…][,name=…]`,
+    /// Output destination: `type=image|registry|oci|docker|local|tar[,dest=…][,name=…]`,
     /// a directory for a local export, or `-` for a rootfs tar on stdout. Repeatable.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
@@ -68,15 +68,18 @@ pub struct BuildArgs {
     /// Target platform (only the host platform can be built so far).
     #[arg(long)]
     platform: Option<String>,
-    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// Trust the CA certificates in this PEM file for registry TLS (instead of the
-    /// built-in roots).
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
     #[arg(long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// When to ask the registry for base images: `missing` (default: use the local
-    /// store when it has the image), `always`, `never`. `--pull` alone means always.
+    /// store when it has the image), `always`, `never`. `--pull` alone and buildx's
+    /// `--pull=true` mean always; `--pull=false` means missing.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "missing", num_args = 0..=1, require_equals = true, default_missing_value = "always")]
     pull: PullArg,
     /// Network of RUN steps that do not set `RUN --network`: `default` (a private
@@ -89,13 +92,23 @@ pub struct BuildArgs {
     /// repeatable or comma-separated, as buildx.
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',', value_parser = parse_entitlement)]
     allow: Vec<kiln_graph::Entitlement>,
-    /// Export the build cache: `type=local,dest=DIR[,mode=min|max]` (min: the steps in
-    /// the final image; max: every step of every stage).
+    /// Export the build cache: `type=local,dest=DIR` or `type=registry,ref=REF` (a bare
+    /// `REF` too), with `,mode=min|max` (min: the steps in the final image; max: every
+    /// step of every stage) and `,ignore-error=true`; repeatable (exported to each).
     #[arg(long = "cache-to", value_name = "SPEC")]
-    cache_to: Option<String>,
-    /// Use an exported build cache: `type=local,src=DIR` (repeatable).
+    cache_to: Vec<String>,
+    /// Use an exported build cache: `type=local,src=DIR` or `type=registry,ref=REF` (a
+    /// bare `REF` too); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// Add an annotation to the image manifest, as buildx: `KEY=VALUE` or
+    /// `manifest:KEY=VALUE` (other types are refused); repeatable.
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
+    annotations: Vec<(String, String)>,
+    /// Add a name to every RUN step's /etc/hosts: `HOST:IP` (as docker) or `HOST=IP`
+    /// (as buildx); repeatable. Part of the steps' cache key.
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
+    add_hosts: Vec<kiln_graph::ExtraHost>,
     /// Run at most N steps at once (default: twice the number of CPUs).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     jobs: Option<u32>,
@@ -140,6 +153,10 @@ pub struct BuildArgs {
     /// per step where kiln can make one (root), else RLIMIT_NPROC; -1 for no limit.
     #[arg(long = "pids-limit", value_name = "N", default_value_t = kiln_executor::limits::DEFAULT_PIDS_LIMIT as i64, allow_negative_numbers = true, value_parser = parse_pids_limit)]
     pids_limit: i64,
+    /// Size of /dev/shm in RUN steps, as `docker build --shm-size`: bytes, or with a unit
+    /// `k`, `m`, `g` (binary: `64m` is 64 MiB; the default).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = parse_shm_size)]
+    shm_size: Option<u64>,
     /// Run the build checks only, as `docker build --check`: print each warning with
     /// its rule, documentation URL and Dockerfile line, build nothing; exit 1 when
     /// there is a warning (or an error).
@@ -150,6 +167,86 @@ pub struct BuildArgs {
 /// Parses one `--ulimit` value.
 fn parse_ulimit(s: &str) -> Result<kiln_executor::Ulimit, kiln_executor::UlimitError> {
     kiln_executor::Ulimit::parse(s)
+}
+
+/// Parses one `--annotation`: `[TYPE:]KEY=VALUE`, split at the first `=`; the only
+/// type kiln writes is `manifest` (buildx's default), a single-platform image having
+/// no index of its own.
+fn parse_annotation(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let key = match key.split_once(':') {
+        Some(("manifest", k)) => k,
+        Some((t, _))
+            if ["index", "manifest-descriptor", "index-descriptor"].contains(&t.split('[').next().unwrap_or(t))
+                || t.starts_with("manifest[") =>
+        {
+            return Err(format!(
+                "`{s}`: annotation type `{t}` is not supported; kiln writes `manifest` annotations (KEY=VALUE)"
+            ))
+        }
+        _ => key,
+    };
+    if key.is_empty() {
+        return Err(format!("`{s}` has no key (expected KEY=VALUE)"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Parses one `--add-host`: `HOST=IP`, else `HOST:IP` split at the first colon (so an
+/// IPv6 address keeps its colons).
+fn parse_add_host(s: &str) -> Result<kiln_graph::ExtraHost, String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("`{s}` is not HOST:IP"))?;
+    if host.is_empty() {
+        return Err(format!("`{s}` has no host name (expected HOST:IP)"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+        return Err(format!("host name `{host}` has a space, control character or `#`"));
+    }
+    if ip == "host-gateway" {
+        return Err(format!(
+            "`{s}`: `host-gateway` is not supported (kiln has no daemon host gateway); give the address"
+        ));
+    }
+    let ip = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("`{ip}` is not an IP address (expected HOST:IP)"))?;
+    Ok(kiln_graph::ExtraHost {
+        host: host.to_string(),
+        ip,
+    })
+}
+
+/// Parses `--shm-size` as Docker's RAMInBytes: a number with an optional binary unit
+/// (`b`, `k`, `m`, `g`, `t`, with or without a trailing `b`/`ib`).
+fn parse_shm_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let shift = match unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit)
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("`{s}` is not a size (e.g. `64m`, `1g` or bytes)")),
+    };
+    match n.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)) {
+        Some(0) => Err(format!("`{s}`: the size must be more than 0")),
+        Some(b) => Ok(b),
+        None => Err(format!("`{s}` is not a size (e.g. `64m`, `1g` or bytes)")),
+    }
 }
 
 /// Parses `--pids-limit`: a positive number, or -1 (as docker, 0 too) for no limit.
@@ -207,10 +304,12 @@ pub enum NetworkArg {
     None,
 }
 
-/// `--pull` values, as buildah and podman take them.
+/// `--pull` values, as buildah and podman take them, and buildx's `true`/`false`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullArg {
+    #[value(alias = "false")]
     Missing,
+    #[value(alias = "true")]
     Always,
     Never,
 }
@@ -316,7 +415,11 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         a.insecure_registries.clone(),
         a.tls_ca.as_deref(),
     )?);
-    let cache_to = a.cache_to.as_deref().map(kiln_build::parse_cache_to).transpose()?;
+    let cache_to = a
+        .cache_to
+        .iter()
+        .map(|s| kiln_build::parse_cache_to(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let cache_from = a
         .cache_from
         .iter()
@@ -340,6 +443,8 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         push: a.push,
         cache_to,
         cache_from,
+        extra_hosts: a.add_hosts.clone(),
+        annotations: a.annotations.iter().cloned().collect(),
         build_contexts,
         secrets,
         network: match a.network {
@@ -351,6 +456,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         limits: kiln_executor::Limits {
             ulimits: a.ulimit.clone(),
             pids: u64::try_from(a.pids_limit).ok().filter(|n| *n > 0),
+            shm_size: a.shm_size,
         },
         runtime: a.runtime.clone(),
         snapshotter: match a.snapshotter {

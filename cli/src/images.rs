@@ -28,11 +28,13 @@ pub struct PullArgs {
     /// Platform to pull from a multi-platform image (default: the host's).
     #[arg(long)]
     platform: Option<String>,
-    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// Trust the CA certificates in this PEM file for registry TLS (instead of the
-    /// built-in roots).
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
     #[arg(long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Print only the image id.

@@ -14,10 +14,13 @@ pub struct PushArgs {
     image: String,
     /// Where to push (default: the image's own name), e.g. `host:5000/app:1`.
     dest: Option<String>,
-    /// Reach this registry host over plain HTTP (loopback hosts always are); repeatable.
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
-    /// Trust the CA certificates in this PEM file for registry TLS.
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
     #[arg(long = "tls-ca", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// Write the pushed manifest's digest to this file (as `podman push --digestfile`).

@@ -6,6 +6,7 @@ mod bk_parity;
 mod cache;
 mod cachemount;
 mod checks;
+mod ci_flags;
 mod common;
 mod contexts;
 mod copyflags;

@@ -1,6 +1,7 @@
 //! Parsing `--cache-to` / `--cache-from` the way buildx takes them:
 //! `type=local,dest=DIR|src=DIR` and `type=registry,ref=REF`, with `mode=` and
-//! `ignore-error=`, split as CSV by [`kiln_frontend::csv`].
+//! `ignore-error=`, split as CSV by [`kiln_frontend::csv`]. As buildx, a value with no
+//! `=` at all (`--cache-from user/app:cache`) is `type=registry,ref=VALUE`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +16,11 @@ type Result<T> = std::result::Result<T, BuildError>;
 /// `type=local|registry,KEY=VALUE,...` as a map.
 fn cache_spec(flag: &str, spec: &str) -> Result<BTreeMap<String, String>> {
     let mut kv = BTreeMap::new();
+    if !spec.contains('=') {
+        kv.insert("type".to_string(), "registry".to_string());
+        kv.insert("ref".to_string(), spec.trim().to_string());
+        return Ok(kv);
+    }
     let fields = kiln_frontend::csv::fields(spec).map_err(|e| BuildError::Message(format!("{flag} {spec}: {e}")))?;
     for part in &fields {
         let Some((k, v)) = part.split_once('=') else {

@@ -26,7 +26,9 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
 }
 
 /// Writes a file destination atomically: into a temp file beside it, renamed when
-/// complete, so a failed export leaves nothing behind.
+/// complete, so a failed export leaves nothing behind. The file is created `0666` less
+/// the process umask (0644 under the usual 022), as `docker save` and buildx write
+/// theirs; a temp file's own default would be 0600.
 pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
     match dest {
         Dest::Stdout => {
@@ -46,6 +48,7 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
             }
             let mut tmp = tempfile::Builder::new()
                 .prefix(".kiln-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
                 .tempfile_in(&dir)
                 .ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             {

@@ -91,8 +91,12 @@ pub struct BuildRequest {
     pub outputs: Vec<Output>,
     /// `--push`: every image output pushes (one is added if there is none).
     pub push: bool,
-    pub cache_to: Option<CacheTo>,
+    pub cache_to: Vec<CacheTo>,
     pub cache_from: Vec<CacheFrom>,
+    /// `--annotation`s of the image manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// `--add-host`: names every RUN step's `/etc/hosts` gets.
+    pub extra_hosts: Vec<kiln_graph::ExtraHost>,
     /// Named build contexts, name (lower case) → what it is.
     pub build_contexts: BTreeMap<String, NamedContext>,
     pub secrets: kiln_worker::BuildSecrets,
@@ -187,8 +191,10 @@ impl BuildRequest {
             tags: Vec::new(),
             outputs: Vec::new(),
             push: false,
-            cache_to: None,
+            cache_to: Vec::new(),
             cache_from: Vec::new(),
+            extra_hosts: Vec::new(),
+            annotations: BTreeMap::new(),
             build_contexts: BTreeMap::new(),
             secrets: kiln_worker::BuildSecrets::default(),
             network: NetworkMode::Default,

@@ -179,6 +179,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         ignore_patterns: inputs.ignore.clone(),
         resolver: Some(resolver.clone()),
         max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
+        extra_hosts: req.extra_hosts.clone(),
     };
     if req.mode == Mode::Check {
         let report = kiln_frontend::check(&inputs.dockerfile, &opts);
@@ -360,7 +361,8 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     };
 
     let export_started = Instant::now();
-    let built = kiln_exporter::assemble(&root, &plan.image, &layers, req.epoch).map_err(BuildError::other)?;
+    let built =
+        kiln_exporter::assemble(&root, &plan.image, &layers, req.epoch, &req.annotations).map_err(BuildError::other)?;
     let mut lines = vec![
         "exporting layers done".to_string(),
         format!("writing image {} done", built.id()),
@@ -393,7 +395,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         &lines,
         export_started.elapsed(),
     );
-    if let Some(c) = &req.cache_to {
+    for c in &req.cache_to {
         let t = Instant::now();
         let (what, name) = match &c.target {
             kiln_worker::CacheTarget::Dir(d) => (d.display().to_string(), "exporting cache to client directory"),

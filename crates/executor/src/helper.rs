@@ -170,7 +170,7 @@ fn init(spec: &ExecSpec) -> ! {
     sys::umount_detach(Path::new(".")).or_fail(|| "cannot detach the host root".into());
     std::env::set_current_dir("/").or_fail(|| "chdir /".into());
 
-    mount_dev(&devs);
+    mount_dev(&devs, &spec.limits.shm_option());
     crate::insecure::bind_host_devices(&host_devs).or_fail(|| "cannot add the host's devices".into());
     mount_sys(host_sys, !insecure);
     if !insecure {
@@ -352,7 +352,7 @@ fn touch(p: &Path) {
         .or_fail(|| format!("cannot create {}", p.display()));
 }
 
-fn mount_dev(devs: &[(&str, libc::c_int)]) {
+fn mount_dev(devs: &[(&str, libc::c_int)], shm_size: &str) {
     let dev = Path::new("/dev");
     ensure_dir(dev, 0o755);
     sys::mount(
@@ -392,7 +392,7 @@ fn mount_dev(devs: &[(&str, libc::c_int)]) {
         &shm,
         Some(c"tmpfs"),
         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(c"mode=1777,size=65536k"),
+        Some(&std::ffi::CString::new(format!("mode=1777,{shm_size}")).expect("no NUL in a number")),
     )
     .or_fail(|| "cannot mount /dev/shm".into());
     for (link, to) in [

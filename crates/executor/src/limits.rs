@@ -151,18 +151,31 @@ pub struct Limits {
     /// The most processes (threads included) a step may have at once; `None` is no
     /// limit.
     pub pids: Option<u64>,
+    /// `--shm-size`: the size of the step's `/dev/shm` tmpfs in bytes; `None` is
+    /// [`DEFAULT_SHM_SIZE`].
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
+
+/// Docker's default size of `/dev/shm`: 64 MiB.
+pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             ulimits: Vec::new(),
             pids: Some(DEFAULT_PIDS_LIMIT),
+            shm_size: None,
         }
     }
 }
 
 impl Limits {
+    /// The `size=` option of the step's `/dev/shm` tmpfs, in KiB as Docker writes it.
+    pub fn shm_option(&self) -> String {
+        format!("size={}k", self.shm_size.unwrap_or(DEFAULT_SHM_SIZE).div_ceil(1024))
+    }
+
     /// Whether an explicit `--ulimit nproc` was given (it then wins over the process
     /// limit's `RLIMIT_NPROC` fallback).
     pub(crate) fn has_nproc(&self) -> bool {

@@ -151,7 +151,13 @@ impl OciRuntime {
                 "/dev/shm".as_ref(),
                 "tmpfs",
                 "shm".as_ref(),
-                &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+                &[
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    "mode=1777",
+                    spec.limits.shm_option().as_str(),
+                ],
             )?,
             mount(
                 "/sys".as_ref(),

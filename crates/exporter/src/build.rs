@@ -13,6 +13,8 @@ pub struct BuiltImage {
     pub config: Descriptor,
     pub layers: Vec<Layer>,
     pub image: ImageConfig,
+    /// `--annotation`s of the image manifest (kept when the layers are recompressed).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl BuiltImage {
@@ -41,6 +43,7 @@ pub fn assemble(
     skeleton: &ImageConfig,
     layers: &[Layer],
     epoch: Option<i64>,
+    annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<BuiltImage, ExportError> {
     let now = rfc3339(OffsetDateTime::now_utc().unix_timestamp());
     let records = root.layers();
@@ -82,7 +85,8 @@ pub fn assemble(
     let content = root.content();
     let config_bytes = serde_json::to_vec(&image).expect("image config serialises");
     let config = content.put_bytes(media_types::OCI_CONFIG, &config_bytes)?;
-    let manifest = Manifest::oci(config.clone(), layers.iter().map(|l| l.blob.clone()).collect());
+    let mut manifest = Manifest::oci(config.clone(), layers.iter().map(|l| l.blob.clone()).collect());
+    manifest.annotations = annotations.clone();
     let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
     let manifest = content.put_bytes(media_types::OCI_MANIFEST, &manifest_bytes)?;
     Ok(BuiltImage {
@@ -90,5 +94,6 @@ pub fn assemble(
         config,
         layers: layers.to_vec(),
         image,
+        annotations: annotations.clone(),
     })
 }

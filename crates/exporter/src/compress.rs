@@ -61,7 +61,8 @@ pub fn recompress(
     if !changed {
         return Ok(built.clone());
     }
-    let manifest = Manifest::oci(built.config.clone(), layers.iter().map(|l| l.blob.clone()).collect());
+    let mut manifest = Manifest::oci(built.config.clone(), layers.iter().map(|l| l.blob.clone()).collect());
+    manifest.annotations = built.annotations.clone();
     let bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
     let manifest = root.content().put_bytes(media_types::OCI_MANIFEST, &bytes)?;
     Ok(BuiltImage {
@@ -69,5 +70,6 @@ pub fn recompress(
         config: built.config.clone(),
         layers,
         image: built.image.clone(),
+        annotations: built.annotations.clone(),
     })
 }

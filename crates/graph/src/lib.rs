@@ -184,6 +184,17 @@ pub struct ExecOp {
     /// `RUN --mount`s (and a heredoc script), in Dockerfile order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// `--add-host` entries, added to the step's `/etc/hosts` in order; part of the
+    /// digest as BuildKit's ExecOp extra hosts are (not encoded when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<ExtraHost>,
+}
+
+/// One `--add-host`: a name and the address it resolves to in the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub host: String,
+    pub ip: std::net::IpAddr,
 }
 
 /// Mount is one `RUN --mount`: what appears at `target` while the step runs (never in

@@ -127,10 +127,12 @@ impl Worker {
             NetworkMode::Host => Network::Host,
             NetworkMode::Default => self.network,
         };
-        write(
-            &hosts,
-            &format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-        )?;
+        let mut hosts_text = format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        // `--add-host`, after the defaults, as BuildKit writes them.
+        for h in &op.extra_hosts {
+            hosts_text.push_str(&format!("{}\t{}\n", h.ip, h.host));
+        }
+        write(&hosts, &hosts_text)?;
         write(&resolv, &resolv_conf(network))?;
 
         let mut env = op.env.clone();

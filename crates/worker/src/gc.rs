@@ -11,7 +11,7 @@
 //! never leaves a reference to something missing (cache records before the blobs they
 //! name, layer records before their blobs, a snapshot's tree before its record).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -79,11 +79,20 @@ fn prefix_chains(diff_ids: &[Digest], out: &mut BTreeSet<String>) {
 }
 
 fn dir_size(p: &Path) -> u64 {
+    dir_size_once(p, &mut HashSet::new())
+}
+
+/// The bytes of the files under `p` whose inode is not in `seen` yet (adding them): a
+/// file hard-linked under several names, or into several snapshots, counts once, as
+/// `du` counts it.
+fn dir_size_once(p: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(p)
         .into_iter()
         .flatten()
         .filter_map(|e| e.metadata().ok())
         .filter(|m| m.is_file())
+        .filter(|m| m.nlink() < 2 || seen.insert((m.dev(), m.ino())))
         .map(|m| m.len())
         .sum()
 }
@@ -291,12 +300,14 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         .is_dir()
         .then(|| Snapshots::new(root))
         .transpose()?;
+    // One set for every snapshot: the copy snapshotter and layer unpacking hard-link.
+    let mut seen = HashSet::new();
     for e in snaps.iter().flat_map(|s| s.entries()) {
         if let SnapshotEntry::Tree { path, .. } | SnapshotEntry::Stray { path, .. } = e {
             // Not through a symlink: `dir_size` would walk wherever it points.
             if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 u.snapshots += 1;
-                u.snapshots_bytes += dir_size(&path);
+                u.snapshots_bytes += dir_size_once(&path, &mut seen);
             }
         }
     }

@@ -52,6 +52,7 @@ fn spec(lower: &Path) -> ExecSpec {
         limits: Limits {
             ulimits: vec![],
             pids: None,
+            shm_size: None,
         },
         netns: None,
         security: Security::Sandbox,
@@ -154,6 +155,7 @@ fn host_network_with_limits() {
             Ulimit::parse("core=0").unwrap(),
         ],
         pids: Some(25),
+        shm_size: None,
     };
     check("limits", &s);
 }

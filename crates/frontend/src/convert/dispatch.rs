@@ -454,6 +454,7 @@ impl Converter<'_> {
                 security,
                 platform: st.platform.clone(),
                 mounts,
+                extra_hosts: self.opts.extra_hosts.clone(),
             }),
             inputs,
             OpMeta {

@@ -88,6 +88,8 @@ pub struct BuildOptions {
     /// The largest build graph the Dockerfile may lower to, normally
     /// [`MAX_GRAPH_SIZE`] (tests lower it).
     pub max_graph_size: u64,
+    /// `--add-host` entries for every RUN step's `/etc/hosts`.
+    pub extra_hosts: Vec<kiln_graph::ExtraHost>,
 }
 
 /// NamedContext is what a `--build-context` name stands for.
@@ -114,6 +116,7 @@ impl BuildOptions {
             named_contexts: BTreeMap::new(),
             allow: BTreeSet::new(),
             max_graph_size: MAX_GRAPH_SIZE,
+            extra_hosts: Vec::new(),
         }
     }
 }
