@@ -664,6 +664,7 @@ fn exec(args: &[String], env: &[String]) -> ! {
         .collect();
     let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
     let start_err = |reason: String| -> ! { fail(format!("start\0{cmd}\0{reason}")) };
+    sys::default_signals();
     if cmd.contains('/') {
         let p = sys::cstr(cmd).unwrap_or_else(|_| start_err("bad path".into()));
         let e = sys::execve(&p, &argv, &envp);

@@ -204,6 +204,40 @@ pub fn move_mount(fd: libc::c_int, target: &Path) -> io::Result<()> {
     )?)
 }
 
+/// Gives every signal its default disposition and unblocks all, for the step's process
+/// (as runc starts a container's): an ignored signal survives execve, and kiln's helper,
+/// a Rust program, ignores SIGPIPE (and may inherit more from whoever started kiln).
+/// Raw rt_sigaction/rt_sigprocmask, so that glibc's reserved signals (32, 33) are reset
+/// too; errors (SIGKILL, SIGSTOP) are ignored.
+pub fn default_signals() {
+    // An all-zero kernel `struct sigaction` is SIG_DFL with no flags and an empty mask,
+    // whatever the architecture's field order; 32 bytes cover every layout Linux has.
+    let dfl = [0u64; 4];
+    let empty = [0u64; 1];
+    for sig in 1..=64 {
+        // SAFETY: a valid pointer to a zeroed sigaction; no old action is read back.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig as libc::c_long,
+                dfl.as_ptr(),
+                std::ptr::null::<u64>(),
+                8 as libc::c_long,
+            )
+        };
+    }
+    // SAFETY: a valid pointer to an empty 64-bit signal set.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as libc::c_long,
+            empty.as_ptr(),
+            std::ptr::null::<u64>(),
+            8 as libc::c_long,
+        )
+    };
+}
+
 pub fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
     let mut a: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     a.push(std::ptr::null());
