@@ -275,13 +275,42 @@ const MOUNT_POINT_NAMES: [&str; 8] = [
 /// mounted. kiln does the same with its sandbox and with runc, with both snapshotters.
 #[test]
 fn run_mount_points_stay_in_the_layer_as_docker_build_leaves_them() {
-    let Some(dockerd) = Dockerd::start() else { return };
     let Some(ctx) = bare_busybox(MOUNT_POINT_RUN) else {
         return;
     };
-    let theirs = docker_layers(&dockerd, ctx.path()).unwrap();
-    drop(dockerd);
-    let theirs = summary(&theirs[theirs.len() - 1..], &MOUNT_POINT_NAMES);
+    // dockerd 20.10's BuildKit (0.8) now and then leaves its `/etc/hosts` and
+    // `/etc/resolv.conf` mount stubs in the layer (seen once in ~10 loaded runs: `etc/hosts
+    // file 755 0/0`), which its MountStubsCleaner is there to remove and current BuildKit
+    // does remove: such an answer is asked again, on a fresh daemon, at most three times.
+    let mut theirs = Vec::new();
+    for attempt in 1..=3 {
+        let Some(dockerd) = Dockerd::start() else { return };
+        let layers = docker_layers(&dockerd, ctx.path()).unwrap();
+        drop(dockerd);
+        theirs = summary(&layers[layers.len() - 1..], &MOUNT_POINT_NAMES);
+        let stubs_left = theirs
+            .iter()
+            .any(|l| l.starts_with("etc/hosts file") || l.starts_with("etc/resolv.conf file"));
+        if !stubs_left {
+            break;
+        }
+        eprintln!("docker build left its mount stubs (attempt {attempt} of 3): {theirs:?}");
+    }
+    // What current BuildKit leaves, spelled out: the mount points it made, not its stubs.
+    assert_eq!(
+        theirs,
+        [
+            "dev dir 755 0/0",
+            "proc dir 755 0/0",
+            "sys dir 755 0/0",
+            "sys.txt file 644 0/0 sysfs",
+            "proc.txt file 644 0/0 proc",
+            "etc/hosts -",
+            "etc/resolv.conf -",
+            "etc/hostname -",
+        ],
+        "docker build's answer"
+    );
     let k = kiln();
     let runc = require_tool("runc");
     for snapshotter in ["overlay", "copy"] {
@@ -468,4 +497,49 @@ fn workdir_on_a_symlink_loop_fails_on_its_line() {
     assert!(!out.status.success(), "a WORKDIR through a symlink loop built:\n{err}");
     assert!(err.contains("Dockerfile:4"), "{err}");
     assert!(err.contains("symbolic links"), "{err}");
+}
+
+/// A RUN step starts with every signal at its default disposition and none blocked, as
+/// under runc (BuildKit's executor): kiln's helper is a Rust program, whose runtime
+/// ignores SIGPIPE, and an ignored signal survives execve — `yes | head -1` would then
+/// see EPIPE instead of dying of SIGPIPE. Exec form, so no shell sets its own.
+#[test]
+fn run_steps_start_with_default_signal_dispositions() {
+    if !require(kiln_testkit::is_root(), "RUN needs root here") {
+        return;
+    }
+    let Some(ctx) = crate::run::busybox_context() else {
+        return;
+    };
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/grep\", \"-E\", \"^Sig(Ign|Blk)\", \"/proc/self/status\"]\n",
+    );
+    let mut variants: Vec<Vec<&str>> = vec![vec![], vec!["--isolation", "nosandbox-pid"]];
+    if require_tool("runc") {
+        variants.push(vec!["--runtime", "runc"]);
+    }
+    for extra in variants {
+        let mut args = vec!["build", "--progress=plain", "--no-cache"];
+        args.extend_from_slice(&extra);
+        args.push(ctx.path().to_str().unwrap());
+        let out = kiln_testkit::run(kiln().cmd().args(&args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        let mask = |name: &str| -> u64 {
+            let line = crate::run::step_lines(&err)
+                .into_iter()
+                .find_map(|l| l.strip_prefix(&format!("{name}:\t")).map(str::to_string))
+                .unwrap_or_else(|| panic!("{extra:?}: no {name} line in\n{err}"));
+            u64::from_str_radix(&line, 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk"), 0, "{extra:?}: {err}");
+        // SIGPIPE (13) is never ignored. runc passes on what its own environment ignores
+        // (here signal 32, from whoever started the tests); kiln's sandbox resets all.
+        assert_eq!(mask("SigIgn") & (1 << 12), 0, "{extra:?}: SIGPIPE is ignored:\n{err}");
+        if extra.first() != Some(&"--runtime") {
+            assert_eq!(mask("SigIgn"), 0, "{extra:?}: {err}");
+        }
+    }
 }
