@@ -498,9 +498,8 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         })?;
     }
     if a.quiet {
-        #[allow(clippy::print_stdout)]
         {
-            println!("{}", image.id());
+            outln!("{}", image.id());
         }
     }
     Ok(())

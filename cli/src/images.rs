@@ -154,7 +154,6 @@ fn human_size(n: u64) -> String {
     }
 }
 
-#[allow(clippy::print_stdout)]
 pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     let (_r, store) = open_store(root)?;
     let mut rows = Vec::new();
@@ -176,7 +175,7 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
         let mut seen = std::collections::BTreeSet::new();
         for r in rows {
             if seen.insert(r[2].clone()) {
-                println!("{}", r[2]);
+                outln!("{}", r[2]);
             }
         }
         return Ok(());
@@ -190,7 +189,7 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     }
     for r in std::iter::once(&header).chain(rows.iter()) {
         let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", line.join("   ").trim_end());
+        outln!("{}", line.join("   ").trim_end());
     }
     Ok(())
 }
@@ -222,7 +221,6 @@ pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<k
     }
 }
 
-#[allow(clippy::print_stdout)]
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     let (r, _store) = open_store(root)?;
     let reference = Reference::parse(&a.image).with_context(|| format!("invalid image `{}`", a.image))?;
@@ -236,10 +234,10 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     let source = kiln_worker::ImageSource::new(r.clone(), Some(client), kiln_worker::PullPolicy::Always);
     let (img, layers) = source.pull(&reference.to_string(), &platform)?;
     if a.quiet {
-        println!("{}", img.parsed.config.digest);
+        outln!("{}", img.parsed.config.digest);
     } else {
         eprintln!("{}: pulled {} layers", img.pinned.familiar(), layers.len());
-        println!("{}", img.parsed.config.digest);
+        outln!("{}", img.parsed.config.digest);
     }
     Ok(())
 }
@@ -282,7 +280,6 @@ pub fn tag(root: &Path, a: TagArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
     let (_r, store) = open_store(root)?;
     let mut failed = None;
@@ -291,7 +288,7 @@ pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
             Ok(removed) => {
                 for r in removed {
                     let shown = Reference::parse(&r).map(|x| x.familiar()).unwrap_or(r);
-                    println!("Untagged: {shown}");
+                    outln!("Untagged: {shown}");
                 }
             }
             Err(e) => {
@@ -306,7 +303,6 @@ pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
     }
 }
 
-#[allow(clippy::print_stdout)]
 pub fn inspect(root: &Path, a: InspectArgs) -> Result<()> {
     let (_r, store) = open_store(root)?;
     let mut out = Vec::new();
@@ -327,7 +323,7 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<()> {
             "Config": c,
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 

@@ -1,5 +1,13 @@
 //! `kiln`: a daemonless Dockerfile image builder.
 
+/// `println!` for kiln's output: a reader that went away (`kiln images | head -1`) ends
+/// kiln quietly, as it ends `ls`, where `println!` would panic on EPIPE.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::stdout_line(format_args!($($arg)*))
+    };
+}
+
 mod build;
 mod check;
 mod images;
@@ -145,6 +153,20 @@ fn render_error(e: &anyhow::Error) {
         }
     }
     eprintln!("ERROR: {msg}");
+}
+
+/// Writes one line of output to stdout; a closed stdout (EPIPE) ends kiln with status 0
+/// and nothing on stderr; another write error ends it with status 1 and the error.
+pub(crate) fn stdout_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("ERROR: cannot write to standard output: {e}");
+        std::process::exit(1);
+    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,6 @@ fn open_exclusive(root: &Path) -> Result<(KilnRoot, RootLock)> {
     Ok((r, lock))
 }
 
-#[allow(clippy::print_stdout)]
 pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     let mut opts = gc::PruneOptions {
         all: a.all,
@@ -119,7 +118,7 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     }
     let (r, _lock) = open_exclusive(root)?;
     let rep = gc::prune(&r, &opts)?;
-    println!(
+    outln!(
         "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts, {} partial downloads\nTotal reclaimed space: {}",
         rep.records,
         rep.blobs,
@@ -131,42 +130,41 @@ pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 pub fn du(root: &Path, _a: DuArgs) -> Result<()> {
     let (r, _lock) = open_exclusive(root)?;
     let u = gc::disk_usage(&r)?;
-    println!("{:<14}{:>8}{:>12}{:>14}", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
-    println!("{:<14}{:>8}{:>12}{:>14}", "Images", u.images, "-", "-");
-    println!(
+    outln!("{:<14}{:>8}{:>12}{:>14}", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
+    outln!("{:<14}{:>8}{:>12}{:>14}", "Images", u.images, "-", "-");
+    outln!(
         "{:<14}{:>8}{:>12}{:>14}",
         "Build cache",
         u.records,
         human(u.records_bytes),
         human(u.dangling_bytes)
     );
-    println!("{:<14}{:>8}{:>12}{:>14}", "Blobs", u.blobs, human(u.blobs_bytes), "-");
-    println!(
+    outln!("{:<14}{:>8}{:>12}{:>14}", "Blobs", u.blobs, human(u.blobs_bytes), "-");
+    outln!(
         "{:<14}{:>8}{:>12}{:>14}",
         "Snapshots",
         u.snapshots,
         human(u.snapshots_bytes),
         "-"
     );
-    println!(
+    outln!(
         "{:<14}{:>8}{:>12}{:>14}",
         "Cache mounts",
         u.cache_mounts,
         human(u.cache_mounts_bytes),
         human(u.cache_mounts_bytes)
     );
-    println!(
+    outln!(
         "{:<14}{:>8}{:>12}{:>14}",
         "Partial blobs",
         u.partials,
         human(u.partials_bytes),
         human(u.partials_bytes)
     );
-    println!(
+    outln!(
         "{:<14}{:>8}{:>12}{:>14}",
         "Temp files",
         "-",
@@ -176,7 +174,6 @@ pub fn du(root: &Path, _a: DuArgs) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
 pub fn fsck(root: &Path, a: FsckArgs) -> Result<()> {
     let (r, _lock) = open_exclusive(root)?;
     let opts = gc::FsckOptions {
@@ -185,12 +182,12 @@ pub fn fsck(root: &Path, a: FsckArgs) -> Result<()> {
     };
     let rep = gc::fsck(&r, opts)?;
     for p in &rep.problems {
-        println!("PROBLEM: {p}");
+        outln!("PROBLEM: {p}");
     }
     for p in &rep.repaired {
-        println!("REPAIRED: {p}");
+        outln!("REPAIRED: {p}");
     }
-    println!(
+    outln!(
         "checked {} blobs and {} snapshots: {} problems",
         rep.blobs_checked,
         rep.snapshots_checked,

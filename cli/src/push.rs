@@ -31,7 +31,6 @@ pub struct PushArgs {
     quiet: bool,
 }
 
-#[allow(clippy::print_stdout)]
 pub fn push(root: &Path, a: PushArgs) -> Result<()> {
     let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
     let _lock = RootLock::acquire(&r.lock_path(), LockKind::Shared)?;
@@ -55,7 +54,7 @@ pub fn push(root: &Path, a: PushArgs) -> Result<()> {
             .with_context(|| format!("cannot write --digestfile `{}`", p.display()))?;
     }
     if quiet {
-        println!("{digest}");
+        outln!("{digest}");
     } else {
         eprintln!(
             "{}: digest: {digest} size: {}",

@@ -178,3 +178,28 @@ fn every_top_level_entry_of_a_used_root_is_a_known_bucket() {
     std::fs::create_dir(k.root().join("bogus-v1")).unwrap();
     assert_eq!(root.unknown_entries().unwrap(), vec![k.root().join("bogus-v1")]);
 }
+
+/// `kiln images | head -0`-style readers that stop early: a closed stdout ends kiln
+/// quietly, as `ls` does, never with a panic (Rust's `println!` panics on EPIPE).
+#[test]
+fn a_reader_that_stops_early_gets_no_panic() {
+    use std::process::Stdio;
+    let k = kiln();
+    let ctx = context(&[("Dockerfile", "FROM scratch\nLABEL a=b\n")]);
+    let id = k.ok(&["build", "-q", "-t", "early:1", ctx.path().to_str().unwrap()]);
+    for args in [vec!["images"], vec!["inspect", id.trim()], vec!["du"]] {
+        let mut child = k
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before kiln writes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "kiln {args:?}: {err}");
+        assert_ne!(out.status.code(), Some(101), "kiln {args:?}: {err}");
+    }
+}
