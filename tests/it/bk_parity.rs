@@ -477,24 +477,12 @@ fn add_archive_pax_times_are_what_docker_build_sets() {
 /// replace the link with a directory and build on.
 #[test]
 fn workdir_on_a_symlink_loop_fails_on_its_line() {
-    if !require(kiln_testkit::is_root(), "RUN needs root here") {
-        return;
-    }
-    let Some(ctx) = crate::run::busybox_context() else {
+    let Some(ctx) = busybox_with("RUN ln -s /loop2 /loop1 && ln -s /loop1 /loop2\nWORKDIR /loop1/sub\nRUN echo built")
+    else {
         return;
     };
-    write(
-        ctx.path(),
-        "Dockerfile",
-        "FROM scratch\nCOPY rootfs/ /\nRUN ln -s /loop2 /loop1 && ln -s /loop1 /loop2\nWORKDIR /loop1/sub\nRUN echo built\n",
-    );
-    let out = kiln_testkit::run(
-        kiln()
-            .cmd()
-            .args(["build", "--progress=plain", ctx.path().to_str().unwrap()]),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a WORKDIR through a symlink loop built:\n{err}");
+    let (ok, err) = build_plain(&ctx, &[]);
+    assert!(!ok, "a WORKDIR through a symlink loop built:\n{err}");
     assert!(err.contains("Dockerfile:4"), "{err}");
     assert!(err.contains("symbolic links"), "{err}");
 }
@@ -505,28 +493,16 @@ fn workdir_on_a_symlink_loop_fails_on_its_line() {
 /// see EPIPE instead of dying of SIGPIPE. Exec form, so no shell sets its own.
 #[test]
 fn run_steps_start_with_default_signal_dispositions() {
-    if !require(kiln_testkit::is_root(), "RUN needs root here") {
-        return;
-    }
-    let Some(ctx) = crate::run::busybox_context() else {
+    let Some(ctx) = busybox_with("RUN [\"/bin/grep\", \"-E\", \"^Sig(Ign|Blk)\", \"/proc/self/status\"]") else {
         return;
     };
-    write(
-        ctx.path(),
-        "Dockerfile",
-        "FROM scratch\nCOPY rootfs/ /\nRUN [\"/bin/grep\", \"-E\", \"^Sig(Ign|Blk)\", \"/proc/self/status\"]\n",
-    );
     let mut variants: Vec<Vec<&str>> = vec![vec![], vec!["--isolation", "nosandbox-pid"]];
     if require_tool("runc") {
         variants.push(vec!["--runtime", "runc"]);
     }
     for extra in variants {
-        let mut args = vec!["build", "--progress=plain", "--no-cache"];
-        args.extend_from_slice(&extra);
-        args.push(ctx.path().to_str().unwrap());
-        let out = kiln_testkit::run(kiln().cmd().args(&args));
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{extra:?}: {err}");
+        let (ok, err) = build_plain(&ctx, &extra);
+        assert!(ok, "{extra:?}: {err}");
         let mask = |name: &str| -> u64 {
             let line = crate::run::step_lines(&err)
                 .into_iter()
@@ -542,4 +518,29 @@ fn run_steps_start_with_default_signal_dispositions() {
             assert_eq!(mask("SigIgn"), 0, "{extra:?}: {err}");
         }
     }
+}
+
+/// As root, a busybox context whose Dockerfile is `FROM scratch`, `COPY rootfs/ /` and
+/// then `rest`; None (a skip) when not root or without busybox.
+fn busybox_with(rest: &str) -> Option<tempfile::TempDir> {
+    if !require(kiln_testkit::is_root(), "RUN needs root here") {
+        return None;
+    }
+    let ctx = crate::run::busybox_context()?;
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM scratch\nCOPY rootfs/ /\n{rest}\n"),
+    );
+    Some(ctx)
+}
+
+/// `kiln build --progress=plain --no-cache` of `ctx` with `extra` flags first: whether
+/// it succeeded, and its stderr.
+fn build_plain(ctx: &tempfile::TempDir, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["build", "--progress=plain", "--no-cache"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().unwrap());
+    let out = kiln_testkit::run(kiln().cmd().args(&args));
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
