@@ -22,7 +22,14 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
         config: built.config.clone(),
         layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
         names: names.to_vec(),
+        extra: Vec::new(),
     }
+}
+
+/// The attestations one output attaches, and the platform of the image.
+pub struct AttestFor<'a> {
+    pub predicates: &'a crate::attest::Predicates,
+    pub platform: &'a kiln_image::Platform,
 }
 
 /// Writes a file destination atomically: into a temp file beside it, renamed when
@@ -67,8 +74,9 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
     }
 }
 
-/// The `--metadata-file` JSON, with the keys buildx writes.
-pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
+/// The `--metadata-file` JSON, with the keys buildx writes; `index`: the image index
+/// that holds the image and its attestations, which buildx reports as the image.
+pub fn metadata(built: &BuiltImage, index: Option<&kiln_image::Descriptor>, outputs: &[Output]) -> serde_json::Value {
     let mut names: Vec<String> = Vec::new();
     for o in outputs {
         if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
@@ -79,14 +87,15 @@ pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
             }
         }
     }
+    let top = index.unwrap_or(&built.manifest);
     let mut v = serde_json::json!({
         "containerimage.config.digest": built.config.digest,
         "containerimage.descriptor": {
-            "mediaType": built.manifest.media_type,
-            "digest": built.manifest.digest,
-            "size": built.manifest.size,
+            "mediaType": top.media_type,
+            "digest": top.digest,
+            "size": top.size,
         },
-        "containerimage.digest": built.manifest.digest,
+        "containerimage.digest": top.digest,
     });
     if !names.is_empty() {
         v["image.name"] = serde_json::Value::String(names.join(","));
@@ -102,8 +111,16 @@ pub fn in_compression(root: &KilnRoot, worker: &Worker, built: &BuiltImage, laye
     kiln_exporter::recompress(root, built, to, layers.force, &worker.base_blobs()).map_err(BuildError::other)
 }
 
-/// Writes `built` to `out`; returns the progress lines and the image as written
-/// (its manifest differs from `built`'s when the output asks for another compression).
+/// What one output wrote: progress lines, the image as written (its manifest differs
+/// from `built`'s when the output asks for another compression), and the image index
+/// when attestations were attached.
+pub struct Exported {
+    pub lines: Vec<String>,
+    pub image: Option<BuiltImage>,
+    pub index: Option<kiln_image::Descriptor>,
+}
+
+/// Writes `built` to `out`, with `attest`'s attestations in an image index when given.
 pub fn export(
     progress: &dyn BuildProgress,
     root: &KilnRoot,
@@ -111,17 +128,34 @@ pub fn export(
     registry: &kiln_registry::Client,
     built: &BuiltImage,
     out: &Output,
-) -> Result<(Vec<String>, Option<BuiltImage>)> {
+    attest: Option<AttestFor<'_>>,
+) -> Result<Exported> {
     let content = root.content();
-    Ok(match out {
+    let attach = |built: &BuiltImage, names: &[Reference]| -> Result<Option<crate::attest::Attached>> {
+        match &attest {
+            Some(a) if !a.predicates.0.is_empty() => Ok(Some(crate::attest::attach(
+                &content,
+                &built.manifest,
+                a.platform,
+                names,
+                a.predicates,
+            )?)),
+            _ => Ok(None),
+        }
+    };
+    let mut index = None;
+    let (lines, image) = match out {
         Output::Image { names, push, layers } => {
             let built = in_compression(root, worker, built, layers)?;
+            let attached = attach(&built, names)?;
+            let top = attached.as_ref().map_or(&built.manifest, |a| &a.index).clone();
+            index = attached.as_ref().map(|a| a.index.clone());
             let store = root.images();
-            store.add(&built.manifest, names).map_err(BuildError::other)?;
+            store.add(&top, names).map_err(BuildError::other)?;
             let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
             if *push {
                 for n in names {
-                    let report = crate::push::push_image(registry, &store, &content, &built.manifest, n, &|line| {
+                    let report = crate::push::push_image(registry, &store, &content, &top, n, &|line| {
                         progress.event(BuildEvent::Push {
                             reference: n.clone(),
                             line,
@@ -131,7 +165,7 @@ pub fn export(
                         "pushing layers {} uploaded, {} mounted, {} already there done",
                         report.uploaded, report.mounted, report.existed
                     ));
-                    lines.push(format!("pushing manifest for {n}@{} done", built.manifest.digest));
+                    lines.push(format!("pushing manifest for {n}@{} done", top.digest));
                 }
             }
             (lines, Some(built))
@@ -150,7 +184,17 @@ pub fn export(
         } => {
             let built = in_compression(root, worker, built, layers)?;
             let docker = matches!(out, Output::Docker { .. });
-            let img = [archive_image(&built, names)];
+            let mut img = [archive_image(&built, names)];
+            // As buildx: a docker-archive holds the image alone (`docker load` reads
+            // no attestations); the caller warns when some were asked for.
+            if !docker {
+                if let Some(a) = attach(&built, names)? {
+                    img[0].extra.push(a.image.clone());
+                    img[0].extra.extend(a.blobs.iter().cloned());
+                    img[0].manifest = a.index.clone();
+                    index = Some(a.index);
+                }
+            }
             match (tar, dest) {
                 (true, _) => write_dest(dest, "the image archive", |w| {
                     if docker {
@@ -182,5 +226,6 @@ pub fn export(
             })?;
             (vec!["sending tarball done".to_string()], None)
         }
-    })
+    };
+    Ok(Exported { lines, image, index })
 }

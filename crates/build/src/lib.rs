@@ -3,6 +3,7 @@
 //! [`build`], which reports progress and warnings as [`BuildEvent`]s and returns a
 //! [`BuildResult`]. Nothing here writes to stderr: the caller's renderer owns it.
 
+pub mod attest;
 mod cachespec;
 mod check;
 mod error;
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use attest::AttestRequest;
 pub use cachespec::{parse_cache_from, parse_cache_to, CacheFrom, CacheTo};
 pub use check::{render_check, CheckReport};
 pub use error::{chain_text, BuildError, Snippet};
@@ -120,6 +122,8 @@ pub struct BuildRequest {
     /// The registry client for base images, pushes and registry caches.
     pub registry: Arc<kiln_registry::Client>,
     pub mode: Mode,
+    /// `--provenance`, `--sbom`, `--attest`.
+    pub attest: attest::AttestRequest,
 }
 
 /// BuildEvent is one thing the build reports while it runs.
@@ -210,6 +214,7 @@ impl BuildRequest {
             epoch: None,
             registry: Arc::new(kiln_registry::Client::new(Vec::new())),
             mode: Mode::Build,
+            attest: attest::AttestRequest::default(),
         }
     }
 }

@@ -142,6 +142,7 @@ fn new_layer_compression(outputs: &[Output]) -> kiln_snapshotter::Compression {
 /// exports the cache. Progress and warnings go to `progress`; `control` may cancel.
 pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Control) -> Result<BuildResult> {
     let outputs = outputs(req)?;
+    let wall_started = unix_now();
     let host = Platform::host();
     let inputs = read_inputs(req.context.as_deref(), &req.dockerfile)?;
     let registry = req.registry.clone();
@@ -367,16 +368,32 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         "exporting layers done".to_string(),
         format!("writing image {} done", built.id()),
     ];
+    let attestations = attestations(
+        req,
+        &outputs,
+        &plan.definition,
+        &inputs,
+        &worker,
+        &built,
+        wall_started,
+        progress,
+    )?;
     // Files first, the local store last: a failed export leaves the store unchanged.
     let (store_outs, file_outs): (Vec<&Output>, Vec<&Output>) =
         outputs.iter().partition(|o| matches!(o, Output::Image { .. }));
     // The image the metadata describes: the first image output's, as written.
     let mut written = None;
+    let mut written_index = None;
     for out in file_outs.into_iter().chain(store_outs) {
-        let (l, image) = export::export(progress, &root, &worker, &registry, &built, out)?;
-        lines.extend(l);
-        if written.is_none() {
-            written = image;
+        let attest = attestations.for_output(out).map(|predicates| export::AttestFor {
+            predicates,
+            platform: &req.platform,
+        });
+        let e = export::export(progress, &root, &worker, &registry, &built, out, attest)?;
+        lines.extend(e.lines);
+        if written.is_none() && e.image.is_some() {
+            written = e.image;
+            written_index = e.index;
         }
     }
     let written = written.unwrap_or_else(|| built.clone());
@@ -417,12 +434,113 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             Err(e) => return Err(e),
         }
     }
-    let metadata = export::metadata(&written, &outputs);
+    let metadata = export::metadata(&written, written_index.as_ref(), &outputs);
     Ok(BuildResult::Built(Box::new(crate::Built {
         image: built,
         written,
         metadata,
     })))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The attestations of this build: the predicates asked for explicitly, and buildx's
+/// default min provenance, which goes only to outputs that hold an image index.
+struct Attestations {
+    explicit: crate::attest::Predicates,
+    with_default: crate::attest::Predicates,
+}
+
+impl Attestations {
+    fn for_output(&self, out: &Output) -> Option<&crate::attest::Predicates> {
+        match out {
+            Output::Image { push: true, .. } | Output::Oci { .. } => Some(&self.with_default),
+            Output::Image { push: false, .. } => Some(&self.explicit),
+            _ => None,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attestations(
+    req: &BuildRequest,
+    outputs: &[Output],
+    definition: &kiln_graph::Definition,
+    inputs: &Inputs,
+    worker: &Worker,
+    built: &kiln_exporter::BuiltImage,
+    started: i64,
+    progress: &dyn BuildProgress,
+) -> Result<Attestations> {
+    use crate::attest::{Provenance, ProvenanceOpts};
+    let a = &req.attest;
+    let index_outputs = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Image { push: true, .. } | Output::Oci { .. }));
+    if a.explicit() {
+        for o in outputs {
+            match o {
+                Output::Docker { .. } => warn(
+                    progress,
+                    "type=docker: the docker-archive holds the image only; attestations go into type=oci, type=image and --push outputs",
+                ),
+                Output::Local { .. } | Output::Tar { .. } => warn(
+                    progress,
+                    "attestations are attached to image outputs only (type=image, type=registry, type=oci); this output gets none",
+                ),
+                _ => {}
+            }
+        }
+    }
+    let wants_default = matches!(a.provenance, Provenance::Default) && !a.no_default && index_outputs;
+    let explicit_prov: Option<ProvenanceOpts> = match &a.provenance {
+        Provenance::On(p) => Some(p.clone()),
+        _ => None,
+    };
+    if explicit_prov.is_none() && a.sbom.is_none() && !wants_default {
+        return Ok(Attestations {
+            explicit: Default::default(),
+            with_default: Default::default(),
+        });
+    }
+    let mut sbom = a.sbom.clone();
+    if let Some(s) = sbom.as_mut() {
+        s.apply_build_args(&req.build_args)?;
+    }
+    let git = inputs.context.as_deref().and_then(crate::attest::GitInfo::read);
+    let facts = crate::attest::Facts {
+        definition,
+        dockerfile_name: &inputs.dockerfile_name,
+        dockerfile: &inputs.dockerfile,
+        build_args: &req.build_args,
+        labels: &req.labels,
+        target: req.target.as_deref(),
+        platform: &req.platform,
+        context: inputs.context.as_deref(),
+        secret_ids: req.secrets.ids(),
+        started,
+        finished: unix_now(),
+        epoch: req.epoch,
+        git,
+    };
+    let rootfs = if sbom.is_some() {
+        worker.snapshots().merged(&built.layers).map_err(BuildError::other)?
+    } else {
+        None
+    };
+    let explicit = crate::attest::collect(explicit_prov.as_ref(), sbom.as_ref(), &facts, rootfs.as_deref())?;
+    let with_default = if wants_default {
+        let mut d = crate::attest::collect(Some(&ProvenanceOpts::default()), None, &facts, None)?;
+        d.0.extend(explicit.0.iter().cloned());
+        d
+    } else {
+        explicit.clone()
+    };
+    Ok(Attestations { explicit, with_default })
 }
 
 fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> BuildError {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kiln_cache::{ContentStore, ImageStore};
-use kiln_image::{Descriptor, Digest, Manifest, Reference};
+use kiln_image::{Descriptor, Digest, Index, Manifest, Reference};
 use kiln_registry::{Client, PushEvent, PushReport};
 
 use crate::error::Ctx;
@@ -31,7 +31,9 @@ fn mount_sources(store: &ImageStore, dest: &Reference) -> BTreeMap<Digest, Vec<R
 }
 
 /// Pushes the image whose manifest is `manifest` (blobs in `content`) to `dest`;
-/// `line` hears one line per blob, as `docker push` prints them.
+/// `line` hears one line per blob, as `docker push` prints them. An image index (an
+/// image with its attestations) goes as the registry expects: each manifest it lists
+/// with its blobs, by digest, then the index under the tag.
 pub fn push_image(
     client: &Client,
     store: &ImageStore,
@@ -41,7 +43,54 @@ pub fn push_image(
     line: &(dyn Fn(String) + Sync),
 ) -> Result<PushReport, BuildError> {
     let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
-    let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
+    if v.get("manifests").is_none() {
+        let m: Manifest = serde_json::from_value(v).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
+        return push_one(client, store, content, manifest, &m, dest, line);
+    }
+    let index: Index = serde_json::from_value(v).ctx(|| format!("index `{}` is corrupt", manifest.digest))?;
+    let by_digest = Reference::parse(&format!("{}@{}", dest.repository(), manifest.digest))
+        .ctx(|| format!("cannot push to `{dest}`"))?;
+    let mut total = PushReport::default();
+    for child in &index.manifests {
+        let bytes = content.read_all(&child.digest).map_err(BuildError::other)?;
+        let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", child.digest))?;
+        let child_dest = Reference::parse(&format!("{}@{}", by_digest.repository(), child.digest))
+            .ctx(|| format!("cannot push to `{dest}`"))?;
+        let child_desc = Descriptor::new(child.media_type.clone(), child.digest.clone(), child.size);
+        let r = push_one(client, store, content, &child_desc, &m, &child_dest, line)?;
+        total.existed += r.existed;
+        total.mounted += r.mounted;
+        total.uploaded += r.uploaded;
+        total.bytes += r.bytes;
+    }
+    let none = |_: &Digest| Vec::new();
+    let r = client
+        .push(dest, content, manifest, &[], &none, &|_, _| {})
+        .map_err(|e| push_error(dest, e))?;
+    total.digest = r.digest;
+    Ok(total)
+}
+
+fn push_error(dest: &Reference, e: kiln_registry::RegistryError) -> BuildError {
+    match e {
+        // Registry errors start with the reference already.
+        kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),
+        e => BuildError::Message(format!("cannot push {e}")),
+    }
+}
+
+/// Pushes one image manifest `m` (descriptor `manifest`) and its blobs to `dest`.
+fn push_one(
+    client: &Client,
+    store: &ImageStore,
+    content: &ContentStore,
+    manifest: &Descriptor,
+    m: &Manifest,
+    dest: &Reference,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<PushReport, BuildError> {
     let mut blobs = m.layers.clone();
     blobs.push(m.config.clone());
     let sources = mount_sources(store, dest);
@@ -56,11 +105,7 @@ pub fn push_image(
     };
     client
         .push(dest, content, manifest, &blobs, &mount_from, &on_blob)
-        .map_err(|e| match e {
-            // Registry errors start with the reference already.
-            kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),
-            e => BuildError::Message(format!("cannot push {e}")),
-        })
+        .map_err(|e| push_error(dest, e))
 }
 
 fn short(d: &Digest) -> &str {

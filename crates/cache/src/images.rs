@@ -122,17 +122,87 @@ impl ImageStore {
         self.collect_garbage_locked()
     }
 
-    /// Links the manifest, its config and layers from the content store into the layout.
+    /// Links the manifest (or index), its config and layers from the content store into
+    /// the layout; an index's manifests (image and attestation manifests) with theirs.
     fn import_blobs(&self, manifest: &Descriptor) -> Result<(), CacheError> {
-        let bytes = self.content.read_all(&manifest.digest)?;
-        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-            path: self.content.blob_path(&manifest.digest),
+        for d in self.referenced(&self.content, manifest)? {
+            self.content.link_into(&d, &self.blobs)?;
+        }
+        Ok(())
+    }
+
+    /// Every blob `top` (a manifest or an index) references in `store`, itself last.
+    fn referenced(&self, store: &ContentStore, top: &Descriptor) -> Result<Vec<Digest>, CacheError> {
+        let bytes = store.read_all(&top.digest)?;
+        let corrupt = |e: serde_json::Error| CacheError::Corrupt {
+            path: store.blob_path(&top.digest),
+            reason: e.to_string(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        let mut out = Vec::new();
+        if v.get("manifests").is_some() {
+            let index: Index = serde_json::from_value(v).map_err(corrupt)?;
+            for child in &index.manifests {
+                let bytes = store.read_all(&child.digest)?;
+                let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                    path: store.blob_path(&child.digest),
+                    reason: e.to_string(),
+                })?;
+                out.extend(m.layers.iter().map(|l| l.digest.clone()));
+                out.push(m.config.digest.clone());
+                out.push(child.digest.clone());
+            }
+        } else {
+            let m: Manifest = serde_json::from_value(v).map_err(corrupt)?;
+            out.extend(m.layers.iter().map(|l| l.digest.clone()));
+            out.push(m.config.digest.clone());
+        }
+        out.push(top.digest.clone());
+        Ok(out)
+    }
+
+    /// When the entry is an image index (an image with attestations): the index as
+    /// stored.
+    pub fn index(&self, img: &StoredImage) -> Result<Option<Index>, CacheError> {
+        let bytes = self.blobs.read_all(&img.manifest.digest)?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+            path: self.blobs.blob_path(&img.manifest.digest),
             reason: e.to_string(),
         })?;
-        for d in m.layers.iter().chain(std::iter::once(&m.config)) {
-            self.content.link_into(&d.digest, &self.blobs)?;
+        if v.get("manifests").is_none() {
+            return Ok(None);
         }
-        self.content.link_into(&manifest.digest, &self.blobs)
+        serde_json::from_value(v).map(Some).map_err(|e| CacheError::Corrupt {
+            path: self.blobs.blob_path(&img.manifest.digest),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The blobs an index entry holds besides its image's config and layers (the image
+    /// manifest, attestation manifests and theirs); empty for a plain manifest entry.
+    pub fn index_blobs(&self, img: &StoredImage) -> Result<Vec<Descriptor>, CacheError> {
+        let Some(index) = self.index(img)? else {
+            return Ok(Vec::new());
+        };
+        let image = self.manifest(img)?;
+        let mut out = Vec::new();
+        for child in &index.manifests {
+            out.push(Descriptor::new(
+                child.media_type.clone(),
+                child.digest.clone(),
+                child.size,
+            ));
+            let bytes = self.blobs.read_all(&child.digest)?;
+            let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+                continue;
+            };
+            if m.config.digest == image.config.digest {
+                continue;
+            }
+            out.push(m.config.clone());
+            out.extend(m.layers.iter().cloned());
+        }
+        Ok(out)
     }
 
     /// Finds an image by reference (`app`, `app:1`, full), image id (config digest, or a
@@ -172,11 +242,24 @@ impl ImageStore {
         Err(CacheError::NoSuchImage(name.to_string()))
     }
 
-    /// Reads an image's manifest.
+    /// Reads an image's manifest; for an index entry, the manifest of the image it
+    /// holds (the first that is not an attestation manifest, platform `unknown`).
     pub fn manifest(&self, img: &StoredImage) -> Result<Manifest, CacheError> {
-        let bytes = self.blobs.read_all(&img.manifest.digest)?;
+        let digest = match self.index(img)? {
+            Some(index) => index
+                .manifests
+                .iter()
+                .find(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
+                .map(|d| d.digest.clone())
+                .ok_or_else(|| CacheError::Corrupt {
+                    path: self.blobs.blob_path(&img.manifest.digest),
+                    reason: "the index lists no image manifest".into(),
+                })?,
+            None => img.manifest.digest.clone(),
+        };
+        let bytes = self.blobs.read_all(&digest)?;
         serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-            path: self.blobs.blob_path(&img.manifest.digest),
+            path: self.blobs.blob_path(&digest),
             reason: e.to_string(),
         })
     }
@@ -229,10 +312,8 @@ impl ImageStore {
         let mut keep = BTreeSet::new();
         for d in &index.manifests {
             keep.insert(d.digest.clone());
-            let img = to_stored(d.clone());
-            if let Ok(m) = self.manifest(&img) {
-                keep.insert(m.config.digest.clone());
-                keep.extend(m.layers.iter().map(|l| l.digest.clone()));
+            if let Ok(all) = self.referenced(&self.blobs, d) {
+                keep.extend(all);
             }
         }
         for d in self.blobs.list()? {

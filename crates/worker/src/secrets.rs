@@ -33,6 +33,11 @@ impl BuildSecrets {
     }
 
     /// Whether SSH agent `id` was given.
+    /// The ids of the secrets (never their values), sorted.
+    pub fn ids(&self) -> Vec<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
     pub fn has_ssh(&self, id: &str) -> bool {
         self.ssh.contains_key(id)
     }
