@@ -105,6 +105,18 @@ pub struct BuildArgs {
     /// `manifest:KEY=VALUE` (other types are refused); repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     annotations: Vec<(String, String)>,
+    /// Attach SLSA provenance, as buildx: `true` (min), `false`, `min`, `max`, or
+    /// `mode=min|max,version=v0.2|v1,builder-id=URI`. Default: min provenance on pushed
+    /// and `type=oci` images, unless BUILDX_NO_DEFAULT_ATTESTATIONS is true.
+    #[arg(long, value_name = "VALUE")]
+    provenance: Option<String>,
+    /// Attach an SPDX 2.3 SBOM of the image, made natively: `true`, `false`, or
+    /// `scan-context=true,scan-stage=true`.
+    #[arg(long, value_name = "VALUE")]
+    sbom: Option<String>,
+    /// Attach an attestation, as buildx: `type=provenance,…` or `type=sbom,…`; repeatable.
+    #[arg(long = "attest", value_name = "SPEC")]
+    attest: Vec<String>,
     /// Add a name to every RUN step's /etc/hosts: `HOST:IP` (as docker) or `HOST=IP`
     /// (as buildx); repeatable. Part of the steps' cache key.
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
@@ -425,6 +437,21 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         .iter()
         .map(|s| kiln_build::parse_cache_from(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut attest = kiln_build::AttestRequest {
+        no_default: kiln_build::attest::no_default_attestations(
+            std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS").ok().as_deref(),
+        )?,
+        ..Default::default()
+    };
+    for spec in &a.attest {
+        attest.parse_attest(spec)?;
+    }
+    if let Some(v) = &a.provenance {
+        attest.parse_provenance(v)?;
+    }
+    if let Some(v) = &a.sbom {
+        attest.parse_sbom(v)?;
+    }
     let mut build_contexts = BTreeMap::new();
     for spec in &a.build_contexts {
         let (name, context) = kiln_build::parse_build_context(spec)?;
@@ -471,6 +498,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         no_cache_filter: a.no_cache_filter.clone(),
         epoch,
         registry,
+        attest,
         mode: if a.check {
             kiln_build::Mode::Check
         } else {

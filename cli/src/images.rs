@@ -315,16 +315,51 @@ pub fn inspect(root: &Path, a: InspectArgs) -> Result<()> {
             .filter(|i| i.manifest.digest == img.manifest.digest)
             .filter_map(|i| i.name.map(|n| n.familiar()))
             .collect();
-        out.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "Id": m.config.digest,
             "RepoTags": tags,
             "ManifestDigest": img.manifest.digest,
             "Manifest": m,
             "Config": c,
-        }));
+        });
+        if let Some(index) = store.index(&img)? {
+            entry["Attestations"] = attestations(&store, &index)?;
+            entry["Index"] = serde_json::to_value(&index)?;
+        }
+        out.push(entry);
     }
     outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// The attestations an image index holds: per attestation manifest, the image it is
+/// about and each statement's predicate type, digest and size.
+fn attestations(store: &kiln_cache::ImageStore, index: &kiln_image::Index) -> Result<serde_json::Value> {
+    let mut out = Vec::new();
+    for d in index
+        .manifests
+        .iter()
+        .filter(|d| kiln_build::attest::layout::is_attestation(d))
+    {
+        let m: kiln_image::Manifest = serde_json::from_slice(&store.blobs().read_all(&d.digest)?)?;
+        let statements: Vec<serde_json::Value> = m
+            .layers
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "PredicateType": l.annotations.get(kiln_build::attest::layout::PREDICATE_TYPE_ANNOTATION),
+                    "Digest": l.digest,
+                    "Size": l.size,
+                })
+            })
+            .collect();
+        out.push(serde_json::json!({
+            "Digest": d.digest,
+            "ReferenceDigest": d.annotations.get(kiln_build::attest::layout::REFERENCE_DIGEST_ANNOTATION),
+            "Statements": statements,
+        }));
+    }
+    Ok(serde_json::Value::Array(out))
 }
 
 pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
@@ -347,6 +382,7 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
             manifest: img.manifest.clone(),
             config: m.config.clone(),
             layers: m.layers.clone(),
+            extra: store.index_blobs(&img)?,
             names,
         });
     }

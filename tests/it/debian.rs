@@ -70,7 +70,7 @@ fn debian_layout() -> Option<PathBuf> {
 }
 
 /// Pushes the Debian base to `reg` as `debian:bookworm`; returns its reference.
-fn push_debian(reg: &Registry) -> Option<String> {
+pub(crate) fn push_debian(reg: &Registry) -> Option<String> {
     let layout = debian_layout()?;
     let dest = format!("{}/debian:bookworm", reg.host);
     run_ok(

@@ -2,6 +2,7 @@
 //! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
 mod add;
+mod attest;
 mod bk_parity;
 mod cache;
 mod cachemount;
