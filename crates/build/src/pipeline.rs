@@ -368,6 +368,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         "exporting layers done".to_string(),
         format!("writing image {} done", built.id()),
     ];
+    let attest_started = Instant::now();
     let attestations = attestations(
         req,
         &outputs,
@@ -378,6 +379,15 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         wall_started,
         progress,
     )?;
+    if !attestations.with_default.0.is_empty() {
+        internal(
+            progress,
+            solver.allocate_vertex(),
+            "[internal] making attestations",
+            &attestations.lines,
+            attest_started.elapsed(),
+        );
+    }
     // Files first, the local store last: a failed export leaves the store unchanged.
     let (store_outs, file_outs): (Vec<&Output>, Vec<&Output>) =
         outputs.iter().partition(|o| matches!(o, Output::Image { .. }));
@@ -453,6 +463,8 @@ fn unix_now() -> i64 {
 struct Attestations {
     explicit: crate::attest::Predicates,
     with_default: crate::attest::Predicates,
+    /// What was made, for the progress step.
+    lines: Vec<String>,
 }
 
 impl Attestations {
@@ -505,6 +517,7 @@ fn attestations(
         return Ok(Attestations {
             explicit: Default::default(),
             with_default: Default::default(),
+            lines: Vec::new(),
         });
     }
     let mut sbom = a.sbom.clone();
@@ -532,15 +545,44 @@ fn attestations(
     } else {
         None
     };
-    let explicit = crate::attest::collect(explicit_prov.as_ref(), sbom.as_ref(), &facts, rootfs.as_deref())?;
+    let mut lines = Vec::new();
+    let prov = crate::attest::collect(explicit_prov.as_ref(), None, &facts, None)?;
+    if let Some(p) = &explicit_prov {
+        let version = match p.version {
+            crate::attest::SlsaVersion::V02 => "SLSA v0.2",
+            crate::attest::SlsaVersion::V1 => "SLSA v1",
+        };
+        let mode = match p.mode {
+            crate::attest::ProvenanceMode::Min => "min",
+            crate::attest::ProvenanceMode::Max => "max",
+        };
+        lines.push(format!("provenance ({version}, mode={mode}) done"));
+    }
+    let t_sbom = Instant::now();
+    let sboms = crate::attest::collect(None, sbom.as_ref(), &facts, rootfs.as_deref())?;
+    for (_, doc) in &sboms.0 {
+        let n = doc["packages"].as_array().map_or(0, |p| p.len());
+        lines.push(format!(
+            "SBOM of the {}: {n} SPDX packages in {:.3}s done",
+            doc["name"].as_str().unwrap_or_default(),
+            t_sbom.elapsed().as_secs_f64()
+        ));
+    }
+    let mut explicit = prov;
+    explicit.0.extend(sboms.0);
     let with_default = if wants_default {
+        lines.insert(0, "provenance (SLSA v0.2, mode=min, the default) done".to_string());
         let mut d = crate::attest::collect(Some(&ProvenanceOpts::default()), None, &facts, None)?;
         d.0.extend(explicit.0.iter().cloned());
         d
     } else {
         explicit.clone()
     };
-    Ok(Attestations { explicit, with_default })
+    Ok(Attestations {
+        explicit,
+        with_default,
+        lines,
+    })
 }
 
 fn frontend_error(inputs: &Inputs, e: kiln_frontend::FrontendError) -> BuildError {

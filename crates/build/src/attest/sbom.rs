@@ -68,10 +68,10 @@ pub fn predicates(s: &SbomOpts, f: &Facts<'_>, rootfs: Option<&Path>) -> Result<
             empty.path()
         }
     };
-    out.push((SPDX_PREDICATE.to_string(), scan(root, "sbom", f, base_images(f))?));
+    out.push((SPDX_PREDICATE.to_string(), scan(root, "image", f, base_images(f))?));
     if s.scan_context {
         if let Some(ctx) = f.context {
-            out.push((SPDX_PREDICATE.to_string(), scan(ctx, "sbom-context", f, Vec::new())?));
+            out.push((SPDX_PREDICATE.to_string(), scan(ctx, "context", f, Vec::new())?));
         }
     }
     Ok(out)
