@@ -539,6 +539,7 @@ fn attestations(
         finished: unix_now(),
         epoch: req.epoch,
         git,
+        resolved: &|op| worker.resolved_source(op),
     };
     let rootfs = if sbom.is_some() {
         worker.snapshots().merged(&built.layers).map_err(BuildError::other)?

@@ -73,6 +73,15 @@ impl Remote {
 }
 
 impl Worker {
+    /// What an HTTP or git source op resolved to in this build, once keyed: the body's
+    /// digest (`sha256:…`), or the commit (provenance materials).
+    pub fn resolved_source(&self, op: &SourceOp) -> Option<String> {
+        match self.remote.get(op)? {
+            Resolved::Http(d) => Some(d.digest.to_string()),
+            Resolved::Git(g) => Some(g.commit),
+        }
+    }
+
     /// The content key of an HTTP or git source op (`None` for other ops).
     pub(crate) fn remote_content_key(&self, op: &SourceOp) -> Result<Option<Digest>, WorkerError> {
         let key = match op {

@@ -46,6 +46,8 @@ pub struct Facts<'a> {
     pub epoch: Option<i64>,
     /// The context's git work tree, if it is one.
     pub git: Option<GitInfo>,
+    /// What an HTTP or git source resolved to in this build (body digest, commit).
+    pub resolved: &'a (dyn Fn(&SourceOp) -> Option<String> + Sync),
 }
 
 /// GitInfo is the commit (and remote) of a context that is a git work tree.
@@ -91,16 +93,26 @@ impl GitInfo {
 
 /// A remote URL without `user:password@` (buildx strips them too).
 fn strip_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('/') {
-            Some((auth_host, path)) => match auth_host.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://{host}/{path}"),
-                None => url.to_string(),
-            },
-            None => url.to_string(),
-        },
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
         None => url.to_string(),
     }
+}
+
+#[cfg(test)]
+#[test]
+fn credentials_leave_remote_urls() {
+    assert_eq!(
+        strip_credentials("https://u:p@h.example/r.git"),
+        "https://h.example/r.git"
+    );
+    assert_eq!(strip_credentials("https://u:p@h.example"), "https://h.example");
+    assert_eq!(strip_credentials("https://h.example/a@b"), "https://h.example/a@b");
+    assert_eq!(strip_credentials("git@h.example:r.git"), "git@h.example:r.git");
 }
 
 /// RFC 3339 in UTC, whole seconds, as BuildKit writes its timestamps.
@@ -161,15 +173,21 @@ fn materials(f: &Facts<'_>) -> Vec<Value> {
                     uri.push_str(reference);
                 }
                 let mut m = json!({ "uri": strip_credentials(&uri) });
-                let commit = checksum.as_deref().or(Some(reference.as_str()));
+                let resolved = (f.resolved)(src);
+                let commit = resolved.as_deref().or(checksum.as_deref()).or(Some(reference.as_str()));
                 if let Some(c) = commit.filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit())) {
-                    m["digest"] = json!({ "sha1": c });
+                    m["digest"] = json!({ "sha1": c.to_ascii_lowercase() });
                 }
                 push(m);
             }
             SourceOp::Http { url, checksum, .. } => {
                 let mut m = json!({ "uri": strip_credentials(url) });
-                if let Some(d) = checksum.as_deref().and_then(|c| c.strip_prefix("sha256:")) {
+                let resolved = (f.resolved)(src);
+                if let Some(d) = checksum
+                    .as_deref()
+                    .or(resolved.as_deref())
+                    .and_then(|c| c.strip_prefix("sha256:"))
+                {
                     m["digest"] = json!({ "sha256": d });
                 }
                 push(m);
