@@ -498,7 +498,7 @@ fn debian_sbom_lists_jq_pip_and_npm_and_the_push_carries_it() {
     // test's output for docs/benchmarks.md, not asserted).
     let made: Vec<&str> = progress.lines().filter(|l| l.contains("SBOM of the image:")).collect();
     assert_eq!(made.len(), 1, "{progress}");
-    println!("{}", made[0]);
+    eprintln!("{}", made[0]);
     // The secret is in no blob and no file of the output.
     for (path, bytes) in members(&archive) {
         assert!(
