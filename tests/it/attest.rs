@@ -354,6 +354,18 @@ fn the_default_follows_buildx_and_source_date_epoch_keeps_the_index_reproducible
         i[0]["Index"]["manifests"][0]["digest"],
         i[0]["Attestations"][0]["ReferenceDigest"]
     );
+    // `kiln prune -a` keeps every blob of the index; a build FROM it still finds it all locally.
+    k.ok(&["prune", "-a"]);
+    let next = context(&[("Dockerfile", "FROM sbom:1\nRUN [\"/bin/busybox\", \"true\"]\n")]);
+    k.ok(&[
+        "build",
+        "-q",
+        "--pull=never",
+        "-t",
+        "next:1",
+        next.path().to_str().unwrap(),
+    ]);
+    assert!(k.ok(&["fsck"]).contains(" 0 problems"));
     // `kiln save` of it carries the index and every blob (skopeo reads it).
     let d = tempfile::tempdir().unwrap();
     let saved = d.path().join("saved.tar");

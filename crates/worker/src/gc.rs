@@ -58,6 +58,10 @@ fn tagged(root: &KilnRoot) -> Result<Tagged, WorkerError> {
     };
     for img in store.list()? {
         t.blobs.insert(img.manifest.digest.clone());
+        // An image kept with attestations: its index's manifests and their blobs too.
+        if let Ok(extra) = store.index_blobs(&img) {
+            t.blobs.extend(extra.into_iter().map(|d| d.digest));
+        }
         let Ok(m) = store.manifest(&img) else { continue };
         t.blobs.insert(m.config.digest.clone());
         t.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
