@@ -50,13 +50,11 @@ pub fn push_image(
         return push_one(client, store, content, manifest, &m, dest, line);
     }
     let index: Index = serde_json::from_value(v).ctx(|| format!("index `{}` is corrupt", manifest.digest))?;
-    let by_digest = Reference::parse(&format!("{}@{}", dest.repository(), manifest.digest))
-        .ctx(|| format!("cannot push to `{dest}`"))?;
     let mut total = PushReport::default();
     for child in &index.manifests {
         let bytes = content.read_all(&child.digest).map_err(BuildError::other)?;
         let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", child.digest))?;
-        let child_dest = Reference::parse(&format!("{}@{}", by_digest.repository(), child.digest))
+        let child_dest = Reference::parse(&format!("{}@{}", dest.repository(), child.digest))
             .ctx(|| format!("cannot push to `{dest}`"))?;
         let child_desc = Descriptor::new(child.media_type.clone(), child.digest.clone(), child.size);
         let r = push_one(client, store, content, &child_desc, &m, &child_dest, line)?;

@@ -96,7 +96,6 @@ pub fn attach(
         });
         let bytes = serde_json::to_vec(&statement).expect("serialises");
         let mut d = content.put_bytes(INTOTO_MEDIA_TYPE, &bytes).map_err(store_err)?;
-        d.media_type = INTOTO_MEDIA_TYPE.to_string();
         d.annotations
             .insert(PREDICATE_TYPE_ANNOTATION.to_string(), kind.clone());
         layers.push(d);
@@ -109,16 +108,14 @@ pub fn attach(
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     }))
     .expect("serialises");
-    let mut config = content
+    let config = content
         .put_bytes(media_types::OCI_CONFIG, &config_bytes)
         .map_err(store_err)?;
-    config.media_type = media_types::OCI_CONFIG.to_string();
     let manifest = Manifest::oci(config.clone(), layers.clone());
     let mbytes = serde_json::to_vec_pretty(&manifest).expect("serialises");
     let mut att = content
         .put_bytes(media_types::OCI_MANIFEST, &mbytes)
         .map_err(store_err)?;
-    att.media_type = media_types::OCI_MANIFEST.to_string();
     att.annotations
         .insert(REFERENCE_DIGEST_ANNOTATION.to_string(), image.digest.to_string());
     att.annotations
@@ -135,8 +132,6 @@ pub fn attach(
         &[(platform.clone(), image_desc.clone())],
         std::slice::from_ref(&att),
     )?;
-    let mut index = index;
-    index.media_type = media_types::OCI_INDEX.to_string();
     let mut blobs = vec![att];
     blobs.push(config);
     blobs.extend(layers);
