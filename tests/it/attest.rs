@@ -41,15 +41,15 @@ fn blob<'a>(m: &'a BTreeMap<String, Vec<u8>>, digest: &str) -> &'a [u8] {
 
 /// What an OCI archive with attestations holds: the index, the image manifest's
 /// digest, the attestation manifest's index entry, and the statements by predicate type.
-struct Attested {
+pub(crate) struct Attested {
     index: serde_json::Value,
     index_digest: String,
     image: String,
     entry: serde_json::Value,
-    statements: Vec<serde_json::Value>,
+    pub(crate) statements: Vec<serde_json::Value>,
 }
 
-fn attested(archive: &[u8]) -> Attested {
+pub(crate) fn attested(archive: &[u8]) -> Attested {
     let m = members(archive);
     let top = json(std::str::from_utf8(&m["index.json"]).unwrap());
     let d = &top["manifests"][0];
@@ -124,7 +124,7 @@ fn assert_valid(schema_name: &str, v: &serde_json::Value) {
 }
 
 /// Checks a provenance statement against the in-toto and SLSA schemas of its version.
-fn assert_slsa(statement: &serde_json::Value) {
+pub(crate) fn assert_slsa(statement: &serde_json::Value) {
     assert_valid("in-toto-statement-v0.1.schema.json", statement);
     match statement["predicateType"].as_str().unwrap() {
         SLSA_V02 => assert_valid("provenance-v0.2.schema.json", &statement["predicate"]),
@@ -181,7 +181,7 @@ fn git_context(base: &str) -> Option<(tempfile::TempDir, String)> {
     Some((ctx, commit))
 }
 
-fn build_oci(k: &Kiln, ctx: &Path, extra: &[&str], no_default: bool) -> (Vec<u8>, String) {
+pub(crate) fn build_oci(k: &Kiln, ctx: &Path, extra: &[&str], no_default: bool) -> (Vec<u8>, String) {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("img.tar");
     let mut c = k.cmd();
@@ -290,7 +290,7 @@ fn provenance_v02_and_v1_validate_and_name_the_base_digest_and_the_git_commit() 
     }
 }
 
-fn kiln_image_sha256(bytes: &[u8]) -> String {
+pub(crate) fn kiln_image_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -620,113 +620,4 @@ fn debian_sbom_lists_jq_pip_and_npm_and_the_push_carries_it() {
     );
     assert!(out.starts_with("jq-1."), "{out}");
     let _ = a.image;
-}
-
-/// A `python3 -m http.server` over `dir` on loopback, stopped on drop.
-struct HttpDir {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpDir {
-    fn start(dir: &Path) -> Option<HttpDir> {
-        if !require_tool("python3") {
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = HttpDir { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("python3 -m http.server did not start on port {port}");
-    }
-}
-
-impl Drop for HttpDir {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[test]
-fn provenance_names_git_sources_by_commit_and_http_sources_by_digest() {
-    if !require_tool("git") {
-        return;
-    }
-    let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("a.txt"), "one\n").unwrap();
-    let git = |dir: &Path, args: &[&str]| {
-        run_ok(
-            Command::new("git")
-                .current_dir(dir)
-                .args(["-c", "user.name=kiln", "-c", "user.email=kiln@example.invalid"])
-                .args(args),
-        )
-        .trim()
-        .to_string()
-    };
-    git(&src, &["init", "-q", "-b", "main"]);
-    git(&src, &["add", "-A"]);
-    git(&src, &["commit", "-q", "-m", "one"]);
-    let commit = git(&src, &["rev-parse", "HEAD"]);
-    let bare = work.path().join("repo.git");
-    run_ok(Command::new("git").args(["clone", "-q", "--bare"]).arg(&src).arg(&bare));
-    git(&bare, &["update-server-info"]);
-    std::fs::write(work.path().join("data.txt"), "payload\n").unwrap();
-    let Some(server) = HttpDir::start(work.path()) else {
-        return;
-    };
-    let base = format!("http://127.0.0.1:{}", server.port);
-    let ctx = context(&[(
-        "Dockerfile",
-        &format!("FROM scratch\nADD {base}/repo.git#main /src/\nADD {base}/data.txt /data.txt\n"),
-    )]);
-    let k = kiln();
-    for version in ["v0.2", "v1"] {
-        let (archive, _) = build_oci(&k, ctx.path(), &[&format!("--provenance=version={version}")], true);
-        let a = attested(&archive);
-        let s = &a.statements[0];
-        assert_slsa(s);
-        let materials = if version == "v1" {
-            &s["predicate"]["buildDefinition"]["resolvedDependencies"]
-        } else {
-            &s["predicate"]["materials"]
-        };
-        let list = materials.as_array().unwrap();
-        let git_material = serde_json::json!({"uri": format!("{base}/repo.git#main"), "digest": {"sha1": commit}});
-        assert!(
-            list.contains(&git_material),
-            "{version}: the git source by commit: {materials:#}"
-        );
-        let http_material = serde_json::json!({"uri": format!("{base}/data.txt"), "digest": {"sha256": kiln_image_sha256(b"payload\n")}});
-        assert!(
-            list.contains(&http_material),
-            "{version}: the download by digest: {materials:#}"
-        );
-    }
-    drop(server);
 }

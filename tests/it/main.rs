@@ -3,6 +3,7 @@
 
 mod add;
 mod attest;
+mod attest_sources;
 mod bk_parity;
 mod cache;
 mod cachemount;
