@@ -93,7 +93,7 @@ impl Mode {
         let mut c = match &self.user {
             None => {
                 let mut c = Command::new(bin);
-                c.env("KILN_ROOT", root);
+                c.env("KILN_ROOT", root).env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1");
                 c
             }
             Some(u) => {
@@ -101,6 +101,7 @@ impl Mode {
                 c.args(["-u", u.name, "--", "env"])
                     .arg(format!("KILN_ROOT={}", root.display()))
                     .arg(format!("HOME={}", u.dir.path().display()))
+                    .arg("BUILDX_NO_DEFAULT_ATTESTATIONS=1")
                     .arg(bin);
                 c
             }

@@ -91,6 +91,8 @@ impl User {
         c.args(["-u", self.name, "--", "env"])
             .arg(format!("KILN_ROOT={}", self.path("root").display()))
             .arg(format!("HOME={}", self.dir.path().display()))
+            // As the testkit's Kiln: no default provenance (tests/it/attest.rs tests it).
+            .arg("BUILDX_NO_DEFAULT_ATTESTATIONS=1")
             .arg(env!("CARGO_BIN_EXE_kiln"))
             .args(args)
             .current_dir(self.dir.path());

@@ -376,7 +376,8 @@ fn user_kiln(u: &User, args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new("runuser");
     c.args(["-u", u.name, "--", "env"])
         .arg(format!("KILN_ROOT={}", u.path("root").display()))
-        .arg(format!("HOME={}", u.dir.path().display()));
+        .arg(format!("HOME={}", u.dir.path().display()))
+        .arg("BUILDX_NO_DEFAULT_ATTESTATIONS=1");
     for (key, v) in envs {
         c.arg(format!("{key}={v}"));
     }
