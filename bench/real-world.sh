@@ -19,6 +19,9 @@
 #
 # Environment knobs:
 #   RUNS=3            rounds (each: cold, warm, touch for every project and tool)
+#   WARMUP=1          untimed cold builds of every project by every tool first (they fill
+#                     the page cache and any caching proxy between this machine and the
+#                     package mirrors, so that the first tool timed does not pay for it)
 #   PROJECTS="apt pip npm go"   which projects
 #   IDLE_WAIT=120     before each timed run, wait up to this many seconds for the machine
 #                     to be under IDLE_BUSY=10 % CPU busy (1 s sample; 0 disables)
@@ -46,12 +49,14 @@
 #   buildah   `buildah bud --layers --runtime $RUNC --pull=never --network host -q -t x .`
 #   buildkit  `DOCKER_BUILDKIT=1 docker build --network host -q -t x .`
 # Cold set-up (untimed): kiln: a fresh KILN_ROOT, the bases pulled from a loopback
-# registry; Buildah: a fresh root, the bases pulled from their oci-archives; BuildKit:
-# `docker builder prune -af` and `docker rmi x`.  Tools are interleaved per scenario.
+# registry and unpacked (a `FROM base` + `RUN true` build each); Buildah: a fresh root, the bases pulled from their oci-archives; BuildKit:
+# `docker builder prune -af` and `docker rmi x`.  Tools are interleaved per scenario, the
+# first tool of each round rotating (kiln, Buildah, BuildKit first in rounds 1, 2, 3, ...).
 
 set -euo pipefail
 
 RUNS=${RUNS:-3}
+WARMUP=${WARMUP:-1}
 PROJECTS=${PROJECTS:-apt pip npm go}
 IDLE_WAIT=${IDLE_WAIT:-120}
 IDLE_BUSY=${IDLE_BUSY:-10}
@@ -75,6 +80,7 @@ BENCH=real-world
 # ---------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "must run as root (RUN sandboxes, Buildah and dockerd need it)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+[[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a non-negative integer"
 [[ $IDLE_WAIT =~ ^[0-9]+$ ]] || die "IDLE_WAIT must be a non-negative integer"
 [[ $IDLE_BUSY =~ ^[0-9]+$ ]] || die "IDLE_BUSY must be a non-negative integer"
 [ -n "${EPOCHREALTIME:-}" ] || die "bash >= 5 needed (EPOCHREALTIME)"
@@ -193,6 +199,11 @@ kiln_cold() {
   for b in "${BASES[@]}"; do
     quiet "$KILN_BIN" pull -q "$REG/$b:1"
     quiet "$KILN_BIN" tag "$REG/$b:1" "$b:1"
+    # `kiln pull` stores blobs; a base is unpacked when a build first needs it. Buildah's
+    # pull and `docker load` unpack at once, so unpack kiln's here too (untimed).
+    mkdir -p "$WORK/unpack-$b"
+    printf 'FROM %s:1\nRUN true\n' "$b" >"$WORK/unpack-$b/Dockerfile"
+    quiet "$KILN_BIN" build -q --network host "$WORK/unpack-$b"
   done
 }
 kiln_build() { # $1: project, $2: variable for the seconds
@@ -243,8 +254,21 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
   log "warning: load average is $LOAD_START before the benchmark; other work on this machine will skew the numbers"
 fi
+for ((w = 1; w <= WARMUP; w++)); do
+  for p in $PROJECTS; do
+    for t in "${TOOLS[@]}"; do
+      "${t}_cold"
+      "${t}_build" "$p" s
+      log "warm-up $p $t cold: ${s}s (discarded)"
+    done
+  done
+done
 declare -A TIMES
+ALL_TOOLS=("${TOOLS[@]}")
 for ((r = 1; r <= RUNS; r++)); do
+  # Rotate who goes first.
+  k=$(((r - 1) % ${#ALL_TOOLS[@]}))
+  TOOLS=("${ALL_TOOLS[@]:k}" "${ALL_TOOLS[@]:0:k}")
   for p in $PROJECTS; do
     for t in "${TOOLS[@]}"; do "${t}_cold"; done
     for t in "${TOOLS[@]}"; do
@@ -266,6 +290,7 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+TOOLS=("${ALL_TOOLS[@]}")
 
 # ---------------------------------------------------------------- report
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -274,7 +299,7 @@ OUT=$RESULTS_DIR/real-world-$STAMP.txt
 {
   echo "benchmark=real-world"
   machine_lines
-  echo "command=bash bench/real-world.sh (RUNS=$RUNS PROJECTS=\"$PROJECTS\" IDLE_WAIT=$IDLE_WAIT IDLE_BUSY=$IDLE_BUSY)"
+  echo "command=bash bench/real-world.sh (RUNS=$RUNS WARMUP=$WARMUP PROJECTS=\"$PROJECTS\" IDLE_WAIT=$IDLE_WAIT IDLE_BUSY=$IDLE_BUSY)"
   echo "loadavg_start=$LOAD_START"
   echo "loadavg_end=$LOAD_END"
   echo "idle_gate_misses=$IDLE_MISSES"
