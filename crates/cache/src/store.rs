@@ -27,6 +27,11 @@ impl ContentStore {
         &self.root
     }
 
+    /// Where temp files are made before they are renamed into place.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Where the blob with this digest lives (whether or not it exists).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("blobs").join(digest.algorithm()).join(digest.hex())

@@ -123,34 +123,27 @@ impl ContextMemo {
             })?;
             let open = &open;
             let root = self.root.as_path();
-            let threads = std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(todo.len());
             // Files are handed out one at a time, so a few big ones do not leave one
-            // thread with most of the bytes.
+            // thread with most of the bytes; this thread and one helper for each CPU
+            // of kiln's budget free now hash them.
             let next = std::sync::atomic::AtomicUsize::new(0);
-            let hashed: Vec<Result<Vec<(usize, String)>, MemoError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        s.spawn(|| {
-                            let mut buf = vec![0u8; HASH_BUF];
-                            let mut done = Vec::new();
-                            loop {
-                                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some(&i) = todo.get(n) else { break };
-                                match hash_file(root, open, files[i].0, &mut buf) {
-                                    Ok(d) => done.push((i, d)),
-                                    Err(e) => {
-                                        next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
-                                        return Err(e);
-                                    }
-                                }
-                            }
-                            Ok(done)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().expect("hash thread")).collect()
+            let budget = kiln_cpu::global();
+            let hashed: Vec<Result<Vec<(usize, String)>, MemoError>> = budget.workers(todo.len(), || {
+                budget.working();
+                let mut buf = vec![0u8; HASH_BUF];
+                let mut done = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = todo.get(n) else { break };
+                    match hash_file(root, open, files[i].0, &mut buf) {
+                        Ok(d) => done.push((i, d)),
+                        Err(e) => {
+                            next.store(todo.len(), std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(done)
             });
             for part in hashed {
                 for (i, d) in part? {

@@ -4,12 +4,13 @@
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use kiln_cache::ContentStore;
 use kiln_image::{Descriptor, LayerCodec, Sha256Writer};
 
 pub use crate::compression::Compression;
-use crate::compression::{compressor, decompressor};
+use crate::compression::{compressor_with_memo, decompressor, ChunkMemo};
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
@@ -27,30 +28,46 @@ pub fn write_layer(
 }
 
 /// Writes the tar stream that `tar` produces as a layer blob into `store`; `dir` names
-/// the tree in errors.
+/// the tree in errors. Gzip chunks the store's [`ChunkMemo`] knows are copied from the
+/// blob holding them instead of compressed again (the same bytes either way).
 pub fn write_layer_from(
     dir: &Path,
     store: &ContentStore,
     compression: Compression,
     tar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
 ) -> Result<Layer, SnapshotError> {
+    write_layer_with_memo(dir, store, compression, Some(Arc::new(ChunkMemo::of(store))), tar)
+}
+
+/// As [`write_layer_from`] with the memo given: `None` compresses every chunk.
+pub fn write_layer_with_memo(
+    dir: &Path,
+    store: &ContentStore,
+    compression: Compression,
+    memo: Option<Arc<ChunkMemo>>,
+    tar: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<Layer, SnapshotError> {
+    // Tar and the diff id's hash run here, under one CPU of kiln's budget; compression
+    // takes the CPUs the budget has free (see `kiln_cpu`).
+    let _cpu = kiln_cpu::global().acquire();
     let blob = store.writer()?;
     let ctx = |source: io::Error| SnapshotError::Io {
         op: "cannot archive",
         path: dir.to_path_buf(),
         source,
     };
-    let out = compressor(compression, io::BufWriter::with_capacity(1 << 20, blob)).map_err(ctx)?;
+    let out =
+        compressor_with_memo(compression, io::BufWriter::with_capacity(1 << 20, blob), memo.clone()).map_err(ctx)?;
     let mut hashing = Sha256Writer::new(out);
     tar(&mut hashing).map_err(ctx)?;
     let (diff_id, _, out) = hashing.finish();
-    let blob = out
-        .finish()
-        .map_err(ctx)?
-        .into_inner()
-        .map_err(|e| ctx(e.into_error()))?;
+    let (blob, placed) = out.finish_placed().map_err(ctx)?;
+    let blob = blob.into_inner().map_err(|e| ctx(e.into_error()))?;
     let media_type = compression.media_type();
     let (digest, size) = blob.commit(None)?;
+    if let Some(memo) = memo {
+        memo.put(&digest, &placed);
+    }
     Ok(Layer {
         diff_id,
         blob: Descriptor::new(media_type, digest, size),

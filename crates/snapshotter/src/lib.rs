@@ -22,11 +22,14 @@ pub use apply::{apply_tar, resolve_in_root, set_mtime, set_mtime_ns, ApplyOption
 pub use check::{check_snapshot, deep_check};
 pub use clone::tree_stats;
 pub use compression::pgzip;
+pub use compression::ChunkMemo;
 pub use entries::SnapshotEntry;
 pub use error::{DiffIdMismatch, SnapshotError};
 pub use extract::{ExtractPolicy, TarEntry};
 pub use inroot::{open_in_root, RootDir};
-pub use layer::{convert_layer, open_layer_tar, write_layer, write_layer_from, Compression, Layer};
+pub use layer::{
+    convert_layer, open_layer_tar, write_layer, write_layer_from, write_layer_with_memo, Compression, Layer,
+};
 pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, SnapshotRecord, Snapshots};
 pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
 pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};

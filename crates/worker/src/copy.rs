@@ -218,27 +218,25 @@ impl<'a> FileWriter<'a> {
         if start < files.len() {
             batches.push(start..files.len());
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .min(batches.len());
         let next = AtomicUsize::new(0);
         let failed: Mutex<Option<WorkerError>> = Mutex::new(None);
         let privileged = self.privileged;
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let b = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(batch) = batches.get(b) else { break };
-                    if let Err(e) = files[batch.clone()]
-                        .iter()
-                        .try_for_each(|job| copy_file(job, privileged))
-                    {
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                        // Make the other threads stop too.
-                        next.store(batches.len(), Ordering::Relaxed);
-                        break;
-                    }
-                });
+        // This thread and one helper for each CPU of kiln's budget free now.
+        let budget = kiln_cpu::global();
+        budget.workers(batches.len(), || {
+            budget.working();
+            loop {
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                let Some(batch) = batches.get(b) else { break };
+                if let Err(e) = files[batch.clone()]
+                    .iter()
+                    .try_for_each(|job| copy_file(job, privileged))
+                {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    // Make the other threads stop too.
+                    next.store(batches.len(), Ordering::Relaxed);
+                    break;
+                }
             }
         });
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {

@@ -196,6 +196,10 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
             report.blobs += 1;
         }
     }
+    // The chunk memo's records of removed blobs (only ever ignored when left).
+    if report.blobs > 0 {
+        kiln_snapshotter::ChunkMemo::of(&content).sweep();
+    }
     root.images().collect_garbage()?;
     // Unpacked trees: `--all` drops them all (they are rebuilt from blobs when needed).
     // Each is renamed away whole before it is deleted: a half-deleted tree left by a

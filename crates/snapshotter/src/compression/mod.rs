@@ -16,8 +16,12 @@ use std::io::{self, BufRead, Read, Write};
 use kiln_image::{media_types, LayerCodec};
 
 mod deflate;
+mod memo;
 pub mod pgzip;
 
+use std::sync::Arc;
+
+pub use memo::{ChunkMemo, Placed};
 use pgzip::ParGzWriter;
 
 /// Compression of new layer blobs, with its level.
@@ -100,7 +104,8 @@ impl Compression {
 /// stream and gives `W` back.
 pub enum Compressor<W: Write + Send + 'static> {
     Gzip(ParGzWriter<W>),
-    Zstd(zstd::Encoder<'static, W>),
+    /// With the CPUs its extra workers run on (its first runs on the caller's).
+    Zstd(zstd::Encoder<'static, W>, Vec<kiln_cpu::Permit<'static>>),
     Plain(W),
 }
 
@@ -109,13 +114,31 @@ pub enum Compressor<W: Write + Send + 'static> {
 /// cut into fixed 1 MiB chunks, and zstd's multithreaded output is the same for any
 /// number of workers, so layers stay reproducible across machines.
 pub fn compressor<W: Write + Send + 'static>(compression: Compression, out: W) -> io::Result<Compressor<W>> {
+    compressor_with_memo(compression, out, None)
+}
+
+/// As [`compressor`]; gzip takes the chunks `memo` already holds from it rather than
+/// compressing them again (byte for byte the same output).
+pub fn compressor_with_memo<W: Write + Send + 'static>(
+    compression: Compression,
+    out: W,
+    memo: Option<Arc<ChunkMemo>>,
+) -> io::Result<Compressor<W>> {
     Ok(match compression {
-        Compression::Gzip(level) => Compressor::Gzip(ParGzWriter::new(out, level)?),
+        Compression::Gzip(level) => {
+            let threads = kiln_cpu::global().size();
+            Compressor::Gzip(ParGzWriter::with_memo(out, level, threads, memo)?)
+        }
         Compression::Zstd(level) => {
+            // One worker on the caller's CPU (the caller only hands it input), one more
+            // for each CPU of the budget free now. zstd's output is the same for any
+            // number of workers from one up (never zero: single-threaded mode frames
+            // differently).
+            let budget = kiln_cpu::global();
+            let extra: Vec<_> = (1..budget.size()).map_while(|_| budget.try_acquire()).collect();
             let mut z = zstd::Encoder::new(out, level)?;
-            let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
-            z.multithread(workers.max(1))?;
-            Compressor::Zstd(z)
+            z.multithread(1 + extra.len() as u32)?;
+            Compressor::Zstd(z, extra)
         }
         Compression::Uncompressed => Compressor::Plain(out),
     })
@@ -124,10 +147,15 @@ pub fn compressor<W: Write + Send + 'static>(compression: Compression, out: W) -
 impl<W: Write + Send + 'static> Compressor<W> {
     /// Ends the compressed stream and returns the writer it went to (not flushed).
     pub fn finish(self) -> io::Result<W> {
+        self.finish_placed().map(|(w, _)| w)
+    }
+
+    /// As [`Compressor::finish`], with where each gzip chunk went (for the memo).
+    pub fn finish_placed(self) -> io::Result<(W, Vec<Placed>)> {
         match self {
-            Compressor::Gzip(gz) => gz.finish(),
-            Compressor::Zstd(z) => z.finish(),
-            Compressor::Plain(w) => Ok(w),
+            Compressor::Gzip(gz) => gz.finish_placed(),
+            Compressor::Zstd(z, _cpus) => Ok((z.finish()?, Vec::new())),
+            Compressor::Plain(w) => Ok((w, Vec::new())),
         }
     }
 }
@@ -136,7 +164,7 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Compressor::Gzip(w) => w.write(buf),
-            Compressor::Zstd(w) => w.write(buf),
+            Compressor::Zstd(w, _) => w.write(buf),
             Compressor::Plain(w) => w.write(buf),
         }
     }
@@ -144,7 +172,7 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         match self {
             Compressor::Gzip(w) => w.write_all(buf),
-            Compressor::Zstd(w) => w.write_all(buf),
+            Compressor::Zstd(w, _) => w.write_all(buf),
             Compressor::Plain(w) => w.write_all(buf),
         }
     }
@@ -152,7 +180,7 @@ impl<W: Write + Send + 'static> Write for Compressor<W> {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Compressor::Gzip(w) => w.flush(),
-            Compressor::Zstd(w) => w.flush(),
+            Compressor::Zstd(w, _) => w.flush(),
             Compressor::Plain(w) => w.flush(),
         }
     }

@@ -19,11 +19,13 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use kiln_cpu::Budget;
 
 use super::deflate::{parse_poorly_compressible, write_parse, Scratch, WINDOW};
+use super::memo::{chunk_key, ChunkKey, ChunkMemo, Placed};
 
 /// Bytes per independently compressed chunk.
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 
 /// Slot is the memory one chunk in flight uses, reused from chunk to chunk so that
 /// each does not fault in fresh pages.
@@ -32,23 +34,40 @@ struct Slot {
     input: Vec<u8>,
     out: Vec<u8>,
     scratch: Scratch,
+    /// The chunk's memo key, when there is a memo.
+    key: Option<ChunkKey>,
 }
 
 /// A compressed chunk: its slot (`out` holds the deflate bytes) and its input's CRC.
 type Compressed = io::Result<(Slot, Crc)>;
 
-/// ParGzWriter gzip-compresses what is written to it on all cores. The caller's
-/// thread only gathers the input; chunks are compressed on their own threads and
-/// written to `W`, in order, by a writer thread, so the writing (hashing, the file
-/// system's work) overlaps with both.
+/// What the writer thread gives back: the inner writer, the stream's CRC and where
+/// each chunk went.
+type Written<W> = (W, Crc, Vec<Placed>);
+
+/// A chunk on its way to the writer thread: compressed on a helper thread (which had a
+/// free CPU of the budget) or already on the caller's.
+enum Pending {
+    Thread(JoinHandle<Compressed>),
+    Done(Compressed),
+}
+
+/// ParGzWriter gzip-compresses what is written to it on the CPUs kiln's budget
+/// ([`kiln_cpu`]) has free. The caller's thread gathers the input; each full chunk is
+/// compressed on a helper thread when the budget has a CPU free right now, else on the
+/// caller's thread (under its CPU); chunks are written to `W`, in order, by a writer
+/// thread, so the writing (hashing, the file system's work) overlaps with both.
 pub struct ParGzWriter<W: Write + Send + 'static> {
     level: u32,
     /// The chunk being filled.
     slot: Slot,
     dict: Vec<u8>,
     /// Chunks in flight, in stream order, to the writer thread.
-    chunks: Option<mpsc::Sender<JoinHandle<Compressed>>>,
-    writer: Option<JoinHandle<io::Result<(W, Crc)>>>,
+    chunks: Option<mpsc::Sender<Pending>>,
+    budget: &'static Budget,
+    writer: Option<JoinHandle<io::Result<Written<W>>>>,
+    /// Where compressed chunks are looked up before they are compressed.
+    memo: Option<Arc<ChunkMemo>>,
     /// Slots back from the writer thread.
     free: mpsc::Receiver<Slot>,
     failed: Arc<AtomicBool>,
@@ -59,30 +78,65 @@ pub struct ParGzWriter<W: Write + Send + 'static> {
 
 impl<W: Write + Send + 'static> ParGzWriter<W> {
     pub fn new(inner: W, level: u32) -> io::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = kiln_cpu::global().size();
         Self::with_threads(inner, level, threads)
     }
 
     /// As [`ParGzWriter::new`] with about `threads` chunks compressed at once (the
     /// output is the same for any number).
-    pub fn with_threads(mut inner: W, level: u32, threads: usize) -> io::Result<Self> {
+    pub fn with_threads(inner: W, level: u32, threads: usize) -> io::Result<Self> {
+        Self::with_memo(inner, level, threads, None)
+    }
+
+    /// As [`ParGzWriter::with_threads`], taking chunks `memo` knows from it instead of
+    /// compressing them (the same bytes either way); [`ParGzWriter::finish_placed`]
+    /// then says where each chunk went.
+    pub fn with_memo(inner: W, level: u32, threads: usize, memo: Option<Arc<ChunkMemo>>) -> io::Result<Self> {
+        Self::with_budget(inner, level, threads, memo, kiln_cpu::global())
+    }
+
+    /// As [`ParGzWriter::with_memo`], with CPUs from `budget`.
+    pub fn with_budget(
+        mut inner: W,
+        level: u32,
+        threads: usize,
+        memo: Option<Arc<ChunkMemo>>,
+        budget: &'static Budget,
+    ) -> io::Result<Self> {
         // flate2's default header: no name, no mtime, OS unknown.
         inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
-        let (chunks, rx) = mpsc::channel::<JoinHandle<Compressed>>();
+        let (chunks, rx) = mpsc::channel::<Pending>();
         let (free_tx, free) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let writer_failed = failed.clone();
         let writer = std::thread::spawn(move || {
             let mut crc = Crc::new();
             let mut error = None;
-            for h in rx {
-                let done = h
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("compression thread panicked")));
+            // The gzip header is 10 bytes.
+            let mut offset = 10u64;
+            let mut placed = Vec::new();
+            for pending in rx {
+                let done = match pending {
+                    Pending::Thread(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("compression thread panicked"))),
+                    Pending::Done(done) => done,
+                };
                 let slot = match done {
                     Ok((mut slot, chunk_crc)) => {
                         if error.is_none() {
                             crc.combine(&chunk_crc);
+                            if let Some(key) = slot.key.take() {
+                                let mut c = Crc::new();
+                                c.update(&slot.out);
+                                placed.push(Placed {
+                                    key,
+                                    offset,
+                                    len: slot.out.len() as u64,
+                                    crc: c.sum(),
+                                });
+                            }
+                            offset += slot.out.len() as u64;
                             if let Err(e) = inner.write_all(&slot.out) {
                                 error = Some(e);
                             }
@@ -104,7 +158,7 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
             }
             match error {
                 Some(e) => Err(e),
-                None => Ok((inner, crc)),
+                None => Ok((inner, crc, placed)),
             }
         });
         let mut slot = Slot::default();
@@ -117,6 +171,8 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
             writer: Some(writer),
             free,
             failed,
+            memo,
+            budget,
             made: 1,
             // The chunk being filled, `threads` compressing, one being written.
             slots: threads.max(1) + 2,
@@ -144,18 +200,40 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
         self.dict
             .extend_from_slice(&slot.input[slot.input.len().saturating_sub(WINDOW)..]);
         let level = self.level;
-        let h = std::thread::spawn(move || {
+        let memo = self.memo.clone();
+        let budget = self.budget;
+        let work = move || -> Compressed {
+            budget.working();
             let mut crc = Crc::new();
             crc.update(&slot.input);
-            let Slot { input, out, scratch } = &mut slot;
-            compress_chunk(input, &dict, level, last, out, scratch)?;
+            let Slot {
+                input,
+                out,
+                scratch,
+                key,
+            } = &mut slot;
+            *key = memo.as_ref().map(|_| chunk_key(level, last, &dict, input));
+            match memo.as_ref().zip(key.as_ref()).and_then(|(m, k)| m.get(k)) {
+                Some(known) => *out = known,
+                None => compress_chunk(input, &dict, level, last, out, scratch)?,
+            }
             input.clear();
             Ok((slot, crc))
-        });
+        };
+        let pending = match budget.try_acquire() {
+            Some(cpu) => Pending::Thread(std::thread::spawn(move || {
+                let _cpu = cpu.adopt();
+                work()
+            })),
+            None => {
+                let _cpu = budget.acquire();
+                Pending::Done(work())
+            }
+        };
         self.chunks
             .as_ref()
             .expect("not finished")
-            .send(h)
+            .send(pending)
             .map_err(|_| self.writer_error())
     }
 
@@ -169,10 +247,16 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
     }
 
     /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_placed().map(|(w, _)| w)
+    }
+
+    /// As [`ParGzWriter::finish`], with where each chunk's bytes went (when there is a
+    /// memo), for [`ChunkMemo::put`] once the blob is stored.
+    pub fn finish_placed(mut self) -> io::Result<(W, Vec<Placed>)> {
         self.submit(true)?;
         self.chunks = None;
-        let (mut inner, crc) = self
+        let (mut inner, crc, placed) = self
             .writer
             .take()
             .expect("not finished")
@@ -180,7 +264,7 @@ impl<W: Write + Send + 'static> ParGzWriter<W> {
             .map_err(|_| io::Error::other("compression writer thread panicked"))??;
         inner.write_all(&crc.sum().to_le_bytes())?;
         inner.write_all(&crc.amount().to_le_bytes())?;
-        Ok(inner)
+        Ok((inner, placed))
     }
 }
 
@@ -204,7 +288,7 @@ const MIN_FAST: usize = 64 << 10;
 
 /// Raw deflate of one chunk into `out`: primed with `dict`, ended on a byte boundary
 /// (or with the final block for the last chunk).
-fn compress_chunk(
+pub(super) fn compress_chunk(
     data: &[u8],
     dict: &[u8],
     level: u32,
@@ -315,6 +399,32 @@ mod tests {
             assert_eq!(gunzip(&gz(d, 7777)), d);
         }
         assert!(a.len() < data.len() * 3 / 4, "text compresses");
+    }
+
+    #[test]
+    fn many_writers_at_once_stay_within_the_cpu_budget() {
+        // Six layers written at once (as by six solver jobs) with a budget of two CPUs:
+        // never more than two compress at a time, none without a CPU, same bytes.
+        let budget: &'static kiln_cpu::Budget = Box::leak(Box::new(kiln_cpu::Budget::new(2)));
+        let data = sample();
+        let want = gz(&data, 65536);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    let mut w = ParGzWriter::with_budget(Vec::new(), 6, 4, None, budget).unwrap();
+                    for part in data.chunks(65536) {
+                        w.write_all(part).unwrap();
+                    }
+                    assert_eq!(w.finish().unwrap(), want);
+                });
+            }
+        });
+        assert!(budget.peak() <= 2, "{} CPUs in use at once", budget.peak());
+        assert_eq!(
+            budget.unpermitted(),
+            0,
+            "a chunk was compressed without a CPU of the budget"
+        );
     }
 
     #[test]

@@ -1,0 +1,3 @@
+module example.invalid/kiln-bench-go
+
+go 1.19
