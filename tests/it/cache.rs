@@ -382,8 +382,12 @@ fn concurrent_builds_and_a_prune_share_one_root() {
         .iter()
         .enumerate()
         .map(|(i, c)| {
+            // SOURCE_DATE_EPOCH: the two identical builds run their RUN steps at the same
+            // time but not always in the same second (a loaded machine); the epoch makes
+            // their layers and configs independent of the clock, so equal ids mean equal work.
             k.cmd()
                 .args(["build", "-q", "-t", &format!("conc:{i}")])
+                .env("SOURCE_DATE_EPOCH", "1700000000")
                 .arg(c.path())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
