@@ -348,6 +348,15 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
             config: m.config.clone(),
             layers: m.layers.clone(),
             names,
+            // A multi-platform image carries every platform it holds.
+            extra: match store.index(&img)? {
+                Some(_) => store
+                    .manifests(&img)?
+                    .into_iter()
+                    .flat_map(|(d, m)| [d, m.config].into_iter().chain(m.layers))
+                    .collect(),
+                None => Vec::new(),
+            },
         });
     }
     let dest = match &a.output {

@@ -22,6 +22,7 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
         config: built.config.clone(),
         layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
         names: names.to_vec(),
+        extra: Vec::new(),
     }
 }
 
@@ -67,8 +68,8 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
     }
 }
 
-/// The `--metadata-file` JSON, with the keys buildx writes.
-pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
+/// The names the image outputs give the image, each once, in order.
+pub(crate) fn image_names(outputs: &[Output]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for o in outputs {
         if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
@@ -79,6 +80,12 @@ pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
             }
         }
     }
+    names
+}
+
+/// The `--metadata-file` JSON, with the keys buildx writes.
+pub fn metadata(built: &BuiltImage, outputs: &[Output]) -> serde_json::Value {
+    let names = image_names(outputs);
     let mut v = serde_json::json!({
         "containerimage.config.digest": built.config.digest,
         "containerimage.descriptor": {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kiln_cache::{ContentStore, ImageStore};
-use kiln_image::{Descriptor, Digest, Manifest, Reference};
+use kiln_image::{Descriptor, Digest, Index, Manifest, Reference};
 use kiln_registry::{Client, PushEvent, PushReport};
 
 use crate::error::Ctx;
@@ -19,11 +19,12 @@ fn mount_sources(store: &ImageStore, dest: &Reference) -> BTreeMap<Digest, Vec<R
         if name.domain() != dest.domain() || name.path() == dest.path() {
             continue;
         }
-        let Ok(m) = store.manifest(&img) else { continue };
-        for l in m.layers.iter().chain([&m.config]) {
-            let list = out.entry(l.digest.clone()).or_default();
-            if !list.iter().any(|r| r.path() == name.path()) {
-                list.push(name.clone());
+        for (_, m) in store.manifests(&img).unwrap_or_default() {
+            for l in m.layers.iter().chain([&m.config]) {
+                let list = out.entry(l.digest.clone()).or_default();
+                if !list.iter().any(|r| r.path() == name.path()) {
+                    list.push(name.clone());
+                }
             }
         }
     }
@@ -41,10 +42,54 @@ pub fn push_image(
     line: &(dyn Fn(String) + Sync),
 ) -> Result<PushReport, BuildError> {
     let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
+    let sources = mount_sources(store, dest);
+    if kiln_cache::is_index(manifest) {
+        // A multi-platform image: every platform's manifest (by digest) first, so the
+        // registry never holds an index naming a manifest it lacks; the index last.
+        let index: Index =
+            serde_json::from_slice(&bytes).ctx(|| format!("image index `{}` is corrupt", manifest.digest))?;
+        let mut total = PushReport::default();
+        for child in &index.manifests {
+            let by_digest = Reference::parse(&format!("{}@{}", dest.repository(), child.digest))
+                .ctx(|| format!("cannot push `{dest}`"))?;
+            let r = push_one(client, content, child, &by_digest, &sources, line)?;
+            total.existed += r.existed;
+            total.mounted += r.mounted;
+            total.uploaded += r.uploaded;
+            total.bytes += r.bytes;
+        }
+        let r = push_blobs_and_manifest(client, content, manifest, &[], dest, &sources, line)?;
+        total.digest = r.digest;
+        return Ok(total);
+    }
+    push_one(client, content, manifest, dest, &sources, line)
+}
+
+/// Pushes one image manifest with its config and layers.
+fn push_one(
+    client: &Client,
+    content: &ContentStore,
+    manifest: &Descriptor,
+    dest: &Reference,
+    sources: &BTreeMap<Digest, Vec<Reference>>,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<PushReport, BuildError> {
+    let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
     let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
     let mut blobs = m.layers.clone();
     blobs.push(m.config.clone());
-    let sources = mount_sources(store, dest);
+    push_blobs_and_manifest(client, content, manifest, &blobs, dest, sources, line)
+}
+
+fn push_blobs_and_manifest(
+    client: &Client,
+    content: &ContentStore,
+    manifest: &Descriptor,
+    blobs: &[Descriptor],
+    dest: &Reference,
+    sources: &BTreeMap<Digest, Vec<Reference>>,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<PushReport, BuildError> {
     let mount_from = |d: &Digest| sources.get(d).cloned().unwrap_or_default();
     let on_blob = |d: &Descriptor, e: PushEvent| {
         let what = match e {
@@ -55,7 +100,7 @@ pub fn push_image(
         line(format!("{}: {what}", short(&d.digest)));
     };
     client
-        .push(dest, content, manifest, &blobs, &mount_from, &on_blob)
+        .push(dest, content, manifest, blobs, &mount_from, &on_blob)
         .map_err(|e| match e {
             // Registry errors start with the reference already.
             kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),

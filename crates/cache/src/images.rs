@@ -122,9 +122,22 @@ impl ImageStore {
         self.collect_garbage_locked()
     }
 
-    /// Links the manifest, its config and layers from the content store into the layout.
+    /// Links the manifest, its config and layers from the content store into the layout;
+    /// for an image index, each of its manifests the content store holds first.
     fn import_blobs(&self, manifest: &Descriptor) -> Result<(), CacheError> {
         let bytes = self.content.read_all(&manifest.digest)?;
+        if is_index(manifest) {
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                path: self.content.blob_path(&manifest.digest),
+                reason: e.to_string(),
+            })?;
+            for child in &index.manifests {
+                if self.content.has(&child.digest) {
+                    self.import_blobs(child)?;
+                }
+            }
+            return self.content.link_into(&manifest.digest, &self.blobs);
+        }
         let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
             path: self.content.blob_path(&manifest.digest),
             reason: e.to_string(),
@@ -133,6 +146,44 @@ impl ImageStore {
             self.content.link_into(&d.digest, &self.blobs)?;
         }
         self.content.link_into(&manifest.digest, &self.blobs)
+    }
+
+    /// The image index an entry names, or `None` when it names a single manifest.
+    pub fn index(&self, img: &StoredImage) -> Result<Option<Index>, CacheError> {
+        if !is_index(&img.manifest) {
+            return Ok(None);
+        }
+        let bytes = self.blobs.read_all(&img.manifest.digest)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CacheError::Corrupt {
+                path: self.blobs.blob_path(&img.manifest.digest),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The manifest an entry stands for on this machine: the entry itself, or for a
+    /// multi-platform image the host platform's manifest (else the first one).
+    pub fn manifest_descriptor(&self, img: &StoredImage) -> Result<Descriptor, CacheError> {
+        let Some(index) = self.index(img)? else {
+            return Ok(img.manifest.clone());
+        };
+        let host = kiln_image::Platform::host();
+        // A pulled index may list platforms never fetched.
+        let images: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| !is_index(d) && self.blobs.has(&d.digest))
+            .collect();
+        images
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.same(&host)))
+            .or_else(|| images.first())
+            .map(|d| (*d).clone())
+            .ok_or_else(|| CacheError::Corrupt {
+                path: self.blobs.blob_path(&img.manifest.digest),
+                reason: "the image index lists no manifest".to_string(),
+            })
     }
 
     /// Finds an image by reference (`app`, `app:1`, full), image id (config digest, or a
@@ -172,11 +223,34 @@ impl ImageStore {
         Err(CacheError::NoSuchImage(name.to_string()))
     }
 
-    /// Reads an image's manifest.
+    /// Reads an image's manifest (for a multi-platform image, the one
+    /// [`Self::manifest_descriptor`] picks).
     pub fn manifest(&self, img: &StoredImage) -> Result<Manifest, CacheError> {
-        let bytes = self.blobs.read_all(&img.manifest.digest)?;
+        let d = self.manifest_descriptor(img)?;
+        self.read_manifest(&d.digest)
+    }
+
+    /// Every manifest an entry holds: itself, or each manifest of its index that the
+    /// layout has (a pulled index may name platforms never fetched).
+    pub fn manifests(&self, img: &StoredImage) -> Result<Vec<(Descriptor, Manifest)>, CacheError> {
+        let Some(index) = self.index(img)? else {
+            return Ok(vec![(img.manifest.clone(), self.read_manifest(&img.manifest.digest)?)]);
+        };
+        let mut out = Vec::new();
+        for d in index
+            .manifests
+            .iter()
+            .filter(|d| !is_index(d) && self.blobs.has(&d.digest))
+        {
+            out.push((d.clone(), self.read_manifest(&d.digest)?));
+        }
+        Ok(out)
+    }
+
+    fn read_manifest(&self, digest: &Digest) -> Result<Manifest, CacheError> {
+        let bytes = self.blobs.read_all(digest)?;
         serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-            path: self.blobs.blob_path(&img.manifest.digest),
+            path: self.blobs.blob_path(digest),
             reason: e.to_string(),
         })
     }
@@ -230,9 +304,16 @@ impl ImageStore {
         for d in &index.manifests {
             keep.insert(d.digest.clone());
             let img = to_stored(d.clone());
-            if let Ok(m) = self.manifest(&img) {
-                keep.insert(m.config.digest.clone());
-                keep.extend(m.layers.iter().map(|l| l.digest.clone()));
+            let children = match self.index(&img) {
+                Ok(Some(i)) => i.manifests,
+                _ => vec![d.clone()],
+            };
+            for c in children {
+                keep.insert(c.digest.clone());
+                if let Ok(m) = self.read_manifest(&c.digest) {
+                    keep.insert(m.config.digest.clone());
+                    keep.extend(m.layers.iter().map(|l| l.digest.clone()));
+                }
             }
         }
         for d in self.blobs.list()? {
@@ -251,6 +332,11 @@ fn plain(d: &Descriptor) -> Descriptor {
         d.digest.clone(),
         d.size,
     )
+}
+
+/// Whether a descriptor names an image index (OCI) or manifest list (Docker).
+pub fn is_index(d: &Descriptor) -> bool {
+    d.media_type == media_types::OCI_INDEX || d.media_type == media_types::DOCKER_MANIFEST_LIST
 }
 
 fn to_stored(d: Descriptor) -> StoredImage {

@@ -17,12 +17,16 @@ pub struct ArchiveImage {
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
     pub names: Vec<Reference>,
+    /// More blobs the archive carries: for a multi-platform image (`manifest` is then
+    /// the index), every platform's manifest, config and layers.
+    pub extra: Vec<Descriptor>,
 }
 
 impl ArchiveImage {
     fn blobs(&self) -> Vec<&Descriptor> {
         let mut v: Vec<&Descriptor> = self.layers.iter().collect();
         v.push(&self.config);
+        v.extend(&self.extra);
         v.push(&self.manifest);
         v
     }
@@ -30,11 +34,11 @@ impl ArchiveImage {
     /// index.json entries as BuildKit's OCI exporter writes them: the full name in
     /// `io.containerd.image.name`, the tag in `org.opencontainers.image.ref.name`.
     fn index_entries(&self) -> Vec<Descriptor> {
-        let base = Descriptor::new(
-            media_types::OCI_MANIFEST,
-            self.manifest.digest.clone(),
-            self.manifest.size,
-        );
+        let media_type = match self.manifest.media_type.as_str() {
+            media_types::OCI_INDEX => media_types::OCI_INDEX,
+            _ => media_types::OCI_MANIFEST,
+        };
+        let base = Descriptor::new(media_type, self.manifest.digest.clone(), self.manifest.size);
         if self.names.is_empty() {
             return vec![base];
         }
