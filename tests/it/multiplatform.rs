@@ -523,3 +523,41 @@ fn rootless_builds_the_two_platform_image() {
         );
     }
 }
+
+#[test]
+fn the_runc_runtime_runs_emulated_steps_too() {
+    let k = kiln();
+    if !arm64_emulation() || !require_tool("runc") {
+        return;
+    }
+    let Some(base) = base_context() else { return };
+    // The base from the local store this time: its tag names the index.
+    k.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        "bbm:1",
+        base.path().to_str().unwrap(),
+    ]);
+    let ctx = context(&[("Dockerfile", "FROM bbm:1\nRUN uname -m > /arch\n")]);
+    let dest = ctx.path().join("out");
+    k.ok(&[
+        "build",
+        "-q",
+        "--runtime",
+        "runc",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    for (dir, uname) in [("linux_amd64", "x86_64"), ("linux_arm64", "aarch64")] {
+        assert_eq!(
+            std::fs::read_to_string(dest.join(dir).join("arch")).unwrap(),
+            format!("{uname}\n")
+        );
+    }
+}
