@@ -253,6 +253,12 @@ fn uname_for_two_platforms_is_one_pushed_index_with_each_architecture() {
         2,
         "both RUN steps come from the cache:\n{err}"
     );
+
+    // `kiln push` of the stored image pushes the same index.
+    let copy = format!("{}/copy:1", reg.host);
+    k.ok(&["push", &image, &copy]);
+    let (copied, _) = raw_index(&format!("docker://{copy}")).unwrap();
+    assert_eq!(copied, digest);
 }
 
 #[test]
