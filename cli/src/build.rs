@@ -65,9 +65,10 @@ pub struct BuildArgs {
     /// Print only the image id on success.
     #[arg(short, long)]
     quiet: bool,
-    /// Target platform (only the host platform can be built so far).
-    #[arg(long)]
-    platform: Option<String>,
+    /// Target platforms, comma-separated or repeated (e.g. linux/amd64,linux/arm64;
+    /// default: the host's); more than one makes an image index.
+    #[arg(long, value_name = "PLATFORMS")]
+    platform: Vec<String>,
     /// Treat this registry as Docker treats an insecure one: HTTPS first with its
     /// certificate not verified, else plain HTTP (loopback hosts may always use plain
     /// HTTP); repeatable.
@@ -383,20 +384,21 @@ fn epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>> {
     }
 }
 
-/// `--platform`: only the host's OS and architecture can be built so far.
-fn platform(flag: Option<&str>) -> Result<Platform> {
-    let host = Platform::host();
-    match flag {
-        None => Ok(host),
-        Some(p) => {
-            let parsed =
-                Platform::parse(p).with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?;
-            if parsed.os != host.os || parsed.architecture != host.architecture {
-                bail!("--platform `{p}` is not supported yet: kiln builds for the host platform `{host}` only");
-            }
-            Ok(parsed)
+/// `--platform`: comma-separated and repeatable, each normalised as containerd does
+/// (`aarch64` → `linux/arm64`), repeats dropped; none: the host's.
+fn platforms(flags: &[String]) -> Result<Vec<Platform>> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in flags.iter().flat_map(|f| f.split(',')).map(str::trim) {
+        let parsed =
+            Platform::parse(p).with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?;
+        if parsed.os != "linux" {
+            bail!("--platform `{p}`: kiln builds Linux images only");
+        }
+        if !out.contains(&parsed) {
+            out.push(parsed);
         }
     }
+    Ok(out)
 }
 
 /// The typed request the flags describe.
@@ -414,7 +416,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
     let build_args = kv(&a.build_args, "--build-arg", true)?;
     let labels = kv(&a.labels, "--label", false)?;
     let secrets = kiln_build::resolve_secrets(&a.secrets, &a.ssh, &|w| progress.event(BuildEvent::Warning(w)))?;
-    let platform = platform(a.platform.as_deref())?;
+    let platforms = platforms(&a.platform)?;
     let epoch = epoch(&build_args)?;
     let (context, dockerfile) = match (a.context.as_str(), a.file.as_deref()) {
         ("-", None | Some("-")) => (None, Dockerfile::Stdin),
@@ -464,7 +466,7 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         build_args,
         labels,
         target: a.target.clone(),
-        platform,
+        platforms,
         tags,
         outputs,
         push: a.push,
@@ -512,22 +514,22 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let mode = if a.quiet { Mode::Quiet } else { a.progress };
     let progress = Renderer::new(mode);
     let req = request(root_path, &a, &progress)?;
-    let (image, metadata) = match kiln_build::build(&req, &progress, &Interrupt)? {
+    let built = match kiln_build::build(&req, &progress, &Interrupt)? {
         BuildResult::Checked(report) => return crate::check::run(report),
-        BuildResult::Built(b) => (b.image, b.metadata),
+        BuildResult::Built(b) => b,
     };
+    let (id, metadata) = (built.id().clone(), &built.metadata);
     if let Some(path) = &a.iidfile {
-        std::fs::write(path, image.id().to_string())
-            .with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
+        std::fs::write(path, id.to_string()).with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
     }
     if let Some(path) = &a.metadata_file {
         kiln_build::write_dest(&Dest::Path(path.clone()), "--metadata-file", |w| {
-            serde_json::to_writer_pretty(&mut *w, &metadata).map_err(kiln_build::BuildError::other)
+            serde_json::to_writer_pretty(&mut *w, metadata).map_err(kiln_build::BuildError::other)
         })?;
     }
     if a.quiet {
         {
-            outln!("{}", image.id());
+            outln!("{id}");
         }
     }
     Ok(())

@@ -382,6 +382,7 @@ pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
             manifest: img.manifest.clone(),
             config: m.config.clone(),
             layers: m.layers.clone(),
+            // An index entry carries every platform and attestation manifest it holds.
             extra: store.index_blobs(&img)?,
             names,
         });

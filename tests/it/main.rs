@@ -22,6 +22,7 @@ mod exports;
 mod ignore;
 mod isolation;
 mod isolation_docker;
+mod multiplatform;
 mod progress;
 mod push;
 mod registry;

@@ -74,9 +74,8 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
     }
 }
 
-/// The `--metadata-file` JSON, with the keys buildx writes; `index`: the image index
-/// that holds the image and its attestations, which buildx reports as the image.
-pub fn metadata(built: &BuiltImage, index: Option<&kiln_image::Descriptor>, outputs: &[Output]) -> serde_json::Value {
+/// The names the image outputs give the image, each once, in order.
+pub(crate) fn image_names(outputs: &[Output]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for o in outputs {
         if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
@@ -87,6 +86,13 @@ pub fn metadata(built: &BuiltImage, index: Option<&kiln_image::Descriptor>, outp
             }
         }
     }
+    names
+}
+
+/// The `--metadata-file` JSON, with the keys buildx writes; `index`: the image index
+/// that holds the image and its attestations, which buildx reports as the image.
+pub fn metadata(built: &BuiltImage, index: Option<&kiln_image::Descriptor>, outputs: &[Output]) -> serde_json::Value {
+    let names = image_names(outputs);
     let top = index.unwrap_or(&built.manifest);
     let mut v = serde_json::json!({
         "containerimage.config.digest": built.config.digest,

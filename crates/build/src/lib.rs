@@ -9,6 +9,7 @@ mod check;
 mod error;
 mod export;
 mod inputs;
+mod multi;
 mod outputs;
 mod pipeline;
 mod push;
@@ -24,7 +25,7 @@ pub use cachespec::{parse_cache_from, parse_cache_to, CacheFrom, CacheTo};
 pub use check::{render_check, CheckReport};
 pub use error::{chain_text, BuildError, Snippet};
 pub use export::{metadata, write_dest};
-pub use kiln_exporter::BuiltImage;
+pub use kiln_exporter::{BuiltImage, PlatformImage};
 pub use outputs::{parse as parse_output, Dest, LayerOpts, Output};
 pub use pipeline::{build, parse_build_context};
 pub use push::push_image;
@@ -85,8 +86,9 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
-    /// The target platform (the host's: only that can be built so far).
-    pub platform: kiln_image::Platform,
+    /// The target platforms (`--platform`), normalised and without repeats; empty:
+    /// the host's. With more than one, the image is an index of one per platform.
+    pub platforms: Vec<kiln_image::Platform>,
     /// Image names (`-t`).
     pub tags: Vec<kiln_image::Reference>,
     /// The exports, in order; empty: the local store under `tags`.
@@ -172,6 +174,22 @@ pub struct Built {
     pub written: BuiltImage,
     /// `--metadata-file`'s JSON, with the keys buildx writes.
     pub metadata: serde_json::Value,
+    /// A multi-platform build: the image index the first image output wrote (its
+    /// digest is the build's image id, as buildx's `--iidfile` has it), and every
+    /// platform's image.
+    pub index: Option<kiln_image::Descriptor>,
+    pub platforms: Vec<kiln_exporter::PlatformImage>,
+}
+
+impl Built {
+    /// What `--iidfile` and `-q` name: the image config's digest, or for a
+    /// multi-platform image its index's digest.
+    pub fn id(&self) -> &kiln_image::Digest {
+        match &self.index {
+            Some(i) => &i.digest,
+            None => self.image.id(),
+        }
+    }
 }
 
 /// BuildResult is what [`build`] did: built an image, or (`Mode::Check`) checked.
@@ -191,7 +209,7 @@ impl BuildRequest {
             build_args: BTreeMap::new(),
             labels: BTreeMap::new(),
             target: None,
-            platform: kiln_image::Platform::host(),
+            platforms: Vec::new(),
             tags: Vec::new(),
             outputs: Vec::new(),
             push: false,

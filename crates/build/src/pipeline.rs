@@ -144,6 +144,11 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     let outputs = outputs(req)?;
     let wall_started = unix_now();
     let host = Platform::host();
+    let platforms = match req.platforms.is_empty() {
+        true => vec![host.clone()],
+        false => req.platforms.clone(),
+    };
+    let multi = platforms.len() > 1;
     let inputs = read_inputs(req.context.as_deref(), &req.dockerfile)?;
     let registry = req.registry.clone();
     let root = KilnRoot::open(&req.root).ctx(|| format!("cannot open kiln root `{}`", req.root.display()))?;
@@ -174,13 +179,14 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         dockerfile_name: inputs.dockerfile_name.clone(),
         build_args: req.build_args.clone(),
         target: req.target.clone(),
-        platform: req.platform.clone(),
+        platform: platforms[0].clone(),
         build_platform: host,
         labels: req.labels.clone(),
         ignore_patterns: inputs.ignore.clone(),
         resolver: Some(resolver.clone()),
         max_graph_size: kiln_frontend::convert::MAX_GRAPH_SIZE,
         extra_hosts: req.extra_hosts.clone(),
+        multi_platform: multi,
     };
     if req.mode == Mode::Check {
         let report = kiln_frontend::check(&inputs.dockerfile, &opts);
@@ -191,15 +197,25 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             dockerfile: inputs.dockerfile,
         }));
     }
-    let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| {
-        // `check=error=true`: the warnings the error is about come first.
-        if let kiln_frontend::ErrorKind::Lint { warnings, .. } = e.kind() {
-            for w in warnings {
-                warn(progress, w.to_string());
+    // One graph per target platform; their ops meet in one definition, where steps
+    // that are the same for several platforms (a `$BUILDPLATFORM` stage, the context)
+    // have one digest and so run once.
+    let mut plans = Vec::with_capacity(platforms.len());
+    for p in &platforms {
+        let mut opts = opts.clone();
+        opts.platform = p.clone();
+        let plan = kiln_frontend::build_plan(&inputs.dockerfile, &opts).map_err(|e| {
+            // `check=error=true`: the warnings the error is about come first.
+            if let kiln_frontend::ErrorKind::Lint { warnings, .. } = e.kind() {
+                for w in warnings {
+                    warn(progress, w.to_string());
+                }
             }
-        }
-        frontend_error(&inputs, e)
-    })?;
+            frontend_error(&inputs, e)
+        })?;
+        plans.push(plan);
+    }
+    let (definition, roots) = crate::multi::merge(&plans)?;
     let steps = Steps(progress);
     let solver = Solver::new(&steps, 1)
         .jobs(req.jobs.unwrap_or_else(kiln_solver::default_jobs))
@@ -227,13 +243,15 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             took,
         );
     }
-    for w in &plan.warnings {
-        warn(progress, w.to_string());
+    let mut warned = std::collections::BTreeSet::new();
+    for w in plans.iter().flat_map(|p| &p.warnings) {
+        if warned.insert(w.to_string()) {
+            warn(progress, w.to_string());
+        }
     }
     for f in &req.no_cache_filter {
         let lower = f.to_ascii_lowercase();
-        if !plan
-            .definition
+        if !definition
             .nodes
             .values()
             .any(|n| n.meta.stage.as_deref() == Some(lower.as_str()))
@@ -258,11 +276,13 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     locals.insert("context".to_string(), context_dir);
     locals.extend(named_locals);
     // Resolved (probed, for `auto`) once per build; a RUN step gets the error if none works.
-    let has_run = plan
-        .definition
+    let has_run = definition
         .nodes
         .values()
         .any(|n| matches!(n.op, kiln_graph::Op::Exec(_)));
+    // A RUN step for a platform this machine cannot run fails here, before any step
+    // starts, naming the platform (see kiln_executor::binfmt).
+    crate::multi::check_emulation(&definition, &roots)?;
     let isolation = match req.runtime {
         Some(_) => None,
         None if has_run => Some(kiln_executor::isolation::resolve(req.isolation)),
@@ -307,8 +327,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         .with_snapshotter(snapshotter);
     // As BuildKit: RUN steps that --no-cache(-filter) re-runs start with empty cache mounts.
     let stages: Vec<String> = req.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
-    kiln_worker::cachemount::prune_for_rerun(&root, &plan.definition, req.no_cache, &stages)
-        .map_err(BuildError::other)?;
+    kiln_worker::cachemount::prune_for_rerun(&root, &definition, req.no_cache, &stages).map_err(BuildError::other)?;
     let mut imported = Vec::new();
     for spec in &req.cache_from {
         let opened = match spec {
@@ -336,7 +355,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = solver.solve(&plan.definition, &worker);
+        let r = solver.solve_all(&definition, &roots, &worker);
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
         r
     });
@@ -356,26 +375,43 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             Duration::ZERO,
         );
     }
-    let result = result.map_err(|e| solve_error(&inputs, e))?;
-    let Value::Fs(layers) = result else {
-        bail!("the build result is not a filesystem")
-    };
+    let results = result.map_err(|e| solve_error(&inputs, e))?;
+    let mut finals = Vec::with_capacity(results.len());
+    for r in results {
+        let Value::Fs(layers) = r else {
+            bail!("the build result is not a filesystem")
+        };
+        finals.push(layers);
+    }
 
     let export_started = Instant::now();
-    let built =
-        kiln_exporter::assemble(&root, &plan.image, &layers, req.epoch, &req.annotations).map_err(BuildError::other)?;
-    let mut lines = vec![
-        "exporting layers done".to_string(),
-        format!("writing image {} done", built.id()),
-    ];
+    let mut images = Vec::with_capacity(finals.len());
+    for ((plan, layers), platform) in plans.iter().zip(&finals).zip(&platforms) {
+        let image = kiln_exporter::assemble(&root, &plan.image, layers, req.epoch, &req.annotations)
+            .map_err(BuildError::other)?;
+        images.push(kiln_exporter::PlatformImage {
+            platform: platform.clone(),
+            image,
+        });
+    }
+    let built = images[0].image.clone();
+    let mut lines = vec!["exporting layers done".to_string()];
+    for i in &images {
+        lines.push(match multi {
+            true => format!("exporting manifest {} for {} done", i.image.manifest.digest, i.platform),
+            false => format!("writing image {} done", i.image.id()),
+        });
+    }
     let attest_started = Instant::now();
     let attestations = attestations(
         req,
         &outputs,
-        &plan.definition,
+        &definition,
         &inputs,
         &worker,
         &built,
+        &platforms[0],
+        multi,
         wall_started,
         progress,
     )?;
@@ -394,10 +430,19 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     // The image the metadata describes: the first image output's, as written.
     let mut written = None;
     let mut written_index = None;
+    let mut index = None;
     for out in file_outs.into_iter().chain(store_outs) {
+        if multi {
+            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out)?;
+            lines.extend(l);
+            if index.is_none() {
+                index = i;
+            }
+            continue;
+        }
         let attest = attestations.for_output(out).map(|predicates| export::AttestFor {
             predicates,
-            platform: &req.platform,
+            platform: &platforms[0],
         });
         let e = export::export(progress, &root, &worker, &registry, &built, out, attest)?;
         lines.extend(e.lines);
@@ -429,7 +474,12 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             kiln_worker::CacheTarget::Registry(r) => (r.to_string(), "exporting cache to registry"),
         };
         match worker
-            .export_cache(&c.target, Some(&registry), c.mode, &layers)
+            .export_cache(
+                &c.target,
+                Some(&registry),
+                c.mode,
+                &finals.iter().map(|l| l.as_slice()).collect::<Vec<_>>(),
+            )
             .ctx(|| format!("cannot export the cache to `{what}`"))
         {
             Ok(n) => internal(
@@ -444,11 +494,16 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             Err(e) => return Err(e),
         }
     }
-    let metadata = export::metadata(&written, written_index.as_ref(), &outputs);
+    let metadata = match multi {
+        true => crate::multi::metadata(index.as_ref(), &outputs),
+        false => export::metadata(&written, written_index.as_ref(), &outputs),
+    };
     Ok(BuildResult::Built(Box::new(crate::Built {
         image: built,
         written,
         metadata,
+        index,
+        platforms: images,
     })))
 }
 
@@ -485,11 +540,27 @@ fn attestations(
     inputs: &Inputs,
     worker: &Worker,
     built: &kiln_exporter::BuiltImage,
+    platform: &Platform,
+    multi: bool,
     started: i64,
     progress: &dyn BuildProgress,
 ) -> Result<Attestations> {
     use crate::attest::{Provenance, ProvenanceOpts};
     let a = &req.attest;
+    if multi {
+        // Not made yet for an index of several platforms (docs/cli.md "Attestations").
+        if a.explicit() {
+            warn(
+                progress,
+                "attestations are not attached to multi-platform images yet; this build's index holds the platform images only",
+            );
+        }
+        return Ok(Attestations {
+            explicit: Default::default(),
+            with_default: Default::default(),
+            lines: Vec::new(),
+        });
+    }
     let index_outputs = outputs
         .iter()
         .any(|o| matches!(o, Output::Image { push: true, .. } | Output::Oci { .. }));
@@ -532,7 +603,7 @@ fn attestations(
         build_args: &req.build_args,
         labels: &req.labels,
         target: req.target.as_deref(),
-        platform: &req.platform,
+        platform,
         context: inputs.context.as_deref(),
         secret_ids: req.secrets.ids(),
         started,

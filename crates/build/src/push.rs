@@ -19,11 +19,12 @@ fn mount_sources(store: &ImageStore, dest: &Reference) -> BTreeMap<Digest, Vec<R
         if name.domain() != dest.domain() || name.path() == dest.path() {
             continue;
         }
-        let Ok(m) = store.manifest(&img) else { continue };
-        for l in m.layers.iter().chain([&m.config]) {
-            let list = out.entry(l.digest.clone()).or_default();
-            if !list.iter().any(|r| r.path() == name.path()) {
-                list.push(name.clone());
+        for (_, m) in store.manifests(&img).unwrap_or_default() {
+            for l in m.layers.iter().chain([&m.config]) {
+                let list = out.entry(l.digest.clone()).or_default();
+                if !list.iter().any(|r| r.path() == name.path()) {
+                    list.push(name.clone());
+                }
             }
         }
     }
@@ -43,55 +44,54 @@ pub fn push_image(
     line: &(dyn Fn(String) + Sync),
 ) -> Result<PushReport, BuildError> {
     let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
-    if v.get("manifests").is_none() {
-        let m: Manifest = serde_json::from_value(v).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
-        return push_one(client, store, content, manifest, &m, dest, line);
+    let sources = mount_sources(store, dest);
+    if kiln_cache::is_index(manifest) {
+        // A multi-platform image: every platform's manifest (by digest) first, so the
+        // registry never holds an index naming a manifest it lacks; the index last.
+        let index: Index =
+            serde_json::from_slice(&bytes).ctx(|| format!("image index `{}` is corrupt", manifest.digest))?;
+        let mut total = PushReport::default();
+        for child in &index.manifests {
+            let by_digest = Reference::parse(&format!("{}@{}", dest.repository(), child.digest))
+                .ctx(|| format!("cannot push `{dest}`"))?;
+            let r = push_one(client, content, child, &by_digest, &sources, line)?;
+            total.existed += r.existed;
+            total.mounted += r.mounted;
+            total.uploaded += r.uploaded;
+            total.bytes += r.bytes;
+        }
+        let r = push_blobs_and_manifest(client, content, manifest, &[], dest, &sources, line)?;
+        total.digest = r.digest;
+        return Ok(total);
     }
-    let index: Index = serde_json::from_value(v).ctx(|| format!("index `{}` is corrupt", manifest.digest))?;
-    let mut total = PushReport::default();
-    for child in &index.manifests {
-        let bytes = content.read_all(&child.digest).map_err(BuildError::other)?;
-        let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", child.digest))?;
-        let child_dest = Reference::parse(&format!("{}@{}", dest.repository(), child.digest))
-            .ctx(|| format!("cannot push to `{dest}`"))?;
-        let child_desc = Descriptor::new(child.media_type.clone(), child.digest.clone(), child.size);
-        let r = push_one(client, store, content, &child_desc, &m, &child_dest, line)?;
-        total.existed += r.existed;
-        total.mounted += r.mounted;
-        total.uploaded += r.uploaded;
-        total.bytes += r.bytes;
-    }
-    let none = |_: &Digest| Vec::new();
-    let r = client
-        .push(dest, content, manifest, &[], &none, &|_, _| {})
-        .map_err(|e| push_error(dest, e))?;
-    total.digest = r.digest;
-    Ok(total)
+    push_one(client, content, manifest, dest, &sources, line)
 }
 
-fn push_error(dest: &Reference, e: kiln_registry::RegistryError) -> BuildError {
-    match e {
-        // Registry errors start with the reference already.
-        kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),
-        e => BuildError::Message(format!("cannot push {e}")),
-    }
-}
-
-/// Pushes one image manifest `m` (descriptor `manifest`) and its blobs to `dest`.
+/// Pushes one image manifest with its config and layers.
 fn push_one(
     client: &Client,
-    store: &ImageStore,
     content: &ContentStore,
     manifest: &Descriptor,
-    m: &Manifest,
     dest: &Reference,
+    sources: &BTreeMap<Digest, Vec<Reference>>,
     line: &(dyn Fn(String) + Sync),
 ) -> Result<PushReport, BuildError> {
+    let bytes = content.read_all(&manifest.digest).map_err(BuildError::other)?;
+    let m: Manifest = serde_json::from_slice(&bytes).ctx(|| format!("manifest `{}` is corrupt", manifest.digest))?;
     let mut blobs = m.layers.clone();
     blobs.push(m.config.clone());
-    let sources = mount_sources(store, dest);
+    push_blobs_and_manifest(client, content, manifest, &blobs, dest, sources, line)
+}
+
+fn push_blobs_and_manifest(
+    client: &Client,
+    content: &ContentStore,
+    manifest: &Descriptor,
+    blobs: &[Descriptor],
+    dest: &Reference,
+    sources: &BTreeMap<Digest, Vec<Reference>>,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<PushReport, BuildError> {
     let mount_from = |d: &Digest| sources.get(d).cloned().unwrap_or_default();
     let on_blob = |d: &Descriptor, e: PushEvent| {
         let what = match e {
@@ -102,8 +102,12 @@ fn push_one(
         line(format!("{}: {what}", short(&d.digest)));
     };
     client
-        .push(dest, content, manifest, &blobs, &mount_from, &on_blob)
-        .map_err(|e| push_error(dest, e))
+        .push(dest, content, manifest, blobs, &mount_from, &on_blob)
+        .map_err(|e| match e {
+            // Registry errors start with the reference already.
+            kiln_registry::RegistryError::Store(_) => BuildError::Message(format!("cannot push `{dest}`: {e}")),
+            e => BuildError::Message(format!("cannot push {e}")),
+        })
 }
 
 fn short(d: &Digest) -> &str {

@@ -124,17 +124,20 @@ impl ExportedCache {
     pub fn select(
         used: &[(Digest, Arc<Vec<Layer>>)],
         mode: CacheMode,
-        final_layers: &[Layer],
+        finals: &[&[Layer]],
         layer_records: &LayerRecords,
     ) -> ExportedCache {
         let mut records = Vec::new();
         let mut seen = BTreeSet::new();
         for (key, layers) in used {
-            let in_final = layers.len() <= final_layers.len()
-                && layers
-                    .iter()
-                    .zip(final_layers)
-                    .all(|(a, b)| a.blob.digest == b.blob.digest);
+            // In any platform's final image (a multi-platform build has one each).
+            let in_final = finals.iter().any(|final_layers| {
+                layers.len() <= final_layers.len()
+                    && layers
+                        .iter()
+                        .zip(final_layers.iter())
+                        .all(|(a, b)| a.blob.digest == b.blob.digest)
+            });
             if (mode == CacheMode::Min && !in_final) || !seen.insert(key.clone()) {
                 continue;
             }
@@ -197,11 +200,11 @@ mod tests {
             (k("1"), Arc::new(vec![a.clone()])),
         ];
         let final_layers = [a.clone(), b.clone()];
-        let min = ExportedCache::select(&used, CacheMode::Min, &final_layers, &root.layers());
+        let min = ExportedCache::select(&used, CacheMode::Min, &[&final_layers], &root.layers());
         let keys: Vec<_> = min.records.iter().map(|r| r.key.clone()).collect();
         assert_eq!(keys, [k("1"), k("2")]);
         assert_eq!(min.records[0].created, ["2020-01-01T00:00:00Z"]);
-        let max = ExportedCache::select(&used, CacheMode::Max, &final_layers, &root.layers());
+        let max = ExportedCache::select(&used, CacheMode::Max, &[&final_layers], &root.layers());
         assert_eq!(max.records.len(), 3, "each key once");
 
         let dest = d.path().join("exported");

@@ -122,87 +122,86 @@ impl ImageStore {
         self.collect_garbage_locked()
     }
 
-    /// Links the manifest (or index), its config and layers from the content store into
-    /// the layout; an index's manifests (image and attestation manifests) with theirs.
+    /// Links the manifest, its config and layers from the content store into the layout;
+    /// for an image index, each of its manifests the content store holds first.
     fn import_blobs(&self, manifest: &Descriptor) -> Result<(), CacheError> {
-        for d in self.referenced(&self.content, manifest)? {
-            self.content.link_into(&d, &self.blobs)?;
-        }
-        Ok(())
-    }
-
-    /// Every blob `top` (a manifest or an index) references in `store`, itself last.
-    fn referenced(&self, store: &ContentStore, top: &Descriptor) -> Result<Vec<Digest>, CacheError> {
-        let bytes = store.read_all(&top.digest)?;
-        let corrupt = |e: serde_json::Error| CacheError::Corrupt {
-            path: store.blob_path(&top.digest),
-            reason: e.to_string(),
-        };
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        let mut out = Vec::new();
-        if v.get("manifests").is_some() {
-            let index: Index = serde_json::from_value(v).map_err(corrupt)?;
+        let bytes = self.content.read_all(&manifest.digest)?;
+        if is_index(manifest) {
+            let index: Index = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+                path: self.content.blob_path(&manifest.digest),
+                reason: e.to_string(),
+            })?;
             for child in &index.manifests {
-                let bytes = store.read_all(&child.digest)?;
-                let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-                    path: store.blob_path(&child.digest),
-                    reason: e.to_string(),
-                })?;
-                out.extend(m.layers.iter().map(|l| l.digest.clone()));
-                out.push(m.config.digest.clone());
-                out.push(child.digest.clone());
+                if self.content.has(&child.digest) {
+                    self.import_blobs(child)?;
+                }
             }
-        } else {
-            let m: Manifest = serde_json::from_value(v).map_err(corrupt)?;
-            out.extend(m.layers.iter().map(|l| l.digest.clone()));
-            out.push(m.config.digest.clone());
+            return self.content.link_into(&manifest.digest, &self.blobs);
         }
-        out.push(top.digest.clone());
-        Ok(out)
-    }
-
-    /// When the entry is an image index (an image with attestations): the index as
-    /// stored.
-    pub fn index(&self, img: &StoredImage) -> Result<Option<Index>, CacheError> {
-        let bytes = self.blobs.read_all(&img.manifest.digest)?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-            path: self.blobs.blob_path(&img.manifest.digest),
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
+            path: self.content.blob_path(&manifest.digest),
             reason: e.to_string(),
         })?;
-        if v.get("manifests").is_none() {
-            return Ok(None);
+        for d in m.layers.iter().chain(std::iter::once(&m.config)) {
+            self.content.link_into(&d.digest, &self.blobs)?;
         }
-        serde_json::from_value(v).map(Some).map_err(|e| CacheError::Corrupt {
-            path: self.blobs.blob_path(&img.manifest.digest),
-            reason: e.to_string(),
-        })
+        self.content.link_into(&manifest.digest, &self.blobs)
     }
 
-    /// The blobs an index entry holds besides its image's config and layers (the image
-    /// manifest, attestation manifests and theirs); empty for a plain manifest entry.
+    /// The blobs an index entry holds besides the entry itself: every manifest of its
+    /// index the layout has (each platform's image, attestation manifests) with its
+    /// config and layers; empty for a plain manifest entry. A pulled index may name
+    /// platforms never fetched: those are left out.
     pub fn index_blobs(&self, img: &StoredImage) -> Result<Vec<Descriptor>, CacheError> {
         let Some(index) = self.index(img)? else {
             return Ok(Vec::new());
         };
-        let image = self.manifest(img)?;
         let mut out = Vec::new();
-        for child in &index.manifests {
-            out.push(Descriptor::new(
-                child.media_type.clone(),
-                child.digest.clone(),
-                child.size,
-            ));
-            let bytes = self.blobs.read_all(&child.digest)?;
-            let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
-                continue;
-            };
-            if m.config.digest == image.config.digest {
-                continue;
-            }
-            out.push(m.config.clone());
-            out.extend(m.layers.iter().cloned());
+        for child in index.manifests.iter().filter(|d| !is_index(d) && self.blobs.has(&d.digest)) {
+            let m = self.read_manifest(&child.digest)?;
+            out.push(Descriptor::new(child.media_type.clone(), child.digest.clone(), child.size));
+            out.push(m.config);
+            out.extend(m.layers);
         }
         Ok(out)
+    }
+
+    /// The image index an entry names, or `None` when it names a single manifest.
+    pub fn index(&self, img: &StoredImage) -> Result<Option<Index>, CacheError> {
+        if !is_index(&img.manifest) {
+            return Ok(None);
+        }
+        let bytes = self.blobs.read_all(&img.manifest.digest)?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CacheError::Corrupt {
+                path: self.blobs.blob_path(&img.manifest.digest),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The manifest an entry stands for on this machine: the entry itself, or for a
+    /// multi-platform image the host platform's manifest (else the first one).
+    pub fn manifest_descriptor(&self, img: &StoredImage) -> Result<Descriptor, CacheError> {
+        let Some(index) = self.index(img)? else {
+            return Ok(img.manifest.clone());
+        };
+        let host = kiln_image::Platform::host();
+        // A pulled index may list platforms never fetched.
+        let images: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| is_image(d) && self.blobs.has(&d.digest))
+            .collect();
+        images
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.same(&host)))
+            .or_else(|| images.first())
+            .map(|d| (*d).clone())
+            .ok_or_else(|| CacheError::Corrupt {
+                path: self.blobs.blob_path(&img.manifest.digest),
+                reason: "the image index lists no manifest".to_string(),
+            })
     }
 
     /// Finds an image by reference (`app`, `app:1`, full), image id (config digest, or a
@@ -242,24 +241,34 @@ impl ImageStore {
         Err(CacheError::NoSuchImage(name.to_string()))
     }
 
-    /// Reads an image's manifest; for an index entry, the manifest of the image it
-    /// holds (the first that is not an attestation manifest, platform `unknown`).
+    /// Reads an image's manifest (for a multi-platform image, the one
+    /// [`Self::manifest_descriptor`] picks).
     pub fn manifest(&self, img: &StoredImage) -> Result<Manifest, CacheError> {
-        let digest = match self.index(img)? {
-            Some(index) => index
-                .manifests
-                .iter()
-                .find(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
-                .map(|d| d.digest.clone())
-                .ok_or_else(|| CacheError::Corrupt {
-                    path: self.blobs.blob_path(&img.manifest.digest),
-                    reason: "the index lists no image manifest".into(),
-                })?,
-            None => img.manifest.digest.clone(),
+        let d = self.manifest_descriptor(img)?;
+        self.read_manifest(&d.digest)
+    }
+
+    /// Every manifest an entry holds: itself, or each manifest of its index that the
+    /// layout has (a pulled index may name platforms never fetched).
+    pub fn manifests(&self, img: &StoredImage) -> Result<Vec<(Descriptor, Manifest)>, CacheError> {
+        let Some(index) = self.index(img)? else {
+            return Ok(vec![(img.manifest.clone(), self.read_manifest(&img.manifest.digest)?)]);
         };
-        let bytes = self.blobs.read_all(&digest)?;
+        let mut out = Vec::new();
+        for d in index
+            .manifests
+            .iter()
+            .filter(|d| is_image(d) && self.blobs.has(&d.digest))
+        {
+            out.push((d.clone(), self.read_manifest(&d.digest)?));
+        }
+        Ok(out)
+    }
+
+    fn read_manifest(&self, digest: &Digest) -> Result<Manifest, CacheError> {
+        let bytes = self.blobs.read_all(digest)?;
         serde_json::from_slice(&bytes).map_err(|e| CacheError::Corrupt {
-            path: self.blobs.blob_path(&digest),
+            path: self.blobs.blob_path(digest),
             reason: e.to_string(),
         })
     }
@@ -312,8 +321,17 @@ impl ImageStore {
         let mut keep = BTreeSet::new();
         for d in &index.manifests {
             keep.insert(d.digest.clone());
-            if let Ok(all) = self.referenced(&self.blobs, d) {
-                keep.extend(all);
+            let img = to_stored(d.clone());
+            let children = match self.index(&img) {
+                Ok(Some(i)) => i.manifests,
+                _ => vec![d.clone()],
+            };
+            for c in children {
+                keep.insert(c.digest.clone());
+                if let Ok(m) = self.read_manifest(&c.digest) {
+                    keep.insert(m.config.digest.clone());
+                    keep.extend(m.layers.iter().map(|l| l.digest.clone()));
+                }
             }
         }
         for d in self.blobs.list()? {
@@ -332,6 +350,17 @@ fn plain(d: &Descriptor) -> Descriptor {
         d.digest.clone(),
         d.size,
     )
+}
+
+/// Whether a descriptor names an image index (OCI) or manifest list (Docker).
+pub fn is_index(d: &Descriptor) -> bool {
+    d.media_type == media_types::OCI_INDEX || d.media_type == media_types::DOCKER_MANIFEST_LIST
+}
+
+/// Whether an index entry is a platform's image manifest: not a nested index, and not
+/// an attestation manifest (platform `unknown/unknown`, as BuildKit marks them).
+pub fn is_image(d: &Descriptor) -> bool {
+    !is_index(d) && d.platform.as_ref().is_none_or(|p| p.os != "unknown")
 }
 
 fn to_stored(d: Descriptor) -> StoredImage {

@@ -21,7 +21,7 @@ mod store;
 pub use bucket::Bucket;
 pub use error::CacheError;
 pub use exchange::{CacheMode, ExportedCache, ExportedRecord, CACHE_MEDIA_TYPE};
-pub use images::{ImageStore, StoredImage};
+pub use images::{is_index, ImageStore, StoredImage};
 pub use ingest::Partial;
 pub use layers::{LayerRecord, LayerRecords};
 pub use lock::{LockKind, RootLock};

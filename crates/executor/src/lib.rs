@@ -5,6 +5,7 @@
 //! step's overlay, `/proc`, a minimal `/dev` and the `/etc` files, pivot_roots, drops to
 //! Docker's default capabilities and the step's user, and execs the command.
 
+pub mod binfmt;
 mod cgroup;
 mod chroot;
 pub mod forward;

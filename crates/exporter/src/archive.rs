@@ -17,8 +17,8 @@ pub struct ArchiveImage {
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
     pub names: Vec<Reference>,
-    /// More blobs the archive holds: when `manifest` is an image index, the image
-    /// manifest and the attestation manifests with their blobs.
+    /// More blobs the archive holds when `manifest` is an image index: every platform's
+    /// manifest, config and layers, and the attestation manifests with their blobs.
     pub extra: Vec<Descriptor>,
 }
 

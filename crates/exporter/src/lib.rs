@@ -5,11 +5,13 @@
 mod archive;
 mod build;
 mod compress;
+mod index;
 mod rootfs;
 
 pub use archive::{write_docker_archive, write_oci_archive, write_oci_layout, ArchiveImage};
 pub use build::{assemble, BuiltImage};
 pub use compress::recompress;
+pub use index::{archive_index, write_index, PlatformImage};
 pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
 
 use std::path::PathBuf;

@@ -455,9 +455,15 @@ impl Definition {
 
     /// The digests reachable from the root, inputs before the ops that use them.
     pub fn topo_order(&self) -> Vec<Digest> {
+        self.topo_order_from(self.root.as_slice())
+    }
+
+    /// The digests reachable from any of `roots` (each once), inputs before the ops
+    /// that use them: one multi-platform build solves every platform's root together.
+    pub fn topo_order_from(&self, roots: &[Input]) -> Vec<Digest> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        if let Some(r) = &self.root {
+        for r in roots {
             // Iterative post-order DFS: deep graphs must not overflow the stack.
             let mut stack = vec![(r.op.clone(), false)];
             while let Some((d, expanded)) = stack.pop() {

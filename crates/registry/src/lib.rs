@@ -644,17 +644,20 @@ impl Client {
 
 /// Picks the index entry for `platform` (variant must match when both name one).
 pub fn choose<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
+    // Compared normalised, as containerd's matcher: an index may say `arm64/v8`.
+    let want = platform.normalized();
     let fits = |d: &&Descriptor| {
         d.platform.as_ref().is_some_and(|p| {
-            p.os == platform.os
-                && p.architecture == platform.architecture
-                && (platform.variant.is_none() || p.variant.is_none() || p.variant == platform.variant)
+            let p = p.normalized();
+            p.os == want.os
+                && p.architecture == want.architecture
+                && (want.variant.is_none() || p.variant.is_none() || p.variant == want.variant)
         })
     };
     index
         .manifests
         .iter()
-        .find(|d| fits(d) && d.platform.as_ref().and_then(|p| p.variant.clone()) == platform.variant)
+        .find(|d| fits(d) && d.platform.as_ref().and_then(|p| p.normalized().variant) == want.variant)
         .or_else(|| index.manifests.iter().find(fits))
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_graph::{Definition, Node};
+use kiln_graph::{Definition, Input, Node};
 use kiln_image::Digest;
 
 /// Event is one progress event, numbered per vertex like BuildKit's `#N`.
@@ -281,9 +281,34 @@ impl<'a> Solver<'a> {
         R::Output: Send + Sync,
         R::Error: Send,
     {
-        def.validate()?;
         let root = def.root.clone().ok_or(SolveError::NoRoot)?;
-        let order = def.topo_order();
+        let mut out = self.solve_all(def, &[root], runner)?;
+        Ok(out.remove(0))
+    }
+
+    /// [`Self::solve`] for several roots at once (one per target platform): every op
+    /// reachable from any of them runs once, and the roots' outputs come back in order.
+    pub fn solve_all<R>(
+        &self,
+        def: &Definition,
+        roots: &[Input],
+        runner: &R,
+    ) -> Result<Vec<R::Output>, SolveError<R::Error>>
+    where
+        R: OpRunner + Sync,
+        R::Output: Send + Sync,
+        R::Error: Send,
+    {
+        def.validate()?;
+        if roots.is_empty() {
+            return Err(SolveError::NoRoot);
+        }
+        for r in roots {
+            if def.node(&r.op).is_none() {
+                return Err(kiln_graph::GraphError::MissingRoot(r.op.clone()).into());
+            }
+        }
+        let order = def.topo_order_from(roots);
         let index: HashMap<Digest, usize> = order.iter().cloned().enumerate().map(|(i, d)| (d, i)).collect();
         let mut waiting = vec![0usize; order.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
@@ -379,7 +404,10 @@ impl<'a> Solver<'a> {
         if let Some(e) = st.failed.take() {
             return Err(e);
         }
-        Ok(st.results[index[&root.op]].take().expect("root solved"))
+        Ok(roots
+            .iter()
+            .map(|r| st.results[index[&r.op]].clone().expect("root solved"))
+            .collect())
     }
 
     /// Keys, looks up and (on a miss) runs one op, reporting progress.
@@ -543,6 +571,36 @@ mod tests {
                 ..Default::default()
             },
         )
+    }
+
+    #[test]
+    fn several_roots_share_their_common_ops() {
+        // Two platforms' graphs: a shared step and one step each.
+        let mut def = Definition::new();
+        let s = def.add(
+            Op::Source(SourceOp::Scratch),
+            vec![],
+            OpMeta {
+                description: "scratch".into(),
+                ..Default::default()
+            },
+        );
+        let shared = mkdir(&mut def, s, "/shared", "shared");
+        let amd64 = mkdir(&mut def, shared.clone(), "/amd64", "amd64");
+        let arm64 = mkdir(&mut def, shared, "/arm64", "arm64");
+        let runner = Counting(Mutex::new(vec![]));
+        let out = Solver::new(&NoProgress, 1)
+            .jobs(1)
+            .solve_all(&def, &[amd64.clone(), arm64.clone()], &runner)
+            .unwrap();
+        assert_eq!(out, [3, 3]);
+        let mut ran = runner.0.lock().unwrap().clone();
+        ran.sort();
+        assert_eq!(ran, ["amd64", "arm64", "scratch", "shared"]);
+        assert!(matches!(
+            Solver::new(&NoProgress, 1).solve_all(&def, &[], &runner),
+            Err(SolveError::NoRoot)
+        ));
     }
 
     #[test]

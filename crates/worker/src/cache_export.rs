@@ -125,17 +125,17 @@ impl Worker {
         None
     }
 
-    /// Writes this build's cache records with their blobs to `target`; returns how many
-    /// records were written.
+    /// Writes this build's cache records with their blobs to `target` (`mode=min`: those
+    /// in any of the `finals`, one per platform); returns how many records were written.
     pub fn export_cache(
         &self,
         target: &CacheTarget,
         client: Option<&Client>,
         mode: CacheMode,
-        final_layers: &[Layer],
+        finals: &[&[Layer]],
     ) -> Result<usize, WorkerError> {
         let used = self.used.lock().expect("used lock").clone();
-        let records = ExportedCache::select(&used, mode, final_layers, &self.root.layers()).records;
+        let records = ExportedCache::select(&used, mode, finals, &self.root.layers()).records;
         let n = records.len();
         match target {
             CacheTarget::Dir(dest) => ExportedCache { records }.write_dir(&self.root.content(), dest)?,

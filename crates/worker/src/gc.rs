@@ -58,20 +58,23 @@ fn tagged(root: &KilnRoot) -> Result<Tagged, WorkerError> {
     };
     for img in store.list()? {
         t.blobs.insert(img.manifest.digest.clone());
-        // An image kept with attestations: its index's manifests and their blobs too.
+        // An index entry's attestation manifests and their blobs too.
         if let Ok(extra) = store.index_blobs(&img) {
             t.blobs.extend(extra.into_iter().map(|d| d.digest));
         }
-        let Ok(m) = store.manifest(&img) else { continue };
-        t.blobs.insert(m.config.digest.clone());
-        t.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
-        if let Some(c) = store
-            .blobs()
-            .read_all(&m.config.digest)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
-        {
-            t.chains.push(c.rootfs.diff_ids);
+        // Every platform's manifest of a multi-platform image.
+        for (d, m) in store.manifests(&img).unwrap_or_default() {
+            t.blobs.insert(d.digest.clone());
+            t.blobs.insert(m.config.digest.clone());
+            t.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
+            if let Some(c) = store
+                .blobs()
+                .read_all(&m.config.digest)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
+            {
+                t.chains.push(c.rootfs.diff_ids);
+            }
         }
     }
     Ok(t)

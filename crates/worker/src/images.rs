@@ -57,7 +57,7 @@ impl ImageSource {
         let r = Reference::parse(reference).map_err(|e| WorkerError::Malformed(e.to_string()))?;
         // Pinned by digest and already held: nothing to ask anyone.
         if let Some(d) = r.digest() {
-            if let Some(img) = self.local(&r, d, platform)? {
+            if let Some(img) = self.local(&r, d, platform, false)? {
                 return Ok(img);
             }
         }
@@ -68,7 +68,7 @@ impl ImageSource {
             if let Some(Ok(name)) = name {
                 if let Ok(stored) = self.root.images().resolve(&name.to_string()) {
                     if stored.name.as_ref() == Some(&name) {
-                        if let Some(img) = self.local(&name, &stored.manifest.digest, platform)? {
+                        if let Some(img) = self.local(&name, &stored.manifest.digest, platform, false)? {
                             return Ok(img);
                         }
                     }
@@ -99,7 +99,15 @@ impl ImageSource {
     }
 
     /// An image whose manifest (or index) `digest` is in the content store.
-    fn local(&self, r: &Reference, digest: &Digest, platform: &Platform) -> Result<Option<BaseImage>, WorkerError> {
+    /// With `any_platform` a single manifest is taken whatever its platform (an OCI
+    /// layout's image, named by the user).
+    fn local(
+        &self,
+        r: &Reference,
+        digest: &Digest,
+        platform: &Platform,
+        any_platform: bool,
+    ) -> Result<Option<BaseImage>, WorkerError> {
         let content = self.root.content();
         if !content.has(digest) {
             return Ok(None);
@@ -127,6 +135,20 @@ impl ImageSource {
             return Ok(None);
         }
         let config = parse_config(r, &content.read_all(&parsed.config.digest)?)?;
+        // A tag holds one platform's manifest (the last pulled): for another platform
+        // the registry's index is asked again.
+        let made_for = Platform {
+            architecture: config.architecture.clone(),
+            os: config.os.clone(),
+            variant: config.variant.clone(),
+        };
+        let (made_for, want) = (made_for.normalized(), platform.normalized());
+        if !any_platform
+            && !made_for.architecture.is_empty()
+            && (made_for.architecture, made_for.os) != (want.architecture, want.os)
+        {
+            return Ok(None);
+        }
         let pinned_text = match r.tag() {
             Some(t) => format!("{}:{t}@{digest}", r.repository()),
             None => format!("{}@{digest}", r.repository()),
@@ -222,13 +244,48 @@ impl ImageSource {
         if let (Some(tag), false) = (img.pinned.tag(), img.shown.starts_with("oci-layout://")) {
             let name = Reference::parse(&format!("{}:{tag}", img.pinned.repository()))
                 .map_err(|e| WorkerError::Malformed(e.to_string()))?;
-            self.root.images().add(&img.manifest, &[name])?;
+            if let Some(d) = self.to_tag(&img, &name)? {
+                self.root.images().add(&d, &[name])?;
+            }
         }
         Ok((img, layers))
     }
 }
 
 impl ImageSource {
+    /// What a pull tags `name` with: the platform's manifest, as always; but when the
+    /// tag already names the image's index (or this manifest) it stays, and when it
+    /// names another platform's manifest of the same index the index is tagged, so a
+    /// multi-platform build's FROM finds every platform it pulled in the store.
+    fn to_tag(&self, img: &BaseImage, name: &Reference) -> Result<Option<Descriptor>, WorkerError> {
+        let store = self.root.images();
+        let current = store
+            .resolve(&name.to_string())
+            .ok()
+            .filter(|s| s.name.as_ref() == Some(name));
+        let top = img.pinned.digest().filter(|d| **d != img.manifest.digest);
+        let Some(current) = current else {
+            return Ok(Some(img.manifest.clone()));
+        };
+        if current.manifest.digest == img.manifest.digest || Some(&current.manifest.digest) == top {
+            return Ok(None);
+        }
+        let content = self.root.content();
+        match top {
+            Some(index) if !kiln_cache::is_index(&current.manifest) && content.has(index) => {
+                let bytes = content.read_all(index)?;
+                let listed: Index = serde_json::from_slice(&bytes)
+                    .map_err(|e| WorkerError::Malformed(format!("index `{index}`: {e}")))?;
+                if !listed.manifests.iter().any(|m| m.digest == current.manifest.digest) {
+                    return Ok(Some(img.manifest.clone()));
+                }
+                let media_type = listed.media_type.unwrap_or_else(|| media_types::OCI_INDEX.to_string());
+                Ok(Some(Descriptor::new(media_type, index.clone(), bytes.len() as u64)))
+            }
+            _ => Ok(Some(img.manifest.clone())),
+        }
+    }
+
     /// An image in an OCI layout directory (`DIR`, `DIR:TAG`, `DIR@sha256:…`): its
     /// manifest, config and layers are copied into the content store, each verified
     /// against its digest; the index entry is chosen by tag (`ref.name` annotation), by
@@ -301,7 +358,7 @@ impl ImageSource {
         let pinned = Reference::parse(&format!("localhost/oci-layout@{}", entry.digest))
             .map_err(|e| WorkerError::Malformed(e.to_string()))?;
         let mut img = self
-            .local(&pinned, &entry.digest, platform)?
+            .local(&pinned, &entry.digest, platform, true)?
             .ok_or_else(|| bad("incomplete layout".to_string()))?;
         img.shown = format!("oci-layout://{}@{}", dir.display(), entry.digest);
         Ok(img)

@@ -90,6 +90,9 @@ pub struct BuildOptions {
     pub max_graph_size: u64,
     /// `--add-host` entries for every RUN step's `/etc/hosts`.
     pub extra_hosts: Vec<kiln_graph::ExtraHost>,
+    /// The build is for more than one platform: step descriptions name their platform
+    /// (`[linux/arm64 2/3] RUN …`, BuildKit's `MultiPlatformRequested`).
+    pub multi_platform: bool,
 }
 
 /// NamedContext is what a `--build-context` name stands for.
@@ -117,6 +120,7 @@ impl BuildOptions {
             allow: BTreeSet::new(),
             max_graph_size: MAX_GRAPH_SIZE,
             extra_hosts: Vec::new(),
+            multi_platform: false,
         }
     }
 }
@@ -432,16 +436,20 @@ impl Converter<'_> {
                         vars: Vec::new(),
                     },
                 );
-                let mut image = empty_image(&self.opts.platform);
+                let mut image = empty_image(&platform);
                 image.config.working_dir = Some("/".to_string());
                 image.config.env = vec![format!("PATH={DEFAULT_PATH}")];
-                new_state(display, fs, self.opts.platform.clone(), image)
+                new_state(display, fs, platform.clone(), image)
             }
             Base::Image(reference) => {
                 let resolved = plan.resolved.get(&i);
                 let reference = resolved.map(|r| &r.reference).unwrap_or(reference);
+                let shown = match self.opts.multi_platform {
+                    true => state::platform_display(&platform, None, &display),
+                    false => display.clone(),
+                };
                 let description =
-                    state::prefix_command(&display, 1, stage.cmd_total, false, &format!("FROM {reference}"));
+                    state::prefix_command(&shown, 1, stage.cmd_total, false, &format!("FROM {reference}"));
                 let fs = self.def.add(
                     Op::Source(SourceOp::Image {
                         reference: reference.clone(),
@@ -472,6 +480,7 @@ impl Converter<'_> {
             }
         };
         st.cmd_total = stage.cmd_total;
+        st.platform_prefix = self.opts.multi_platform;
         st.name = stage.name.as_ref().map(|n| n.to_ascii_lowercase());
         st.cmd_index = if matches!(stage.base, Base::Image(_)) { 1 } else { 0 };
         // The run environment is the image's Env on top of what the base stage's ARGs
@@ -525,6 +534,7 @@ fn new_state(display: String, fs: Input, platform: Platform, image: ImageConfig)
         entrypoint: Default::default(),
         healthcheck: Default::default(),
         used: BTreeSet::new(),
+        platform_prefix: false,
     }
 }
 

@@ -89,6 +89,8 @@ pub struct StageState {
     pub healthcheck: Tracker,
     /// Variables this stage's instructions read.
     pub used: BTreeSet<String>,
+    /// Descriptions start with the platform (a multi-platform build).
+    pub platform_prefix: bool,
 }
 
 impl StageState {
@@ -98,8 +100,61 @@ impl StageState {
             return text.to_string();
         }
         self.cmd_index += 1;
-        prefix_command(&self.display, self.cmd_index, self.cmd_total, self.is_onbuild, text)
+        let display = match self.platform_prefix {
+            true => platform_display(&self.platform, target_from_env(&self.env), &self.display),
+            false => self.display.clone(),
+        };
+        prefix_command(&display, self.cmd_index, self.cmd_total, self.is_onbuild, text)
     }
+}
+
+/// The target platform a stage's TARGET* variables name, if it declared any
+/// (BuildKit's `platformFromEnv`).
+fn target_from_env(env: &EnvList) -> Option<Platform> {
+    let get = |k: &str| env.value(k).filter(|v| !v.is_empty());
+    if let Some(p) = get("TARGETPLATFORM").and_then(Platform::parse) {
+        return Some(p);
+    }
+    let (os, arch) = (get("TARGETOS"), get("TARGETARCH"));
+    if os.is_none() && arch.is_none() {
+        return None;
+    }
+    Some(Platform {
+        os: os.unwrap_or_default().to_string(),
+        architecture: arch.unwrap_or_default().to_string(),
+        variant: get("TARGETVARIANT").map(str::to_string),
+    })
+}
+
+/// `linux/amd64 build`, or `linux/amd64->arm64 build` for a stage running on one
+/// platform for another (BuildKit's `prefixCommand` with `formatTargetPlatform`).
+pub fn platform_display(platform: &Platform, target: Option<Platform>, display: &str) -> String {
+    let mut out = platform.to_string();
+    if let Some(mut t) = target {
+        if t.os.is_empty() {
+            t.os = platform.os.clone();
+        }
+        if t.architecture.is_empty() {
+            t.architecture = platform.architecture.clone();
+        }
+        let t = t.normalized();
+        if t.os == platform.os && t.architecture != platform.architecture {
+            out.push_str("->");
+            out.push_str(&t.architecture);
+            if let Some(v) = &t.variant {
+                out.push('/');
+                out.push_str(v);
+            }
+        } else if t.os != platform.os {
+            out.push_str("->");
+            out.push_str(&t.to_string());
+        }
+    }
+    if !display.is_empty() {
+        out.push(' ');
+        out.push_str(display);
+    }
+    out
 }
 
 /// Formats `[display index/total] [ONBUILD ]text`, the index padded to the width of

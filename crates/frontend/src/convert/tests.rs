@@ -402,3 +402,36 @@ fn sandbox_security_keeps_the_op_digest() {
     let encoded = serde_json::to_string(root_op(&a)).expect("encodes");
     assert!(!encoded.contains("security"), "{encoded}");
 }
+
+#[test]
+fn multi_platform_descriptions_name_the_platform_as_buildkit() {
+    let mut o = opts();
+    o.multi_platform = true;
+    o.platform = Platform::parse("linux/arm64").expect("platform");
+    let df = "FROM --platform=$BUILDPLATFORM scratch AS build\nARG TARGETARCH\nCOPY a /a-$TARGETARCH\n\
+              FROM scratch\nCOPY --from=build /a-arm64 /a\n";
+    let plan = build_plan(df, &o).unwrap_or_else(|e| panic!("{e}"));
+    let mut shown: Vec<String> = plan
+        .definition
+        .nodes
+        .values()
+        .filter(|n| !n.meta.hidden)
+        .map(|n| n.meta.description.clone())
+        .collect();
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            "[linux/amd64->arm64 build 1/1] COPY a /a-arm64",
+            "[linux/arm64 stage-1 1/1] COPY --from=build /a-arm64 /a",
+        ]
+    );
+    // One platform: no prefix, as before.
+    o.multi_platform = false;
+    let plan = build_plan(df, &o).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plan
+        .definition
+        .nodes
+        .values()
+        .any(|n| n.meta.description == "[build 1/1] COPY a /a-arm64"));
+}

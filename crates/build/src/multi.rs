@@ -1,0 +1,202 @@
+//! Multi-platform builds (`--platform linux/amd64,linux/arm64`): the platforms' graphs
+//! merged into one definition, the emulation check before anything runs, and the
+//! outputs as BuildKit writes them — an OCI image index with one manifest per platform
+//! for the store, archives and pushes; one `linux_arm64/` directory per platform for
+//! `type=local` and `type=tar`; `--metadata-file` naming the index.
+
+use std::collections::BTreeSet;
+
+use kiln_cache::KilnRoot;
+use kiln_exporter::PlatformImage;
+use kiln_graph::{Definition, Input, Op};
+use kiln_image::Descriptor;
+use kiln_worker::Worker;
+
+use crate::error::{bail, Ctx};
+use crate::export::{image_names, in_compression, write_dest};
+use crate::outputs::{Dest, LayerOpts, Output};
+use crate::{BuildError, BuildEvent, BuildProgress};
+
+type Result<T> = std::result::Result<T, BuildError>;
+
+/// One definition holding every plan's ops (each digest once; the first plan's
+/// descriptions kept) and the plans' roots, in platform order.
+pub(crate) fn merge(plans: &[kiln_frontend::BuildPlan]) -> Result<(Definition, Vec<Input>)> {
+    let mut roots = Vec::with_capacity(plans.len());
+    let mut def = Definition::new();
+    for plan in plans {
+        let Some(root) = plan.definition.root.clone() else {
+            bail!("the build definition has no result")
+        };
+        roots.push(root);
+        for (d, n) in &plan.definition.nodes {
+            def.nodes.entry(d.clone()).or_insert_with(|| n.clone());
+        }
+    }
+    def.root = roots.first().cloned();
+    Ok((def, roots))
+}
+
+/// Fails, before any step runs, when a RUN step is for a platform whose binaries this
+/// machine can neither run nor emulate (naming the platform and what to install); as
+/// root it registers Debian's QEMU handler with the F flag when none is registered.
+pub(crate) fn check_emulation(def: &Definition, roots: &[Input]) -> Result<()> {
+    let mut foreign = BTreeSet::new();
+    for d in def.topo_order_from(roots) {
+        if let Some(Op::Exec(e)) = def.node(&d).map(|n| &n.op) {
+            if !kiln_executor::binfmt::native(&e.platform) {
+                foreign.insert(e.platform.normalized());
+            }
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    let binfmt = kiln_executor::binfmt::Binfmt::from_env();
+    for p in &foreign {
+        binfmt.ensure(p).map_err(|e| BuildError::Message(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Every platform's image in the output's compression, and the index listing them.
+fn indexed(
+    root: &KilnRoot,
+    worker: &Worker,
+    images: &[PlatformImage],
+    layers: &LayerOpts,
+) -> Result<(Vec<PlatformImage>, Descriptor)> {
+    let mut out = Vec::with_capacity(images.len());
+    for i in images {
+        out.push(PlatformImage {
+            platform: i.platform.clone(),
+            image: in_compression(root, worker, &i.image, layers)?,
+        });
+    }
+    let descriptors = out.iter().map(PlatformImage::descriptor).collect();
+    let index =
+        kiln_exporter::write_index(&root.content(), descriptors, &Default::default()).map_err(BuildError::other)?;
+    Ok((out, index))
+}
+
+/// Writes a multi-platform build's images to `out`; returns the progress lines and
+/// the index written, if the output has one.
+pub(crate) fn export(
+    progress: &dyn BuildProgress,
+    root: &KilnRoot,
+    worker: &Worker,
+    registry: &kiln_registry::Client,
+    images: &[PlatformImage],
+    out: &Output,
+) -> Result<(Vec<String>, Option<Descriptor>)> {
+    let content = root.content();
+    Ok(match out {
+        Output::Image { names, push, layers } => {
+            let (_, index) = indexed(root, worker, images, layers)?;
+            let store = root.images();
+            store.add(&index, names).map_err(BuildError::other)?;
+            let mut lines = vec![format!("exporting manifest list {} done", index.digest)];
+            lines.extend(names.iter().map(|n| format!("naming to {n} done")));
+            if *push {
+                for n in names {
+                    let report = crate::push::push_image(registry, &store, &content, &index, n, &|line| {
+                        progress.event(BuildEvent::Push {
+                            reference: n.clone(),
+                            line,
+                        })
+                    })?;
+                    lines.push(format!(
+                        "pushing layers {} uploaded, {} mounted, {} already there done",
+                        report.uploaded, report.mounted, report.existed
+                    ));
+                    lines.push(format!("pushing manifest list for {n}@{} done", index.digest));
+                }
+            }
+            (lines, Some(index))
+        }
+        Output::Oci {
+            dest,
+            names,
+            tar,
+            layers,
+        }
+        | Output::Docker {
+            dest,
+            names,
+            tar,
+            layers,
+        } => {
+            let (written, index) = indexed(root, worker, images, layers)?;
+            let docker = matches!(out, Output::Docker { .. });
+            // index.json names the index; a docker archive's manifest.json (what
+            // `docker load` without the containerd store reads) the host's image.
+            let img = [kiln_exporter::archive_index(&index, &written, names)];
+            match (tar, dest) {
+                (true, _) => write_dest(dest, "the image archive", |w| {
+                    if docker {
+                        kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
+                    } else {
+                        kiln_exporter::write_oci_archive(w, &content, &img).map_err(BuildError::other)?;
+                    }
+                    Ok(())
+                })?,
+                (false, Dest::Path(p)) => {
+                    kiln_exporter::write_oci_layout(p, &content, &img).map_err(BuildError::other)?
+                }
+                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
+            }
+            (vec!["sending tarball done".to_string()], Some(index))
+        }
+        Output::Local { dest } => {
+            for i in images {
+                let dir = dest.join(i.platform.dir_name());
+                let warnings = kiln_exporter::write_rootfs_dir(worker.snapshots(), &i.image.layers, &dir)
+                    .map_err(BuildError::other)?;
+                for w in warnings {
+                    progress.event(BuildEvent::Warning(w));
+                }
+            }
+            (vec![format!("copying files to {} done", dest.display())], None)
+        }
+        Output::Tar { dest } => {
+            // As buildx: one tarball, each platform's tree under `linux_arm64/`.
+            let staging = tempfile::Builder::new()
+                .prefix("tar-export-")
+                .tempdir_in(root.tmp_dir())
+                .ctx(|| "cannot create a directory for the tarball".to_string())?;
+            for i in images {
+                let dir = staging.path().join(i.platform.dir_name());
+                let warnings = kiln_exporter::write_rootfs_dir(worker.snapshots(), &i.image.layers, &dir)
+                    .map_err(BuildError::other)?;
+                for w in warnings {
+                    progress.event(BuildEvent::Warning(w));
+                }
+            }
+            write_dest(dest, "the rootfs tarball", |w| {
+                kiln_snapshotter::write_dir_tar(staging.path(), w, &Default::default())
+                    .ctx(|| "cannot write the rootfs tarball".to_string())?;
+                Ok(())
+            })?;
+            (vec!["sending tarball done".to_string()], None)
+        }
+    })
+}
+
+/// The `--metadata-file` JSON of a multi-platform build, as buildx writes it: the
+/// index's descriptor and digest (no config digest: each platform has its own).
+pub(crate) fn metadata(index: Option<&Descriptor>, outputs: &[Output]) -> serde_json::Value {
+    let mut v = serde_json::json!({});
+    if let Some(i) = index {
+        v["containerimage.descriptor"] = serde_json::json!({
+            "mediaType": i.media_type,
+            "digest": i.digest,
+            "size": i.size,
+        });
+        v["containerimage.digest"] = serde_json::Value::String(i.digest.to_string());
+    }
+    let names = image_names(outputs);
+    if !names.is_empty() {
+        v["image.name"] = serde_json::Value::String(names.join(","));
+    }
+    v
+}
