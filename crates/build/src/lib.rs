@@ -8,11 +8,13 @@ mod check;
 mod error;
 mod export;
 mod inputs;
+pub mod maintenance;
 mod outputs;
 mod pipeline;
 mod push;
 mod resolver;
 mod secrets;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
