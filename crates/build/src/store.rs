@@ -3,6 +3,11 @@
 //! and the registry client every command that talks to a registry shares. The CLI
 //! parses their flags and renders what these return.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every call's error is wrapped with the path in its message (`ctx`, `BuildError::Message`)"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 

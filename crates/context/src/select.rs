@@ -5,6 +5,11 @@
 //! calls [`matching`], [`Filter`] and the walk helpers while it copies, or [`select`]
 //! for the cache key.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here carry the path (`MemoError::Io`, `SelectError::Io`)"
+)]
+
 use std::path::{Component, Path, PathBuf};
 
 use crate::dockerignore::PatternMatcher;
@@ -58,8 +63,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SelectError {
     move |source| SelectError::Io { path, source }
 }
 
-/// `p` as a path relative to the root: `.` and `..` resolved lexically (never above
-/// the root), the leading `/` dropped.
+/// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
 pub fn clean_abs(p: &str) -> PathBuf {
     let mut out = PathBuf::new();
     for c in Path::new(p).components() {

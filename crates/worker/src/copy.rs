@@ -22,6 +22,11 @@
 //! and created (from its source, as any copied directory) only when something below
 //! it is copied.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -552,8 +557,6 @@ fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
     })();
     result.map_err(err)
 }
-
-/// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
 
 fn remove_existing(p: &Path) -> Result<(), WorkerError> {
     match p.symlink_metadata() {

@@ -431,6 +431,9 @@ fn go_syntax_the_regex_crate_reads_otherwise() {
         ("a\\<b", "a<b"),
         ("a\\>b", "a>b"),
     ] {
-        assert!(pm(&[pattern]).is_excluded(path), "`{pattern}` should match `{path}` as in Go");
+        assert!(
+            pm(&[pattern]).is_excluded(path),
+            "`{pattern}` should match `{path}` as in Go"
+        );
     }
 }

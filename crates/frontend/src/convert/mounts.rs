@@ -158,45 +158,6 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, ErrorKind> {
     Ok(m)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buildkit_mount_values() {
-        let m = parse_mount("type=cache,target=/root/.cache/pip,id=pip,sharing=locked,mode=0700,uid=1000").unwrap();
-        assert_eq!(m.kind, MountType::Cache);
-        assert_eq!(m.target.as_deref(), Some("/root/.cache/pip"));
-        assert_eq!(
-            (m.id.as_deref(), m.sharing.as_deref(), m.mode, m.uid),
-            (Some("pip"), Some("locked"), Some(0o700), Some(1000))
-        );
-        let m = parse_mount("target=/src,from=build,source=/out,rw").unwrap();
-        assert_eq!((m.kind, m.readonly), (MountType::Bind, Some(false)));
-        assert_eq!(m.from.as_deref(), Some("build"));
-        assert_eq!(parse_mount("target=/c,from=").unwrap().from, None);
-        let m = parse_mount("type=tmpfs,dst=/tmp,size=64m").unwrap();
-        assert_eq!(m.size, Some(64 << 20));
-        let m = parse_mount("type=secret,id=aws,required").unwrap();
-        assert_eq!((m.required, m.target), (Some(true), None));
-        let m = parse_mount("\"type=bind\",\"target=/a,b\"").unwrap();
-        assert_eq!(m.target.as_deref(), Some("/a,b"));
-        for (bad, why) in [
-            ("type=nfs,target=/x", "unsupported mount type \"nfs\""),
-            ("target=/x,color=red", "unexpected key 'color' in 'color=red'"),
-            ("type=bind", "mount target must be specified"),
-            ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value"),
-            ("type=tmpfs,target=/x,from=a", "from is only allowed"),
-            ("type=cache,target=/x,mode=9", "invalid value 9 for mode"),
-            ("target=\"/x", "column 8: bare \" in non-quoted field"),
-            ("\"target=/x", "column 11: extraneous or missing \" in quoted field"),
-        ] {
-            let e = parse_mount(bad).unwrap_err().to_string();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
-    }
-}
-
 impl Converter<'_> {
     /// Lowers one `RUN --mount` value; inputs it needs are appended to `inputs`.
     #[allow(clippy::too_many_arguments)]
@@ -303,5 +264,44 @@ impl Converter<'_> {
             (_, None) => format!("/run/buildkit/ssh_agent.{ssh_index}"),
         };
         Ok(Mount { target, kind })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildkit_mount_values() {
+        let m = parse_mount("type=cache,target=/root/.cache/pip,id=pip,sharing=locked,mode=0700,uid=1000").unwrap();
+        assert_eq!(m.kind, MountType::Cache);
+        assert_eq!(m.target.as_deref(), Some("/root/.cache/pip"));
+        assert_eq!(
+            (m.id.as_deref(), m.sharing.as_deref(), m.mode, m.uid),
+            (Some("pip"), Some("locked"), Some(0o700), Some(1000))
+        );
+        let m = parse_mount("target=/src,from=build,source=/out,rw").unwrap();
+        assert_eq!((m.kind, m.readonly), (MountType::Bind, Some(false)));
+        assert_eq!(m.from.as_deref(), Some("build"));
+        assert_eq!(parse_mount("target=/c,from=").unwrap().from, None);
+        let m = parse_mount("type=tmpfs,dst=/tmp,size=64m").unwrap();
+        assert_eq!(m.size, Some(64 << 20));
+        let m = parse_mount("type=secret,id=aws,required").unwrap();
+        assert_eq!((m.required, m.target), (Some(true), None));
+        let m = parse_mount("\"type=bind\",\"target=/a,b\"").unwrap();
+        assert_eq!(m.target.as_deref(), Some("/a,b"));
+        for (bad, why) in [
+            ("type=nfs,target=/x", "unsupported mount type \"nfs\""),
+            ("target=/x,color=red", "unexpected key 'color' in 'color=red'"),
+            ("type=bind", "mount target must be specified"),
+            ("type=cache,target=/x,sharing=sometimes", "unsupported sharing value"),
+            ("type=tmpfs,target=/x,from=a", "from is only allowed"),
+            ("type=cache,target=/x,mode=9", "invalid value 9 for mode"),
+            ("target=\"/x", "column 8: bare \" in non-quoted field"),
+            ("\"target=/x", "column 11: extraneous or missing \" in quoted field"),
+        ] {
+            let e = parse_mount(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }
