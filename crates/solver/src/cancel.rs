@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::{Event, Progress};
+use crate::progress::{Event, Progress};
 
 /// A way to stop a running op: called (once) when the build is cancelled.
 pub type CancelFn = Box<dyn FnOnce() + Send>;

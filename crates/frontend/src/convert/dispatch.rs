@@ -15,7 +15,7 @@
 //!   this stage set CMD before it.
 
 use kiln_graph::{Entitlement, ExecOp, FileAction, FileOp, Mount, MountKind, NetworkMode, Op, OpMeta, SecurityMode};
-use kiln_image::{Empty, HealthConfig, History};
+use kiln_image::{Empty, HealthConfig};
 
 use crate::error::ErrorKind;
 use crate::lint::{msg, Rule};
@@ -25,24 +25,10 @@ use crate::syntax::{Command, HealthTest, Instruction, InstructionKind, RunInstr}
 
 use super::plan::{Cmd, Plan};
 use super::state::{
-    clean_path, display_expand, go_duration, go_list, go_quote_list, go_quote_rune, parse_chown, uppercase_cmd,
+    clean_path, commit, display_expand, go_duration, go_list, go_quote_list, go_quote_rune, parse_chown, uppercase_cmd,
     StageState, Tracker,
 };
 use super::Converter;
-
-/// The comment BuildKit puts on every history entry it writes.
-pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
-
-/// Appends a history entry.
-pub fn commit(st: &mut StageState, created_by: String, layer: bool) {
-    st.image.history.push(History {
-        created: None,
-        created_by: Some(created_by),
-        author: None,
-        comment: Some(HISTORY_COMMENT.to_string()),
-        empty_layer: !layer,
-    });
-}
 
 /// Names BuildKit never reports as undefined.
 const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
