@@ -184,8 +184,13 @@ pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<k
 }
 
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
-    let client = registry_client(a.insecure_registries, a.tls_ca.as_deref())?;
-    let pulled = kiln_build::store::pull(root, &a.image, a.platform.as_deref(), client)?;
+    let pulled = kiln_build::store::pull(
+        root,
+        &a.image,
+        a.platform.as_deref(),
+        a.insecure_registries,
+        a.tls_ca.as_deref(),
+    )?;
     if !a.quiet {
         eprintln!("{}: pulled {} layers", pulled.pinned, pulled.layers);
     }

@@ -182,8 +182,15 @@ pub struct Pulled {
     pub id: Digest,
 }
 
-/// `kiln pull IMAGE`: always asks the registry, as `docker pull` does.
-pub fn pull(root: &Path, image: &str, platform: Option<&str>, client: kiln_registry::Client) -> Result<Pulled> {
+/// `kiln pull IMAGE`: always asks the registry, as `docker pull` does; the client as
+/// [`registry_client`] makes it from `insecure` and `tls_ca`.
+pub fn pull(
+    root: &Path,
+    image: &str,
+    platform: Option<&str>,
+    insecure: Vec<String>,
+    tls_ca: Option<&Path>,
+) -> Result<Pulled> {
     let (r, _store) = open_store(root)?;
     let reference = Reference::parse(image).ctx(|| format!("invalid image `{image}`"))?;
     let platform = match platform {
@@ -193,7 +200,8 @@ pub fn pull(root: &Path, image: &str, platform: Option<&str>, client: kiln_regis
         },
         None => Platform::host(),
     };
-    let source = kiln_worker::ImageSource::new(r.clone(), Some(Arc::new(client)), kiln_worker::PullPolicy::Always);
+    let client = Arc::new(registry_client(insecure, tls_ca)?);
+    let source = kiln_worker::ImageSource::new(r.clone(), Some(client), kiln_worker::PullPolicy::Always);
     let (img, layers) = source
         .pull(&reference.to_string(), &platform)
         .map_err(BuildError::other)?;
