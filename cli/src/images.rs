@@ -1,15 +1,13 @@
-//! Local store commands: images, tag, rmi, inspect, save.
+//! Local store commands' flags and rendering: images, tag, rmi, inspect, save, pull,
+//! login, logout. What they do is `kiln_build::store`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use kiln_cache::{ImageStore, KilnRoot, StoredImage};
-use kiln_exporter::ArchiveImage;
-use kiln_image::{ImageConfig, Reference};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use kiln_build::{write_dest, Dest};
+use kiln_build::Dest;
 
 #[derive(clap::Args, Debug)]
 pub struct ImagesArgs {
@@ -104,20 +102,6 @@ pub struct SaveArgs {
     images: Vec<String>,
 }
 
-fn open_store(root: &Path) -> Result<(KilnRoot, ImageStore)> {
-    let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
-    let s = r.images();
-    Ok((r, s))
-}
-
-fn config(store: &ImageStore, img: &StoredImage) -> Result<(kiln_image::Manifest, ImageConfig)> {
-    let m = store.manifest(img)?;
-    let bytes = store.blobs().read_all(&m.config.digest)?;
-    let c: ImageConfig =
-        serde_json::from_slice(&bytes).with_context(|| format!("image config `{}` is corrupt", m.config.digest))?;
-    Ok((m, c))
-}
-
 fn ago(created: Option<&str>) -> String {
     let Some(t) = created.and_then(|c| OffsetDateTime::parse(c, &Rfc3339).ok()) else {
         return "N/A".into();
@@ -155,21 +139,20 @@ fn human_size(n: u64) -> String {
 }
 
 pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
-    let (_r, store) = open_store(root)?;
     let mut rows = Vec::new();
-    for img in store.list()? {
-        let (m, c) = config(&store, &img)?;
+    for img in kiln_build::store::list_images(root)? {
         let id = if a.no_trunc {
-            m.config.digest.to_string()
+            img.id.to_string()
         } else {
-            m.config.digest.short().to_string()
+            img.id.short().to_string()
         };
-        let (repo, tag) = match &img.name {
-            Some(n) => (n.familiar_repository(), n.tag().unwrap_or("<none>").to_string()),
-            None => ("<none>".to_string(), "<none>".to_string()),
-        };
-        let size: u64 = m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size;
-        rows.push([repo, tag, id, ago(c.created.as_deref()), human_size(size)]);
+        rows.push([
+            img.repository,
+            img.tag,
+            id,
+            ago(img.created.as_deref()),
+            human_size(img.size),
+        ]);
     }
     if a.quiet {
         let mut seen = std::collections::BTreeSet::new();
@@ -197,48 +180,21 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
 /// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots, and
 /// the deadline `$KILN_REGISTRY_TIMEOUT` (seconds) when set.
 pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<kiln_registry::Client> {
-    let mut client = kiln_registry::Client::new(insecure);
-    if let Some(v) = std::env::var_os("KILN_REGISTRY_TIMEOUT") {
-        let text = v.to_string_lossy();
-        let secs = text
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-            .with_context(|| {
-                format!("invalid KILN_REGISTRY_TIMEOUT `{text}`: expected a number of seconds between 0 and 86400")
-            })?;
-        client = client.with_timeout(std::time::Duration::from_secs_f64(secs));
-    }
-    match tls_ca {
-        None => Ok(client),
-        Some(p) => {
-            let pem = std::fs::read(p).with_context(|| format!("cannot read --tls-ca `{}`", p.display()))?;
-            client
-                .with_tls_ca(&pem)
-                .map_err(|e| anyhow::anyhow!("invalid --tls-ca `{}`: {e}", p.display()))
-        }
-    }
+    Ok(kiln_build::store::registry_client(insecure, tls_ca)?)
 }
 
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
-    let (r, _store) = open_store(root)?;
-    let reference = Reference::parse(&a.image).with_context(|| format!("invalid image `{}`", a.image))?;
-    let platform = match &a.platform {
-        Some(p) => kiln_image::Platform::parse(p)
-            .with_context(|| format!("invalid --platform `{p}`: expected os/arch[/variant]"))?,
-        None => kiln_image::Platform::host(),
-    };
-    let client = std::sync::Arc::new(registry_client(a.insecure_registries, a.tls_ca.as_deref())?);
-    // `kiln pull` always asks the registry, as `docker pull` does.
-    let source = kiln_worker::ImageSource::new(r.clone(), Some(client), kiln_worker::PullPolicy::Always);
-    let (img, layers) = source.pull(&reference.to_string(), &platform)?;
-    if a.quiet {
-        outln!("{}", img.parsed.config.digest);
-    } else {
-        eprintln!("{}: pulled {} layers", img.pinned.familiar(), layers.len());
-        outln!("{}", img.parsed.config.digest);
+    let pulled = kiln_build::store::pull(
+        root,
+        &a.image,
+        a.platform.as_deref(),
+        a.insecure_registries,
+        a.tls_ca.as_deref(),
+    )?;
+    if !a.quiet {
+        eprintln!("{}: pulled {} layers", pulled.pinned, pulled.layers);
     }
+    outln!("{}", pulled.id);
     Ok(())
 }
 
@@ -274,20 +230,15 @@ pub fn logout(a: LogoutArgs) -> Result<()> {
 }
 
 pub fn tag(root: &Path, a: TagArgs) -> Result<()> {
-    let (_r, store) = open_store(root)?;
-    let target = Reference::parse(&a.target).with_context(|| format!("invalid target `{}`", a.target))?;
-    store.tag(&a.source, &target)?;
-    Ok(())
+    Ok(kiln_build::store::tag(root, &a.source, &a.target)?)
 }
 
 pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
-    let (_r, store) = open_store(root)?;
     let mut failed = None;
     for name in &a.images {
-        match store.remove(name) {
+        match kiln_build::store::remove_image(root, name) {
             Ok(removed) => {
-                for r in removed {
-                    let shown = Reference::parse(&r).map(|x| x.familiar()).unwrap_or(r);
+                for shown in removed {
                     outln!("Untagged: {shown}");
                 }
             }
@@ -304,112 +255,19 @@ pub fn rmi(root: &Path, a: RmiArgs) -> Result<()> {
 }
 
 pub fn inspect(root: &Path, a: InspectArgs) -> Result<()> {
-    let (_r, store) = open_store(root)?;
-    let mut out = Vec::new();
-    for name in &a.images {
-        let img = store.resolve(name)?;
-        let (m, c) = config(&store, &img)?;
-        let tags: Vec<String> = store
-            .list()?
-            .into_iter()
-            .filter(|i| i.manifest.digest == img.manifest.digest)
-            .filter_map(|i| i.name.map(|n| n.familiar()))
-            .collect();
-        let mut entry = serde_json::json!({
-            "Id": m.config.digest,
-            "RepoTags": tags,
-            "ManifestDigest": img.manifest.digest,
-            "Manifest": m,
-            "Config": c,
-        });
-        if let Some(index) = store.index(&img)? {
-            entry["Attestations"] = attestations(&store, &index)?;
-            entry["Index"] = serde_json::to_value(&index)?;
-        }
-        out.push(entry);
-    }
+    let out = kiln_build::store::inspect(root, &a.images)?;
     outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
-/// The attestations an image index holds: per attestation manifest, the image it is
-/// about and each statement's predicate type, digest and size.
-fn attestations(store: &kiln_cache::ImageStore, index: &kiln_image::Index) -> Result<serde_json::Value> {
-    let mut out = Vec::new();
-    for d in index
-        .manifests
-        .iter()
-        .filter(|d| kiln_build::attest::layout::is_attestation(d))
-    {
-        let m: kiln_image::Manifest = serde_json::from_slice(&store.blobs().read_all(&d.digest)?)?;
-        let statements: Vec<serde_json::Value> = m
-            .layers
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "PredicateType": l.annotations.get(kiln_build::attest::layout::PREDICATE_TYPE_ANNOTATION),
-                    "Digest": l.digest,
-                    "Size": l.size,
-                })
-            })
-            .collect();
-        out.push(serde_json::json!({
-            "Digest": d.digest,
-            "ReferenceDigest": d.annotations.get(kiln_build::attest::layout::REFERENCE_DIGEST_ANNOTATION),
-            "Statements": statements,
-        }));
-    }
-    Ok(serde_json::Value::Array(out))
-}
-
 pub fn save(root: &Path, a: SaveArgs) -> Result<()> {
-    let (r, store) = open_store(root)?;
-    let mut images = Vec::new();
-    for name in &a.images {
-        let img = store.resolve(name)?;
-        let m = store.manifest(&img)?;
-        // Saving by name carries that name; by id carries every tag of the image.
-        let names: Vec<Reference> = match Reference::parse(name).ok().filter(|n| img.name.as_ref() == Some(n)) {
-            Some(n) => vec![n],
-            None => store
-                .list()?
-                .into_iter()
-                .filter(|i| i.manifest.digest == img.manifest.digest)
-                .filter_map(|i| i.name)
-                .collect(),
-        };
-        images.push(ArchiveImage {
-            manifest: img.manifest.clone(),
-            config: m.config.clone(),
-            layers: m.layers.clone(),
-            // An index entry carries every platform and attestation manifest it holds.
-            extra: store.index_blobs(&img)?,
-            names,
-        });
-    }
     let dest = match &a.output {
         Some(p) => Dest::Path(p.clone()),
-        None => {
-            if is_terminal_stdout() {
-                bail!("refusing to write an archive to a terminal; use -o FILE or redirect stdout");
-            }
-            Dest::Stdout
-        }
+        None => Dest::Stdout,
     };
-    // The store's own blobs: they are there for as long as the image is.
-    let content = store.blobs().clone();
-    let _ = r;
-    write_dest(&dest, "the archive", |w| {
-        match a.format {
-            SaveFormat::Docker => kiln_exporter::write_docker_archive(w, &content, &images)?,
-            SaveFormat::Oci => kiln_exporter::write_oci_archive(w, &content, &images)?,
-        };
-        Ok(())
-    })?;
-    Ok(())
-}
-
-fn is_terminal_stdout() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdout().is_terminal()
+    let format = match a.format {
+        SaveFormat::Docker => kiln_build::store::SaveFormat::Docker,
+        SaveFormat::Oci => kiln_build::store::SaveFormat::Oci,
+    };
+    Ok(kiln_build::store::save(root, &a.images, format, &dest)?)
 }

@@ -1,5 +1,10 @@
 //! `kiln`: a daemonless Dockerfile image builder.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every file-system call of the CLI wraps its error with the path (`with_context`)"
+)]
+
 /// `println!` for kiln's output: a reader that went away (`kiln images | head -1`) ends
 /// kiln quietly, as it ends `ls`, where `println!` would panic on EPIPE.
 macro_rules! outln {

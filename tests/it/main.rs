@@ -1,6 +1,11 @@
 //! kiln's integration tests: the real binary, verified with real tools (skopeo, umoci,
 //! docker). Tools are probed; `KILN_TEST_STRICT=1` makes a missing tool a failure.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 mod add;
 mod attest;
 mod attest_sources;

@@ -1,6 +1,11 @@
 //! Reading a build's inputs: the Dockerfile (a file, the context's own, stdin or
 //! text), `<Dockerfile>.dockerignore` or the context's `.dockerignore`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every call's error is wrapped with the path in its message (`ctx`, `BuildError::Message`)"
+)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

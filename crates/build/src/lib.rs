@@ -9,12 +9,14 @@ mod check;
 mod error;
 mod export;
 mod inputs;
+pub mod maintenance;
 mod multi;
 mod outputs;
 mod pipeline;
 mod push;
 mod resolver;
 mod secrets;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,5 +1,10 @@
 //! [`build`]: plan → solve → export → push → cache export.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every call's error is wrapped with the path in its message (`ctx`, `BuildError::Message`)"
+)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

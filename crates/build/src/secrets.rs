@@ -10,6 +10,11 @@
 //! private key files and serves them from an agent of its own; kiln forwards agent
 //! sockets only and says so when given a key.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every call's error is wrapped with the path in its message (`ctx`, `BuildError::Message`)"
+)]
+
 use std::path::{Path, PathBuf};
 
 use kiln_worker::BuildSecrets;

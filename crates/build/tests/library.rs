@@ -2,6 +2,11 @@
 //! `FROM scratch` + `COPY` build (no RUN, so no sandbox and no root needed) exported
 //! as an OCI layout, its config and layer read back; the events it reported.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;

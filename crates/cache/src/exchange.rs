@@ -5,6 +5,11 @@
 //! of an OCI image manifest whose layers are the blobs (that transport, which needs the
 //! registry client, is the worker's).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `CacheError::Io { op, path }` or name the path in their message"
+)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `CacheError::Io { op, path }` or name the path in their message"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -157,9 +162,17 @@ impl ImageStore {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for child in index.manifests.iter().filter(|d| !is_index(d) && self.blobs.has(&d.digest)) {
+        for child in index
+            .manifests
+            .iter()
+            .filter(|d| !is_index(d) && self.blobs.has(&d.digest))
+        {
             let m = self.read_manifest(&child.digest)?;
-            out.push(Descriptor::new(child.media_type.clone(), child.digest.clone(), child.size));
+            out.push(Descriptor::new(
+                child.media_type.clone(),
+                child.digest.clone(),
+                child.size,
+            ));
             out.push(m.config);
             out.extend(m.layers);
         }

@@ -8,6 +8,11 @@
 //! of the partial file; the final digest check covers the whole blob, so a damaged
 //! partial is detected and thrown away, never stored.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `CacheError::Io { op, path }` or name the path in their message"
+)]
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;

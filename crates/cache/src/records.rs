@@ -2,6 +2,11 @@
 //! atomically, holding the layers the step produced (a JSON array of [`Layer`]). A hit
 //! touches the record's mtime, which is what least-recently-used pruning reads.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `CacheError::Io { op, path }` or name the path in their message"
+)]
+
 use std::path::PathBuf;
 use std::time::SystemTime;
 

@@ -1,11 +1,11 @@
 //! kiln-context owns the build context's rules: `.dockerignore` with Docker's pattern
 //! semantics ([`dockerignore`]), Go `filepath.Match` globs for COPY sources
-//! ([`pathmatch`]) and the context checksum memo ([`memo`]).
-//!
-//! Selecting a COPY's sources inside the context root still lives in `kiln-worker`
-//! (`copy/select.rs`): it needs the graph's `CopyAction` and the snapshotter's in-root
-//! resolution, edges this crate does not have.
+//! ([`pathmatch`]), which files of a tree a COPY/ADD reads ([`select`]: sources,
+//! globs, ignore rules, `--exclude`, `--parents`) and the context checksum memo
+//! ([`memo`]). The worker describes the action and the tree (with how a path resolves
+//! inside it) and calls these.
 
 pub mod dockerignore;
 pub mod memo;
 pub mod pathmatch;
+pub mod select;

@@ -2,6 +2,11 @@
 //! builds by (size, mtime, ctime, inode, mode), so an unchanged file costs one `stat`.
 //! Where it is stored (the root's `checksums-v1` bucket) is the caller's choice.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here carry the path (`MemoError::Io`, `SelectError::Io`)"
+)]
+
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

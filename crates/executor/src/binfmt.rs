@@ -153,15 +153,14 @@ impl Binfmt {
         }
         let name = format!("qemu-{arch}");
         let def_path = self.definitions.join(&name);
-        let def = std::fs::read_to_string(&def_path)
-            .map_err(|e| missing(format!("cannot read `{}`: {e}", def_path.display())))?;
+        let def = fs_err::read_to_string(&def_path).map_err(|e| missing(format!("cannot read it: {e}")))?;
         let line = registration(&name, &def).ok_or_else(|| {
             missing(format!(
                 "`{}` is not a binfmt definition kiln reads",
                 def_path.display()
             ))
         })?;
-        if let Err(e) = std::fs::write(self.dir.join("register"), line.as_bytes()) {
+        if let Err(e) = fs_err::write(self.dir.join("register"), line.as_bytes()) {
             // Another build registered it meanwhile: fine when it is there now.
             if self.find(arch).is_none() {
                 return Err(missing(format!("registering `{name}` failed: {e}")));
@@ -191,7 +190,7 @@ impl Binfmt {
         if let Some(h) = Handler::read(&by_name) {
             return Some(h);
         }
-        let entries = std::fs::read_dir(&self.dir).ok()?;
+        let entries = fs_err::read_dir(&self.dir).ok()?;
         for e in entries.flatten() {
             let n = e.file_name();
             if n == "register" || n == "status" {
@@ -224,7 +223,7 @@ struct Handler {
 
 impl Handler {
     fn read(path: &Path) -> Option<Handler> {
-        let text = std::fs::read_to_string(path).ok()?;
+        let text = fs_err::read_to_string(path).ok()?;
         let mut lines = text.lines();
         if lines.next()? != "enabled" {
             return None;
@@ -300,7 +299,7 @@ mod tests {
     fn fake(entries: &[(&str, &str)]) -> (tempfile::TempDir, Binfmt) {
         let d = tempfile::tempdir().unwrap();
         for (n, text) in entries {
-            std::fs::write(d.path().join(n), text).unwrap();
+            fs_err::write(d.path().join(n), text).unwrap();
         }
         let b = Binfmt {
             dir: d.path().to_path_buf(),

@@ -4,6 +4,11 @@
 //! hierarchy, or on cgroup v2 when kiln's own cgroup already delegates `pids` to its
 //! children; kiln never changes the host's cgroup configuration. Rootless kiln cannot
 //! write the host's cgroups and uses `RLIMIT_NPROC` instead (see [`crate::limits`]).
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "these calls are probes whose error is dropped, or their error names the path or the step it failed"
+)]
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -176,7 +176,7 @@ impl Undo {
         }
         if let Some((etc, _)) = &undo.etc {
             for (name, src) in [("hosts", &spec.hosts), ("resolv.conf", &spec.resolv_conf)] {
-                let data = std::fs::read(src)?;
+                let data = fs_err::read(src)?;
                 if missing(etc, name)? {
                     file(etc, name, OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY)?.write_all(&data)?;
                     undo.made_etc.push(name);

@@ -2,6 +2,11 @@
 //! BuildKit's `WithInsecureSpec`: every capability, and (as real root) the host's
 //! device nodes a privileged build uses (loop devices, fuse, tun, kvm, kmsg).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "these calls are probes whose error is dropped, or their error names the path or the step it failed"
+)]
+
 use std::path::Path;
 
 use crate::sys;
@@ -121,10 +126,10 @@ pub(crate) fn bind_host_devices(devs: &[(String, libc::c_int)]) -> std::io::Resu
     for (name, fd) in devs {
         let target = Path::new("/dev").join(name);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
+            fs_err::create_dir_all(parent)?;
         }
         if target.symlink_metadata().is_err() {
-            std::fs::File::create(&target)?;
+            fs_err::File::create(&target)?;
         }
         sys::move_mount(*fd, &target)?;
     }

@@ -309,7 +309,7 @@ impl Drop for PrivateNet {
 /// Joins the network namespace at `path` (the sandbox helper, before it unshares the
 /// rest).
 pub(crate) fn enter(path: &Path) -> io::Result<()> {
-    let ns = std::fs::File::open(path)?;
+    let ns = fs_err::File::open(path)?;
     rustix::thread::move_into_link_name_space(ns.as_fd(), Some(rustix::thread::LinkNameSpaceType::Network))
         .map_err(io::Error::from)
 }

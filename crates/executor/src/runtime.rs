@@ -3,6 +3,11 @@
 //!
 //! The overlay is mounted in a private mount namespace that exists only for the
 //! runtime's process: it cannot outlive the step on the host.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "these calls are probes whose error is dropped, or their error names the path or the step it failed"
+)]
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -365,7 +370,7 @@ impl Executor for OciRuntime {
                 PathBuf::from(std::ffi::OsStr::from_bytes(s.dir().as_bytes()))
             }
             None => {
-                std::fs::write(bundle.join("config.json"), config)?;
+                fs_err::write(bundle.join("config.json"), config)?;
                 bundle
             }
         };

@@ -1,5 +1,10 @@
 //! The kiln side of the built-in sandbox: writes the spec, starts the helper, streams
 //! the step's output and collects its exit code.
+
+#![allow(
+    clippy::disallowed_methods,
+    reason = "these calls are probes whose error is dropped, or their error names the path or the step it failed"
+)]
 #![allow(unsafe_code)]
 
 use std::io::Read;
@@ -82,7 +87,7 @@ impl Executor for Sandbox {
             .parent()
             .map(|p| p.join("spec.json"))
             .ok_or_else(|| ExecError::Setup("root file system target has no parent".into()))?;
-        std::fs::write(&state, serde_json::to_vec(spec).map_err(std::io::Error::other)?)?;
+        fs_err::write(&state, serde_json::to_vec(spec).map_err(std::io::Error::other)?)?;
 
         let (out_r, out_w) = crate::sys::pipe()?;
         let (err_r, err_w) = crate::sys::pipe()?;

@@ -7,6 +7,11 @@
 //! got the number next; a pidfd names this one process, and signalling it once it is
 //! gone fails with ESRCH instead.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "these calls are probes whose error is dropped, or their error names the path or the step it failed"
+)]
+
 use std::os::fd::OwnedFd;
 use std::process::Child;
 use std::sync::Arc;

@@ -338,7 +338,7 @@ pub fn cloexec_from(first: libc::c_int) -> io::Result<()> {
     if cloexec_from_raw(from) == 0 {
         return Ok(());
     }
-    let fds: Vec<libc::c_int> = std::fs::read_dir("/proc/self/fd")?
+    let fds: Vec<libc::c_int> = fs_err::read_dir("/proc/self/fd")?
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|fd| *fd >= first)
         .collect();

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `ExportError::Write { path }` or name the path in their message"
+)]
+
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;

@@ -4,6 +4,11 @@
 //! Base image layers keep their compression unless `force-compression=true`, as with
 //! BuildKit.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `ExportError::Write { path }` or name the path in their message"
+)]
+
 use std::collections::BTreeSet;
 
 use kiln_cache::KilnRoot;

@@ -5,6 +5,11 @@
 //! `result.AST.Dump() + "\n"` with the `result` file; every Dockerfile of the
 //! negative corpus must fail to parse. kiln dumps its parser layer the same way.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::path::{Path, PathBuf};
 
 use kiln_frontend::syntax::{dump, parse_nodes};

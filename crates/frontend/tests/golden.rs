@@ -22,6 +22,11 @@
 //! - global ARGs are seen by a stage only after `ARG NAME`; `--build-arg` wins over
 //!   defaults; `TARGETARCH` and friends are predefined.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -5,6 +5,11 @@
 //! 403, 404) fails at once. kiln also retries 429 and honours `Retry-After` on 429 and
 //! 503, up to [`MAX_RETRY_AFTER`]. [`Client::send`], every request's loop, lives here.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "every call's error names the path in its message, or is dropped (an optional file)"
+)]
+
 use std::io;
 use std::time::Duration;
 

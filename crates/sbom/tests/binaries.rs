@@ -1,6 +1,11 @@
 //! Real binaries: a Go program built by Debian's Go (runc, which .ci/run installs) and a
 //! Rust program built here by `cargo auditable`, each copied into a tree and scanned.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;

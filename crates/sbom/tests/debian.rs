@@ -5,6 +5,11 @@
 //! cached under `target/kiln-fixtures/` (beside the `it` suite's Debian layout); each run
 //! copies it and adds the Python and npm packages.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -144,7 +144,7 @@ impl Kiln {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = fs_err::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
         let rel = p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned();
@@ -183,7 +183,7 @@ impl Dockerd {
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
-        let log = std::fs::File::create(d.join("log")).expect("log file");
+        let log: std::fs::File = fs_err::File::create(d.join("log")).expect("log file").into();
         let child = Command::new("dockerd")
             .args([
                 "--iptables=false",
@@ -222,7 +222,7 @@ impl Dockerd {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let log = std::fs::read_to_string(me.dir.path().join("log")).unwrap_or_default();
+        let log = fs_err::read_to_string(me.dir.path().join("log")).unwrap_or_default();
         panic!("dockerd did not come up within 60s:\n{log}");
     }
 
@@ -352,7 +352,7 @@ impl Registry {
         if let Some((user, password)) = auth {
             let line = run_ok(Command::new("htpasswd").args(["-Bbn", user, password]));
             let path = dir.path().join("htpasswd");
-            std::fs::write(&path, line.trim()).expect("htpasswd file");
+            fs_err::write(&path, line.trim()).expect("htpasswd file");
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
                 path.display()
@@ -393,7 +393,7 @@ impl Registry {
                 "-out",
                 "leaf.csr",
             ]);
-            std::fs::write(
+            fs_err::write(
                 d.join("leaf.ext"),
                 "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
             )
@@ -415,7 +415,7 @@ impl Registry {
                 "-out",
                 "cert.pem",
             ]);
-            std::fs::copy(&ca_cert, ca_out).expect("copy CA");
+            fs_err::copy(&ca_cert, ca_out).expect("copy CA");
             // `http:` is the last key of the config, so `tls:` nests under it.
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
@@ -423,8 +423,8 @@ impl Registry {
                 key.display()
             ));
         }
-        std::fs::write(dir.path().join("config.yml"), config).expect("registry config");
-        let log = std::fs::File::create(dir.path().join("log")).expect("log");
+        fs_err::write(dir.path().join("config.yml"), config).expect("registry config");
+        let log: std::fs::File = fs_err::File::create(dir.path().join("log")).expect("log").into();
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(dir.path().join("config.yml"))
@@ -448,7 +448,7 @@ impl Registry {
     /// Every request the registry has answered so far, as `METHOD /v2/…` (query
     /// strings dropped), read from its access log.
     pub fn requests(&self) -> Vec<String> {
-        let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+        let log = fs_err::read_to_string(self.dir.path().join("log")).unwrap_or_default();
         let field = |line: &str, key: &str| -> Option<String> {
             let rest = &line[line.find(key)? + key.len()..];
             let v = match rest.strip_prefix('"') {

@@ -12,6 +12,11 @@
 //! `cachemounts-v1/` (kiln before: one directory per id, seeds ignored) is moved in
 //! whole, each id's directory becoming that id's unseeded cache.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

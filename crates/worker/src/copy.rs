@@ -22,10 +22,15 @@
 //! and created (from its source, as any copied directory) only when something below
 //! it is copied.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -35,11 +40,26 @@ use kiln_snapshotter::{ActiveSnapshot, RootDir};
 
 use crate::{users, WorkerError};
 
-mod select;
 mod special;
 mod view;
-pub use select::select;
-use select::{is_ignored, matching, skip_ignored, sorted_entries, Decision, Filter};
+pub use kiln_context::select::clean_abs;
+use kiln_context::select::{is_ignored, matching, skip_ignored, sorted_entries, CopySources, Decision, Filter};
+
+/// The selecting part of `action`, as `kiln_context::select` takes it.
+pub(crate) fn sources(action: &CopyAction) -> CopySources<'_> {
+    CopySources {
+        src: &action.src,
+        allow_wildcard: action.allow_wildcard,
+        allow_empty_wildcard: action.allow_empty_wildcard,
+        exclude: &action.exclude,
+        parents: action.parents.as_deref(),
+    }
+}
+
+/// Everything `action` would copy from `src`, in copy order (for the cache key).
+pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<kiln_context::select::Selected>, WorkerError> {
+    Ok(kiln_context::select::select(&sources(action), src)?)
+}
 
 /// SourceTree is where a COPY reads from.
 pub struct SourceTree<'a> {
@@ -50,6 +70,21 @@ pub struct SourceTree<'a> {
     pub label: String,
     /// Keep the source's owners (stages) instead of 0:0 (context).
     pub keep_owner: bool,
+}
+
+impl kiln_context::select::SourceTree for SourceTree<'_> {
+    fn root(&self) -> &Path {
+        self.root
+    }
+    fn ignore(&self) -> Option<&PatternMatcher> {
+        self.ignore
+    }
+    fn label(&self) -> &str {
+        &self.label
+    }
+    fn resolve_in_root(&self, rel: &Path, follow_last: bool) -> Result<PathBuf, String> {
+        kiln_snapshotter::resolve_in_root(self.root, rel, follow_last)
+    }
 }
 
 /// FileWriter applies file actions to one active snapshot.
@@ -159,8 +194,8 @@ impl<'a> FileWriter<'a> {
     /// Runs one COPY action from `src`.
     pub fn copy(&mut self, action: &CopyAction, src: &SourceTree<'_>) -> Result<(), WorkerError> {
         let owner = self.resolve_owner(&action.chown)?;
-        let filter = Filter::new(action)?;
-        let matches = matching(action, src)?;
+        let filter = Filter::new(&sources(action))?;
+        let matches = matching(&sources(action), src)?;
         let dest = clean_abs(&action.dest);
         let dest_is_dir = action.dest_is_dir || matches.len() > 1;
         let dir_mode = created_dir_mode(action.chmod.as_ref());
@@ -519,21 +554,6 @@ fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
         Ok(())
     })();
     result.map_err(err)
-}
-
-/// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
-pub fn clean_abs(p: &str) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in Path::new(p).components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 fn remove_existing(p: &Path) -> Result<(), WorkerError> {

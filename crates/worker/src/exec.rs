@@ -1,5 +1,10 @@
 //! RUN: an exec op on an overlay of its input's tree, in the executor's sandbox.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::collections::VecDeque;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -16,6 +16,11 @@
 //! Git never prompts (`GIT_TERMINAL_PROMPT=0`); credentials come from the user's git
 //! and ssh configuration.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;

@@ -15,6 +15,11 @@
 //! The client is ureq, as for registries: it honours `HTTPS_PROXY`/`HTTP_PROXY`/
 //! `ALL_PROXY` and `NO_PROXY` from the environment.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};

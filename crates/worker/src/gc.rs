@@ -11,6 +11,11 @@
 //! never leaves a reference to something missing (cache records before the blobs they
 //! name, layer records before their blobs, a snapshot's tree before its record).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,11 @@
 //! Base images: resolved from the content store, the local image store, or a registry
 //! according to the pull policy, and kept in the local store once pulled.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::sync::Arc;
 
 use kiln_cache::KilnRoot;

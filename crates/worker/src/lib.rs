@@ -118,6 +118,17 @@ pub enum WorkerError {
     Archive { path: String, reason: String },
 }
 
+impl From<kiln_context::select::SelectError> for WorkerError {
+    fn from(e: kiln_context::select::SelectError) -> Self {
+        use kiln_context::select::SelectError as S;
+        match e {
+            S::SourceNotFound { path, source_label } => WorkerError::SourceNotFound { path, source_label },
+            S::BadSource { path, reason } => WorkerError::BadSource { path, reason },
+            S::Io { path, source } => WorkerError::Io { path, source },
+        }
+    }
+}
+
 fn tail_text(tail: &[String]) -> String {
     if tail.is_empty() {
         return String::new();

@@ -6,6 +6,11 @@
 //! the agent. Like BuildKit's read-only agent, only listing keys and signing are
 //! relayed; adding, removing and locking keys, and extensions, are refused.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -23,6 +23,11 @@
 //! Everything is written into the step's upper directory; paths are resolved through
 //! the merged view (upper over lower), so an archive extends what the image has.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufReader, Read};

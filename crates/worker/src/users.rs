@@ -2,6 +2,11 @@
 //! the executor's lookup (the one RUN's `USER` uses), which opens them inside the image
 //! root: an image whose `/etc/passwd` is a symlink cannot make kiln read a host file.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::path::Path;
 
 use kiln_graph::UserSpec;

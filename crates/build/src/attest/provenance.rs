@@ -63,6 +63,10 @@ pub struct GitInfo {
 impl GitInfo {
     /// Reads `dir`'s git state with the `git` command, as buildx does; None when `dir`
     /// is not the top of a work tree or git is missing.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a path that cannot be canonicalised only means: no git information"
+    )]
     pub fn read(dir: &Path) -> Option<GitInfo> {
         let git = |args: &[&str]| -> Option<String> {
             let out = std::process::Command::new("git")

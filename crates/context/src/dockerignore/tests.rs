@@ -415,3 +415,25 @@ fn odd_inputs_never_panic() {
         }
     }
 }
+
+/// Go regexp syntax the `regex` crate reads otherwise (why kiln keeps its own engine,
+/// see docs/dev/architecture.md): inside a class Go has no nested classes and no set
+/// operations, and `\<`/`\>` are escaped punctuation, not word boundaries. In `regex`
+/// 1.x `[[]` is an unclosed class, `[a&&b]` an intersection, `[a~~b]` a symmetric
+/// difference, `\<` a start-of-word assertion. (`[a--b]` is not a valid glob: Go's
+/// `filepath.Match` refuses `-` as a range end.)
+#[test]
+fn go_syntax_the_regex_crate_reads_otherwise() {
+    for (pattern, path) in [
+        ("[[]", "["),
+        ("x[a&&b]", "x&"),
+        ("x[a~~b]", "x~"),
+        ("a\\<b", "a<b"),
+        ("a\\>b", "a>b"),
+    ] {
+        assert!(
+            pm(&[pattern]).is_excluded(path),
+            "`{pattern}` should match `{path}` as in Go"
+        );
+    }
+}

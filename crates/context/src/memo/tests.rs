@@ -1,3 +1,8 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::path::Path;
 
 use super::ContextMemo;

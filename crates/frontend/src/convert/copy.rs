@@ -23,8 +23,8 @@ use crate::syntax::flags::AddFlags;
 use crate::syntax::instruction::HeredocSource;
 use crate::syntax::InstructionKind;
 
-use super::dispatch::commit;
 use super::plan::{Cmd, FromSource, Plan};
+use super::state::commit;
 use super::state::{normalize_path, parse_chown, StageState};
 use super::Converter;
 

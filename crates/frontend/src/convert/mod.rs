@@ -15,6 +15,7 @@ mod copy;
 mod dispatch;
 mod mounts;
 mod plan;
+mod run_mounts;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 //! `RUN --mount` values: BuildKit's CSV grammar (`type=cache,target=/root/.cache,id=x`),
-//! split by [`crate::csv`].
+//! split by [`crate::csv`]. Their lowering is `run_mounts.rs`.
 
 use crate::error::ErrorKind;
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use kiln_graph::{ChownOpt, Input, UserSpec};
-use kiln_image::{ImageConfig, Platform};
+use kiln_image::{History, ImageConfig, Platform};
 
 use crate::shell::Env;
 use crate::syntax::dump::go_quote;
@@ -342,6 +342,20 @@ pub fn parse_chown(s: &str) -> ChownOpt {
         user: spec(user),
         group: group.map(spec),
     }
+}
+
+/// The comment BuildKit puts on every history entry it writes.
+pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+/// Appends a history entry.
+pub fn commit(st: &mut StageState, created_by: String, layer: bool) {
+    st.image.history.push(History {
+        created: None,
+        created_by: Some(created_by),
+        author: None,
+        comment: Some(HISTORY_COMMENT.to_string()),
+        empty_layer: !layer,
+    });
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@
 //! one deeper than `PATH_MAX` works. The cursors never follow a symlink on the way; the
 //! view's symlinks are resolved by [`FileWriter::resolve_view`], inside the root.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here become `WorkerError::Io { path }` or name the path in their message"
+)]
+
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};

@@ -1,19 +1,86 @@
-//! What a COPY action reads: its sources (globs expanded) and, below each, the entries
-//! .dockerignore, `--exclude` and a `--parents` pattern leave in.
+//! What a COPY or ADD reads: its sources (globs expanded) and, below each, the entries
+//! .dockerignore, `--exclude` and a `--parents` pattern leave in. The worker describes
+//! the action ([`CopySources`]) and the tree it reads from ([`SourceTree`]: the build
+//! context, a stage or an image root, with the way a path resolves inside it), and
+//! calls [`matching`], [`Filter`] and the walk helpers while it copies, or [`select`]
+//! for the cache key.
 
-use std::path::{Path, PathBuf};
+#![allow(
+    clippy::disallowed_methods,
+    reason = "io errors here carry the path (`MemoError::Io`, `SelectError::Io`)"
+)]
 
-use kiln_context::dockerignore::PatternMatcher;
-use kiln_context::pathmatch as glob;
-use kiln_graph::CopyAction;
-use kiln_snapshotter::resolve_in_root;
+use std::path::{Component, Path, PathBuf};
 
-use super::{clean_abs, io_err, SourceTree};
-use crate::WorkerError;
+use crate::dockerignore::PatternMatcher;
+use crate::pathmatch as glob;
+
+/// The part of a COPY/ADD action that selects what it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySources<'a> {
+    /// The source as written (absolute or relative to the source root).
+    pub src: &'a str,
+    /// Whether `src` may be a glob.
+    pub allow_wildcard: bool,
+    /// Whether a glob may match nothing.
+    pub allow_empty_wildcard: bool,
+    /// `--exclude` patterns.
+    pub exclude: &'a [String],
+    /// `--parents`: the pattern below the pivot (`.` or empty: everything).
+    pub parents: Option<&'a str>,
+}
+
+/// SourceTree is the tree a COPY reads from, as selection sees it.
+pub trait SourceTree {
+    /// The tree's root directory.
+    fn root(&self) -> &Path;
+    /// `.dockerignore` of the build context; `None` for stage sources.
+    fn ignore(&self) -> Option<&PatternMatcher>;
+    /// How errors name the source, e.g. `build context` or `stage builder`.
+    fn label(&self) -> &str;
+    /// `rel` resolved inside the root (an absolute path below it): every symlink on
+    /// the way followed, the last one only if `follow_last`, never out of the root.
+    fn resolve_in_root(&self, rel: &Path, follow_last: bool) -> Result<PathBuf, String>;
+}
+
+/// Why a selection failed; the worker reports each as its own error of the same text.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("`{path}`: not found in {source_label}")]
+    SourceNotFound { path: String, source_label: String },
+    #[error("invalid source `{path}`: {reason}")]
+    BadSource { path: String, reason: String },
+    #[error("`{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SelectError {
+    let path = path.to_path_buf();
+    move |source| SelectError::Io { path, source }
+}
+
+/// Cleans a path as if absolute (`..` cannot climb above `/`) and returns it relative.
+pub fn clean_abs(p: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
 
 /// What a walk does with one entry below a matched source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Decision {
+pub enum Decision {
     /// Copy it (and, for a directory, walk it).
     Copy,
     /// A directory not selected itself that something below may be: walk it, make it
@@ -27,7 +94,7 @@ pub(super) enum Decision {
 /// matched (Docker patternmatcher rules: `*`, `?`, `[…]`, `**`, a match of a parent
 /// counts) against paths relative to each matched source, as fsutil's copier does.
 #[derive(Debug, Default)]
-pub(super) struct Filter {
+pub struct Filter {
     exclude: Option<PatternMatcher>,
     /// The `--parents` pattern and its leading components without wildcards, which
     /// every selected path must start with.
@@ -35,9 +102,9 @@ pub(super) struct Filter {
 }
 
 impl Filter {
-    pub(super) fn new(action: &CopyAction) -> Result<Filter, WorkerError> {
+    pub fn new(action: &CopySources<'_>) -> Result<Filter, SelectError> {
         let compile = |patterns: &[String]| {
-            PatternMatcher::new(patterns).map_err(|e| WorkerError::BadSource {
+            PatternMatcher::new(patterns).map_err(|e| SelectError::BadSource {
                 path: patterns.join(" "),
                 reason: e.to_string(),
             })
@@ -45,11 +112,11 @@ impl Filter {
         let exclude = if action.exclude.is_empty() {
             None
         } else {
-            Some(compile(&action.exclude)?)
+            Some(compile(action.exclude)?)
         };
         // `COPY --parents . /d/` has an empty pattern: BuildKit's matcher then selects
         // nothing at all; kiln copies everything, as `COPY . /d/` does.
-        let include = match action.parents.as_deref() {
+        let include = match action.parents {
             Some(p) if !p.is_empty() && p != "." => {
                 let prefix = p
                     .split('/')
@@ -64,7 +131,7 @@ impl Filter {
     }
 
     /// Decides about the entry at `rel` (relative to the matched source).
-    pub(super) fn decide(&self, rel: &str, is_dir: bool) -> Decision {
+    pub fn decide(&self, rel: &str, is_dir: bool) -> Decision {
         if self.exclude.is_none() && self.include.is_none() {
             return Decision::Copy;
         }
@@ -90,22 +157,22 @@ impl Filter {
     }
 }
 
-pub(super) fn is_ignored(src: &SourceTree<'_>, rel: &Path) -> bool {
-    !rel.as_os_str().is_empty() && src.ignore.is_some_and(|m| m.is_excluded(&slash(rel)))
+pub fn is_ignored(src: &dyn SourceTree, rel: &Path) -> bool {
+    !rel.as_os_str().is_empty() && src.ignore().is_some_and(|m| m.is_excluded(&slash(rel)))
 }
 
 /// Whether `rel` is in the context BuildKit's walker (fsutil's `filterFS.Walk`) sends:
 /// not ignored, or an ignored directory with something below it that a `!` pattern
 /// re-includes (fsutil sends such a directory, with its own metadata, before the first
 /// entry below it, and only then).
-pub(super) fn is_present(src: &SourceTree<'_>, rel: &Path) -> bool {
+pub fn is_present(src: &dyn SourceTree, rel: &Path) -> bool {
     !is_ignored(src, rel) || reincludes_below(src, rel)
 }
 
 /// Whether the walk of the ignored directory `rel` would send anything below it.
-fn reincludes_below(src: &SourceTree<'_>, rel: &Path) -> bool {
-    let dir = src.root.join(rel);
-    if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) || src.ignore.is_some_and(|m| m.can_skip_dir(&slash(rel))) {
+fn reincludes_below(src: &dyn SourceTree, rel: &Path) -> bool {
+    let dir = src.root().join(rel);
+    if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) || src.ignore().is_some_and(|m| m.can_skip_dir(&slash(rel))) {
         return false;
     }
     let Ok(entries) = sorted_entries(&dir) else {
@@ -119,13 +186,13 @@ fn reincludes_below(src: &SourceTree<'_>, rel: &Path) -> bool {
 
 /// Whether a walk leaves `rel` out for .dockerignore: an ignored file always, an
 /// ignored directory only when no `!` pattern can re-include something below it.
-pub(super) fn skip_ignored(src: &SourceTree<'_>, rel: &Path, entry: &std::fs::DirEntry) -> bool {
+pub fn skip_ignored(src: &dyn SourceTree, rel: &Path, entry: &std::fs::DirEntry) -> bool {
     is_ignored(src, rel)
-        && (src.ignore.is_some_and(|m| m.can_skip_dir(&slash(rel))) || !entry.file_type().is_ok_and(|t| t.is_dir()))
+        && (src.ignore().is_some_and(|m| m.can_skip_dir(&slash(rel))) || !entry.file_type().is_ok_and(|t| t.is_dir()))
 }
 
 /// A directory's entries, sorted by name.
-pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, WorkerError> {
+pub fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, SelectError> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(io_err(dir))?
         .collect::<Result<Vec<_>, _>>()
@@ -141,7 +208,7 @@ fn slash(p: &Path) -> String {
 /// Matched is one source a COPY action names: the path it was named or matched as, and
 /// where it is read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Matched {
+pub struct Matched {
     /// The path as named or matched, relative to the source root; its last component
     /// names the copy (`COPY link /d/` makes `/d/link`).
     pub name: PathBuf,
@@ -155,7 +222,7 @@ pub(super) struct Matched {
 /// components before the first wildcard resolve inside the root; below them the walk
 /// goes only through real directories, never through a symlink (fsutil's
 /// `ResolveWildcards` walks with `lstat`). A match may itself be a symlink.
-fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, PathBuf)>, WorkerError> {
+fn expand_glob(src: &dyn SourceTree, pattern: &Path) -> Result<Vec<(PathBuf, PathBuf)>, SelectError> {
     let comps: Vec<&std::ffi::OsStr> = pattern.iter().collect();
     let first_meta = comps
         .iter()
@@ -169,7 +236,7 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, Pat
         let comp_s = comp.to_string_lossy();
         let mut next = Vec::new();
         for (named, real) in &current {
-            let dir = src.root.join(real);
+            let dir = src.root().join(real);
             if !dir.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                 continue;
             }
@@ -187,7 +254,7 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, Pat
                     Some(true) => next.push((named.join(&n), real.join(&n))),
                     Some(false) => {}
                     None => {
-                        return Err(WorkerError::BadSource {
+                        return Err(SelectError::BadSource {
                             path: pattern.display().to_string(),
                             reason: "malformed glob pattern".into(),
                         })
@@ -201,36 +268,39 @@ fn expand_glob(src: &SourceTree<'_>, pattern: &Path) -> Result<Vec<(PathBuf, Pat
 }
 
 /// `rel` resolved inside the source root, relative to it.
-fn in_root(src: &SourceTree<'_>, rel: &Path, shown: &str) -> Result<PathBuf, WorkerError> {
-    let resolved = resolve_in_root(src.root, rel, true).map_err(|reason| WorkerError::BadSource {
-        path: shown.to_string(),
-        reason,
-    })?;
-    Ok(resolved.strip_prefix(src.root).unwrap_or(Path::new("")).to_path_buf())
+fn in_root(src: &dyn SourceTree, rel: &Path, shown: &str) -> Result<PathBuf, SelectError> {
+    let resolved = src
+        .resolve_in_root(rel, true)
+        .map_err(|reason| SelectError::BadSource {
+            path: shown.to_string(),
+            reason,
+        })?;
+    Ok(resolved.strip_prefix(src.root()).unwrap_or(Path::new("")).to_path_buf())
 }
 
 /// Follows a matched source inside the root: a symlink is read through (its target's
 /// content, under the link's name); a link whose target is not in the root fails
 /// naming both.
-fn follow(src: &SourceTree<'_>, named: PathBuf, found: &Path, shown: &str) -> Result<Matched, WorkerError> {
+fn follow(src: &dyn SourceTree, named: PathBuf, found: &Path, shown: &str) -> Result<Matched, SelectError> {
     let real = in_root(src, found, shown)?;
-    if src.root.join(&real).symlink_metadata().is_err() || !is_present(src, &real) {
+    if src.root().join(&real).symlink_metadata().is_err() || !is_present(src, &real) {
         // The link itself, its parents resolved in the root too.
-        let link = resolve_in_root(src.root, found, false)
+        let link = src
+            .resolve_in_root(found, false)
             .ok()
             .and_then(|at| std::fs::read_link(at).ok());
         return Err(match link {
-            Some(target) => WorkerError::BadSource {
+            Some(target) => SelectError::BadSource {
                 path: shown.to_string(),
                 reason: format!(
                     "it is a symbolic link to `{}`, which is not in {} (links resolve inside it)",
                     target.display(),
-                    src.label
+                    src.label()
                 ),
             },
-            None => WorkerError::SourceNotFound {
+            None => SelectError::SourceNotFound {
                 path: shown.to_string(),
-                source_label: src.label.clone(),
+                source_label: src.label().to_string(),
             },
         });
     }
@@ -238,17 +308,17 @@ fn follow(src: &SourceTree<'_>, named: PathBuf, found: &Path, shown: &str) -> Re
 }
 
 /// The sources `action` names in `src` (globs expanded), each resolved inside its root.
-pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Matched>, WorkerError> {
-    let pattern = clean_abs(&action.src);
-    if let Some(below) = action.parents.as_deref() {
+pub fn matching(action: &CopySources<'_>, src: &dyn SourceTree) -> Result<Vec<Matched>, SelectError> {
+    let pattern = clean_abs(action.src);
+    if let Some(below) = action.parents {
         require_parents_path(action, below, src)?;
     }
     if action.allow_wildcard && glob::has_meta(&pattern.to_string_lossy()) {
         let found = expand_glob(src, &pattern)?;
         if found.is_empty() && !action.allow_empty_wildcard {
-            return Err(WorkerError::SourceNotFound {
-                path: action.src.clone(),
-                source_label: src.label.clone(),
+            return Err(SelectError::SourceNotFound {
+                path: action.src.to_string(),
+                source_label: src.label().to_string(),
             });
         }
         return found
@@ -260,33 +330,35 @@ pub(super) fn matching(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<
             .collect();
     }
     if !is_present(src, &pattern) {
-        return Err(WorkerError::SourceNotFound {
-            path: action.src.clone(),
-            source_label: src.label.clone(),
+        return Err(SelectError::SourceNotFound {
+            path: action.src.to_string(),
+            source_label: src.label().to_string(),
         });
     }
-    Ok(vec![follow(src, pattern.clone(), &pattern, &action.src)?])
+    Ok(vec![follow(src, pattern.clone(), &pattern, action.src)?])
 }
 
 /// `COPY --parents` without wildcards names one path, which must exist (BuildKit's
 /// `RequiredPaths`); with wildcards, matching nothing copies nothing.
-fn require_parents_path(action: &CopyAction, below: &str, src: &SourceTree<'_>) -> Result<(), WorkerError> {
-    if glob::has_meta(&action.src) || glob::has_meta(below) || below.is_empty() || below == "." {
+fn require_parents_path(action: &CopySources<'_>, below: &str, src: &dyn SourceTree) -> Result<(), SelectError> {
+    if glob::has_meta(action.src) || glob::has_meta(below) || below.is_empty() || below == "." {
         return Ok(());
     }
-    let full = clean_abs(&action.src).join(below);
+    let full = clean_abs(action.src).join(below);
     let shown = format!("/{}", slash(&full));
     // The path below the pivot is walked, not followed: it must exist as an entry (a
     // symlink there is copied as one), its parents resolved inside the root.
-    let resolved = resolve_in_root(src.root, &full, false).map_err(|reason| WorkerError::BadSource {
-        path: shown.clone(),
-        reason,
-    })?;
-    let rel = resolved.strip_prefix(src.root).unwrap_or(Path::new(""));
+    let resolved = src
+        .resolve_in_root(&full, false)
+        .map_err(|reason| SelectError::BadSource {
+            path: shown.clone(),
+            reason,
+        })?;
+    let rel = resolved.strip_prefix(src.root()).unwrap_or(Path::new(""));
     if resolved.symlink_metadata().is_err() || !is_present(src, rel) {
-        return Err(WorkerError::SourceNotFound {
+        return Err(SelectError::SourceNotFound {
             path: shown,
-            source_label: src.label.clone(),
+            source_label: src.label().to_string(),
         });
     }
     Ok(())
@@ -305,9 +377,9 @@ pub struct Selected {
 }
 
 /// Everything `action` would copy from `src`, in copy order: the same matching,
-/// ignore rules, filters and walk as [`super::FileWriter::copy`], without writing
+/// ignore rules, filters and walk as the worker's copy (`FileWriter::copy`), without writing
 /// anything.
-pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>, WorkerError> {
+pub fn select(action: &CopySources<'_>, src: &dyn SourceTree) -> Result<Vec<Selected>, SelectError> {
     let filter = Filter::new(action)?;
     let matches = matching(action, src)?;
     let mut out = Vec::new();
@@ -325,15 +397,15 @@ pub fn select(action: &CopyAction, src: &SourceTree<'_>) -> Result<Vec<Selected>
 }
 
 fn select_entry(
-    src: &SourceTree<'_>,
+    src: &dyn SourceTree,
     filter: &Filter,
     base: &Path,
     rel: &Path,
     top: bool,
     pending: &mut Vec<Option<Selected>>,
     out: &mut Vec<Selected>,
-) -> Result<(), WorkerError> {
-    let from = src.root.join(rel);
+) -> Result<(), SelectError> {
+    let from = src.root().join(rel);
     // A matched source is already resolved inside the root: nothing here follows a link.
     let md = std::fs::symlink_metadata(&from).map_err(io_err(&from))?;
     let ft = md.file_type();
@@ -388,18 +460,13 @@ mod tests {
     use super::*;
 
     fn filter(exclude: &[&str], parents: Option<&str>) -> Filter {
-        let action = CopyAction {
-            input: 1,
-            src: "/".into(),
-            dest: "/d/".into(),
-            dest_is_dir: true,
-            chown: None,
-            chmod: None,
+        let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
+        let action = CopySources {
+            src: "/",
             allow_wildcard: true,
             allow_empty_wildcard: true,
-            exclude: exclude.iter().map(|s| s.to_string()).collect(),
-            unpack: false,
-            parents: parents.map(str::to_string),
+            exclude: &exclude,
+            parents,
         };
         Filter::new(&action).expect("patterns compile")
     }
