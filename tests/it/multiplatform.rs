@@ -421,6 +421,94 @@ fn oci_and_docker_archives_hold_the_index() {
 }
 
 #[test]
+fn each_platform_gets_its_own_attestation_manifest() {
+    let k = kiln();
+    if !arm64_emulation() {
+        return;
+    }
+    let Some(ctx) = base_context() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("oci.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance=mode=max",
+        "--sbom=true",
+        "-t",
+        "app:att",
+        "-o",
+        &format!("type=oci,dest={}", tar.display()),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&tar).unwrap();
+    let entry = json(&tar_member(&bytes, "index.json").unwrap());
+    let index_digest = entry["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let blob = |d: &str| tar_member(&bytes, &format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))).unwrap();
+    let index = json(&blob(&index_digest));
+    let manifests = index["manifests"].as_array().unwrap();
+    // The platform images first, then one attestation manifest about each, as BuildKit.
+    assert_eq!(
+        platforms_of(&index),
+        ["linux/amd64", "linux/arm64", "unknown/unknown", "unknown/unknown"]
+    );
+    for (image, att) in manifests[..2].iter().zip(&manifests[2..]) {
+        let arch = image["platform"]["architecture"].as_str().unwrap();
+        assert_eq!(att["annotations"]["vnd.docker.reference.type"], "attestation-manifest");
+        assert_eq!(att["annotations"]["vnd.docker.reference.digest"], image["digest"]);
+        let m = json(&blob(att["digest"].as_str().unwrap()));
+        let kinds: Vec<&str> = m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["annotations"]["in-toto.io/predicate-type"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"https://slsa.dev/provenance/v0.2"), "{kinds:?}");
+        assert!(kinds.contains(&"https://spdx.dev/Document"), "{kinds:?}");
+        for l in m["layers"].as_array().unwrap() {
+            let statement = json(&blob(l["digest"].as_str().unwrap()));
+            let subject = statement["subject"][0]["digest"]["sha256"].as_str().unwrap();
+            assert_eq!(format!("sha256:{subject}"), image["digest"].as_str().unwrap());
+            if l["annotations"]["in-toto.io/predicate-type"] == "https://slsa.dev/provenance/v0.2" {
+                let p = statement["predicate"].to_string();
+                assert!(p.contains(&format!("linux/{arch}")), "{arch} provenance: {p}");
+            }
+        }
+    }
+    // skopeo reads the index and copies every manifest it lists.
+    if require_tool("skopeo") {
+        let raw = json(&run_ok(
+            Command::new("skopeo")
+                .args(["inspect", "--raw"])
+                .arg(format!("oci-archive:{}", tar.display())),
+        ));
+        assert_eq!(raw, index);
+        let copy = out.path().join("copy");
+        run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--all"])
+                .arg(format!("oci-archive:{}", tar.display()))
+                .arg(format!("oci:{}:x", copy.display())),
+        );
+    }
+    // The local store keeps the same index; inspect lists both attestations.
+    k.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--provenance=mode=max",
+        "--sbom=true",
+        "-t",
+        "app:att",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let inspect = json(&k.ok(&["inspect", "app:att"]));
+    assert_eq!(inspect[0]["Attestations"].as_array().unwrap().len(), 2, "{inspect:#}");
+}
+
+#[test]
 fn pull_platform_fetches_only_that_platform() {
     let k = kiln();
     let Some((_reg, base)) = registry_with_base(&k) else {

@@ -2,16 +2,19 @@
 //! merged into one definition, the emulation check before anything runs, and the
 //! outputs as BuildKit writes them — an OCI image index with one manifest per platform
 //! for the store, archives and pushes; one `linux_arm64/` directory per platform for
-//! `type=local` and `type=tar`; `--metadata-file` naming the index.
+//! `type=local` and `type=tar`; `--metadata-file` naming the index. Each platform's
+//! attestations (provenance, SBOM) go into the index as an attestation manifest
+//! about that platform's image, as BuildKit writes them.
 
 use std::collections::BTreeSet;
 
 use kiln_cache::KilnRoot;
 use kiln_exporter::PlatformImage;
 use kiln_graph::{Definition, Input, Op};
-use kiln_image::Descriptor;
+use kiln_image::{Descriptor, Reference};
 use kiln_worker::Worker;
 
+use crate::attest::Predicates;
 use crate::error::{bail, Ctx};
 use crate::export::{image_names, in_compression, write_dest};
 use crate::outputs::{Dest, LayerOpts, Output};
@@ -59,13 +62,19 @@ pub(crate) fn check_emulation(def: &Definition, roots: &[Input]) -> Result<()> {
     Ok(())
 }
 
-/// Every platform's image in the output's compression, and the index listing them.
+/// Every platform's image in the output's compression, and the index listing them,
+/// with an attestation manifest after the images for each platform whose `attest`
+/// predicates are not empty (`attest` is in the order of `images`); also the blobs the
+/// attestation manifests add.
 fn indexed(
     root: &KilnRoot,
     worker: &Worker,
     images: &[PlatformImage],
     layers: &LayerOpts,
-) -> Result<(Vec<PlatformImage>, Descriptor)> {
+    attest: &[&Predicates],
+    names: &[Reference],
+) -> Result<(Vec<PlatformImage>, Descriptor, Vec<Descriptor>)> {
+    let content = root.content();
     let mut out = Vec::with_capacity(images.len());
     for i in images {
         out.push(PlatformImage {
@@ -73,10 +82,19 @@ fn indexed(
             image: in_compression(root, worker, &i.image, layers)?,
         });
     }
-    let descriptors = out.iter().map(PlatformImage::descriptor).collect();
-    let index =
-        kiln_exporter::write_index(&root.content(), descriptors, &Default::default()).map_err(BuildError::other)?;
-    Ok((out, index))
+    let mut descriptors: Vec<Descriptor> = out.iter().map(PlatformImage::descriptor).collect();
+    let mut blobs = Vec::new();
+    for (i, preds) in out.iter().zip(attest) {
+        if preds.0.is_empty() {
+            continue;
+        }
+        let (att, b) =
+            crate::attest::layout::attestation_manifest(&content, &i.image.manifest, &i.platform, names, preds)?;
+        descriptors.push(att);
+        blobs.extend(b);
+    }
+    let index = kiln_exporter::write_index(&content, descriptors, &Default::default()).map_err(BuildError::other)?;
+    Ok((out, index, blobs))
 }
 
 /// Writes a multi-platform build's images to `out`; returns the progress lines and
@@ -88,11 +106,12 @@ pub(crate) fn export(
     registry: &kiln_registry::Client,
     images: &[PlatformImage],
     out: &Output,
+    attest: &[&Predicates],
 ) -> Result<(Vec<String>, Option<Descriptor>)> {
     let content = root.content();
     Ok(match out {
         Output::Image { names, push, layers } => {
-            let (_, index) = indexed(root, worker, images, layers)?;
+            let (_, index, _) = indexed(root, worker, images, layers, attest, names)?;
             let store = root.images();
             store.add(&index, names).map_err(BuildError::other)?;
             let mut lines = vec![format!("exporting manifest list {} done", index.digest)];
@@ -126,11 +145,12 @@ pub(crate) fn export(
             tar,
             layers,
         } => {
-            let (written, index) = indexed(root, worker, images, layers)?;
+            let (written, index, attestations) = indexed(root, worker, images, layers, attest, names)?;
             let docker = matches!(out, Output::Docker { .. });
             // index.json names the index; a docker archive's manifest.json (what
             // `docker load` without the containerd store reads) the host's image.
-            let img = [kiln_exporter::archive_index(&index, &written, names)];
+            let mut img = [kiln_exporter::archive_index(&index, &written, names)];
+            img[0].extra.extend(attestations);
             match (tar, dest) {
                 (true, _) => write_dest(dest, "the image archive", |w| {
                     if docker {

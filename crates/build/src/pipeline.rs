@@ -408,24 +408,29 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         });
     }
     let attest_started = Instant::now();
-    let attestations = attestations(
-        req,
-        &outputs,
-        &definition,
-        &inputs,
-        &worker,
-        &built,
-        &platforms[0],
-        multi,
-        wall_started,
-        progress,
-    )?;
-    if !attestations.with_default.0.is_empty() {
+    // Per platform: provenance names the platform, the SBOM reads its file system.
+    let mut per_platform = Vec::with_capacity(images.len());
+    for i in &images {
+        per_platform.push(attestations(
+            req,
+            &outputs,
+            &definition,
+            &inputs,
+            &worker,
+            &i.image,
+            &i.platform,
+            wall_started,
+            progress,
+            per_platform.is_empty(),
+        )?);
+    }
+    if per_platform.iter().any(|a| !a.with_default.0.is_empty()) {
+        let lines: Vec<String> = per_platform.iter().flat_map(|a| a.lines.iter().cloned()).collect();
         internal(
             progress,
             solver.allocate_vertex(),
             "[internal] making attestations",
-            &attestations.lines,
+            &lines,
             attest_started.elapsed(),
         );
     }
@@ -438,14 +443,16 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     let mut index = None;
     for out in file_outs.into_iter().chain(store_outs) {
         if multi {
-            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out)?;
+            let attest: Vec<&crate::attest::Predicates> =
+                per_platform.iter().filter_map(|a| a.for_output(out)).collect();
+            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out, &attest)?;
             lines.extend(l);
             if index.is_none() {
                 index = i;
             }
             continue;
         }
-        let attest = attestations.for_output(out).map(|predicates| export::AttestFor {
+        let attest = per_platform[0].for_output(out).map(|predicates| export::AttestFor {
             predicates,
             platform: &platforms[0],
         });
@@ -546,30 +553,16 @@ fn attestations(
     worker: &Worker,
     built: &kiln_exporter::BuiltImage,
     platform: &Platform,
-    multi: bool,
     started: i64,
     progress: &dyn BuildProgress,
+    first: bool,
 ) -> Result<Attestations> {
     use crate::attest::{Provenance, ProvenanceOpts};
     let a = &req.attest;
-    if multi {
-        // Not made yet for an index of several platforms (docs/cli.md "Attestations").
-        if a.explicit() {
-            warn(
-                progress,
-                "attestations are not attached to multi-platform images yet; this build's index holds the platform images only",
-            );
-        }
-        return Ok(Attestations {
-            explicit: Default::default(),
-            with_default: Default::default(),
-            lines: Vec::new(),
-        });
-    }
     let index_outputs = outputs
         .iter()
         .any(|o| matches!(o, Output::Image { push: true, .. } | Output::Oci { .. }));
-    if a.explicit() {
+    if first && a.explicit() {
         for o in outputs {
             match o {
                 Output::Docker { .. } => warn(

@@ -69,14 +69,15 @@ pub fn write_index(
 }
 
 /// Wraps `preds` into in-toto statements about `image` (named `names`, built for
-/// `platform`), writes the attestation manifest and an index of the image and it.
-pub fn attach(
+/// `platform`) and writes the attestation manifest; returns its descriptor as an index
+/// lists it and the blobs it adds (itself, its config, the statements).
+pub fn attestation_manifest(
     content: &ContentStore,
     image: &Descriptor,
     platform: &Platform,
     names: &[Reference],
     preds: &Predicates,
-) -> Result<Attached, BuildError> {
+) -> Result<(Descriptor, Vec<Descriptor>), BuildError> {
     let mut subjects: Vec<serde_json::Value> = names
         .iter()
         .map(|n| json!({ "name": docker_purl(n, Some(platform)), "digest": { "sha256": image.digest.hex() } }))
@@ -121,6 +122,22 @@ pub fn attach(
     att.annotations
         .insert(REFERENCE_TYPE_ANNOTATION.to_string(), ATTESTATION_MANIFEST.to_string());
     att.platform = Some(unknown_platform());
+    let mut blobs = vec![att.clone()];
+    blobs.push(config);
+    blobs.extend(layers);
+    Ok((att, blobs))
+}
+
+/// Wraps `preds` into in-toto statements about `image` (named `names`, built for
+/// `platform`), writes the attestation manifest and an index of the image and it.
+pub fn attach(
+    content: &ContentStore,
+    image: &Descriptor,
+    platform: &Platform,
+    names: &[Reference],
+    preds: &Predicates,
+) -> Result<Attached, BuildError> {
+    let (att, blobs) = attestation_manifest(content, image, platform, names, preds)?;
     let image_media = if image.media_type.is_empty() {
         media_types::OCI_MANIFEST.to_string()
     } else {
@@ -132,9 +149,6 @@ pub fn attach(
         &[(platform.clone(), image_desc.clone())],
         std::slice::from_ref(&att),
     )?;
-    let mut blobs = vec![att];
-    blobs.push(config);
-    blobs.extend(layers);
     Ok(Attached {
         index,
         image: image_desc,
