@@ -20,6 +20,7 @@ mod exports;
 mod ignore;
 mod isolation;
 mod isolation_docker;
+mod load;
 mod progress;
 mod push;
 mod registry;

@@ -8,6 +8,7 @@ mod check;
 mod error;
 mod export;
 mod inputs;
+mod load;
 mod outputs;
 mod pipeline;
 mod push;
