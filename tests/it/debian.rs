@@ -70,7 +70,7 @@ fn debian_layout() -> Option<PathBuf> {
 }
 
 /// Pushes the Debian base to `reg` as `debian:bookworm`; returns its reference.
-fn push_debian(reg: &Registry) -> Option<String> {
+pub fn push_debian(reg: &Registry) -> Option<String> {
     let layout = debian_layout()?;
     let dest = format!("{}/debian:bookworm", reg.host);
     run_ok(
@@ -82,7 +82,7 @@ fn push_debian(reg: &Registry) -> Option<String> {
     Some(dest)
 }
 
-const JQ: &str = "RUN apt-get update && apt-get install -y --no-install-recommends jq\nRUN jq --version\n";
+pub const JQ: &str = "RUN apt-get update && apt-get install -y --no-install-recommends jq\nRUN jq --version\n";
 
 fn assert_jq(progress: &str) {
     let lines = step_lines(progress);

@@ -20,6 +20,7 @@ mod exports;
 mod ignore;
 mod isolation;
 mod isolation_docker;
+mod kiln_image;
 mod load;
 mod progress;
 mod push;
