@@ -59,6 +59,11 @@ pub struct BuildArgs {
     /// `--output type=registry`.
     #[arg(long)]
     push: bool,
+    /// Load the image into the docker daemon at `$DOCKER_HOST` (default
+    /// unix:///var/run/docker.sock; Podman's socket too); shorthand for
+    /// `--output type=docker`.
+    #[arg(long)]
+    load: bool,
     /// Progress output: auto, plain, tty, rawjson or quiet.
     #[arg(long, value_enum, default_value = "auto")]
     progress: Mode,
@@ -408,11 +413,14 @@ fn request(root: &Path, a: &BuildArgs, progress: &dyn BuildProgress) -> Result<B
         .iter()
         .map(|t| Reference::parse(t).with_context(|| format!("invalid tag `{t}`")))
         .collect::<Result<Vec<_>>>()?;
-    let outputs = a
+    let mut outputs = a
         .outputs
         .iter()
         .map(|o| kiln_build::parse_output(o, &tags))
         .collect::<Result<Vec<_>, _>>()?;
+    if a.load {
+        outputs.push(kiln_build::parse_output("type=docker", &tags)?);
+    }
     let build_args = kv(&a.build_args, "--build-arg", true)?;
     let labels = kv(&a.labels, "--label", false)?;
     let secrets = kiln_build::resolve_secrets(&a.secrets, &a.ssh, &|w| progress.event(BuildEvent::Warning(w)))?;

@@ -82,7 +82,7 @@ pub(crate) fn push_debian(reg: &Registry) -> Option<String> {
     Some(dest)
 }
 
-const JQ: &str = "RUN apt-get update && apt-get install -y --no-install-recommends jq\nRUN jq --version\n";
+pub const JQ: &str = "RUN apt-get update && apt-get install -y --no-install-recommends jq\nRUN jq --version\n";
 
 fn assert_jq(progress: &str) {
     let lines = step_lines(progress);

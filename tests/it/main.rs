@@ -27,6 +27,8 @@ mod exports;
 mod ignore;
 mod isolation;
 mod isolation_docker;
+mod kiln_image;
+mod load;
 mod multiplatform;
 mod progress;
 mod push;

@@ -420,6 +420,47 @@ fn oci_and_docker_archives_hold_the_index() {
     }
 }
 
+/// `--load` of two platforms: the daemon gets the docker-archive `-o type=docker`
+/// writes; a classic image store (dockerd 20.10 here) loads the host's image from its
+/// `manifest.json`, and it runs.
+#[test]
+fn load_of_two_platforms_gives_the_daemon_the_hosts_image() {
+    let k = kiln();
+    if !arm64_emulation() {
+        return;
+    }
+    let Some(ctx) = base_context() else { return };
+    let Some(d) = Dockerd::start() else { return };
+    let o = run(k
+        .cmd()
+        .env("DOCKER_HOST", d.host())
+        .args([
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--load",
+            "-t",
+            "multi:1",
+        ])
+        .arg(ctx.path()));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("Loaded image: multi:1"), "{err}");
+    let arch = kiln_testkit::docker_ok(|| {
+        let mut c = d.docker();
+        c.args(["image", "inspect", "--format", "{{.Architecture}}", "multi:1"]);
+        c
+    });
+    assert_eq!(arch.trim(), kiln_image::Platform::host().architecture);
+    let out = kiln_testkit::docker_ok(|| {
+        let mut c = d.docker();
+        c.args(["run", "--rm", "--network", "none", "multi:1", "uname", "-m"]);
+        c
+    });
+    assert_eq!(out.trim(), std::env::consts::ARCH);
+}
+
 #[test]
 fn each_platform_gets_its_own_attestation_manifest() {
     let k = kiln();

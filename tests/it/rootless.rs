@@ -247,3 +247,46 @@ fn rootless_layers_match_roots_with_both_snapshotters() {
     let (as_root, _) = changes_with_both_snapshotters(&root_build, root_base);
     assert_same_layers(&as_root, &overlay);
 }
+
+/// Under `no_new_privs` (docker `--security-opt no-new-privileges`, Kubernetes
+/// `allowPrivilegeEscalation: false`) newuidmap's set-user-id bit or file capabilities
+/// count for nothing and it cannot map the range: kiln maps the user's own id alone,
+/// says why, and COPY and RUN as that id work (was: `ERROR: rootless: newuidmap failed`
+/// even for `--version`-free COPY-only builds, measured in a container first).
+#[test]
+fn no_new_privs_falls_back_to_the_users_own_id() {
+    let Some(u) = User::get(SUB_USER, true) else { return };
+    if !require_tool("setpriv") {
+        return;
+    }
+    let Some(base) = u.busybox_base() else { return };
+    let ctx = u.context("nnp", &format!("FROM {base}\nRUN id -u > /who\n"));
+    let mut c = Command::new("runuser");
+    c.args(["-u", u.name, "--", "env"])
+        .arg(format!("KILN_ROOT={}", u.path("root").display()))
+        .arg(format!("HOME={}", u.dir.path().display()))
+        .args(["setpriv", "--no-new-privs", env!("CARGO_BIN_EXE_kiln")])
+        .args(["build", "--network=none", "-o", "type=tar,dest=out.tar"])
+        .arg(&ctx)
+        .current_dir(u.dir.path());
+    let o = run(&mut c);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("WARN: rootless with a single id: /usr/bin/newuidmap failed:") && err.contains("no_new_privs"),
+        "{err}"
+    );
+    let tar = std::fs::read(u.path("out.tar")).unwrap();
+    let who = tar::Archive::new(tar.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find_map(|mut e| {
+            (e.path().unwrap().to_str() == Some("who")).then(|| {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                s
+            })
+        });
+    assert_eq!(who.as_deref(), Some("0\n"), "{err}");
+}

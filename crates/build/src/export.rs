@@ -78,7 +78,11 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
 pub(crate) fn image_names(outputs: &[Output]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for o in outputs {
-        if let Output::Image { names: n, .. } | Output::Oci { names: n, .. } | Output::Docker { names: n, .. } = o {
+        if let Output::Image { names: n, .. }
+        | Output::Oci { names: n, .. }
+        | Output::Docker { names: n, .. }
+        | Output::Load { names: n, .. } = o
+        {
             for r in n {
                 if !names.contains(&r.to_string()) {
                     names.push(r.to_string());
@@ -216,6 +220,18 @@ pub fn export(
                 (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
             }
             (vec![format!("sending tarball done")], Some(built))
+        }
+        Output::Load { names, layers } => {
+            let built = in_compression(root, worker, built, layers)?;
+            let img = [archive_image(&built, names)];
+            let host = crate::load::parse_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
+            let mut lines = vec!["sending tarball done".to_string()];
+            lines.extend(crate::load::load(&host, |w| {
+                kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
+                Ok(())
+            })?);
+            lines.push(format!("importing to docker at {host} done"));
+            (lines, Some(built))
         }
         Output::Local { dest } => {
             let warnings =

@@ -9,6 +9,7 @@ mod check;
 mod error;
 mod export;
 mod inputs;
+mod load;
 pub mod maintenance;
 mod multi;
 mod outputs;

@@ -167,6 +167,21 @@ pub(crate) fn export(
             }
             (vec!["sending tarball done".to_string()], Some(index))
         }
+        Output::Load { names, layers } => {
+            // The same docker-archive as `-o type=docker`: index.json names the index
+            // (a daemon with the containerd image store keeps every platform),
+            // manifest.json the host's image (what the classic store loads).
+            let (written, index, _) = indexed(root, worker, images, layers, &[], names)?;
+            let img = [kiln_exporter::archive_index(&index, &written, names)];
+            let host = crate::load::parse_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
+            let mut lines = vec!["sending tarball done".to_string()];
+            lines.extend(crate::load::load(&host, |w| {
+                kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
+                Ok(())
+            })?);
+            lines.push(format!("importing to docker at {host} done"));
+            (lines, Some(index))
+        }
         Output::Local { dest } => {
             for i in images {
                 let dir = dest.join(i.platform.dir_name());

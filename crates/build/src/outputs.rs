@@ -43,6 +43,9 @@ pub enum Output {
         tar: bool,
         layers: LayerOpts,
     },
+    /// docker-archive streamed into the Docker Engine at `$DOCKER_HOST` (`--load`,
+    /// `type=docker` without `dest=`).
+    Load { names: Vec<Reference>, layers: LayerOpts },
     /// The root filesystem as a directory.
     Local { dest: PathBuf },
     /// The root filesystem as a tarball.
@@ -153,6 +156,8 @@ pub fn parse(spec: &str, tags: &[Reference]) -> Result<Output> {
             tar,
             layers,
         },
+        // As buildx: no destination loads the image into the docker daemon.
+        "docker" if tar && dest.as_deref().is_none_or(str::is_empty) => Output::Load { names, layers },
         "docker" => Output::Docker {
             dest: need_dest(dest)?,
             names,
@@ -195,6 +200,17 @@ mod tests {
         assert_eq!(dest, Dest::Stdout);
         assert_eq!(names.len(), 2);
         assert!(parse("type=oci", &tags)
+            .unwrap_err()
+            .to_string()
+            .contains("needs `dest=`"));
+        assert_eq!(
+            parse("type=docker", &tags).unwrap(),
+            Output::Load {
+                names: tags.clone(),
+                layers: LayerOpts::default()
+            }
+        );
+        assert!(parse("type=docker,tar=false", &tags)
             .unwrap_err()
             .to_string()
             .contains("needs `dest=`"));

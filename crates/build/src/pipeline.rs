@@ -131,9 +131,10 @@ fn new_layer_compression(outputs: &[Output]) -> kiln_snapshotter::Compression {
     let asked: Vec<Option<kiln_snapshotter::Compression>> = outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Image { layers, .. } | Output::Oci { layers, .. } | Output::Docker { layers, .. } => {
-                Some(layers.compression)
-            }
+            Output::Image { layers, .. }
+            | Output::Oci { layers, .. }
+            | Output::Docker { layers, .. }
+            | Output::Load { layers, .. } => Some(layers.compression),
             _ => None,
         })
         .collect();
@@ -467,7 +468,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     let name = match outputs.as_slice() {
         [Output::Image { .. }] => "exporting to image",
         [Output::Oci { .. }] => "exporting to oci image format",
-        [Output::Docker { .. }] => "exporting to docker image format",
+        [Output::Docker { .. } | Output::Load { .. }] => "exporting to docker image format",
         [Output::Local { .. }] => "exporting to client directory",
         [Output::Tar { .. }] => "exporting to client tarball",
         _ => "exporting outputs",
@@ -565,7 +566,7 @@ fn attestations(
     if first && a.explicit() {
         for o in outputs {
             match o {
-                Output::Docker { .. } => warn(
+                Output::Docker { .. } | Output::Load { .. } => warn(
                     progress,
                     "type=docker: the docker-archive holds the image only; attestations go into type=oci, type=image and --push outputs",
                 ),

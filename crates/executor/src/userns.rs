@@ -92,6 +92,12 @@ fn which(tool: &str) -> Option<PathBuf> {
 /// `main`, while the process is single-threaded. `warn` says whether a missing subuid
 /// range is worth a warning for this command.
 pub fn reexec_rootless(warn: bool) {
+    reexec(warn, None)
+}
+
+/// [`reexec_rootless`]; `mapping_failed` is why newuidmap/newgidmap could not map the
+/// range on a first try: then only the user's own id is mapped, as Podman falls back.
+fn reexec(warn: bool, mapping_failed: Option<String>) {
     // SAFETY: no preconditions.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid == 0 || std::env::var_os(USERNS_ENV).is_some() {
@@ -101,24 +107,35 @@ pub fn reexec_rootless(warn: bool) {
     let subuid = subid_range(Path::new("/etc/subuid"), &name, uid);
     let subgid = subid_range(Path::new("/etc/subgid"), &name, uid);
     let tools = (which("newuidmap"), which("newgidmap"));
-    let full = match (subuid, subgid, &tools) {
-        (Some(u), Some(g), (Some(nu), Some(ng))) => Some((u, g, nu.clone(), ng.clone())),
+    let full = match (subuid, subgid, &tools, &mapping_failed) {
+        (Some(u), Some(g), (Some(nu), Some(ng)), None) => Some((u, g, nu.clone(), ng.clone())),
         _ => None,
     };
     // Said once the user namespace exists (without one, the RUN error says more).
-    let warning = (full.is_none() && warn).then(|| {
-        let why = match (
-            subuid.is_some() && subgid.is_some(),
-            tools.0.is_some() && tools.1.is_some(),
-        ) {
-            (false, _) => format!("user `{name}` has no subordinate id range in /etc/subuid and /etc/subgid"),
-            (true, _) => "newuidmap/newgidmap are not installed (Debian: apt-get install uidmap)".to_string(),
-        };
+    let warning = mapping_failed.as_ref().map(|why| {
         format!(
             "WARN: rootless with a single id: {why}. RUN steps that switch to another user or \
+             chown to one will fail. newuidmap/newgidmap need their file capabilities (or \
+             set-user-id bit) to count: no `no_new_privs` (docker --security-opt \
+             no-new-privileges, Kubernetes allowPrivilegeEscalation: false) and CAP_SETUID and \
+             CAP_SETGID in the bounding set (not --cap-drop ALL)."
+        )
+    });
+    let warning = warning.or_else(|| {
+        (full.is_none() && warn).then(|| {
+            let why = match (
+                subuid.is_some() && subgid.is_some(),
+                tools.0.is_some() && tools.1.is_some(),
+            ) {
+                (false, _) => format!("user `{name}` has no subordinate id range in /etc/subuid and /etc/subgid"),
+                (true, _) => "newuidmap/newgidmap are not installed (Debian: apt-get install uidmap)".to_string(),
+            };
+            format!(
+                "WARN: rootless with a single id: {why}. RUN steps that switch to another user or \
              chown to one (useradd, adduser, most package installs) will fail. To fix it, add \
              `{name}:100000:65536` to /etc/subuid and /etc/subgid and install newuidmap/newgidmap."
-        )
+            )
+        })
     });
 
     let mut cmd = Command::new("/proc/self/exe");
@@ -245,12 +262,24 @@ pub fn reexec_rootless(warn: bool) {
     let mapped = mapper.map(|t| t.join().unwrap_or_else(|_| Err("the id mapper panicked".into())));
     // A child that never started (unshare refused) is the cause; the mapper's "did not
     // start" only follows from it.
+    // The range could not be mapped (newuidmap refused): once more with the user's own
+    // id only, which needs no helper.
+    let retry = |e: String| {
+        crate::forward::uninstall();
+        // SAFETY: closing the parent's ends of this attempt's pipes.
+        unsafe {
+            libc::close(ready[0]);
+            libc::close(go[1]);
+        }
+        reexec(warn, Some(e));
+    };
     let mut child = match (spawned, mapped) {
         (Ok(c), Some(Err(e))) => {
             let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
-            fail(e)
+            retry(e);
+            return;
         }
         (Ok(c), _) => {
             if let Some(w) = warning {
@@ -260,7 +289,10 @@ pub fn reexec_rootless(warn: bool) {
         }
         // The id mapping (newuidmap) failed: its error, not the child's echo of it
         // (which std reports as EINVAL).
-        (Err(_), Some(Err(m))) if m != NOT_STARTED => fail(m),
+        (Err(_), Some(Err(m))) if m != NOT_STARTED => {
+            retry(m);
+            return;
+        }
         (Err(e), _) => {
             crate::forward::uninstall();
             let _ = UNAVAILABLE.set(format!("cannot create a user namespace (unshare): {e}"));

@@ -226,6 +226,11 @@ impl Dockerd {
         panic!("dockerd did not come up within 60s:\n{log}");
     }
 
+    /// This daemon's address, as `DOCKER_HOST` names it (`unix://…/sock`).
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("sock").display())
+    }
+
     /// A `docker` command talking to this daemon.
     pub fn docker(&self) -> Command {
         let mut c = Command::new("docker");
