@@ -210,3 +210,64 @@ fn tar_entries<R: io::Read>(r: R) -> io::Result<std::collections::BTreeMap<Strin
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_in_stack_sees_what_the_overlay_shows() {
+        let d = tempfile::tempdir().unwrap();
+        let (top, mid, low) = (d.path().join("top"), d.path().join("mid"), d.path().join("low"));
+        for l in [&top, &mid, &low] {
+            std::fs::create_dir(l).unwrap();
+        }
+        // low: a/x, a/y, b/z, s -> /etc, keep
+        std::fs::create_dir_all(low.join("a")).unwrap();
+        std::fs::create_dir_all(low.join("b")).unwrap();
+        for f in ["a/x", "a/y", "b/z", "keep"] {
+            std::fs::write(low.join(f), f).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", low.join("s")).unwrap();
+        // mid: `a` opaque with a/new; `b` replaced by a file.
+        std::fs::create_dir(mid.join("a")).unwrap();
+        std::fs::write(mid.join("a/new"), "new").unwrap();
+        let opaque = rustix::fs::lsetxattr(
+            mid.join("a"),
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        );
+        std::fs::write(mid.join("b"), "file").unwrap();
+        // top: `keep` overwritten.
+        std::fs::write(top.join("keep"), "top").unwrap();
+        let stack = vec![top.clone(), mid.clone(), low.clone()];
+        let find = |p: &str| find_in_stack(&stack, Path::new(p));
+        assert_eq!(find("keep"), Some(top.join("keep")));
+        assert_eq!(find("a/new"), Some(mid.join("a/new")));
+        assert_eq!(find("a"), Some(mid.join("a")));
+        if opaque.is_ok() {
+            assert_eq!(find("a/x"), None, "hidden by the opaque directory");
+        }
+        assert_eq!(find("b"), Some(mid.join("b")));
+        assert_eq!(find("b/z"), None, "hidden by the file over the directory");
+        assert_eq!(find("s"), Some(low.join("s")));
+        assert_eq!(find("s/passwd"), None, "symlinks are not followed");
+        assert_eq!(find("../etc/passwd"), None);
+        assert_eq!(find("/etc/passwd"), None);
+        assert_eq!(find("nothing"), None);
+        // A whiteout (needs mknod) hides the lower entry.
+        if rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &top.join("keep2"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0),
+            0,
+        )
+        .is_ok()
+        {
+            std::fs::write(low.join("keep2"), "low").unwrap();
+            assert_eq!(find("keep2"), None);
+        }
+    }
+}
