@@ -259,7 +259,7 @@ mod tests {
         // A whiteout (needs mknod) hides the lower entry.
         if rustix::fs::mknodat(
             rustix::fs::CWD,
-            &top.join("keep2"),
+            top.join("keep2"),
             rustix::fs::FileType::CharacterDevice,
             rustix::fs::Mode::from_raw_mode(0),
             0,
