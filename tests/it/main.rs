@@ -45,4 +45,5 @@ mod sec_sandbox;
 mod sec_seccomp;
 mod sec_store;
 mod secrets;
+mod stack;
 mod store;
