@@ -270,7 +270,7 @@ impl Suite {
         let mut it = walkdir::WalkDir::new(&self.mode.work).into_iter();
         while let Some(e) = it.next() {
             let e = e.unwrap();
-            if e.file_name() == "snapshots-v1" && e.file_type().is_dir() {
+            if (e.file_name() == "snapshots-v1" || e.file_name() == "layerdirs-v1") && e.file_type().is_dir() {
                 it.skip_current_dir();
                 continue;
             }

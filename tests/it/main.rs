@@ -47,4 +47,5 @@ mod sec_sandbox;
 mod sec_seccomp;
 mod sec_store;
 mod secrets;
+mod stack;
 mod store;

@@ -152,11 +152,11 @@ fn prune_killed_at_random_moments_never_corrupts_a_later_build() {
     }
 }
 
-/// The snapshot directories (chain ids) of a root.
+/// The snapshot directories (chain ids) of a root: merged trees and layer directories.
 fn snapshot_dirs(k: &Kiln) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(k.root().join("snapshots-v1"))
-        .unwrap()
-        .flatten()
+    let mut v: Vec<_> = ["snapshots-v1", "layerdirs-v1"]
+        .iter()
+        .flat_map(|b| std::fs::read_dir(k.root().join(b)).into_iter().flatten().flatten())
         .map(|e| e.path())
         .filter(|p| p.is_dir())
         .collect();
@@ -176,11 +176,12 @@ fn fsck_finds_an_incomplete_or_altered_snapshot_and_builds_never_use_one() {
     let (ok, text) = fsck(&k, &["--deep"]);
     assert!(ok && text.contains(" 0 problems"), "a fresh root is sound:\n{text}");
 
-    // The tree holding /sum: half of /many gone, as an interrupted delete leaves it.
+    // A tree holding /many (the RUN's layer directory, or with the copy snapshotter a
+    // merged tree): half of /many gone, as an interrupted delete leaves it.
     let snap = snapshot_dirs(&k)
         .into_iter()
-        .find(|p| p.join("sum").exists())
-        .expect("the last step's snapshot");
+        .find(|p| p.join("many/f999").exists())
+        .expect("a snapshot of the RUN's files");
     let chain = snap.file_name().unwrap().to_string_lossy().into_owned();
     for i in 0..1000 {
         std::fs::remove_file(snap.join(format!("many/f{i}"))).unwrap();
@@ -192,7 +193,7 @@ fn fsck_finds_an_incomplete_or_altered_snapshot_and_builds_never_use_one() {
     );
     let (ok, text) = fsck(&k, &["--repair"]);
     assert!(
-        ok && text.contains(&format!("REPAIRED: removed snapshot {chain}")),
+        ok && text.contains("REPAIRED: removed ") && text.contains(&format!(" {chain}")),
         "{text}"
     );
     assert!(!snap.exists());
@@ -204,19 +205,19 @@ fn fsck_finds_an_incomplete_or_altered_snapshot_and_builds_never_use_one() {
     // with its layers, can see it.
     let snap = snapshot_dirs(&k)
         .into_iter()
-        .find(|p| p.join("many/f7").exists())
-        .expect("the first RUN's snapshot");
+        .find(|p| p.join("src/f7.txt").exists())
+        .expect("the COPY's snapshot");
     let chain = snap.file_name().unwrap().to_string_lossy().into_owned();
-    let f = snap.join("many/f7");
+    let f = snap.join("src/f7.txt");
     std::fs::remove_file(&f).unwrap();
-    std::fs::write(&f, "X\n").unwrap();
+    std::fs::write(&f, "file X\n").unwrap();
     let (ok, text) = fsck(&k, &[]);
     assert!(
         ok && text.contains(" 0 problems"),
         "plain fsck reads no file contents:\n{text}"
     );
     let (ok, text) = fsck(&k, &["--deep"]);
-    assert!(!ok && text.contains(&chain) && text.contains("many/f7"), "{text}");
+    assert!(!ok && text.contains(&chain) && text.contains("src/f7.txt"), "{text}");
     let (ok, text) = fsck(&k, &["--deep", "--repair"]);
     assert!(ok && text.contains("REPAIRED"), "{text}");
     assert_same(&build(&k, ctx.path()), &expected, "after the deep repair");

@@ -154,6 +154,7 @@ fn every_top_level_entry_of_a_used_root_is_a_known_bucket() {
         Bucket::Layers,
         Bucket::Cache,
         Bucket::Snapshots,
+        Bucket::LayerDirs,
         Bucket::DiffIds,
         Bucket::Checksums,
         Bucket::Http,

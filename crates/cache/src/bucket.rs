@@ -20,6 +20,10 @@ pub enum Bucket {
     Cache,
     /// `snapshots-v1/`: unpacked layer trees by chain id, each with its record.
     Snapshots,
+    /// `layerdirs-v1/`: one layer's own directory in overlayfs format (whiteouts as
+    /// 0/0 character devices, opaque markers as xattrs) by chain id, each with its
+    /// record: stacked as overlay lower directories under later RUN steps.
+    LayerDirs,
     /// `diffids-v1/`: per layer blob, the diff id computed from its bytes.
     DiffIds,
     /// `checksums-v1/`: file digests of a build context, by path and stat.
@@ -41,12 +45,13 @@ pub enum Bucket {
 
 impl Bucket {
     /// Every bucket, in the order `KilnRoot::open` lays them out.
-    pub const ALL: [Bucket; 13] = [
+    pub const ALL: [Bucket; 14] = [
         Bucket::Content,
         Bucket::Store,
         Bucket::Layers,
         Bucket::Cache,
         Bucket::Snapshots,
+        Bucket::LayerDirs,
         Bucket::DiffIds,
         Bucket::Checksums,
         Bucket::Http,
@@ -65,6 +70,7 @@ impl Bucket {
             Bucket::Layers => "layers-v1",
             Bucket::Cache => "cache-v1",
             Bucket::Snapshots => "snapshots-v1",
+            Bucket::LayerDirs => "layerdirs-v1",
             Bucket::DiffIds => "diffids-v1",
             Bucket::Checksums => "checksums-v1",
             Bucket::Http => "http-v1",

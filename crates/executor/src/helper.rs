@@ -26,6 +26,9 @@ pub const ERR_FD: libc::c_int = 3;
 /// Exit code of a helper that could not set the step up.
 pub const SETUP_FAILED: i32 = 125;
 
+/// How the helper's error starts when the overlay cannot be mounted (`overlay\0<options>\0<errno>`).
+pub(crate) const OVERLAY_TAG: &str = "overlay\0";
+
 /// Docker's default capability set.
 pub(crate) const DEFAULT_CAPS: &[u32] = &[
     0,  // CHOWN
@@ -295,7 +298,10 @@ fn mount_overlay(spec: &ExecSpec) {
         libc::MS_NODEV,
         Some(&data),
     )
-    .or_fail(|| format!("cannot mount the overlay ({opts})"));
+    .unwrap_or_else(|e| {
+        // Tagged so the caller gets ExecError::OverlayUnavailable, not a message to match.
+        fail(format!("{OVERLAY_TAG}{opts}\0{e}"))
+    });
 }
 
 fn ensure_dir(p: &Path, mode: u32) {

@@ -181,6 +181,10 @@ pub enum ExecError {
     },
     #[error("sandbox: {0}")]
     Setup(String),
+    /// Overlayfs cannot be mounted here (no such file system, or not in this user
+    /// namespace): the copy snapshotter can still run the step.
+    #[error("sandbox: cannot mount the overlay ({options}): {reason}")]
+    OverlayUnavailable { options: String, reason: String },
     #[error("cannot start {command}: {reason}")]
     Start { command: String, reason: String },
     #[error("{0}")]
@@ -215,6 +219,13 @@ pub trait Executor: Send + Sync {
         output: &mut dyn FnMut(&str),
         stop: &mut dyn FnMut(StopFn),
     ) -> Result<i32, ExecError>;
+
+    /// Whether the step's root may be several stacked lower directories; `false` when
+    /// the executor reads the root before mounting it (an OCI runtime resolves the
+    /// user in the topmost lower), so it gets the parent's merged tree alone.
+    fn stacks_lowers(&self) -> bool {
+        true
+    }
 }
 
 /// Marks every descriptor above 2 close-on-exec, so that nothing kiln inherited (a host

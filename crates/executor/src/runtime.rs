@@ -340,6 +340,10 @@ fn insecure_devices() -> Result<Vec<LinuxDevice>, ExecError> {
 }
 
 impl Executor for OciRuntime {
+    fn stacks_lowers(&self) -> bool {
+        false
+    }
+
     fn run(
         &self,
         spec: &ExecSpec,

@@ -167,6 +167,13 @@ impl Executor for Sandbox {
                     reason: reason.to_string(),
                 });
             }
+            if let Some(rest) = msg.strip_prefix(crate::helper::OVERLAY_TAG) {
+                let (options, reason) = rest.split_once('\0').unwrap_or((rest, ""));
+                return Err(ExecError::OverlayUnavailable {
+                    options: options.to_string(),
+                    reason: reason.to_string(),
+                });
+            }
             return Err(ExecError::Setup(msg));
         }
         match status.code() {

@@ -8,6 +8,7 @@
 )]
 
 pub mod apply;
+pub mod backend;
 mod check;
 mod clone;
 pub mod compression;
@@ -20,10 +21,12 @@ pub mod ids;
 mod inroot;
 pub mod layer;
 mod snapshots;
+pub mod stack;
 pub mod tarw;
 mod verify;
 
 pub use apply::{apply_tar, resolve_in_root, set_mtime, set_mtime_ns, ApplyOptions, ApplyReport};
+pub use backend::{CommitOptions, CopySnapshotter, OverlaySnapshotter, Prepared, RootMount, Snapshotter};
 pub use check::{check_snapshot, deep_check};
 pub use clone::tree_stats;
 pub use compression::pgzip;

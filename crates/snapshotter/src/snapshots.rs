@@ -8,10 +8,12 @@
 //! only be one an older kiln made or half deleted: it is never used, but moved away and
 //! made again.
 //!
-//! This is the copy backend: a chain's tree is a hard-link clone of its longest unpacked
-//! prefix with the remaining layers applied on top (the applier replaces files rather
-//! than writing into them, so the shared inodes are never changed). Steps write into a
-//! fresh upper directory; the upper becomes the step's layer.
+//! A chain's merged tree is a hard-link clone of its longest unpacked prefix with the
+//! remaining layers applied on top (the applier replaces files rather than writing into
+//! them, so the shared inodes are never changed). File steps (COPY, ADD, WORKDIR) write
+//! into a fresh upper directory over the parent's merged tree ([`ActiveSnapshot`]); the
+//! upper becomes the step's layer. RUN steps go through [`crate::Snapshotter`]: the
+//! overlay backend stacks layer directories over a merged tree ([`crate::stack`]).
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -61,12 +63,18 @@ pub struct SnapshotRecord {
     pub layers: Vec<Layer>,
     pub entries: u64,
     pub bytes: u64,
+    /// A layer directory only: the SOURCE_DATE_EPOCH its layer was written with, so
+    /// `fsck --deep` can write the same tar again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp_mtime: Option<i64>,
 }
 
 /// Snapshots manages the unpacked trees of layer chains.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     dir: PathBuf,
+    /// `layerdirs-v1/`: layer directories by chain id (see [`Snapshots::layer_dirs`]).
+    pub(crate) layer_dirs: PathBuf,
     tmp: PathBuf,
     content: ContentStore,
     /// What unpacking skipped (device nodes rootless, unsettable xattrs, unmapped
@@ -78,13 +86,17 @@ impl Snapshots {
     /// The snapshots of a kiln root.
     pub fn new(root: &KilnRoot) -> Result<Self, SnapshotError> {
         let dir = root.bucket(Bucket::Snapshots);
-        std::fs::create_dir_all(&dir).map_err(|source| SnapshotError::Io {
-            op: "cannot create directory",
-            path: dir.clone(),
-            source,
-        })?;
+        let layer_dirs = root.bucket(Bucket::LayerDirs);
+        for d in [&dir, &layer_dirs] {
+            std::fs::create_dir_all(d).map_err(|source| SnapshotError::Io {
+                op: "cannot create directory",
+                path: d.clone(),
+                source,
+            })?;
+        }
         Ok(Snapshots {
             dir,
+            layer_dirs,
             tmp: root.tmp_dir(),
             content: root.content(),
             warnings: Arc::default(),
@@ -167,6 +179,16 @@ impl Snapshots {
         &self.content
     }
 
+    /// Points this handle at another directory of the same kind (the layer directories).
+    pub(crate) fn set_dir(&mut self, dir: PathBuf) {
+        self.dir = dir;
+    }
+
+    /// The root's `tmp/` (same file system as the snapshots).
+    pub(crate) fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
     /// The directory holding the snapshots (`snapshots-v1/`).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -211,7 +233,18 @@ impl Snapshots {
     /// Makes the finished `tree` (equal to applying `layers`) the snapshot at `target`:
     /// the record first, then the tree renamed into place. A tree already at `target`
     /// without a record (an older kiln's, maybe half deleted) is moved away first.
-    fn install(&self, layers: &[Layer], tree: &Path, target: &Path) -> Result<(), SnapshotError> {
+    pub(crate) fn install(&self, layers: &[Layer], tree: &Path, target: &Path) -> Result<(), SnapshotError> {
+        self.install_with(layers, tree, target, None)
+    }
+
+    /// [`Self::install`], recording the clamp a layer directory's layer was written with.
+    pub(crate) fn install_with(
+        &self,
+        layers: &[Layer],
+        tree: &Path,
+        target: &Path,
+        clamp_mtime: Option<i64>,
+    ) -> Result<(), SnapshotError> {
         if self.is_complete(target) {
             return Ok(());
         }
@@ -227,6 +260,7 @@ impl Snapshots {
             layers: layers.to_vec(),
             entries,
             bytes,
+            clamp_mtime,
         };
         let json = serde_json::to_vec(&record).expect("records serialize");
         let rec = Self::record_path(target);
@@ -297,22 +331,20 @@ impl Snapshots {
             lower,
             parent: parent.to_vec(),
             owners: OwnerOverrides::new(),
-            overlay_upper: false,
             snaps: self.clone(),
         })
     }
 }
 
-/// ActiveSnapshot is a change in progress: an empty upper directory over the parent's
-/// tree. `commit` turns the upper into a layer; dropping it discards the change.
+/// ActiveSnapshot is a file step's change in progress: an empty upper directory over the
+/// parent's merged tree. `commit` turns the upper into a layer; dropping it discards the
+/// change.
 pub struct ActiveSnapshot {
     upper: tempfile::TempDir,
     lower: Option<PathBuf>,
     parent: Vec<Layer>,
     /// Owners the layer must record that could not be set on disk (rootless).
     pub owners: OwnerOverrides,
-    /// The upper was written through an overlay mount (whiteouts are device nodes).
-    pub overlay_upper: bool,
     snaps: Snapshots,
 }
 
@@ -353,33 +385,28 @@ impl ActiveSnapshot {
         let opts = TarOptions {
             clamp_mtime,
             owners: std::mem::take(&mut self.owners),
-            overlay_upper: self.overlay_upper,
+            overlay_upper: false,
         };
         let layer = write_layer(self.upper.path(), content, &opts, compression)?;
         // The new chain's tree, made from the parent's and this upper instead of
         // unpacking the blob again (the upper is thrown away next). Owners that exist
         // only in the layer (rootless) need the blob, so they skip this.
         if !has_owner_overrides {
-            self.snaps.adopt_upper(
-                &self.parent,
-                &layer,
-                self.lower.as_deref(),
-                self.upper.path(),
-                self.overlay_upper,
-            );
+            self.snaps
+                .adopt_upper(&self.parent, &layer, self.lower.as_deref(), self.upper.path());
         }
         Ok(layer)
     }
 }
 
 impl Snapshots {
-    fn chain_dir(&self, parent: &[Layer], layer: &Layer) -> PathBuf {
+    pub(crate) fn chain_dir(&self, parent: &[Layer], layer: &Layer) -> PathBuf {
         let mut ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
         ids.push(layer.diff_id.clone());
         self.dir.join(chain_id(&ids).expect("non-empty").hex())
     }
 
-    fn chain_layers(parent: &[Layer], layer: &Layer) -> Vec<Layer> {
+    pub(crate) fn chain_layers(parent: &[Layer], layer: &Layer) -> Vec<Layer> {
         let mut layers = parent.to_vec();
         layers.push(layer.clone());
         layers
@@ -395,7 +422,7 @@ impl Snapshots {
 
     /// Makes the snapshot of `parent + layer` from the parent's tree and the step's
     /// `upper` directory (moving its entries). Best effort, as [`Self::adopt_tree`].
-    fn adopt_upper(&self, parent: &[Layer], layer: &Layer, lower: Option<&Path>, upper: &Path, overlay: bool) {
+    fn adopt_upper(&self, parent: &[Layer], layer: &Layer, lower: Option<&Path>, upper: &Path) {
         let target = self.chain_dir(parent, layer);
         if self.is_complete(&target) {
             return;
@@ -406,7 +433,7 @@ impl Snapshots {
             Some(l) => hardlink_tree(l, &tree),
             None => std::fs::create_dir(&tree),
         };
-        if made.is_err() || merge_upper(upper, &tree, overlay).is_err() {
+        if made.is_err() || merge_upper(upper, &tree, false).is_err() {
             return;
         }
         // The root directory's own attributes come from the layer's view: the upper's.

@@ -12,14 +12,10 @@ use std::sync::Arc;
 
 use kiln_executor::{ExecSpec, Network, Rootfs, SecretFile, Security, SpecMount, SpecMountKind};
 use kiln_graph::{ExecOp, MountKind, NetworkMode, SecurityMode};
-use kiln_snapshotter::diff::CopyRun;
-use kiln_snapshotter::{Layer, TarOptions};
+use kiln_snapshotter::{CommitOptions, CopySnapshotter, Layer, OverlaySnapshotter, Prepared, RootMount, Snapshotter};
 use kiln_solver::VertexLog;
 
 use crate::{SnapshotterKind, Value, Worker, WorkerError};
-
-/// How the sandbox's error starts when the overlay cannot be mounted.
-const OVERLAY_FAILED: &str = "cannot mount the overlay";
 
 /// How many of a failed step's last output lines the error shows.
 const TAIL_LINES: usize = 10;
@@ -51,15 +47,24 @@ impl Worker {
             SnapshotterKind::Overlay => false,
             SnapshotterKind::Auto => self.overlay_failed.load(Ordering::Relaxed),
         };
-        match self.exec_on(op, &parent, inputs, log, copy) {
-            Err(WorkerError::Exec(kiln_executor::ExecError::Setup(msg)))
-                if !copy && self.snapshotter == SnapshotterKind::Auto && msg.starts_with(OVERLAY_FAILED) =>
+        let backend = |copy: bool| -> Box<dyn Snapshotter> {
+            if copy {
+                Box::new(CopySnapshotter::new(self.snapshots.clone()))
+            } else {
+                Box::new(OverlaySnapshotter::new(self.snapshots.clone()))
+            }
+        };
+        match self.exec_on(op, &parent, inputs, log, &*backend(copy)) {
+            Err(WorkerError::Exec(e @ kiln_executor::ExecError::OverlayUnavailable { .. }))
+                if !copy && self.snapshotter == SnapshotterKind::Auto =>
             {
+                let msg = e.to_string();
+                let msg = msg.strip_prefix("sandbox: ").unwrap_or(&msg);
                 log.line(format!(
                     "overlayfs is not usable here ({msg}); using the copy snapshotter"
                 ));
                 self.overlay_failed.store(true, Ordering::Relaxed);
-                self.exec_on(op, &parent, inputs, log, true)
+                self.exec_on(op, &parent, inputs, log, &*backend(true))
             }
             other => other,
         }
@@ -71,36 +76,21 @@ impl Worker {
         parent: &[Layer],
         inputs: &[Value],
         log: &VertexLog<'_>,
-        copy: bool,
+        snapshotter: &dyn Snapshotter,
     ) -> Result<Value, WorkerError> {
         let Some(executor) = &self.executor else {
             return Err(WorkerError::Unsupported("RUN without a sandbox".to_string()));
         };
-        let mut snap = self.snapshots.prepare(parent)?;
         let run = tempfile::Builder::new()
             .prefix("run-")
             .tempdir_in(self.root.tmp_dir())
             .map_err(io_err(&self.root.tmp_dir()))?;
         let dir = run.path();
-        for d in ["work", "rootfs", "empty"] {
-            std::fs::create_dir(dir.join(d)).map_err(io_err(&dir.join(d)))?;
-        }
-        let parent_tree = snap.lower().map(Path::to_path_buf);
-        let lower = parent_tree.clone().unwrap_or_else(|| dir.join("empty"));
-        let (upper, cloned) = if copy {
-            let tree = dir.join("tree");
-            let c = CopyRun::clone_tree(parent_tree.as_deref(), &tree, &dir.join("cloned")).map_err(io_err(&tree))?;
-            (tree, Some(c))
-        } else {
-            // The overlay's root directory takes the upper's attributes: make them the lower's.
-            let root_md = std::fs::metadata(&lower).map_err(io_err(&lower))?;
-            let upper = snap.upper().to_path_buf();
-            if self.privileged {
-                std::os::unix::fs::chown(&upper, Some(root_md.uid()), Some(root_md.gid())).map_err(io_err(&upper))?;
-            }
-            std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(root_md.mode() & 0o7777))
-                .map_err(io_err(&upper))?;
-            (upper, None)
+        let snap = snapshotter.prepare(parent, dir, executor.stacks_lowers())?;
+        std::fs::create_dir(dir.join("rootfs")).map_err(io_err(&dir.join("rootfs")))?;
+        let (lower, upper, work, overlay) = match snap.mount() {
+            RootMount::Overlay { lower, upper, work } => (lower, upper, work, true),
+            RootMount::Tree(tree) => (Vec::new(), tree, dir.join("work"), false),
         };
         let mut step = StepSecrets::default();
         let (mounts, _cache_locks) = self.prepare_mounts(op, inputs, dir, &mut step)?;
@@ -122,7 +112,7 @@ impl Worker {
         let missing: Vec<&str> = points
             .iter()
             .map(String::as_str)
-            .filter(|p| lower.join(p).symlink_metadata().is_err())
+            .filter(|p| snap.parent_entry(Path::new(p)).is_none())
             .collect();
 
         let hosts = dir.join("hosts");
@@ -157,9 +147,9 @@ impl Worker {
             hostname: HOSTNAME.to_string(),
             network,
             rootfs: Rootfs {
-                lower: if copy { Vec::new() } else { vec![lower.clone()] },
+                lower,
                 upper: upper.clone(),
-                work: dir.join("work"),
+                work,
                 target: dir.join("rootfs"),
             },
             hosts,
@@ -197,25 +187,12 @@ impl Worker {
                 tail: tail.into_iter().collect(),
             });
         }
-        remove_mount_points(&upper, &lower, &missing, !copy);
-        let layer = match cloned {
-            Some(c) => {
-                let opts = TarOptions {
-                    clamp_mtime: self.clamp_mtime,
-                    ..TarOptions::default()
-                };
-                let layer = kiln_snapshotter::write_layer_from(&upper, &self.root.content(), self.compression, |w| {
-                    c.write_diff(parent_tree.as_deref(), w, &opts).map(drop)
-                })?;
-                // The clone is the new chain's whole tree: keep it as its snapshot.
-                self.snapshots.adopt_tree(parent, &layer, &upper);
-                layer
-            }
-            None => {
-                snap.overlay_upper = true;
-                snap.commit(&self.root.content(), self.clamp_mtime, self.compression)?
-            }
+        remove_mount_points(&upper, &*snap, &missing, overlay);
+        let opts = CommitOptions {
+            clamp_mtime: self.clamp_mtime,
+            compression: self.compression,
         };
+        let layer = snap.commit(&self.root.content(), opts)?;
         drop(run);
         let mut layers = parent.to_vec();
         layers.push(layer);
@@ -547,7 +524,7 @@ fn resolv_conf(network: Network) -> String {
 
 /// Removes what the sandbox created only to mount over (empty files and directories
 /// that the lower tree does not have), restoring the parent directory's mtime.
-fn remove_mount_points(upper: &Path, lower: &Path, missing: &[&str], overlay: bool) {
+fn remove_mount_points(upper: &Path, snap: &dyn Prepared, missing: &[&str], overlay: bool) {
     let mut parents = std::collections::BTreeSet::new();
     for rel in missing {
         let p: PathBuf = upper.join(rel);
@@ -564,7 +541,8 @@ fn remove_mount_points(upper: &Path, lower: &Path, missing: &[&str], overlay: bo
         }
     }
     for parent in parents.iter().rev() {
-        let (up, low) = (upper.join(parent), lower.join(parent));
+        let up = upper.join(parent);
+        let Some(low) = snap.parent_entry(parent) else { continue };
         let (Ok(u), Ok(l)) = (up.symlink_metadata(), low.symlink_metadata()) else {
             continue;
         };

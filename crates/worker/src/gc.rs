@@ -212,27 +212,30 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
     // Unpacked trees: `--all` drops them all (they are rebuilt from blobs when needed).
     // Each is renamed away whole before it is deleted: a half-deleted tree left by a
     // kill would otherwise be used as a step's lower tree.
-    let snaps = Snapshots::new(root)?;
-    for entry in snaps.entries() {
-        let name = match entry {
-            // A record whose tree is gone (a create or delete cut short).
-            SnapshotEntry::Record { path, tree: false, .. } => {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            }
-            SnapshotEntry::Record { tree: true, .. } => continue,
-            SnapshotEntry::Tree { chain, path } => {
-                let complete = snaps.is_complete(&path);
-                if !opts.all && chains.contains(&chain) && complete {
+    let merged = Snapshots::new(root)?;
+    // Merged trees and layer directories alike.
+    for snaps in [merged.clone(), merged.layer_dirs()] {
+        for entry in snaps.entries() {
+            let name = match entry {
+                // A record whose tree is gone (a create or delete cut short).
+                SnapshotEntry::Record { path, tree: false, .. } => {
+                    let _ = std::fs::remove_file(&path);
                     continue;
                 }
-                chain
+                SnapshotEntry::Record { tree: true, .. } => continue,
+                SnapshotEntry::Tree { chain, path } => {
+                    let complete = snaps.is_complete(&path);
+                    if !opts.all && chains.contains(&chain) && complete {
+                        continue;
+                    }
+                    chain
+                }
+                // Not kiln's: no build can use it.
+                SnapshotEntry::Stray { name, .. } => name,
+            };
+            if snaps.remove(&name)? {
+                report.snapshots += 1;
             }
-            // Not kiln's: no build can use it.
-            SnapshotEntry::Stray { name, .. } => name,
-        };
-        if snaps.remove(&name)? {
-            report.snapshots += 1;
         }
     }
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
@@ -318,7 +321,11 @@ pub fn disk_usage(root: &KilnRoot) -> Result<Usage, WorkerError> {
         .transpose()?;
     // One set for every snapshot: the copy snapshotter and layer unpacking hard-link.
     let mut seen = HashSet::new();
-    for e in snaps.iter().flat_map(|s| s.entries()) {
+    for e in snaps
+        .iter()
+        .flat_map(|s| [s.clone(), s.layer_dirs()])
+        .flat_map(|s| s.entries())
+    {
         if let SnapshotEntry::Tree { path, .. } | SnapshotEntry::Stray { path, .. } = e {
             // Not through a symlink: `dir_size` would walk wherever it points.
             if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
@@ -499,31 +506,39 @@ fn fsck_snapshots(
     opts: FsckOptions,
     rep: &mut FsckReport,
 ) -> Result<(), WorkerError> {
-    let snaps = Snapshots::new(root)?;
+    let merged = Snapshots::new(root)?;
     let content = root.content();
-    for entry in snaps.entries() {
-        let (name, path, stray) = match entry {
-            // A record is checked with its tree; alone it is the harmless trace of a
-            // create or delete cut short.
-            SnapshotEntry::Record { .. } => continue,
-            SnapshotEntry::Tree { chain, path } => (chain, path, false),
-            SnapshotEntry::Stray { name, path } => (name, path, true),
-        };
-        let why = if stray {
-            Some(format!("stray entry in snapshots: {}", path.display()))
-        } else {
-            rep.snapshots_checked += 1;
-            match snaps.record(&name) {
+    // Merged trees, then layer directories (stacked under RUN steps): the same records.
+    for (snaps, what) in [(merged.clone(), "snapshot"), (merged.layer_dirs(), "layer directory")] {
+        for entry in snaps.entries() {
+            let (name, path, stray) = match entry {
+                // A record is checked with its tree; alone it is the harmless trace of a
+                // create or delete cut short.
+                SnapshotEntry::Record { .. } => continue,
+                SnapshotEntry::Tree { chain, path } => (chain, path, false),
+                SnapshotEntry::Stray { name, path } => (name, path, true),
+            };
+            let why = if stray {
+                Some(format!("stray entry in {}: {}", snaps.dir().display(), path.display()))
+            } else {
+                rep.snapshots_checked += 1;
+                match snaps.record(&name) {
                 None => Some(format!(
-                    "snapshot {name} is incomplete: it has no record (an older kiln made it or was killed deleting it); builds do not use it"
+                    "{what} {name} is incomplete: it has no record (an older kiln made it or was killed deleting it); builds do not use it"
                 )),
                 Some(rec) => {
                     let ids: Vec<Digest> = rec.layers.iter().map(|l| l.diff_id.clone()).collect();
                     let blobs_here = rec.layers.iter().all(|l| content.has(&l.blob.digest));
                     if chain_id(&ids).is_none_or(|c| c.hex() != name) {
-                        Some(format!("snapshot {name}: its record names the layers of another chain"))
+                        Some(format!("{what} {name}: its record names the layers of another chain"))
                     } else if let Some(why) = kiln_snapshotter::check_snapshot(&path, &rec) {
-                        Some(format!("snapshot {name} {why}"))
+                        Some(format!("{what} {name} {why}"))
+                    } else if opts.deep && what != "snapshot" {
+                        match kiln_snapshotter::stack::deep_check_layer_dir(&snaps, &path, &rec) {
+                            Ok(None) => None,
+                            Ok(Some(diff)) => Some(format!("{what} {name} differs from its layer: {diff}")),
+                            Err(e) => Some(format!("{what} {name} cannot be checked against its layer: {e}")),
+                        }
                     } else if opts.deep && blobs_here {
                         match kiln_snapshotter::deep_check(&snaps, &path, &rec) {
                             Ok(diffs) if diffs.is_empty() => None,
@@ -535,18 +550,19 @@ fn fsck_snapshots(
                     }
                 }
             }
-        };
-        let drop_it = match &why {
-            Some(why) => {
-                rep.problems.push(why.clone());
-                true
+            };
+            let drop_it = match &why {
+                Some(why) => {
+                    rep.problems.push(why.clone());
+                    true
+                }
+                None => !bad.is_empty(),
+            };
+            // The tree is only a cache of its layers: the next build that needs it unpacks
+            // it again.
+            if opts.repair && drop_it && snaps.remove(&name)? {
+                rep.repaired.push(format!("removed {what} {name}"));
             }
-            None => !bad.is_empty(),
-        };
-        // The tree is only a cache of its layers: the next build that needs it unpacks
-        // it again.
-        if opts.repair && drop_it && snaps.remove(&name)? {
-            rep.repaired.push(format!("removed snapshot {name}"));
         }
     }
     Ok(())
