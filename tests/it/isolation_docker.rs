@@ -296,6 +296,27 @@ fn the_kiln_image_in_unprivileged_containers() {
     );
     assert!(step_lines(&all).contains(&"from the context".to_string()), "{all}");
 
+    // The last row, root with CAP_SYS_ADMIN and seccomp unconfined (and the tun
+    // device slirp4netns needs): namespaces can be made, so `auto` picks them silently;
+    // Docker left out CAP_NET_ADMIN, so the step's network namespace is made in a user
+    // namespace root owns (was: `cannot bring up lo …: Operation not permitted`).
+    let sys_admin = [
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--device",
+        "/dev/net/tun",
+    ];
+    let o = in_image(&d, "root", &sys_admin, &mounts, "kiln build --progress=plain /w/run");
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(notes(&err).is_empty(), "namespaces, chosen silently:\n{all}");
+    let lines = step_lines(&err);
+    assert!(lines.contains(&"from the context".to_string()), "{all}");
+    assert!(lines.contains(&"pid=1".to_string()), "a pid namespace of its own:\n{all}");
+
     // (d) pushed from the container with a registry cache; a fresh container (a new
     // KILN_ROOT volume) uses the cache; skopeo pulls the image back.
     let pushed = format!("{}/app:pushed", reg.host);

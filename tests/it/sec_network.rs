@@ -172,6 +172,47 @@ fn default_network_is_private_with_outbound_access_as_root() {
     host.check(&build_ok(&k, &df_default, &[]), false);
 }
 
+/// Root without CAP_NET_ADMIN (a container given `--cap-add SYS_ADMIN` only: Docker
+/// drops NET_ADMIN) cannot bring `lo` up in a namespace its own user namespace owns; the
+/// step's namespace is then made inside a user namespace root owns (was: `cannot bring
+/// up lo in the step's network namespace: Operation not permitted` at the first RUN).
+#[test]
+fn default_network_is_private_for_root_without_net_admin() {
+    if !root() || !require_tool("capsh") {
+        return;
+    }
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let host = HostServices::start("nonetadmin");
+    let df = format!("FROM {base}\n{}", host.probe());
+    let ctx = context(&[("Dockerfile", &df)]);
+    let out = run(Command::new("capsh")
+        .env("KILN_ROOT", k.root())
+        .env("BUILDX_NO_DEFAULT_ATTESTATIONS", "1")
+        .stdin(Stdio::null())
+        .args([
+            "--drop=cap_net_admin",
+            "--",
+            "-c",
+            "grep CapEff /proc/self/status >&2; exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_kiln"),
+            "build",
+            "--progress=plain",
+            "--no-cache",
+        ])
+        .arg(ctx.path()));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    // CAP_NET_ADMIN is bit 12: really gone from the kiln that built.
+    let eff = err
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .expect("CapEff line");
+    assert_eq!(eff & (1 << 12), 0, "{err}");
+    host.check(&err, false);
+}
+
 #[test]
 fn default_network_is_private_with_runc() {
     if !root() || !require_tool("runc") {

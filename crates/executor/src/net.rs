@@ -314,6 +314,20 @@ pub(crate) fn enter(path: &Path) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
+/// Moves this (single-threaded) process into a new user namespace mapping root to itself
+/// and a new network namespace owned by it.
+fn owned_net_namespace() -> io::Result<()> {
+    crate::sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNET)?;
+    for (path, data) in [
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", "0 0 1"),
+        ("/proc/self/gid_map", "0 0 1"),
+    ] {
+        fs_err::write(path, data)?;
+    }
+    Ok(())
+}
+
 /// The namespace holder (`<exe> __kiln-netns`): creates a network namespace, brings `lo`
 /// up, says `ok` on stdout and then lives until its stdin closes. Runs single-threaded,
 /// first thing in `main`.
@@ -326,8 +340,18 @@ pub(crate) fn holder_main() -> i32 {
         return 1;
     }
     if let Err(e) = crate::sys::loopback_up() {
-        let _ = writeln!(out, "cannot bring up lo in the step's network namespace: {e}");
-        return 1;
+        // Root without CAP_NET_ADMIN (a container given CAP_SYS_ADMIN only: Docker drops
+        // NET_ADMIN by default) cannot configure a namespace owned by its own user
+        // namespace. One it owns through a new user namespace (root mapped to itself) it
+        // can; kiln, root in the parent namespace and its owner, keeps every capability
+        // over it, so the step and slirp4netns join it as before.
+        let retried = e.raw_os_error() == Some(libc::EPERM)
+            && rustix::process::geteuid().is_root()
+            && owned_net_namespace().and_then(|()| crate::sys::loopback_up()).is_ok();
+        if !retried {
+            let _ = writeln!(out, "cannot bring up lo in the step's network namespace: {e}");
+            return 1;
+        }
     }
     let _ = writeln!(out, "ok");
     let _ = out.flush();
