@@ -123,6 +123,8 @@ same, with --cap-drop ALL|kiln|$UNC --device /dev/net/tun --cap-drop ALL
 --cap-add SYS_ADMIN (default seccomp)|root|--cap-add SYS_ADMIN
 --cap-add SYS_ADMIN (default seccomp)|root|--cap-add SYS_ADMIN|--network=host
 --cap-add SYS_ADMIN, seccomp unconfined|root|--cap-add SYS_ADMIN --security-opt seccomp=unconfined
+--cap-add SYS_ADMIN, seccomp unconfined, --device /dev/net/tun|root|--cap-add SYS_ADMIN --security-opt seccomp=unconfined --device /dev/net/tun
+--cap-add SYS_ADMIN, --device /dev/net/tun (default seccomp)|root|--cap-add SYS_ADMIN --device /dev/net/tun
 --cap-add SYS_ADMIN, seccomp and AppArmor unconfined|root|--cap-add SYS_ADMIN $UNC
 --cap-add SYS_ADMIN, seccomp and AppArmor unconfined|root|--cap-add SYS_ADMIN $UNC|--network=host
 seccomp and AppArmor unconfined|kiln|$UNC|--network=host

@@ -315,7 +315,10 @@ fn the_kiln_image_in_unprivileged_containers() {
     assert!(notes(&err).is_empty(), "namespaces, chosen silently:\n{all}");
     let lines = step_lines(&err);
     assert!(lines.contains(&"from the context".to_string()), "{all}");
-    assert!(lines.contains(&"pid=1".to_string()), "a pid namespace of its own:\n{all}");
+    assert!(
+        lines.contains(&"pid=1".to_string()),
+        "a pid namespace of its own:\n{all}"
+    );
 
     // (d) pushed from the container with a registry cache; a fresh container (a new
     // KILN_ROOT volume) uses the cache; skopeo pulls the image back.
