@@ -255,7 +255,11 @@ fn json_files(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
 fn each_platform_directory_gets_its_own_statements() {
     let k = kiln();
     let ctx = context(&[
-        ("Dockerfile", "FROM scratch\nARG TARGETARCH\nCOPY $TARGETARCH /arch\n"),
+        (
+            "Dockerfile",
+            "FROM scratch AS pick\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nARG TARGETARCH\nCOPY $TARGETARCH /arch\n\
+             FROM scratch\nCOPY --from=pick /arch /arch\n",
+        ),
         ("amd64", "amd64\n"),
         ("arm64", "arm64\n"),
     ]);
@@ -298,7 +302,11 @@ fn each_platform_directory_gets_its_own_statements() {
         assert_eq!(std::fs::read_to_string(pdir.join("arch")).unwrap(), content);
         let files = json_files(&pdir);
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
-        assert_eq!(names, ["provenance.json", "sbom.spdx.json"], "{arch}");
+        assert_eq!(
+            names,
+            ["provenance.json", "sbom-pick.spdx.json", "sbom.spdx.json"],
+            "{arch}"
+        );
         let subject = serde_json::json!([{ "name": "arch", "digest": { "sha256": sha256(content.as_bytes()) } }]);
         for (name, b) in &files {
             let s: serde_json::Value = serde_json::from_slice(b).unwrap();
@@ -311,8 +319,20 @@ fn each_platform_directory_gets_its_own_statements() {
             prov["predicate"].to_string().contains(&format!("linux/{arch}")),
             "{arch}: {prov:#}"
         );
+        // Each platform's stage is scanned on its own: the SPDX documents validate.
+        let stage = json(std::str::from_utf8(&files["sbom-pick.spdx.json"]).unwrap());
+        assert_eq!(stage["predicate"]["name"], "stage pick", "{arch}");
+        if require_tool("pyspdxtools") {
+            let d = tempfile::tempdir().unwrap();
+            for name in ["sbom.spdx.json", "sbom-pick.spdx.json"] {
+                let s = json(std::str::from_utf8(&files[name]).unwrap());
+                let path = d.path().join(name);
+                std::fs::write(&path, serde_json::to_vec_pretty(&s["predicate"]).unwrap()).unwrap();
+                run_ok(Command::new("pyspdxtools").arg("-i").arg(&path));
+            }
+        }
         // The tarball holds the same files under the same directory.
-        for name in ["provenance.json", "sbom.spdx.json"] {
+        for name in ["provenance.json", "sbom-pick.spdx.json", "sbom.spdx.json"] {
             let member =
                 tar_member(&bytes, &format!("linux_{arch}/{name}")).unwrap_or_else(|| panic!("linux_{arch}/{name}"));
             let s = json(&member);
