@@ -117,7 +117,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "VALUE")]
     provenance: Option<String>,
     /// Attach an SPDX 2.3 SBOM of the image, made natively: `true`, `false`, or
-    /// `scan-context=true,scan-stage=true`.
+    /// `scan-context=true,scan-stage=true`. `-o type=local`/`type=tar` get it as
+    /// `sbom.spdx.json` beside the files.
     #[arg(long, value_name = "VALUE")]
     sbom: Option<String>,
     /// Attach an attestation, as buildx: `type=provenance,…` or `type=sbom,…`; repeatable.

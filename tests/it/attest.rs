@@ -377,16 +377,12 @@ fn the_default_follows_buildx_and_source_date_epoch_keeps_the_index_reproducible
                 .arg(format!("oci-archive:{}", saved.display())),
         );
     }
-    // BUILDKIT_SBOM_SCAN_CONTEXT (a build arg, as buildx): a second SPDX statement, of the context.
+    // `scan-context=true` (the ARG BUILDKIT_SBOM_SCAN_CONTEXT route: attest_outputs.rs):
+    // a second SPDX statement, of the context.
     let (archive, progress) = build_oci(
         &k,
         ctx.path(),
-        &[
-            "--sbom=true",
-            "--provenance=false",
-            "--build-arg",
-            "BUILDKIT_SBOM_SCAN_CONTEXT=true",
-        ],
+        &["--attest=type=sbom,scan-context=true", "--provenance=false"],
         true,
     );
     let a = attested(&archive);

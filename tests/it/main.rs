@@ -8,6 +8,7 @@
 
 mod add;
 mod attest;
+mod attest_outputs;
 mod attest_sources;
 mod bk_parity;
 mod cache;

@@ -30,6 +30,8 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
 pub struct AttestFor<'a> {
     pub predicates: &'a crate::attest::Predicates,
     pub platform: &'a kiln_image::Platform,
+    /// SOURCE_DATE_EPOCH: the modification time of attestation files.
+    pub epoch: Option<i64>,
 }
 
 /// Writes a file destination atomically: into a temp file beside it, renamed when
@@ -153,6 +155,17 @@ pub fn export(
             _ => Ok(None),
         }
     };
+    // `type=local` / `type=tar`: the statements as files beside the root filesystem.
+    let statement_files = || -> Result<Vec<crate::attest::files::StatementFile>> {
+        match &attest {
+            Some(a) if !a.predicates.0.is_empty() => {
+                let tree = worker.snapshots().merged(&built.layers).map_err(BuildError::other)?;
+                crate::attest::files::statement_files(a.predicates, tree.as_deref())
+            }
+            _ => Ok(Vec::new()),
+        }
+    };
+    let epoch = attest.as_ref().and_then(|a| a.epoch);
     let mut index = None;
     let (lines, image) = match out {
         Output::Image { names, push, layers } => {
@@ -239,11 +252,23 @@ pub fn export(
             for w in warnings {
                 progress.event(BuildEvent::Warning(w));
             }
+            crate::attest::files::write_into_dir(dest, &statement_files()?, epoch)?;
             (vec![format!("copying files to {} done", dest.display())], None)
         }
         Output::Tar { dest } => {
+            let now = crate::pipeline::unix_now();
+            let extra: Vec<kiln_exporter::ExtraFile> = statement_files()?
+                .into_iter()
+                .map(|f| kiln_exporter::ExtraFile {
+                    name: f.name,
+                    mode: crate::attest::files::FILE_MODE,
+                    mtime: epoch.unwrap_or(now),
+                    bytes: f.bytes,
+                })
+                .collect();
             write_dest(dest, "the rootfs tarball", |w| {
-                kiln_exporter::write_rootfs_tar(worker.snapshots(), &built.layers, w).map_err(BuildError::other)?;
+                kiln_exporter::write_rootfs_tar_with(worker.snapshots(), &built.layers, w, &extra)
+                    .map_err(BuildError::other)?;
                 Ok(())
             })?;
             (vec!["sending tarball done".to_string()], None)

@@ -98,7 +98,9 @@ fn indexed(
 }
 
 /// Writes a multi-platform build's images to `out`; returns the progress lines and
-/// the index written, if the output has one.
+/// the index written, if the output has one. `epoch` is SOURCE_DATE_EPOCH, the time of
+/// attestation files.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn export(
     progress: &dyn BuildProgress,
     root: &KilnRoot,
@@ -107,8 +109,19 @@ pub(crate) fn export(
     images: &[PlatformImage],
     out: &Output,
     attest: &[&Predicates],
+    epoch: Option<i64>,
 ) -> Result<(Vec<String>, Option<Descriptor>)> {
     let content = root.content();
+    // `type=local` / `type=tar`: each platform's statements in its directory, about
+    // that platform's root filesystem (BuildKit's platform split).
+    let statements = |n: usize, i: &PlatformImage, dir: &std::path::Path| -> Result<()> {
+        let Some(preds) = attest.get(n).filter(|p| !p.0.is_empty()) else {
+            return Ok(());
+        };
+        let tree = worker.snapshots().merged(&i.image.layers).map_err(BuildError::other)?;
+        let files = crate::attest::files::statement_files(preds, tree.as_deref())?;
+        crate::attest::files::write_into_dir(dir, &files, epoch)
+    };
     Ok(match out {
         Output::Image { names, push, layers } => {
             let (_, index, _) = indexed(root, worker, images, layers, attest, names)?;
@@ -183,13 +196,14 @@ pub(crate) fn export(
             (lines, Some(index))
         }
         Output::Local { dest } => {
-            for i in images {
+            for (n, i) in images.iter().enumerate() {
                 let dir = dest.join(i.platform.dir_name());
                 let warnings = kiln_exporter::write_rootfs_dir(worker.snapshots(), &i.image.layers, &dir)
                     .map_err(BuildError::other)?;
                 for w in warnings {
                     progress.event(BuildEvent::Warning(w));
                 }
+                statements(n, i, &dir)?;
             }
             (vec![format!("copying files to {} done", dest.display())], None)
         }
@@ -199,13 +213,14 @@ pub(crate) fn export(
                 .prefix("tar-export-")
                 .tempdir_in(root.tmp_dir())
                 .ctx(|| "cannot create a directory for the tarball".to_string())?;
-            for i in images {
+            for (n, i) in images.iter().enumerate() {
                 let dir = staging.path().join(i.platform.dir_name());
                 let warnings = kiln_exporter::write_rootfs_dir(worker.snapshots(), &i.image.layers, &dir)
                     .map_err(BuildError::other)?;
                 for w in warnings {
                     progress.event(BuildEvent::Warning(w));
                 }
+                statements(n, i, &dir)?;
             }
             write_dest(dest, "the rootfs tarball", |w| {
                 kiln_snapshotter::write_dir_tar(staging.path(), w, &Default::default())

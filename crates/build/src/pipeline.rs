@@ -347,6 +347,17 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         }
     }
     let worker = worker.with_cache_from(imported);
+    // BUILDKIT_SBOM_SCAN_STAGE (or `scan-stage=true`): each platform's marked stages,
+    // whose final states are solved as extra roots (the target reaches them already).
+    let scanned: Vec<Vec<&kiln_frontend::BuiltStage>> = plans
+        .iter()
+        .map(|p| match &req.attest.sbom {
+            Some(s) => p.stages.iter().filter(|st| st.sbom_scan || s.scan_stage).collect(),
+            None => Vec::new(),
+        })
+        .collect();
+    let mut solve_roots = roots.clone();
+    solve_roots.extend(scanned.iter().flatten().map(|st| st.fs.clone()));
     // A cancel (Ctrl-C) stops the build like a failing step does: running steps are
     // killed, nothing half-written is kept, and the error says so.
     control.solving();
@@ -361,7 +372,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = solver.solve_all(&definition, &roots, &worker);
+        let r = solver.solve_all(&definition, &solve_roots, &worker);
         finished.store(true, std::sync::atomic::Ordering::SeqCst);
         r
     });
@@ -389,6 +400,18 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         };
         finals.push(layers);
     }
+    let stage_layers = finals.split_off(roots.len());
+    // Per platform: (stage name, final op, merged root filesystem).
+    let mut stage_roots: Vec<Vec<(String, kiln_image::Digest, Option<std::path::PathBuf>)>> = Vec::new();
+    let mut stage_layers = stage_layers.iter();
+    for stages in &scanned {
+        let mut v = Vec::with_capacity(stages.len());
+        for (st, layers) in stages.iter().zip(stage_layers.by_ref()) {
+            let tree = worker.snapshots().merged(layers).map_err(BuildError::other)?;
+            v.push((st.name.clone(), st.fs.op.clone(), tree));
+        }
+        stage_roots.push(v);
+    }
 
     let export_started = Instant::now();
     let mut images = Vec::with_capacity(finals.len());
@@ -411,15 +434,18 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     let attest_started = Instant::now();
     // Per platform: provenance names the platform, the SBOM reads its file system.
     let mut per_platform = Vec::with_capacity(images.len());
-    for i in &images {
+    for ((i, plan), stages) in images.iter().zip(&plans).zip(&stage_roots) {
         per_platform.push(attestations(
             req,
             &outputs,
-            &definition,
+            // That platform's graph: its root is that platform's image.
+            &plan.definition,
             &inputs,
             &worker,
             &i.image,
             &i.platform,
+            plan.sbom_scan_context,
+            stages,
             wall_started,
             progress,
             per_platform.is_empty(),
@@ -446,7 +472,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         if multi {
             let attest: Vec<&crate::attest::Predicates> =
                 per_platform.iter().filter_map(|a| a.for_output(out)).collect();
-            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out, &attest)?;
+            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out, &attest, req.epoch)?;
             lines.extend(l);
             if index.is_none() {
                 index = i;
@@ -456,6 +482,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         let attest = per_platform[0].for_output(out).map(|predicates| export::AttestFor {
             predicates,
             platform: &platforms[0],
+            epoch: req.epoch,
         });
         let e = export::export(progress, &root, &worker, &registry, &built, out, attest)?;
         lines.extend(e.lines);
@@ -520,14 +547,15 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     })))
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The attestations of this build: the predicates asked for explicitly, and buildx's
-/// default min provenance, which goes only to outputs that hold an image index.
+/// default min provenance, which goes only to outputs that hold an image index (buildx
+/// asks for it `inline-only`: BuildKit's local and tar exporters filter it out).
 struct Attestations {
     explicit: crate::attest::Predicates,
     with_default: crate::attest::Predicates,
@@ -539,8 +567,8 @@ impl Attestations {
     fn for_output(&self, out: &Output) -> Option<&crate::attest::Predicates> {
         match out {
             Output::Image { push: true, .. } | Output::Oci { .. } => Some(&self.with_default),
-            Output::Image { push: false, .. } => Some(&self.explicit),
-            _ => None,
+            Output::Image { push: false, .. } | Output::Local { .. } | Output::Tar { .. } => Some(&self.explicit),
+            Output::Docker { .. } | Output::Load { .. } => None,
         }
     }
 }
@@ -554,6 +582,8 @@ fn attestations(
     worker: &Worker,
     built: &kiln_exporter::BuiltImage,
     platform: &Platform,
+    scan_context: bool,
+    stage_roots: &[(String, kiln_image::Digest, Option<std::path::PathBuf>)],
     started: i64,
     progress: &dyn BuildProgress,
     first: bool,
@@ -565,16 +595,11 @@ fn attestations(
         .any(|o| matches!(o, Output::Image { push: true, .. } | Output::Oci { .. }));
     if first && a.explicit() {
         for o in outputs {
-            match o {
-                Output::Docker { .. } | Output::Load { .. } => warn(
+            if let Output::Docker { .. } | Output::Load { .. } = o {
+                warn(
                     progress,
-                    "type=docker: the docker-archive holds the image only; attestations go into type=oci, type=image and --push outputs",
-                ),
-                Output::Local { .. } | Output::Tar { .. } => warn(
-                    progress,
-                    "attestations are attached to image outputs only (type=image, type=registry, type=oci); this output gets none",
-                ),
-                _ => {}
+                    "type=docker: the docker-archive holds the image only; attestations go into type=oci, type=image, --push, type=local and type=tar outputs",
+                );
             }
         }
     }
@@ -592,8 +617,17 @@ fn attestations(
     }
     let mut sbom = a.sbom.clone();
     if let Some(s) = sbom.as_mut() {
-        s.apply_build_args(&req.build_args)?;
+        // `ARG BUILDKIT_SBOM_SCAN_CONTEXT` as the frontend read it for the target.
+        s.scan_context |= scan_context;
     }
+    let stages: Vec<crate::attest::StageRoot<'_>> = stage_roots
+        .iter()
+        .map(|(name, op, tree)| crate::attest::StageRoot {
+            name: name.clone(),
+            op,
+            rootfs: tree.as_deref(),
+        })
+        .collect();
     let git = inputs.context.as_deref().and_then(crate::attest::GitInfo::read);
     let facts = crate::attest::Facts {
         definition,
@@ -617,7 +651,7 @@ fn attestations(
         None
     };
     let mut lines = Vec::new();
-    let prov = crate::attest::collect(explicit_prov.as_ref(), None, &facts, None)?;
+    let prov = crate::attest::collect(explicit_prov.as_ref(), None, &[], &facts, None)?;
     if let Some(p) = &explicit_prov {
         let version = match p.version {
             crate::attest::SlsaVersion::V02 => "SLSA v0.2",
@@ -630,8 +664,8 @@ fn attestations(
         lines.push(format!("provenance ({version}, mode={mode}) done"));
     }
     let t_sbom = Instant::now();
-    let sboms = crate::attest::collect(None, sbom.as_ref(), &facts, rootfs.as_deref())?;
-    for (_, doc) in &sboms.0 {
+    let sboms = crate::attest::collect(None, sbom.as_ref(), &stages, &facts, rootfs.as_deref())?;
+    for doc in sboms.0.iter().map(|p| &p.value) {
         let n = doc["packages"].as_array().map_or(0, |p| p.len());
         lines.push(format!(
             "SBOM of the {}: {n} SPDX packages in {:.3}s done",
@@ -643,7 +677,7 @@ fn attestations(
     explicit.0.extend(sboms.0);
     let with_default = if wants_default {
         lines.insert(0, "provenance (SLSA v0.2, mode=min, the default) done".to_string());
-        let mut d = crate::attest::collect(Some(&ProvenanceOpts::default()), None, &facts, None)?;
+        let mut d = crate::attest::collect(Some(&ProvenanceOpts::default()), None, &[], &facts, None)?;
         d.0.extend(explicit.0.iter().cloned());
         d
     } else {

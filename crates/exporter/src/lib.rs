@@ -12,7 +12,7 @@ pub use archive::{write_docker_archive, write_oci_archive, write_oci_layout, Arc
 pub use build::{assemble, BuiltImage};
 pub use compress::recompress;
 pub use index::{archive_index, write_index, PlatformImage};
-pub use rootfs::{write_rootfs_dir, write_rootfs_tar};
+pub use rootfs::{write_rootfs_dir, write_rootfs_tar, write_rootfs_tar_with, ExtraFile};
 
 use std::path::PathBuf;
 

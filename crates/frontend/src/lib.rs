@@ -17,7 +17,7 @@ mod suggest;
 pub mod syntax;
 
 pub use convert::{
-    build_plan, check, BuildOptions, BuildPlan, CheckReport, ImageResolver, NamedContext, ResolvedImage,
+    build_plan, check, BuildOptions, BuildPlan, BuiltStage, CheckReport, ImageResolver, NamedContext, ResolvedImage,
 };
 pub use error::{ErrorKind, FrontendError};
 pub use lint::Warning;

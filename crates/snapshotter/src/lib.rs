@@ -39,5 +39,5 @@ pub use layer::{
     convert_layer, open_layer_tar, write_layer, write_layer_from, write_layer_with_memo, Compression, Layer,
 };
 pub use snapshots::{chain_id, chain_ids, ActiveSnapshot, SnapshotRecord, Snapshots};
-pub use tarw::{write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
+pub use tarw::{append_dir_tree, write_dir_tar, OwnerOverrides, TarOptions, TarWriter};
 pub use verify::{apply_layer_verified, verify_layer, DiffIdWriter};

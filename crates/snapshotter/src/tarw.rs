@@ -271,6 +271,13 @@ fn pax_name(name: &[u8]) -> Vec<u8> {
 /// entry). Entries are sorted by name bytes; directories end in `/`.
 pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Result<W> {
     let mut tw = TarWriter::new(out);
+    append_dir_tree(&mut tw, root, opts)?;
+    tw.finish()
+}
+
+/// Appends the tree under `root` to `tw` as [`write_dir_tar`] writes it, without
+/// ending the archive.
+pub fn append_dir_tree<W: Write>(tw: &mut TarWriter<W>, root: &Path, opts: &TarOptions) -> io::Result<()> {
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     // By descriptor: O(1) calls per entry at any depth, and paths past PATH_MAX work.
     crate::cursor::walk_sorted(root, |dirfd, rel, _| {
@@ -278,9 +285,8 @@ pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Re
         let path = crate::cursor::proc_path(&dirfd, name, || root.join(rel));
         let md = std::fs::symlink_metadata(&path)
             .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", root.join(rel).display())))?;
-        append_path(&mut tw, &path, rel, &md, opts, &mut links)
-    })?;
-    tw.finish()
+        append_path(tw, &path, rel, &md, opts, &mut links)
+    })
 }
 
 /// Appends one file system object at `path`, named `rel` in the archive.

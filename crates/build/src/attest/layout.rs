@@ -88,12 +88,13 @@ pub fn attestation_manifest(
         subjects.push(json!({ "name": "_", "digest": { "sha256": image.digest.hex() } }));
     }
     let mut layers = Vec::new();
-    for (kind, predicate) in &preds.0 {
+    for p in &preds.0 {
+        let kind = &p.kind;
         let statement = json!({
             "_type": STATEMENT_TYPE,
             "predicateType": kind,
             "subject": subjects,
-            "predicate": predicate,
+            "predicate": p.value,
         });
         let bytes = serde_json::to_vec(&statement).expect("serialises");
         let mut d = content.put_bytes(INTOTO_MEDIA_TYPE, &bytes).map_err(store_err)?;

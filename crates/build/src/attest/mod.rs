@@ -7,6 +7,7 @@
 //! per build; [`layout::attach`] wraps them into statements about one written image
 //! manifest and writes the index.
 
+pub mod files;
 pub mod layout;
 mod provenance;
 mod sbom;
@@ -16,6 +17,7 @@ use crate::BuildError;
 
 pub use layout::{attach, write_index, Attached};
 pub use provenance::{Facts, GitInfo};
+pub use sbom::StageRoot;
 
 type Result<T> = std::result::Result<T, BuildError>;
 
@@ -55,26 +57,13 @@ pub struct ProvenanceOpts {
 /// SbomOpts is one `type=sbom` request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SbomOpts {
-    /// `BUILDKIT_SBOM_SCAN_CONTEXT=true` (build arg) or `scan-context=true`: the build
-    /// context is scanned too, as its own SBOM statement.
+    /// `scan-context=true` (kiln's key): the build context is scanned too, as its own
+    /// SBOM statement, as if the target declared `ARG BUILDKIT_SBOM_SCAN_CONTEXT=true`
+    /// (that ARG, as BuildKit reads it, is the frontend's: `BuildPlan::sbom_scan_context`).
     pub scan_context: bool,
-    /// `BUILDKIT_SBOM_SCAN_STAGE=true` or `scan-stage=true`: accepted; the final stage is
-    /// always what is scanned (see docs/cli.md).
+    /// `scan-stage=true` (kiln's key): every stage the target needs is scanned too, each
+    /// as its own SBOM statement, as if each declared `ARG BUILDKIT_SBOM_SCAN_STAGE=true`.
     pub scan_stage: bool,
-}
-
-impl SbomOpts {
-    /// The build arguments buildx reads for the SBOM (`BUILDKIT_SBOM_SCAN_*`).
-    pub fn apply_build_args(&mut self, args: &std::collections::BTreeMap<String, String>) -> Result<()> {
-        if let Some(v) = args.get("BUILDKIT_SBOM_SCAN_CONTEXT") {
-            self.scan_context = truthy("BUILDKIT_SBOM_SCAN_CONTEXT", v, "--build-arg")?;
-        }
-        if let Some(v) = args.get("BUILDKIT_SBOM_SCAN_STAGE") {
-            // buildx also accepts a list of stage names; any value but false asks for it.
-            self.scan_stage = !matches!(v.to_ascii_lowercase().as_str(), "false" | "0" | "");
-        }
-        Ok(())
-    }
 }
 
 /// Provenance is the `--provenance` setting.
@@ -226,24 +215,38 @@ fn parse_sbom_fields(fields: &[String], flag: &str) -> Result<Option<SbomOpts>> 
     Ok(Some(s))
 }
 
-/// Predicates is what [`collect`] made: each (predicate type, predicate), in order.
+/// Predicate is one attestation: its predicate type, the file name BuildKit gives it
+/// beside a root filesystem (`provenance.json`, `sbom.spdx.json`, …) and the predicate.
+#[derive(Debug, Clone)]
+pub struct Predicate {
+    pub kind: String,
+    pub path: String,
+    pub value: serde_json::Value,
+}
+
+/// Predicates is what [`collect`] made, in order.
 #[derive(Debug, Clone, Default)]
-pub struct Predicates(pub Vec<(String, serde_json::Value)>);
+pub struct Predicates(pub Vec<Predicate>);
 
 /// Makes the predicates the request asks for about the built image.
 pub fn collect(
     provenance: Option<&ProvenanceOpts>,
     sbom: Option<&SbomOpts>,
+    stages: &[StageRoot<'_>],
     facts: &Facts<'_>,
     rootfs: Option<&std::path::Path>,
 ) -> Result<Predicates> {
     let mut out = Vec::new();
     if let Some(p) = provenance {
         let (kind, v) = provenance::predicate(p, facts);
-        out.push((kind.to_string(), v));
+        out.push(Predicate {
+            kind: kind.to_string(),
+            path: "provenance.json".to_string(),
+            value: v,
+        });
     }
     if let Some(s) = sbom {
-        out.extend(sbom::predicates(s, facts, rootfs)?);
+        out.extend(sbom::predicates(s.scan_context, stages, facts, rootfs)?);
     }
     Ok(Predicates(out))
 }

@@ -1,6 +1,10 @@
-//! The SBOM predicate: an SPDX 2.3 document of the final image's root filesystem made
-//! natively by kiln-sbom (no scanner image), listing the base images the root descends
-//! from; with `BUILDKIT_SBOM_SCAN_CONTEXT` a second document of the build context.
+//! The SBOM predicates: SPDX 2.3 documents made natively by kiln-sbom (no scanner
+//! image). The final image's root filesystem always, listing the base images it
+//! descends from; with `BUILDKIT_SBOM_SCAN_CONTEXT` one of the build context, and with
+//! `BUILDKIT_SBOM_SCAN_STAGE` one of each marked stage's final filesystem. Each is named
+//! as BuildKit's scanner protocol names its files (frontend/attestations/sbom/sbom.go:
+//! the core `sbom`, extras `sbom-<name>`, `<name>.spdx.json`), in the order BuildKit's
+//! exporter sorts them (the core first, then the extras by file name).
 
 use std::path::Path;
 
@@ -9,15 +13,24 @@ use kiln_image::Reference;
 use serde_json::Value;
 
 use super::provenance::Facts;
-use super::{SbomOpts, SPDX_PREDICATE};
+use super::{Predicate, SPDX_PREDICATE};
 use crate::BuildError;
 
-/// The base images the result descends from: every registry image the root reaches.
-fn base_images(f: &Facts<'_>) -> Vec<kiln_sbom::BaseImage> {
+/// StageRoot is a build stage to scan: its name and final root filesystem (None: empty).
+#[derive(Debug, Clone)]
+pub struct StageRoot<'a> {
+    pub name: String,
+    /// Its final op, whose base images the document lists.
+    pub op: &'a kiln_image::Digest,
+    pub rootfs: Option<&'a Path>,
+}
+
+/// The base images a result descends from: every registry image `from` reaches.
+fn base_images(f: &Facts<'_>, from: Option<&kiln_image::Digest>) -> Vec<kiln_sbom::BaseImage> {
     let d = f.definition;
     let mut out: Vec<kiln_sbom::BaseImage> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut stack: Vec<&kiln_image::Digest> = d.root.iter().map(|r| &r.op).collect();
+    let mut stack: Vec<&kiln_image::Digest> = from.into_iter().collect();
     while let Some(id) = stack.pop() {
         if !seen.insert(id) {
             continue;
@@ -56,23 +69,58 @@ fn scan(root: &Path, name: &str, f: &Facts<'_>, bases: Vec<kiln_sbom::BaseImage>
     Ok(doc.to_value())
 }
 
-/// The SBOM predicates: the image's, then the context's when asked.
-pub fn predicates(s: &SbomOpts, f: &Facts<'_>, rootfs: Option<&Path>) -> Result<Vec<(String, Value)>, BuildError> {
+fn spdx(path: String, value: Value) -> Predicate {
+    Predicate {
+        kind: SPDX_PREDICATE.to_string(),
+        path,
+        value,
+    }
+}
+
+/// An extra scan: the context or a stage.
+enum Extra<'a> {
+    Context(&'a Path),
+    Stage(&'a StageRoot<'a>),
+}
+
+/// The SBOM predicates: the image's, then the extras (the context's when asked, each
+/// stage's) by file name. As BuildKit's map of extras, a stage named `context` takes
+/// the context's place.
+pub fn predicates(
+    scan_context: bool,
+    stages: &[StageRoot<'_>],
+    f: &Facts<'_>,
+    rootfs: Option<&Path>,
+) -> Result<Vec<Predicate>, BuildError> {
     let mut out = Vec::new();
-    let empty;
-    let root = match rootfs {
-        Some(r) => r,
-        None => {
-            // FROM scratch with nothing added: an SBOM listing no packages.
-            empty = tempfile::tempdir().map_err(|e| BuildError::Message(format!("cannot make the SBOM: {e}")))?;
-            empty.path()
-        }
-    };
-    out.push((SPDX_PREDICATE.to_string(), scan(root, "image", f, base_images(f))?));
-    if s.scan_context {
+    let empty = tempfile::tempdir().map_err(|e| BuildError::Message(format!("cannot make the SBOM: {e}")))?;
+    // FROM scratch with nothing added: an SBOM listing no packages.
+    let root = rootfs.unwrap_or(empty.path());
+    let image_root = f.definition.root.as_ref().map(|r| &r.op);
+    out.push(spdx(
+        "sbom.spdx.json".into(),
+        scan(root, "image", f, base_images(f, image_root))?,
+    ));
+    let mut extras: std::collections::BTreeMap<String, Extra<'_>> = Default::default();
+    if scan_context {
         if let Some(ctx) = f.context {
-            out.push((SPDX_PREDICATE.to_string(), scan(ctx, "context", f, Vec::new())?));
+            extras.insert("sbom-context.spdx.json".into(), Extra::Context(ctx));
         }
+    }
+    for s in stages {
+        extras.insert(format!("sbom-{}.spdx.json", s.name), Extra::Stage(s));
+    }
+    for (path, e) in extras {
+        let doc = match e {
+            Extra::Context(ctx) => scan(ctx, "context", f, Vec::new())?,
+            Extra::Stage(s) => scan(
+                s.rootfs.unwrap_or(empty.path()),
+                &format!("stage {}", s.name),
+                f,
+                base_images(f, Some(s.op)),
+            )?,
+        };
+        out.push(spdx(path, doc));
     }
     Ok(out)
 }

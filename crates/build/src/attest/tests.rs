@@ -34,10 +34,8 @@ fn sbom_and_attest_forms() {
     assert_eq!(a.sbom, None);
     a.parse_attest("type=sbom,scan-context=true").unwrap();
     assert!(a.sbom.as_ref().unwrap().scan_context);
-    let mut s = SbomOpts::default();
-    let args = [("BUILDKIT_SBOM_SCAN_CONTEXT".to_string(), "true".to_string())].into();
-    s.apply_build_args(&args).unwrap();
-    assert!(s.scan_context);
+    a.parse_attest("type=sbom,scan-stage=true").unwrap();
+    assert!(a.sbom.as_ref().unwrap().scan_stage);
     assert!(a.parse_attest("type=sbom,generator=x").is_err());
     assert!(a.parse_attest("type=frob").is_err());
     assert!(a.parse_attest("mode=max").is_err());

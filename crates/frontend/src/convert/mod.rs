@@ -16,6 +16,7 @@ mod dispatch;
 mod mounts;
 mod plan;
 mod run_mounts;
+mod sbom;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ use crate::shell::Lexer;
 use crate::syntax::{self, Instruction};
 
 use plan::{Base, Plan};
+pub use sbom::BuiltStage;
 use state::{EnvList, StageState, DEFAULT_PATH};
 
 /// ImageResolver looks up a base image's config while lowering (BuildKit's "resolve
@@ -139,17 +141,23 @@ pub struct BuildPlan {
     pub warnings: Vec<Warning>,
     /// The name of the stage built: its `AS` name, or `stage-N`.
     pub target_stage: String,
+    /// The other stages the target needs, for `BUILDKIT_SBOM_SCAN_STAGE`.
+    pub stages: Vec<BuiltStage>,
+    /// `BUILDKIT_SBOM_SCAN_CONTEXT` is enabled for the target (as BuildKit reads it).
+    pub sbom_scan_context: bool,
 }
 
 /// Lowers `dockerfile` into a build plan.
 pub fn build_plan(dockerfile: &str, opts: &BuildOptions) -> Result<BuildPlan, FrontendError> {
     let (result, warnings) = lower(dockerfile, opts, false);
-    let (definition, image, target_stage) = result?;
+    let (definition, image, target) = result?;
     Ok(BuildPlan {
         definition,
         image,
         warnings,
-        target_stage,
+        target_stage: target.name,
+        stages: target.stages,
+        sbom_scan_context: target.sbom_scan_context,
     })
 }
 
@@ -199,7 +207,14 @@ fn check_config(df: &syntax::Dockerfile, opts: &BuildOptions) -> Result<CheckCon
     }
 }
 
-type Lowered = (Definition, ImageConfig, String);
+type Lowered = (Definition, ImageConfig, Target);
+
+/// Target is what lowering says about the stage built besides its image and root.
+struct Target {
+    name: String,
+    stages: Vec<BuiltStage>,
+    sbom_scan_context: bool,
+}
 
 /// Lowers the target's stages (every stage with `all_stages`); the warnings reported
 /// up to the end or the error.
@@ -231,7 +246,7 @@ fn lower(dockerfile: &str, opts: &BuildOptions, all_stages: bool) -> (Result<Low
         ignore: None,
     };
     let result = plan::plan(&mut c, &df).and_then(|plan| c.run(&plan));
-    let (image, root, target_stage) = match result {
+    let (image, root, target) = match result {
         Ok(r) => r,
         Err(e) => return (Err(locate(e)), c.lint.warnings),
     };
@@ -244,7 +259,7 @@ fn lower(dockerfile: &str, opts: &BuildOptions, all_stages: bool) -> (Result<Low
         });
         return (Err(locate(err)), c.lint.warnings);
     }
-    (Ok((c.def, image, target_stage)), c.lint.warnings)
+    (Ok((c.def, image, target)), c.lint.warnings)
 }
 
 /// Converter holds what lowering shares across stages.
@@ -332,8 +347,9 @@ impl Converter<'_> {
         input
     }
 
-    /// Lowers every stage the target needs; returns the target's image, root and name.
-    fn run(&mut self, plan: &Plan) -> Result<(ImageConfig, Input, String), SyntaxError> {
+    /// Lowers every stage the target needs; returns the target's image, root, name and
+    /// the other stages built.
+    fn run(&mut self, plan: &Plan) -> Result<(ImageConfig, Input, Target), SyntaxError> {
         let mut done: Vec<Option<StageState>> = vec![None; plan.stages.len()];
         for (i, stage) in plan.stages.iter().enumerate() {
             if !plan.reachable.contains(&i) {
@@ -385,6 +401,19 @@ impl Converter<'_> {
             }
             done[i] = Some(st);
         }
+        let mut stages = Vec::new();
+        for (i, st) in done.iter().enumerate() {
+            let (false, Some(st)) = (i == plan.target, st) else {
+                continue;
+            };
+            let name = plan.stages[i].stage_name(i);
+            let sbom_scan = sbom::marked(&name, sbom::SCAN_STAGE, &self.global, &st.build_args);
+            stages.push(BuiltStage {
+                name,
+                fs: st.fs.clone(),
+                sbom_scan,
+            });
+        }
         let target = done
             .get_mut(plan.target)
             .and_then(Option::take)
@@ -399,7 +428,16 @@ impl Converter<'_> {
             image.variant = self.opts.platform.variant.clone();
         }
         let name = plan.stages[plan.target].stage_name(plan.target);
-        Ok((image, target.fs, name))
+        let sbom_scan_context = sbom::marked(&name, sbom::SCAN_CONTEXT, &self.global, &target.build_args);
+        Ok((
+            image,
+            target.fs,
+            Target {
+                name,
+                stages,
+                sbom_scan_context,
+            },
+        ))
     }
 
     /// Starts a stage from its base: scratch, an earlier stage, or an image.

@@ -435,3 +435,58 @@ fn multi_platform_descriptions_name_the_platform_as_buildkit() {
         .values()
         .any(|n| n.meta.description == "[build 1/1] COPY a /a-arm64"));
 }
+
+/// The stages marked for the SBOM, by name (BuildKit's dockerfile_sbom_test.go cases).
+fn scanned(p: &BuildPlan) -> Vec<&str> {
+    p.stages
+        .iter()
+        .filter(|s| s.sbom_scan)
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+#[test]
+fn sbom_scan_stage_marks_built_stages_that_declare_it() {
+    // BuildKit's TestSBOMScannerArgs second Dockerfile: `base2` is not built, the
+    // target is the image; a global ARG marks every stage for the context.
+    let df = "ARG BUILDKIT_SBOM_SCAN_CONTEXT=true\n\
+              FROM scratch AS file\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY a /file\n\
+              FROM scratch AS base\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY --from=file /file /foo\n\
+              FROM scratch AS base2\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY --from=file /file /bar\n\
+              FROM base\nARG BUILDKIT_SBOM_SCAN_STAGE=true\n";
+    let p = plan(df);
+    assert_eq!(scanned(&p), ["file", "base"]);
+    assert!(p.stages.iter().all(|s| s.name != "base2" && s.name != "stage-3"));
+    assert!(p.sbom_scan_context);
+    // --build-arg overrides the declared ARGs: false turns every one off.
+    let mut o = opts();
+    o.build_args.insert("BUILDKIT_SBOM_SCAN_STAGE".into(), "false".into());
+    o.build_args.insert("BUILDKIT_SBOM_SCAN_CONTEXT".into(), "false".into());
+    let p = build_plan(df, &o).expect("plan");
+    assert!(scanned(&p).is_empty());
+    assert!(!p.sbom_scan_context);
+    // A list of stage names marks those stages only.
+    let mut o = opts();
+    o.build_args
+        .insert("BUILDKIT_SBOM_SCAN_STAGE".into(), "base,nope".into());
+    assert_eq!(scanned(&build_plan(df, &o).expect("plan")), ["base"]);
+}
+
+#[test]
+fn sbom_scan_build_args_without_an_arg_do_nothing() {
+    // BuildKit's TestSBOMScannerArgs first case: build args alone add no SBOM.
+    let mut o = opts();
+    o.build_args.insert("BUILDKIT_SBOM_SCAN_STAGE".into(), "true".into());
+    o.build_args.insert("BUILDKIT_SBOM_SCAN_CONTEXT".into(), "true".into());
+    let p = build_plan("FROM scratch AS base\nCOPY a /foo\nFROM base\n", &o).expect("plan");
+    assert_eq!(p.stages.len(), 1);
+    assert!(scanned(&p).is_empty());
+    assert!(!p.sbom_scan_context);
+    // A global ARG without a value takes the build arg; every stage sees it.
+    let p = build_plan(
+        "ARG BUILDKIT_SBOM_SCAN_STAGE\nFROM scratch\nCOPY a /foo\nFROM scratch AS b\nCOPY --from=0 /foo /foo\n",
+        &o,
+    )
+    .expect("plan");
+    assert_eq!(scanned(&p), ["stage-0"]);
+}
