@@ -8,6 +8,7 @@ mod cachespec;
 mod check;
 mod error;
 mod export;
+pub mod flags;
 mod inputs;
 mod load;
 pub mod maintenance;
