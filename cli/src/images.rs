@@ -177,12 +177,6 @@ pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
     Ok(())
 }
 
-/// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots, and
-/// the deadline `$KILN_REGISTRY_TIMEOUT` (seconds) when set.
-pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<kiln_registry::Client> {
-    Ok(kiln_build::store::registry_client(insecure, tls_ca)?)
-}
-
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     let pulled = kiln_build::store::pull(
         root,

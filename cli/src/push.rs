@@ -1,12 +1,10 @@
 //! `kiln push IMAGE [DEST]`: an image of the local store to a registry, through the
-//! build library's [`kiln_build::push_image`] (the one `kiln build --push` uses).
+//! build library's [`kiln_build::push_stored`] (over [`kiln_build::push_image`], the
+//! one `kiln build --push` uses); its flags and lines.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use kiln_build::push_image;
-use kiln_cache::{KilnRoot, LockKind, RootLock};
-use kiln_image::Reference;
 
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
@@ -32,35 +30,21 @@ pub struct PushArgs {
 }
 
 pub fn push(root: &Path, a: PushArgs) -> Result<()> {
-    let r = KilnRoot::open(root).with_context(|| format!("cannot open kiln root `{}`", root.display()))?;
-    let _lock = RootLock::acquire(&r.lock_path(), LockKind::Shared)?;
-    let store = r.images();
-    let img = store.resolve(&a.image)?;
-    let dest_text = a.dest.as_deref().unwrap_or(&a.image);
-    let dest = Reference::parse(dest_text).with_context(|| format!("invalid destination `{dest_text}`"))?;
-    let client = crate::images::registry_client(a.insecure_registries, a.tls_ca.as_deref())?;
     let quiet = a.quiet;
-    if !quiet {
-        eprintln!("The push refers to repository [{}]", dest.repository());
-    }
-    let report = push_image(&client, &store, store.blobs(), &img.manifest, &dest, &|l| {
+    let dest = a.dest.as_deref();
+    let pushed = kiln_build::push_stored(root, &a.image, dest, a.insecure_registries, a.tls_ca.as_deref(), &|l| {
         if !quiet {
             eprintln!("{l}");
         }
     })?;
-    let digest = report.digest.clone().unwrap_or_else(|| img.manifest.digest.clone());
     if let Some(p) = &a.digestfile {
-        std::fs::write(p, digest.to_string())
+        std::fs::write(p, pushed.digest.to_string())
             .with_context(|| format!("cannot write --digestfile `{}`", p.display()))?;
     }
     if quiet {
-        outln!("{digest}");
+        outln!("{}", pushed.digest);
     } else {
-        eprintln!(
-            "{}: digest: {digest} size: {}",
-            dest.tag().unwrap_or("latest"),
-            img.manifest.size
-        );
+        eprintln!("{}: digest: {} size: {}", pushed.tag, pushed.digest, pushed.size);
     }
     Ok(())
 }

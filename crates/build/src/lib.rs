@@ -32,7 +32,7 @@ pub use export::{metadata, write_dest};
 pub use kiln_exporter::{BuiltImage, PlatformImage};
 pub use outputs::{parse as parse_output, Dest, LayerOpts, Output};
 pub use pipeline::{build, parse_build_context};
-pub use push::push_image;
+pub use push::{push_image, push_stored, Pushed};
 pub use secrets::resolve_secrets;
 
 /// Where the Dockerfile comes from.
