@@ -219,19 +219,6 @@ pub enum PullArg {
     Never,
 }
 
-/// Ctrl-C (or SIGTERM) cancels the build once the solve runs; a second one kills.
-struct Interrupt;
-
-impl kiln_build::Control for Interrupt {
-    fn solving(&self) {
-        crate::interrupt::install();
-    }
-
-    fn canceled(&self) -> bool {
-        crate::interrupt::requested()
-    }
-}
-
 impl BuildArgs {
     /// The flags as the library takes them; the enums clap parsed made its types.
     fn flags(&self) -> BuildFlags {
@@ -297,7 +284,7 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
     let mode = if a.quiet { Mode::Quiet } else { a.progress };
     let progress = Renderer::new(mode);
     let req = a.flags().request(root_path, &progress)?;
-    let built = match kiln_build::build(&req, &progress, &Interrupt)? {
+    let built = match kiln_build::build(&req, &progress, &kiln_build::Interrupt)? {
         BuildResult::Checked(report) => return crate::check::run(report),
         BuildResult::Built(b) => b,
     };

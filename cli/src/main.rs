@@ -16,7 +16,6 @@ macro_rules! outln {
 mod build;
 mod check;
 mod images;
-mod interrupt;
 mod maintenance;
 mod progress;
 mod push;

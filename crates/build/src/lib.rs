@@ -169,6 +169,20 @@ pub struct NoControl;
 
 impl Control for NoControl {}
 
+/// The [`Control`] of a command-line build: Ctrl-C (or SIGTERM) cancels it once the
+/// solve runs, a second one kills (`kiln_executor::interrupt`).
+pub struct Interrupt;
+
+impl Control for Interrupt {
+    fn solving(&self) {
+        kiln_executor::interrupt::install();
+    }
+
+    fn canceled(&self) -> bool {
+        kiln_executor::interrupt::requested()
+    }
+}
+
 /// Built is the image a build made.
 pub struct Built {
     /// The image as assembled (its id is the config digest).
