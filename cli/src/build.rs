@@ -10,6 +10,7 @@ use kiln_build::{BuildResult, Dest, NetworkMode};
 use kiln_executor::Isolation;
 use kiln_worker::{PullPolicy, SnapshotterKind};
 
+use crate::images::RegistryArgs;
 use crate::progress::{Mode, Renderer};
 
 /// Arguments of `kiln build`, named as `docker build` names them.
@@ -76,15 +77,8 @@ pub struct BuildArgs {
     /// default: the host's); more than one makes an image index.
     #[arg(long, value_name = "PLATFORMS")]
     platform: Vec<String>,
-    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
-    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
-    /// HTTP); repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure_registries: Vec<String>,
-    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
-    /// store is always trusted).
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// When to ask the registry for base images: `missing` (default: use the local
     /// store when it has the image), `always`, `never`. `--pull` alone and buildx's
     /// `--pull=true` mean always; `--pull=false` means missing.
@@ -236,8 +230,8 @@ impl BuildArgs {
             push: self.push,
             load: self.load,
             platforms: self.platform.clone(),
-            insecure_registries: self.insecure_registries.clone(),
-            tls_ca: self.tls_ca.clone(),
+            insecure_registries: self.registry.insecure_registries.clone(),
+            tls_ca: self.registry.tls_ca.clone(),
             pull: match self.pull {
                 PullArg::Missing => PullPolicy::Missing,
                 PullArg::Always => PullPolicy::Always,

@@ -17,6 +17,21 @@ pub struct ImagesArgs {
     no_trunc: bool,
 }
 
+// The registry client's flags of `build`, `pull` and `push` (no doc comment: clap would
+// take it for the command's about).
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
     /// Image reference, e.g. `alpine:3.20` or `host:5000/app@sha256:…`.
@@ -24,15 +39,8 @@ pub struct PullArgs {
     /// Platform to pull from a multi-platform image (default: the host's).
     #[arg(long)]
     platform: Option<String>,
-    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
-    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
-    /// HTTP); repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure_registries: Vec<String>,
-    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
-    /// store is always trusted).
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print only the image id.
     #[arg(short, long)]
     quiet: bool,
@@ -113,8 +121,8 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
         root,
         &a.image,
         a.platform.as_deref(),
-        a.insecure_registries,
-        a.tls_ca.as_deref(),
+        a.registry.insecure_registries,
+        a.registry.tls_ca.as_deref(),
     )?;
     if !a.quiet {
         eprintln!("{}: pulled {} layers", pulled.pinned, pulled.layers);
