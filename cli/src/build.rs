@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use kiln_build::flags::{self, BuildFlags};
-use kiln_build::{BuildResult, Dest, NetworkMode};
+use kiln_build::{BuildResult, NetworkMode};
 use kiln_executor::Isolation;
 use kiln_worker::{PullPolicy, SnapshotterKind};
 
@@ -282,17 +282,9 @@ pub fn run(root_path: &Path, a: BuildArgs) -> Result<()> {
         BuildResult::Checked(report) => return crate::check::run(report),
         BuildResult::Built(b) => b,
     };
-    let (id, metadata) = (built.id().clone(), &built.metadata);
-    if let Some(path) = &a.iidfile {
-        std::fs::write(path, id.to_string()).with_context(|| format!("cannot write --iidfile `{}`", path.display()))?;
-    }
-    if let Some(path) = &a.metadata_file {
-        kiln_build::write_dest(&Dest::Path(path.clone()), "--metadata-file", |w| {
-            serde_json::to_writer_pretty(&mut *w, metadata).map_err(kiln_build::BuildError::other)
-        })?;
-    }
+    built.write_files(a.iidfile.as_deref(), a.metadata_file.as_deref())?;
     if a.quiet {
-        outln!("{id}");
+        outln!("{}", built.id());
     }
     Ok(())
 }
