@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use anyhow::Result;
 
 use kiln_build::Dest;
 
@@ -19,6 +17,21 @@ pub struct ImagesArgs {
     no_trunc: bool,
 }
 
+// The registry client's flags of `build`, `pull` and `push` (no doc comment: clap would
+// take it for the command's about).
+#[derive(clap::Args, Debug)]
+pub struct RegistryArgs {
+    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
+    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
+    /// HTTP); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
+    /// store is always trusted).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
     /// Image reference, e.g. `alpine:3.20` or `host:5000/app@sha256:…`.
@@ -26,15 +39,8 @@ pub struct PullArgs {
     /// Platform to pull from a multi-platform image (default: the host's).
     #[arg(long)]
     platform: Option<String>,
-    /// Treat this registry as Docker treats an insecure one: HTTPS first with its
-    /// certificate not verified, else plain HTTP (loopback hosts may always use plain
-    /// HTTP); repeatable.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
-    insecure_registries: Vec<String>,
-    /// Also trust the CA certificates in this PEM file for registry TLS (the system's
-    /// store is always trusted).
-    #[arg(long = "tls-ca", value_name = "FILE")]
-    tls_ca: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
     /// Print only the image id.
     #[arg(short, long)]
     quiet: bool,
@@ -102,85 +108,12 @@ pub struct SaveArgs {
     images: Vec<String>,
 }
 
-fn ago(created: Option<&str>) -> String {
-    let Some(t) = created.and_then(|c| OffsetDateTime::parse(c, &Rfc3339).ok()) else {
-        return "N/A".into();
-    };
-    let secs = (OffsetDateTime::now_utc() - t).whole_seconds().max(0);
-    let (n, unit) = match secs {
-        s if s < 60 => return "Less than a minute ago".into(),
-        s if s < 3600 => (s / 60, "minute"),
-        s if s < 86400 => (s / 3600, "hour"),
-        s if s < 86400 * 14 => (s / 86400, "day"),
-        s if s < 86400 * 60 => (s / 86400 / 7, "week"),
-        s if s < 86400 * 365 * 2 => (s / 86400 / 30, "month"),
-        s => (s / 86400 / 365, "year"),
-    };
-    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[i]
-    }
-}
-
 pub fn images(root: &Path, a: ImagesArgs) -> Result<()> {
-    let mut rows = Vec::new();
-    for img in kiln_build::store::list_images(root)? {
-        let id = if a.no_trunc {
-            img.id.to_string()
-        } else {
-            img.id.short().to_string()
-        };
-        rows.push([
-            img.repository,
-            img.tag,
-            id,
-            ago(img.created.as_deref()),
-            human_size(img.size),
-        ]);
-    }
-    if a.quiet {
-        let mut seen = std::collections::BTreeSet::new();
-        for r in rows {
-            if seen.insert(r[2].clone()) {
-                outln!("{}", r[2]);
-            }
-        }
-        return Ok(());
-    }
-    let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    for r in std::iter::once(&header).chain(rows.iter()) {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        outln!("{}", line.join("   ").trim_end());
+    let rows = kiln_build::store::list_images(root)?;
+    for line in kiln_build::store::image_lines(rows, a.no_trunc, a.quiet, time::OffsetDateTime::now_utc()) {
+        outln!("{line}");
     }
     Ok(())
-}
-
-/// A registry client with the `--insecure-registry` hosts and `--tls-ca` roots, and
-/// the deadline `$KILN_REGISTRY_TIMEOUT` (seconds) when set.
-pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<kiln_registry::Client> {
-    Ok(kiln_build::store::registry_client(insecure, tls_ca)?)
 }
 
 pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
@@ -188,8 +121,8 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
         root,
         &a.image,
         a.platform.as_deref(),
-        a.insecure_registries,
-        a.tls_ca.as_deref(),
+        a.registry.insecure_registries,
+        a.registry.tls_ca.as_deref(),
     )?;
     if !a.quiet {
         eprintln!("{}: pulled {} layers", pulled.pinned, pulled.layers);
@@ -198,33 +131,15 @@ pub fn pull(root: &Path, a: PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// Stores credentials as `docker login` does (an `auths` entry in the docker config);
-/// they are checked on first use, not here.
+/// Stores credentials as `docker login` does; they are checked on first use, not here.
 pub fn login(a: LoginArgs) -> Result<()> {
-    let password = match (a.password, a.password_stdin) {
-        (Some(p), _) => p,
-        (None, true) => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .context("cannot read the password from stdin")?;
-            s.trim_end_matches(['\n', '\r']).to_string()
-        }
-        (None, false) => bail!("give a password with --password-stdin (or -p)"),
-    };
-    if password.is_empty() {
-        bail!("empty password for `{}`", a.registry);
-    }
-    let creds = kiln_registry::creds::Credentials {
-        username: a.username,
-        password,
-    };
-    let path = kiln_registry::creds::store(&a.registry, Some(&creds)).map_err(anyhow::Error::msg)?;
+    let path = kiln_build::store::login(&a.registry, a.username, a.password, a.password_stdin)?;
     eprintln!("Login credentials for {} saved in {}", a.registry, path.display());
     Ok(())
 }
 
 pub fn logout(a: LogoutArgs) -> Result<()> {
-    let path = kiln_registry::creds::store(&a.registry, None).map_err(anyhow::Error::msg)?;
+    let path = kiln_build::store::logout(&a.registry)?;
     eprintln!("Removed login credentials for {} from {}", a.registry, path.display());
     Ok(())
 }

@@ -16,7 +16,6 @@ macro_rules! outln {
 mod build;
 mod check;
 mod images;
-mod interrupt;
 mod maintenance;
 mod progress;
 mod push;
@@ -83,8 +82,8 @@ fn main() -> ExitCode {
     // A non-root user's kiln runs inside a user namespace where it is root, for the
     // commands that unpack or remove snapshots (files of other ids).
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if needs_userns(&args) {
-        kiln_executor::userns::reexec_rootless(subcommand(&args) == Some("build"));
+    if kiln_build::flags::needs_userns(&args) {
+        kiln_executor::userns::reexec_rootless(kiln_build::flags::subcommand(&args) == Some("build"));
     }
     let cli = Cli::parse();
     let root = cli.root.clone().unwrap_or_else(kiln_cache::KilnRoot::default_path);
@@ -114,36 +113,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The subcommand: the first argument that is not a global option.
-fn subcommand(args: &[String]) -> Option<&str> {
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--root" {
-            it.next();
-        } else if !a.starts_with('-') {
-            return Some(a);
-        }
-    }
-    None
-}
-
-/// Whether a rootless kiln needs its user namespace for this command: not for help,
-/// the version, or commands that only read the store, talk to a registry, or write
-/// blobs and names (all files of the user's own).
-fn needs_userns(args: &[String]) -> bool {
-    let before_dashes = args.iter().take_while(|a| *a != "--");
-    if before_dashes
-        .into_iter()
-        .any(|a| matches!(a.as_str(), "-h" | "--help" | "-V" | "--version"))
-    {
-        return false;
-    }
-    !matches!(
-        subcommand(args),
-        None | Some("help" | "login" | "logout" | "images" | "inspect" | "push" | "pull" | "tag" | "save")
-    )
-}
-
 /// Prints an error and its causes, BuildKit style, plus any Dockerfile excerpt.
 fn render_error(e: &anyhow::Error) {
     if let Some(snippet) = e.downcast_ref::<kiln_build::BuildError>().and_then(|b| b.snippet()) {
@@ -171,48 +140,5 @@ pub(crate) fn stdout_line(args: std::fmt::Arguments) {
         }
         eprintln!("ERROR: cannot write to standard output: {e}");
         std::process::exit(1);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::needs_userns;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    #[test]
-    fn only_commands_that_touch_snapshots_need_the_user_namespace() {
-        for yes in [
-            "build .",
-            "--root /r build .",
-            "prune -a",
-            "du",
-            "fsck",
-            "rmi x",
-            "build -t a -- --help",
-        ] {
-            assert!(needs_userns(&args(yes)), "{yes}");
-        }
-        for no in [
-            "",
-            "--version",
-            "-V",
-            "--help",
-            "build --help",
-            "build -h",
-            "help build",
-            "--root /r images",
-            "inspect x",
-            "push x",
-            "pull x",
-            "login r",
-            "logout r",
-            "tag a b",
-            "save a",
-        ] {
-            assert!(!needs_userns(&args(no)), "{no}");
-        }
     }
 }

@@ -36,61 +36,15 @@ pub struct FsckArgs {
     deep: bool,
 }
 
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    match bytes {
-        0..1_000 => format!("{bytes}B"),
-        1_000..1_000_000 => format!("{:.1}kB", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}MB", b / 1e6),
-        _ => format!("{:.2}GB", b / 1e9),
-    }
-}
-
 pub fn prune(root: &Path, a: PruneArgs) -> Result<()> {
     let opts = maintenance::prune_options(a.all, &a.filter, a.keep_storage.as_deref())?;
-    let rep = maintenance::prune(root, &opts)?;
-    outln!(
-        "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts, {} partial downloads\nTotal reclaimed space: {}",
-        rep.records,
-        rep.blobs,
-        rep.snapshots,
-        rep.cache_mounts,
-        rep.partials,
-        human(rep.bytes)
-    );
+    outln!("{}", maintenance::prune_summary(&maintenance::prune(root, &opts)?));
     Ok(())
 }
 
 pub fn du(root: &Path, _a: DuArgs) -> Result<()> {
-    let u = maintenance::disk_usage(root)?;
-    let (n, dash) = (human, || "-".to_string());
-    let rows = [
-        ("TYPE", "COUNT".into(), "SIZE".into(), "RECLAIMABLE".into()),
-        ("Images", u.images.to_string(), dash(), dash()),
-        (
-            "Build cache",
-            u.records.to_string(),
-            n(u.records_bytes),
-            n(u.dangling_bytes),
-        ),
-        ("Blobs", u.blobs.to_string(), n(u.blobs_bytes), dash()),
-        ("Snapshots", u.snapshots.to_string(), n(u.snapshots_bytes), dash()),
-        (
-            "Cache mounts",
-            u.cache_mounts.to_string(),
-            n(u.cache_mounts_bytes),
-            n(u.cache_mounts_bytes),
-        ),
-        (
-            "Partial blobs",
-            u.partials.to_string(),
-            n(u.partials_bytes),
-            n(u.partials_bytes),
-        ),
-        ("Temp files", dash(), n(u.temp_bytes), n(u.temp_bytes)),
-    ];
-    for (kind, count, size, reclaimable) in rows {
-        outln!("{kind:<14}{count:>8}{size:>12}{reclaimable:>14}");
+    for line in maintenance::usage_lines(&maintenance::disk_usage(root)?) {
+        outln!("{line}");
     }
     Ok(())
 }
@@ -101,18 +55,9 @@ pub fn fsck(root: &Path, a: FsckArgs) -> Result<()> {
         deep: a.deep,
     };
     let rep = maintenance::fsck(root, opts)?;
-    for p in &rep.problems {
-        outln!("PROBLEM: {p}");
+    for line in maintenance::fsck_lines(&rep) {
+        outln!("{line}");
     }
-    for p in &rep.repaired {
-        outln!("REPAIRED: {p}");
-    }
-    outln!(
-        "checked {} blobs and {} snapshots: {} problems",
-        rep.blobs_checked,
-        rep.snapshots_checked,
-        rep.problems.len()
-    );
     if !rep.problems.is_empty() && !a.repair {
         bail!("{} problems found; `kiln fsck --repair` fixes them", rep.problems.len());
     }

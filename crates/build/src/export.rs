@@ -1,9 +1,9 @@
 //! Writing the built image to the outputs (`-o`): the local store (and registries
 //! with push=true), archives, layout directories, the root filesystem; and the
-//! `--metadata-file` JSON.
+//! `--iidfile` and `--metadata-file` files.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_cache::KilnRoot;
 use kiln_exporter::{ArchiveImage, BuiltImage};
@@ -23,6 +23,24 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
         layers: built.layers.iter().map(|l| l.blob.clone()).collect(),
         names: names.to_vec(),
         extra: Vec::new(),
+    }
+}
+
+impl crate::Built {
+    /// Writes the image id to `iidfile` and the metadata JSON to `metadata_file`
+    /// (atomically, as [`write_dest`]), those that are given, in that order.
+    #[allow(clippy::disallowed_methods, reason = "the error names the path (`ctx`)")]
+    pub fn write_files(&self, iidfile: Option<&Path>, metadata_file: Option<&Path>) -> Result<()> {
+        if let Some(path) = iidfile {
+            std::fs::write(path, self.id().to_string())
+                .ctx(|| format!("cannot write --iidfile `{}`", path.display()))?;
+        }
+        if let Some(path) = metadata_file {
+            write_dest(&Dest::Path(path.to_path_buf()), "--metadata-file", |w| {
+                serde_json::to_writer_pretty(&mut *w, &self.metadata).map_err(BuildError::other)
+            })?;
+        }
+        Ok(())
     }
 }
 

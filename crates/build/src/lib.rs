@@ -8,6 +8,7 @@ mod cachespec;
 mod check;
 mod error;
 mod export;
+pub mod flags;
 mod inputs;
 mod load;
 pub mod maintenance;
@@ -31,7 +32,7 @@ pub use export::{metadata, write_dest};
 pub use kiln_exporter::{BuiltImage, PlatformImage};
 pub use outputs::{parse as parse_output, Dest, LayerOpts, Output};
 pub use pipeline::{build, parse_build_context};
-pub use push::push_image;
+pub use push::{push_image, push_stored, Pushed};
 pub use secrets::resolve_secrets;
 
 /// Where the Dockerfile comes from.
@@ -167,6 +168,20 @@ pub trait Control: Sync {
 pub struct NoControl;
 
 impl Control for NoControl {}
+
+/// The [`Control`] of a command-line build: Ctrl-C (or SIGTERM) cancels it once the
+/// solve runs, a second one kills (`kiln_executor::interrupt`).
+pub struct Interrupt;
+
+impl Control for Interrupt {
+    fn solving(&self) {
+        kiln_executor::interrupt::install();
+    }
+
+    fn canceled(&self) -> bool {
+        kiln_executor::interrupt::requested()
+    }
+}
 
 /// Built is the image a build made.
 pub struct Built {

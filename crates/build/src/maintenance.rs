@@ -1,6 +1,7 @@
 //! `kiln prune`, `kiln du`, `kiln fsck` as a library: their option grammar (`until=`
 //! durations, `--keep-storage` sizes) and the root's exclusive lock around the worker's
-//! garbage collector and checker. The CLI renders the reports.
+//! garbage collector and checker; the lines their reports print as (`prune_summary`,
+//! `usage_lines`, `fsck_lines`). The CLI declares the flags and prints the lines.
 
 use std::path::Path;
 use std::time::Duration;
@@ -107,6 +108,80 @@ pub fn fsck(root: &Path, opts: FsckOptions) -> Result<FsckReport> {
     gc::fsck(&r, opts).map_err(BuildError::other)
 }
 
+/// A size as `kiln prune` and `kiln du` show it: bytes, or kB/MB with one decimal,
+/// GB with two.
+pub fn human_bytes(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1_000 => format!("{bytes}B"),
+        1_000..1_000_000 => format!("{:.1}kB", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}MB", b / 1e6),
+        _ => format!("{:.2}GB", b / 1e9),
+    }
+}
+
+/// What `kiln prune` prints: what it deleted and the space it reclaimed.
+pub fn prune_summary(rep: &PruneReport) -> String {
+    format!(
+        "Deleted {} cache records, {} blobs, {} snapshots, {} cache mounts, {} partial downloads\nTotal reclaimed space: {}",
+        rep.records,
+        rep.blobs,
+        rep.snapshots,
+        rep.cache_mounts,
+        rep.partials,
+        human_bytes(rep.bytes)
+    )
+}
+
+/// `kiln du`'s table: a row per kind of thing the root holds (count, size, what
+/// `prune` may reclaim).
+pub fn usage_lines(u: &Usage) -> Vec<String> {
+    let (n, dash) = (human_bytes, || "-".to_string());
+    let rows = [
+        ("TYPE", "COUNT".into(), "SIZE".into(), "RECLAIMABLE".into()),
+        ("Images", u.images.to_string(), dash(), dash()),
+        (
+            "Build cache",
+            u.records.to_string(),
+            n(u.records_bytes),
+            n(u.dangling_bytes),
+        ),
+        ("Blobs", u.blobs.to_string(), n(u.blobs_bytes), dash()),
+        ("Snapshots", u.snapshots.to_string(), n(u.snapshots_bytes), dash()),
+        (
+            "Cache mounts",
+            u.cache_mounts.to_string(),
+            n(u.cache_mounts_bytes),
+            n(u.cache_mounts_bytes),
+        ),
+        (
+            "Partial blobs",
+            u.partials.to_string(),
+            n(u.partials_bytes),
+            n(u.partials_bytes),
+        ),
+        ("Temp files", dash(), n(u.temp_bytes), n(u.temp_bytes)),
+    ];
+    rows.into_iter()
+        .map(|(kind, count, size, reclaimable)| format!("{kind:<14}{count:>8}{size:>12}{reclaimable:>14}"))
+        .collect()
+}
+
+/// `kiln fsck`'s lines: each problem, each repair, then what was checked.
+pub fn fsck_lines(rep: &FsckReport) -> Vec<String> {
+    let problems = rep.problems.iter().map(|p| format!("PROBLEM: {p}"));
+    let repaired = rep.repaired.iter().map(|p| format!("REPAIRED: {p}"));
+    problems
+        .chain(repaired)
+        .chain([format!(
+            "checked {} blobs and {} snapshots: {} problems",
+            rep.blobs_checked,
+            rep.snapshots_checked,
+            rep.problems.len()
+        )])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,5 +198,36 @@ mod tests {
         assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn report_lines() {
+        assert_eq!(human_bytes(999), "999B");
+        assert_eq!(human_bytes(1_500), "1.5kB");
+        assert_eq!(human_bytes(2_340_000_000), "2.34GB");
+        let rep = PruneReport {
+            records: 2,
+            bytes: 1_200_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            prune_summary(&rep),
+            "Deleted 2 cache records, 0 blobs, 0 snapshots, 0 cache mounts, 0 partial downloads\nTotal reclaimed space: 1.2MB"
+        );
+        let lines = usage_lines(&Usage::default());
+        assert_eq!(lines[0], "TYPE             COUNT        SIZE   RECLAIMABLE");
+        assert_eq!(lines[2], "Build cache          0          0B            0B");
+        let rep = FsckReport {
+            blobs_checked: 3,
+            problems: vec!["blob x is corrupt".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            fsck_lines(&rep),
+            [
+                "PROBLEM: blob x is corrupt",
+                "checked 3 blobs and 0 snapshots: 1 problems"
+            ]
+        );
     }
 }

@@ -2,8 +2,9 @@
 //! `-o type=registry`) and the CLI's `kiln push IMAGE [DEST]` through the same function.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use kiln_cache::{ContentStore, ImageStore};
+use kiln_cache::{ContentStore, ImageStore, LockKind, RootLock};
 use kiln_image::{Descriptor, Digest, Index, Manifest, Reference};
 use kiln_registry::{Client, PushEvent, PushReport};
 
@@ -112,4 +113,42 @@ fn push_blobs_and_manifest(
 
 fn short(d: &Digest) -> &str {
     &d.hex()[..12]
+}
+
+/// What `kiln push` pushed.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The digest of the manifest (or index) pushed.
+    pub digest: Digest,
+    /// The destination's tag (`latest` when it has none).
+    pub tag: String,
+    /// The size of the stored manifest.
+    pub size: u64,
+}
+
+/// `kiln push IMAGE [DEST]`: the stored image `image` (a name or an id) to `dest`
+/// (default: `image`), under the root's shared lock, with the client
+/// [`crate::store::registry_client`] makes; `line` hears `The push refers to
+/// repository [...]`, then a line per blob.
+pub fn push_stored(
+    root: &Path,
+    image: &str,
+    dest: Option<&str>,
+    insecure: Vec<String>,
+    tls_ca: Option<&Path>,
+    line: &(dyn Fn(String) + Sync),
+) -> Result<Pushed, BuildError> {
+    let (r, store) = crate::store::open_store(root)?;
+    let _lock = RootLock::acquire(&r.lock_path(), LockKind::Shared).map_err(BuildError::other)?;
+    let img = store.resolve(image).map_err(BuildError::other)?;
+    let dest_text = dest.unwrap_or(image);
+    let dest = Reference::parse(dest_text).ctx(|| format!("invalid destination `{dest_text}`"))?;
+    let client = crate::store::registry_client(insecure, tls_ca)?;
+    line(format!("The push refers to repository [{}]", dest.repository()));
+    let report = push_image(&client, &store, store.blobs(), &img.manifest, &dest, line)?;
+    Ok(Pushed {
+        digest: report.digest.clone().unwrap_or_else(|| img.manifest.digest.clone()),
+        tag: dest.tag().unwrap_or("latest").to_string(),
+        size: img.manifest.size,
+    })
 }

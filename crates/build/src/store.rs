@@ -1,19 +1,22 @@
 //! The local store commands as a library: listing, tagging, removing, inspecting,
-//! saving and pulling images (`kiln images`, `tag`, `rmi`, `inspect`, `save`, `pull`)
-//! and the registry client every command that talks to a registry shares. The CLI
-//! parses their flags and renders what these return.
+//! saving and pulling images (`kiln images`, `tag`, `rmi`, `inspect`, `save`, `pull`),
+//! `login`/`logout`, and the registry client every command that talks to a registry
+//! shares; the lines `kiln images` prints (its table, ages and sizes). The CLI declares
+//! their flags and prints what these return.
 
 #![allow(
     clippy::disallowed_methods,
     reason = "every call's error is wrapped with the path in its message (`ctx`, `BuildError::Message`)"
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_cache::{ImageStore, KilnRoot, StoredImage};
 use kiln_exporter::ArchiveImage;
 use kiln_image::{Digest, ImageConfig, Manifest, Platform, Reference};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::error::{bail, Ctx};
 use crate::{write_dest, BuildError, Dest};
@@ -272,5 +275,148 @@ pub fn registry_client(insecure: Vec<String>, tls_ca: Option<&Path>) -> Result<k
                 Err(e) => bail!("invalid --tls-ca `{}`: {e}", p.display()),
             }
         }
+    }
+}
+
+/// `kiln images`' lines: a header and a row per image (repository, tag, id, created,
+/// size) in columns, as `docker images`; `quiet`: each image id once; `no_trunc`: full
+/// ids. `now` is what `created` is shown relative to.
+pub fn image_lines(images: Vec<ImageRow>, no_trunc: bool, quiet: bool, now: OffsetDateTime) -> Vec<String> {
+    let mut rows = Vec::new();
+    for img in images {
+        let id = if no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_string()
+        };
+        rows.push([
+            img.repository,
+            img.tag,
+            id,
+            ago(img.created.as_deref(), now),
+            human_size(img.size),
+        ]);
+    }
+    if quiet {
+        let mut seen = std::collections::BTreeSet::new();
+        return rows
+            .into_iter()
+            .filter_map(|[_, _, id, _, _]| seen.insert(id.clone()).then_some(id))
+            .collect();
+    }
+    let header = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows.iter())
+        .map(|r| {
+            let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            line.join("   ").trim_end().to_string()
+        })
+        .collect()
+}
+
+/// How long before `now` an RFC 3339 time was, as `docker images` says it (`N/A` for
+/// none or one it cannot read).
+pub fn ago(created: Option<&str>, now: OffsetDateTime) -> String {
+    let Some(t) = created.and_then(|c| OffsetDateTime::parse(c, &Rfc3339).ok()) else {
+        return "N/A".into();
+    };
+    let secs = (now - t).whole_seconds().max(0);
+    let (n, unit) = match secs {
+        s if s < 60 => return "Less than a minute ago".into(),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86400 => (s / 3600, "hour"),
+        s if s < 86400 * 14 => (s / 86400, "day"),
+        s if s < 86400 * 60 => (s / 86400 / 7, "week"),
+        s if s < 86400 * 365 * 2 => (s / 86400 / 30, "month"),
+        s => (s / 86400 / 365, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// A size in decimal units with up to three decimals, as `docker images` (`5.59MB`).
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[i]
+    }
+}
+
+/// `kiln login`: stores `username` and the password (given, else read from stdin
+/// when `password_stdin`) as `docker login` does, an `auths` entry in the docker
+/// config; they are checked on first use, not here. Returns the config file's path.
+pub fn login(registry: &str, username: String, password: Option<String>, password_stdin: bool) -> Result<PathBuf> {
+    let password = match (password, password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .ctx(|| "cannot read the password from stdin".to_string())?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("give a password with --password-stdin (or -p)"),
+    };
+    if password.is_empty() {
+        bail!("empty password for `{registry}`");
+    }
+    let creds = kiln_registry::creds::Credentials { username, password };
+    kiln_registry::creds::store(registry, Some(&creds)).map_err(BuildError::Message)
+}
+
+/// `kiln logout`: removes the registry's entry from the docker config; returns its path.
+pub fn logout(registry: &str) -> Result<PathBuf> {
+    kiln_registry::creds::store(registry, None).map_err(BuildError::Message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_lines_are_dockers_columns_ages_and_sizes() {
+        let now = OffsetDateTime::parse("2026-03-01T12:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(ago(Some("2026-03-01T11:59:30Z"), now), "Less than a minute ago");
+        assert_eq!(ago(Some("2026-03-01T11:00:00Z"), now), "1 hour ago");
+        assert_eq!(ago(Some("2026-02-01T12:00:00Z"), now), "4 weeks ago");
+        assert_eq!(ago(Some("not a time"), now), "N/A");
+        assert_eq!(ago(None, now), "N/A");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(5_590_000), "5.59MB");
+        assert_eq!(human_size(1_000_000_000), "1GB");
+        let id: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let row = |repository: &str| ImageRow {
+            repository: repository.into(),
+            tag: "latest".into(),
+            id: id.clone(),
+            created: None,
+            size: 1234,
+        };
+        let rows = vec![row("alpine"), row("localhost:5000/alpine")];
+        assert_eq!(
+            image_lines(rows.clone(), false, false, now),
+            [
+                "REPOSITORY              TAG      IMAGE ID       CREATED   SIZE",
+                "alpine                  latest   abababababab   N/A       1.234kB",
+                "localhost:5000/alpine   latest   abababababab   N/A       1.234kB",
+            ]
+        );
+        assert_eq!(image_lines(rows, false, true, now), ["abababababab"]);
     }
 }

@@ -11,6 +11,7 @@ mod chroot;
 pub mod forward;
 mod helper;
 mod insecure;
+pub mod interrupt;
 pub mod isolation;
 pub mod limits;
 mod net;

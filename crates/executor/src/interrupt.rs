@@ -31,8 +31,9 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     }
 }
 
+/// Installs the SIGINT and SIGTERM handlers (a build calls it as its solve starts).
 pub fn install() {
-    FORWARDER.store(kiln_executor::forward::forwarder_pid(), Ordering::SeqCst);
+    FORWARDER.store(crate::forward::forwarder_pid(), Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: a zeroed sigaction is valid; the handler only touches atomics and
         // calls async-signal-safe functions.
@@ -46,6 +47,7 @@ pub fn install() {
     }
 }
 
+/// Whether a SIGINT or SIGTERM asked for a cancel.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
 }
