@@ -3,6 +3,11 @@
 //! backend) on the same base give byte-identical layers, and a step on the result sees
 //! the same parent entries.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: a failing call fails the test at its line"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
