@@ -26,6 +26,70 @@ fn archive_image(built: &BuiltImage, names: &[Reference]) -> ArchiveImage {
     }
 }
 
+/// Pushes `top` (an image manifest, or an index: `what` says which for the progress
+/// lines) under each of `names`; the progress lines.
+pub(crate) fn push_names(
+    progress: &dyn BuildProgress,
+    registry: &kiln_registry::Client,
+    store: &kiln_cache::ImageStore,
+    content: &kiln_cache::ContentStore,
+    top: &kiln_image::Descriptor,
+    names: &[Reference],
+    what: &str,
+) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for n in names {
+        let report = crate::push::push_image(registry, store, content, top, n, &|line| {
+            progress.event(BuildEvent::Push {
+                reference: n.clone(),
+                line,
+            })
+        })?;
+        lines.push(format!(
+            "pushing layers {} uploaded, {} mounted, {} already there done",
+            report.uploaded, report.mounted, report.existed
+        ));
+        lines.push(format!("pushing {what} for {n}@{} done", top.digest));
+    }
+    Ok(lines)
+}
+
+/// Streams a docker-archive of `img` into the docker daemon at `$DOCKER_HOST`
+/// (`--load`); the progress lines.
+pub(crate) fn load_into_docker(content: &kiln_cache::ContentStore, img: &[ArchiveImage]) -> Result<Vec<String>> {
+    let host = crate::load::parse_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
+    let mut lines = vec!["sending tarball done".to_string()];
+    lines.extend(crate::load::load(&host, |w| {
+        kiln_exporter::write_docker_archive(w, content, img).map_err(BuildError::other)?;
+        Ok(())
+    })?);
+    lines.push(format!("importing to docker at {host} done"));
+    Ok(lines)
+}
+
+/// Writes `img` as `-o type=oci|docker` asks: a docker or OCI archive (`tar`) to `dest`,
+/// or an OCI layout directory.
+pub(crate) fn write_archive(
+    content: &kiln_cache::ContentStore,
+    img: &[ArchiveImage],
+    dest: &Dest,
+    tar: bool,
+    docker: bool,
+) -> Result<()> {
+    match (tar, dest) {
+        (true, _) => write_dest(dest, "the image archive", |w| {
+            if docker {
+                kiln_exporter::write_docker_archive(w, content, img).map_err(BuildError::other)?;
+            } else {
+                kiln_exporter::write_oci_archive(w, content, img).map_err(BuildError::other)?;
+            }
+            Ok(())
+        }),
+        (false, Dest::Path(p)) => kiln_exporter::write_oci_layout(p, content, img).map_err(BuildError::other),
+        (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
+    }
+}
+
 impl crate::Built {
     /// Writes the image id to `iidfile` and the metadata JSON to `metadata_file`
     /// (atomically, as [`write_dest`]), those that are given, in that order.
@@ -195,19 +259,9 @@ pub fn export(
             store.add(&top, names).map_err(BuildError::other)?;
             let mut lines: Vec<String> = names.iter().map(|n| format!("naming to {n} done")).collect();
             if *push {
-                for n in names {
-                    let report = crate::push::push_image(registry, &store, &content, &top, n, &|line| {
-                        progress.event(BuildEvent::Push {
-                            reference: n.clone(),
-                            line,
-                        })
-                    })?;
-                    lines.push(format!(
-                        "pushing layers {} uploaded, {} mounted, {} already there done",
-                        report.uploaded, report.mounted, report.existed
-                    ));
-                    lines.push(format!("pushing manifest for {n}@{} done", top.digest));
-                }
+                lines.extend(push_names(
+                    progress, registry, &store, &content, &top, names, "manifest",
+                )?);
             }
             (lines, Some(built))
         }
@@ -236,32 +290,12 @@ pub fn export(
                     index = Some(a.index);
                 }
             }
-            match (tar, dest) {
-                (true, _) => write_dest(dest, "the image archive", |w| {
-                    if docker {
-                        kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
-                    } else {
-                        kiln_exporter::write_oci_archive(w, &content, &img).map_err(BuildError::other)?;
-                    }
-                    Ok(())
-                })?,
-                (false, Dest::Path(p)) => {
-                    kiln_exporter::write_oci_layout(p, &content, &img).map_err(BuildError::other)?
-                }
-                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
-            }
+            write_archive(&content, &img, dest, *tar, docker)?;
             (vec![format!("sending tarball done")], Some(built))
         }
         Output::Load { names, layers } => {
             let built = in_compression(root, worker, built, layers)?;
-            let img = [archive_image(&built, names)];
-            let host = crate::load::parse_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
-            let mut lines = vec!["sending tarball done".to_string()];
-            lines.extend(crate::load::load(&host, |w| {
-                kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
-                Ok(())
-            })?);
-            lines.push(format!("importing to docker at {host} done"));
+            let lines = load_into_docker(&content, &[archive_image(&built, names)])?;
             (lines, Some(built))
         }
         Output::Local { dest } => {

@@ -17,7 +17,7 @@ use kiln_worker::Worker;
 use crate::attest::Predicates;
 use crate::error::{bail, Ctx};
 use crate::export::{image_names, in_compression, write_dest};
-use crate::outputs::{Dest, LayerOpts, Output};
+use crate::outputs::{LayerOpts, Output};
 use crate::{BuildError, BuildEvent, BuildProgress};
 
 type Result<T> = std::result::Result<T, BuildError>;
@@ -130,19 +130,15 @@ pub(crate) fn export(
             let mut lines = vec![format!("exporting manifest list {} done", index.digest)];
             lines.extend(names.iter().map(|n| format!("naming to {n} done")));
             if *push {
-                for n in names {
-                    let report = crate::push::push_image(registry, &store, &content, &index, n, &|line| {
-                        progress.event(BuildEvent::Push {
-                            reference: n.clone(),
-                            line,
-                        })
-                    })?;
-                    lines.push(format!(
-                        "pushing layers {} uploaded, {} mounted, {} already there done",
-                        report.uploaded, report.mounted, report.existed
-                    ));
-                    lines.push(format!("pushing manifest list for {n}@{} done", index.digest));
-                }
+                lines.extend(crate::export::push_names(
+                    progress,
+                    registry,
+                    &store,
+                    &content,
+                    &index,
+                    names,
+                    "manifest list",
+                )?);
             }
             (lines, Some(index))
         }
@@ -164,20 +160,7 @@ pub(crate) fn export(
             // `docker load` without the containerd store reads) the host's image.
             let mut img = [kiln_exporter::archive_index(&index, &written, names)];
             img[0].extra.extend(attestations);
-            match (tar, dest) {
-                (true, _) => write_dest(dest, "the image archive", |w| {
-                    if docker {
-                        kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
-                    } else {
-                        kiln_exporter::write_oci_archive(w, &content, &img).map_err(BuildError::other)?;
-                    }
-                    Ok(())
-                })?,
-                (false, Dest::Path(p)) => {
-                    kiln_exporter::write_oci_layout(p, &content, &img).map_err(BuildError::other)?
-                }
-                (false, Dest::Stdout) => bail!("an OCI layout directory (tar=false) cannot be written to stdout"),
-            }
+            crate::export::write_archive(&content, &img, dest, *tar, docker)?;
             (vec!["sending tarball done".to_string()], Some(index))
         }
         Output::Load { names, layers } => {
@@ -186,14 +169,7 @@ pub(crate) fn export(
             // manifest.json the host's image (what the classic store loads).
             let (written, index, _) = indexed(root, worker, images, layers, &[], names)?;
             let img = [kiln_exporter::archive_index(&index, &written, names)];
-            let host = crate::load::parse_docker_host(std::env::var("DOCKER_HOST").ok().as_deref())?;
-            let mut lines = vec!["sending tarball done".to_string()];
-            lines.extend(crate::load::load(&host, |w| {
-                kiln_exporter::write_docker_archive(w, &content, &img).map_err(BuildError::other)?;
-                Ok(())
-            })?);
-            lines.push(format!("importing to docker at {host} done"));
-            (lines, Some(index))
+            (crate::export::load_into_docker(&content, &img)?, Some(index))
         }
         Output::Local { dest } => {
             for (n, i) in images.iter().enumerate() {
