@@ -290,11 +290,13 @@ if [ -n "$WORKLOADS" ]; then
   [ "${#CASES[@]}" -gt 0 ] || die "WORKLOADS='$WORKLOADS' selects none of uname cross emul cc"
 fi
 declare -A TIMES
+LOADS= # the 1-minute load average after each timed run
 for ((r = 1 - WARMUP; r <= RUNS; r++)); do
   for c in "${CASES[@]}"; do
     read -r name ctx plats <<<"$c"
     for tool in kiln buildah; do
       s=$("run_$tool" "$ctx" "$plats")
+      LOADS+="$(cut -d' ' -f1 /proc/loadavg) "
       if [ "$r" -ge 1 ]; then
         TIMES[$name.$tool]+="$s "
         printf 'run %d %-12s %-8s %8.3f s\n' "$r" "$name" "$tool" "$s"
@@ -315,6 +317,7 @@ OUT=$RESULTS_DIR/multiplatform-$STAMP.txt
   echo "command=nice -n -19 bash bench/multiplatform.sh (RUNS=$RUNS WARMUP=$WARMUP STEPS=$STEPS IDLE_WAIT=$IDLE_WAIT${WORKLOADS:+ WORKLOADS=\"$WORKLOADS\"})"
   echo "loadavg_start=$LOAD_START"
   echo "loadavg_end=$LOAD_END"
+  echo "loadavg_1min_after_each_run=$(minmax <<<"$LOADS") (min..max; median $(median <<<"$LOADS"))"
   echo "kiln_version=$KILN_VERSION"
   echo "buildah_version=$BUILDAH_VERSION"
   echo "qemu_user_static=$QEMU_VERSION"
