@@ -23,8 +23,8 @@
 #           pushed to the loopback registry, which both tools then pull inside each timed
 #           build, like the busybox base.  Before the timed runs kiln builds the workload
 #           once with `-o type=local` and the script checks that linux_arm64/hello is a
-#           static aarch64 ELF (`file`) that prints "aarch64" under qemu-aarch64-static
-#           (and linux_amd64/hello an x86-64 one printing "x86_64").  Needs DEBIAN_LAYOUT;
+#           static aarch64 ELF (`file`) that prints "aarch64 111" under
+#           qemu-aarch64-static (and linux_amd64/hello an x86-64 one printing "x86_64 111").  Needs DEBIAN_LAYOUT;
 #           left out, with a message, when there is none.
 #   emul    STEPS (default 10) × `RUN echo step N` built for one platform, once for
 #           linux/amd64 (native) and once for linux/arm64 (emulated): the difference per
@@ -47,7 +47,8 @@
 # compared here).  Runs are interleaved (kiln, buildah, kiln, ...).
 #
 # Environment knobs: RUNS=5, WARMUP=1, STEPS=10, IDLE_WAIT=120, IDLE_BUSY=10 (see
-# lib.sh), WORKLOADS (default all: "uname cross emul cc"; a subset times only those), KILN_BIN, RUNC=/usr/sbin/runc, BUSYBOX=/bin/busybox,
+# lib.sh), WORKLOADS (default all: "uname cross emul cc"; a subset times only those),
+# KILN_BIN, RUNC=/usr/sbin/runc, BUSYBOX=/bin/busybox,
 # BUSYBOX_ARM64=<repo>/target/kiln-fixtures/busybox-static-arm64/bin/busybox (the
 # multi-platform tests cache it there; else `apt-get download busybox-static:arm64`),
 # DEBIAN_LAYOUT=<repo>/target/kiln-fixtures/debian-bookworm-oci (the Debian bookworm
