@@ -320,6 +320,27 @@ fn the_kiln_image_in_unprivileged_containers() {
         "a pid namespace of its own:\n{all}"
     );
 
+    // Root with CAP_SYS_ADMIN under Docker's default profile: namespaces can be made but
+    // pivot_root is refused; the probe finds it and `auto` falls back to `chroot` (was:
+    // `sandbox: pivot_root: Operation not permitted` at the first RUN).
+    let o = in_image(
+        &d,
+        "root",
+        &["--cap-add", "SYS_ADMIN"],
+        &mounts,
+        "kiln build --progress=plain /w/run",
+    );
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let n = notes(&err);
+    assert_eq!(n.len(), 1, "{all}");
+    assert!(
+        n[0].contains("`chroot`") && n[0].contains("cannot pivot_root: Operation not permitted"),
+        "{all}"
+    );
+    assert!(step_lines(&err).contains(&"from the context".to_string()), "{all}");
+
     // (d) pushed from the container with a registry cache; a fresh container (a new
     // KILN_ROOT volume) uses the cache; skopeo pulls the image back.
     let pushed = format!("{}/app:pushed", reg.host);

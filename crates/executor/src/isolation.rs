@@ -151,6 +151,22 @@ fn try_level(level: Isolation) -> Result<(), String> {
         sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
             .map_err(ctx("cannot make mounts private"))
     };
+    // The sandbox pivot_roots into the step's root. Docker's default seccomp profile
+    // refuses pivot_root even to a process with CAP_SYS_ADMIN (`--cap-add SYS_ADMIN`),
+    // where the namespaces themselves can be made: try it here, on a tmpfs over this
+    // probe's own /dev (in its private mount namespace), so `auto` goes on to `chroot`.
+    let pivot = || {
+        sys::mount(
+            Some(c"tmpfs"),
+            Path::new("/dev"),
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            None,
+        )
+        .map_err(ctx("cannot mount a tmpfs"))?;
+        std::env::set_current_dir("/dev").map_err(ctx("cannot enter the tmpfs"))?;
+        sys::pivot_root_dot().map_err(ctx("cannot pivot_root"))
+    };
     match level {
         Isolation::Namespaces => {
             sys::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
@@ -158,16 +174,18 @@ fn try_level(level: Isolation) -> Result<(), String> {
             // Only a child is in the new pid namespace.
             let pid = sys::fork().map_err(ctx("cannot fork"))?;
             if pid == 0 {
-                let r = private().and_then(|()| {
-                    sys::mount(
-                        Some(c"proc"),
-                        Path::new("/proc"),
-                        Some(c"proc"),
-                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        None,
-                    )
-                    .map_err(ctx("cannot mount a fresh /proc"))
-                });
+                let r = private()
+                    .and_then(|()| {
+                        sys::mount(
+                            Some(c"proc"),
+                            Path::new("/proc"),
+                            Some(c"proc"),
+                            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            None,
+                        )
+                        .map_err(ctx("cannot mount a fresh /proc"))
+                    })
+                    .and_then(|()| pivot());
                 if let Err(e) = r {
                     eprintln!("{e}");
                     sys::exit(1)
@@ -183,7 +201,8 @@ fn try_level(level: Isolation) -> Result<(), String> {
             sys::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS)
                 .map_err(ctx("cannot create namespaces (unshare)"))?;
             private()?;
-            crate::chroot::bind_proc(Path::new("/proc")).map_err(ctx("cannot bind /proc read-only"))
+            crate::chroot::bind_proc(Path::new("/proc")).map_err(ctx("cannot bind /proc read-only"))?;
+            pivot()
         }
         Isolation::Chroot => {
             if sys::getuid() != 0 {
