@@ -103,10 +103,11 @@ pub struct BuildArgs {
     /// bare `REF` too); repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
-    /// Add an annotation to the image manifest, as buildx: `KEY=VALUE` or
-    /// `manifest:KEY=VALUE` (other types are refused); repeatable.
+    /// Add an annotation, as buildx: `KEY=VALUE` or `manifest:KEY=VALUE` (each image
+    /// manifest), `index:KEY=VALUE` (the image index of several platforms or of an image
+    /// with attestations); other types are refused; repeatable.
     #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = flags::parse_annotation)]
-    annotations: Vec<(String, String)>,
+    annotations: Vec<(kiln_build::flags::AnnotationKind, String, String)>,
     /// Attach SLSA provenance, as buildx: `true` (min), `false`, `min`, `max`, or
     /// `mode=min|max,version=v0.2|v1,builder-id=URI`. Default: min provenance on pushed
     /// and `type=oci` images, unless BUILDX_NO_DEFAULT_ATTESTATIONS is true.

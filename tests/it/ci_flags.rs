@@ -348,8 +348,42 @@ fn annotation_goes_into_the_image_manifest() {
     k.ok(&["build", "-q", "-o", &format!("type=oci,dest={}", plain.display()), c]);
     assert!(oci_archive_manifest(&plain).get("annotations").is_none());
 
-    for (bad, why) in [("novalue", "KEY=VALUE"), ("=v", "KEY=VALUE"), ("index:k=v", "index")] {
+    for (bad, why) in [
+        ("novalue", "KEY=VALUE"),
+        ("=v", "KEY=VALUE"),
+        ("index-descriptor:k=v", "`index-descriptor` is not supported"),
+        ("manifest[linux/amd64]:k=v", "is not supported"),
+    ] {
         let err = k.fails(&["build", "--annotation", bad, c]);
         assert!(err.contains("--annotation") && err.contains(why), "{bad}: {err}");
     }
+
+    // `index:` goes into the image index: a single-platform image has one only with
+    // attestations (as BuildKit: "index annotations not supported for single platform
+    // export" otherwise).
+    let err = k.fails(&["build", "--annotation", "index:com.example.i=1", c]);
+    assert!(
+        err.contains("--annotation index:") && err.contains("the local store gets no image index"),
+        "{err}"
+    );
+    let dest = out.path().join("attested.tar");
+    k.ok(&[
+        "build",
+        "-q",
+        "--provenance=true",
+        "--annotation",
+        "index:com.example.i=1",
+        "-o",
+        &format!("type=oci,dest={}", dest.display()),
+        c,
+    ]);
+    let bytes = std::fs::read(&dest).unwrap();
+    let top = json(&tar_member(&bytes, "index.json").unwrap());
+    assert_eq!(
+        top["manifests"][0]["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{top}"
+    );
+    let digest = top["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+    let index = json(&tar_member(&bytes, &format!("blobs/{digest}")).unwrap());
+    assert_eq!(index["annotations"]["com.example.i"], "1", "{index}");
 }

@@ -378,6 +378,8 @@ fn oci_and_docker_archives_hold_the_index() {
             "linux/amd64,linux/arm64",
             "-t",
             "app:1",
+            "--annotation",
+            "index:org.opencontainers.image.description=two platforms",
             "-o",
             &format!("type={kind},dest={}", tar.display()),
             ctx.path().to_str().unwrap(),
@@ -387,6 +389,13 @@ fn oci_and_docker_archives_hold_the_index() {
         assert_eq!(
             index["manifests"][0]["mediaType"], "application/vnd.oci.image.index.v1+json",
             "{kind}"
+        );
+        // `--annotation index:` is in the image index itself.
+        let digest = index["manifests"][0]["digest"].as_str().unwrap().replace(':', "/");
+        let image_index = json(&tar_member(&bytes, &format!("blobs/{digest}")).unwrap());
+        assert_eq!(
+            image_index["annotations"]["org.opencontainers.image.description"], "two platforms",
+            "{kind}: {image_index}"
         );
         let raw = json(&run_ok(
             Command::new("skopeo")

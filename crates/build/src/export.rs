@@ -215,6 +215,7 @@ pub struct Exported {
 }
 
 /// Writes `built` to `out`, with `attest`'s attestations in an image index when given.
+#[allow(clippy::too_many_arguments)]
 pub fn export(
     progress: &dyn BuildProgress,
     root: &KilnRoot,
@@ -223,8 +224,27 @@ pub fn export(
     built: &BuiltImage,
     out: &Output,
     attest: Option<AttestFor<'_>>,
+    index_annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Exported> {
     let content = root.content();
+    // As BuildKit's image exporter: `index:` annotations need an index, which a
+    // single-platform image has only with attestations.
+    let no_index = || -> Result<()> {
+        if index_annotations.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "--annotation index:…: {} gets no image index (one is written for several --platform values, or with attestations); index annotations are not supported for a single-platform image without attestations, as in BuildKit",
+            match out {
+                Output::Image { push: true, .. } => "--push",
+                Output::Image { .. } => "the local store",
+                Output::Oci { .. } => "-o type=oci",
+                Output::Docker { .. } => "-o type=docker",
+                Output::Load { .. } => "--load",
+                Output::Local { .. } | Output::Tar { .. } => "this output",
+            }
+        )
+    };
     let attach = |built: &BuiltImage, names: &[Reference]| -> Result<Option<crate::attest::Attached>> {
         match &attest {
             Some(a) if !a.predicates.0.is_empty() => Ok(Some(crate::attest::attach(
@@ -233,8 +253,9 @@ pub fn export(
                 a.platform,
                 names,
                 a.predicates,
+                index_annotations,
             )?)),
-            _ => Ok(None),
+            _ => no_index().map(|()| None),
         }
     };
     // `type=local` / `type=tar`: the statements as files beside the root filesystem.
@@ -282,7 +303,9 @@ pub fn export(
             let mut img = [archive_image(&built, names)];
             // As buildx: a docker-archive holds the image alone (`docker load` reads
             // no attestations); the caller warns when some were asked for.
-            if !docker {
+            if docker {
+                no_index()?;
+            } else {
                 if let Some(a) = attach(&built, names)? {
                     img[0].extra.push(a.image.clone());
                     img[0].extra.extend(a.blobs.iter().cloned());
@@ -294,6 +317,7 @@ pub fn export(
             (vec![format!("sending tarball done")], Some(built))
         }
         Output::Load { names, layers } => {
+            no_index()?;
             let built = in_compression(root, worker, built, layers)?;
             let lines = load_into_docker(&content, &[archive_image(&built, names)])?;
             (lines, Some(built))

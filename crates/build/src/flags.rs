@@ -49,7 +49,7 @@ pub struct BuildFlags {
     pub entitlements: Vec<Entitlement>,
     pub cache_to: Vec<String>,
     pub cache_from: Vec<String>,
-    pub annotations: Vec<(String, String)>,
+    pub annotations: Vec<(AnnotationKind, String, String)>,
     pub provenance: Option<String>,
     pub sbom: Option<String>,
     pub attest: Vec<String>,
@@ -145,7 +145,18 @@ impl BuildFlags {
             cache_to,
             cache_from,
             extra_hosts: self.extra_hosts.clone(),
-            annotations: self.annotations.iter().cloned().collect(),
+            annotations: self
+                .annotations
+                .iter()
+                .filter(|(kind, _, _)| *kind == AnnotationKind::Manifest)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect(),
+            index_annotations: self
+                .annotations
+                .iter()
+                .filter(|(kind, _, _)| *kind == AnnotationKind::Index)
+                .map(|(_, k, v)| (k.clone(), v.clone()))
+                .collect(),
             build_contexts,
             secrets,
             network: self.network,
@@ -233,30 +244,40 @@ pub fn parse_ulimit(s: &str) -> std::result::Result<Ulimit, UlimitError> {
     Ulimit::parse(s)
 }
 
-/// Parses one `--annotation`: `[TYPE:]KEY=VALUE`, split at the first `=`; the only
-/// type kiln writes is `manifest` (buildx's default), a single-platform image having
-/// no index of its own.
-pub fn parse_annotation(s: &str) -> std::result::Result<(String, String), String> {
+/// Where an `--annotation` goes, as buildx's types name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnotationKind {
+    /// `manifest:` or no type: each image manifest.
+    Manifest,
+    /// `index:`: the image index (several platforms, or an image with attestations).
+    Index,
+}
+
+/// Parses one `--annotation`: `[TYPE:]KEY=VALUE`, split at the first `=`; the types
+/// kiln writes are `manifest` (buildx's default) and `index`.
+pub fn parse_annotation(s: &str) -> std::result::Result<(AnnotationKind, String, String), String> {
     let (key, value) = s
         .split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-    let key = match key.split_once(':') {
-        Some(("manifest", k)) => k,
+    let (kind, key) = match key.split_once(':') {
+        Some(("manifest", k)) => (AnnotationKind::Manifest, k),
+        Some(("index", k)) => (AnnotationKind::Index, k),
         Some((t, _))
-            if ["index", "manifest-descriptor", "index-descriptor"].contains(&t.split('[').next().unwrap_or(t))
-                || t.starts_with("manifest[") =>
+            if ["manifest-descriptor", "index-descriptor"].contains(&t.split('[').next().unwrap_or(t))
+                || t.starts_with("manifest[")
+                || t.starts_with("index[") =>
         {
             return Err(format!(
-                "`{s}`: annotation type `{t}` is not supported; kiln writes `manifest` annotations (KEY=VALUE)"
+                "`{s}`: annotation type `{t}` is not supported; kiln writes `manifest` and `index` annotations"
             ))
         }
-        _ => key,
+        _ => (AnnotationKind::Manifest, key),
     };
     if key.is_empty() {
         return Err(format!("`{s}` has no key (expected KEY=VALUE)"));
     }
-    Ok((key.to_string(), value.to_string()))
+    Ok((kind, key.to_string(), value.to_string()))
 }
 
 /// Parses one `--add-host`: `HOST=IP`, else `HOST:IP` split at the first colon (so an
@@ -410,10 +431,18 @@ mod tests {
         assert_eq!(parse_shm_size("0"), Err("`0`: the size must be more than 0".into()));
         assert_eq!(parse_pids_limit("-1"), Ok(-1));
         assert!(parse_pids_limit("-2").is_err());
-        assert_eq!(parse_annotation("manifest:a=b=c"), Ok(("a".into(), "b=c".into())));
-        assert!(parse_annotation("index:a=b")
+        assert_eq!(
+            parse_annotation("manifest:a=b=c"),
+            Ok((AnnotationKind::Manifest, "a".into(), "b=c".into()))
+        );
+        assert_eq!(
+            parse_annotation("index:a=b"),
+            Ok((AnnotationKind::Index, "a".into(), "b".into()))
+        );
+        assert!(parse_annotation("index-descriptor:a=b")
             .unwrap_err()
-            .contains("`index` is not supported"));
+            .contains("`index-descriptor` is not supported"));
+        assert!(parse_annotation("index[linux/amd64]:a=b").is_err());
         let h = parse_add_host("db:::1").unwrap();
         assert_eq!((h.host.as_str(), h.ip.to_string()), ("db", "::1".into()));
         assert_eq!(parse_add_host("a=[10.0.0.1]").unwrap().ip.to_string(), "10.0.0.1");

@@ -103,6 +103,8 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheFrom>,
     /// `--annotation`s of the image manifest.
     pub annotations: BTreeMap<String, String>,
+    /// `--annotation index:…`: of the image index (an error where none is written).
+    pub index_annotations: BTreeMap<String, String>,
     /// `--add-host`: names every RUN step's `/etc/hosts` gets.
     pub extra_hosts: Vec<kiln_graph::ExtraHost>,
     /// Named build contexts, name (lower case) → what it is.
@@ -235,6 +237,7 @@ impl BuildRequest {
             cache_from: Vec::new(),
             extra_hosts: Vec::new(),
             annotations: BTreeMap::new(),
+            index_annotations: BTreeMap::new(),
             build_contexts: BTreeMap::new(),
             secrets: kiln_worker::BuildSecrets::default(),
             network: NetworkMode::Default,

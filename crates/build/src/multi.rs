@@ -6,7 +6,7 @@
 //! attestations (provenance, SBOM) go into the index as an attestation manifest
 //! about that platform's image, as BuildKit writes them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kiln_cache::KilnRoot;
 use kiln_exporter::PlatformImage;
@@ -73,6 +73,7 @@ fn indexed(
     layers: &LayerOpts,
     attest: &[&Predicates],
     names: &[Reference],
+    index_annotations: &BTreeMap<String, String>,
 ) -> Result<(Vec<PlatformImage>, Descriptor, Vec<Descriptor>)> {
     let content = root.content();
     let mut out = Vec::with_capacity(images.len());
@@ -93,13 +94,13 @@ fn indexed(
         descriptors.push(att);
         blobs.extend(b);
     }
-    let index = kiln_exporter::write_index(&content, descriptors, &Default::default()).map_err(BuildError::other)?;
+    let index = kiln_exporter::write_index(&content, descriptors, index_annotations).map_err(BuildError::other)?;
     Ok((out, index, blobs))
 }
 
 /// Writes a multi-platform build's images to `out`; returns the progress lines and
 /// the index written, if the output has one. `epoch` is SOURCE_DATE_EPOCH, the time of
-/// attestation files.
+/// attestation files; `index_annotations` go into the index (`--annotation index:`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn export(
     progress: &dyn BuildProgress,
@@ -110,6 +111,7 @@ pub(crate) fn export(
     out: &Output,
     attest: &[&Predicates],
     epoch: Option<i64>,
+    index_annotations: &BTreeMap<String, String>,
 ) -> Result<(Vec<String>, Option<Descriptor>)> {
     let content = root.content();
     // `type=local` / `type=tar`: each platform's statements in its directory, about
@@ -124,7 +126,7 @@ pub(crate) fn export(
     };
     Ok(match out {
         Output::Image { names, push, layers } => {
-            let (_, index, _) = indexed(root, worker, images, layers, attest, names)?;
+            let (_, index, _) = indexed(root, worker, images, layers, attest, names, index_annotations)?;
             let store = root.images();
             store.add(&index, names).map_err(BuildError::other)?;
             let mut lines = vec![format!("exporting manifest list {} done", index.digest)];
@@ -154,7 +156,8 @@ pub(crate) fn export(
             tar,
             layers,
         } => {
-            let (written, index, attestations) = indexed(root, worker, images, layers, attest, names)?;
+            let (written, index, attestations) =
+                indexed(root, worker, images, layers, attest, names, index_annotations)?;
             let docker = matches!(out, Output::Docker { .. });
             // index.json names the index; a docker archive's manifest.json (what
             // `docker load` without the containerd store reads) the host's image.
@@ -167,7 +170,7 @@ pub(crate) fn export(
             // The same docker-archive as `-o type=docker`: index.json names the index
             // (a daemon with the containerd image store keeps every platform),
             // manifest.json the host's image (what the classic store loads).
-            let (written, index, _) = indexed(root, worker, images, layers, &[], names)?;
+            let (written, index, _) = indexed(root, worker, images, layers, &[], names, index_annotations)?;
             let img = [kiln_exporter::archive_index(&index, &written, names)];
             (crate::export::load_into_docker(&content, &img)?, Some(index))
         }

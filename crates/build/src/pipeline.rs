@@ -472,7 +472,17 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
         if multi {
             let attest: Vec<&crate::attest::Predicates> =
                 per_platform.iter().filter_map(|a| a.for_output(out)).collect();
-            let (l, i) = crate::multi::export(progress, &root, &worker, &registry, &images, out, &attest, req.epoch)?;
+            let (l, i) = crate::multi::export(
+                progress,
+                &root,
+                &worker,
+                &registry,
+                &images,
+                out,
+                &attest,
+                req.epoch,
+                &req.index_annotations,
+            )?;
             lines.extend(l);
             if index.is_none() {
                 index = i;
@@ -484,7 +494,16 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
             platform: &platforms[0],
             epoch: req.epoch,
         });
-        let e = export::export(progress, &root, &worker, &registry, &built, out, attest)?;
+        let e = export::export(
+            progress,
+            &root,
+            &worker,
+            &registry,
+            &built,
+            out,
+            attest,
+            &req.index_annotations,
+        )?;
         lines.extend(e.lines);
         if written.is_none() && e.image.is_some() {
             written = e.image;

@@ -56,8 +56,10 @@ pub fn write_index(
     content: &ContentStore,
     images: &[(Platform, Descriptor)],
     attestations: &[Descriptor],
+    annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Descriptor, BuildError> {
     let mut index = Index::new();
+    index.annotations = annotations.clone();
     for (p, d) in images {
         let mut d = Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size);
         d.platform = Some(p.clone());
@@ -137,6 +139,7 @@ pub fn attach(
     platform: &Platform,
     names: &[Reference],
     preds: &Predicates,
+    annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<Attached, BuildError> {
     let (att, blobs) = attestation_manifest(content, image, platform, names, preds)?;
     let image_media = if image.media_type.is_empty() {
@@ -149,6 +152,7 @@ pub fn attach(
         content,
         &[(platform.clone(), image_desc.clone())],
         std::slice::from_ref(&att),
+        annotations,
     )?;
     Ok(Attached {
         index,
