@@ -37,64 +37,19 @@ fn diff_ids(inspect: &[u8]) -> Vec<String> {
 /// compared by digest instead), as `name mode uid/gid size link`, without what apt and
 /// dpkg stamp with the time of the run (logs, caches, the apt lists).
 fn built_layers(archive: &Path, skip: usize) -> Vec<BTreeSet<String>> {
-    let bytes = std::fs::read(archive).unwrap();
-    let index = json(&tar_member(&bytes, "index.json").unwrap());
-    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
-    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
-    let digests: Vec<String> = manifest["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().replace("sha256:", ""))
-        .collect();
-    let mut blobs: Vec<Option<Vec<u8>>> = vec![None; digests.len()];
-    for mut e in tar::Archive::new(bytes.as_slice())
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap())
-    {
-        let path = e.path().unwrap().display().to_string();
-        if let Some(i) = digests
-            .iter()
-            .skip(skip)
-            .position(|d| path == format!("blobs/sha256/{d}"))
-        {
-            let mut v = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&mut e), &mut v).unwrap();
-            blobs[skip + i] = Some(v);
-        }
-    }
-    blobs
+    const STAMPED: [&str; 4] = [
+        "var/log/",
+        "var/cache/ldconfig/",
+        "var/cache/debconf/",
+        "var/lib/apt/lists/",
+    ];
+    crate::run::layer_listings(archive)
         .into_iter()
         .skip(skip)
-        .map(|b| {
-            let b = b.expect("layer blob in the archive");
-            tar::Archive::new(b.as_slice())
-                .entries()
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    let h = e.header();
-                    format!(
-                        "{} {:o} {}/{} {} {:?}",
-                        e.path().unwrap().display(),
-                        h.mode().unwrap(),
-                        h.uid().unwrap(),
-                        h.gid().unwrap(),
-                        h.size().unwrap(),
-                        h.link_name().unwrap()
-                    )
-                })
-                .filter(|e| {
-                    ![
-                        "var/log/",
-                        "var/cache/ldconfig/",
-                        "var/cache/debconf/",
-                        "var/lib/apt/lists/",
-                    ]
-                    .iter()
-                    .any(|p| e.starts_with(p))
-                })
+        .map(|layer| {
+            layer
+                .into_iter()
+                .filter(|e| !STAMPED.iter().any(|p| e.starts_with(p)))
                 .collect()
         })
         .collect()
