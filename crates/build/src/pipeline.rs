@@ -223,7 +223,9 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     }
     let (definition, roots) = crate::multi::merge(&plans)?;
     let steps = Steps(progress);
+    let interrupted = || control.canceled();
     let solver = Solver::new(&steps, 1)
+        .interrupted_by(&interrupted)
         .jobs(req.jobs.unwrap_or_else(kiln_solver::default_jobs))
         .no_cache(req.no_cache)
         .no_cache_stages(req.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect());

@@ -103,6 +103,7 @@ pub struct Solver<'a> {
     no_cache_stages: Vec<String>,
     jobs: usize,
     cancel: Cancel,
+    interrupted: Option<&'a (dyn Fn() -> bool + Sync)>,
 }
 
 impl<'a> Solver<'a> {
@@ -115,7 +116,29 @@ impl<'a> Solver<'a> {
             no_cache_stages: Vec::new(),
             jobs: default_jobs(),
             cancel: Cancel::default(),
+            interrupted: None,
         }
+    }
+
+    /// Asks `interrupted` whether the caller cancels the build (a Ctrl-C) when an op
+    /// fails: a step that dies of the same signal before anything polled it and tripped
+    /// the cancellation is canceled, not the build's error.
+    pub fn interrupted_by(mut self, interrupted: &'a (dyn Fn() -> bool + Sync)) -> Self {
+        self.interrupted = Some(interrupted);
+        self
+    }
+
+    /// Whether the build is being canceled, or the caller is canceling it: then the
+    /// cancellation is tripped now.
+    fn canceling(&self) -> bool {
+        if self.cancel.is_cancelled() {
+            return true;
+        }
+        if self.interrupted.is_some_and(|f| f()) {
+            self.cancel.cancel();
+            return true;
+        }
+        false
     }
 
     /// Runs at most `n` ops at once (at least 1).
@@ -368,7 +391,7 @@ impl<'a> Solver<'a> {
                 Ok((key, out))
             }
             // An op stopped by the cancellation is not the build's error.
-            Err(_) if self.cancel.is_cancelled() => {
+            Err(_) if self.canceling() => {
                 if !node.meta.hidden {
                     self.progress.event(Event::Canceled { vertex });
                 }

@@ -308,3 +308,33 @@ fn random_dags_finish_in_dependency_order_without_deadlock() {
         }
     }
 }
+
+#[test]
+fn a_step_killed_by_the_interrupt_that_cancels_the_build_is_canceled_not_failed() {
+    // A terminal's Ctrl-C reaches the step and kiln at once: the step can die of it
+    // before anything polls the interrupt and trips the cancellation. The failure must
+    // be seen as the cancel it is, not as the step's error.
+    let mut def = Definition::new();
+    let slow = op(&mut def, vec![], "sleep:5000", 1);
+    let killed = op(&mut def, vec![], "fail:0", 2);
+    def.root = Some(op(&mut def, vec![slow, killed], "sleep:0", 3));
+    let r = Sleepy::new();
+    let progress = Collect(Mutex::new(vec![]));
+    // The interrupt arrives as the step dies of it: true from the moment it ended.
+    let interrupted = || !r.finished.lock().unwrap().is_empty();
+    let t0 = Instant::now();
+    let err = Solver::new(&progress, 1)
+        .jobs(4)
+        .interrupted_by(&interrupted)
+        .solve(&def, &r)
+        .unwrap_err();
+    assert!(matches!(err, SolveError::Canceled), "{err}");
+    assert!(t0.elapsed() < Duration::from_millis(1000), "took {:?}", t0.elapsed());
+    let events = progress.0.lock().unwrap();
+    assert_eq!(
+        events.iter().filter(|e| matches!(e, Event::Error { .. })).count(),
+        0,
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| matches!(e, Event::Canceled { .. })), "{events:?}");
+}
