@@ -58,6 +58,8 @@ fn run_steps_stack_layer_directories_and_flatten_deep_stacks() {
     const STEPS: usize = 45;
     let k = kiln();
     let Some(base) = busybox_base(&k) else { return };
+    // The base's own file steps kept theirs.
+    let base_dirs = bucket_dirs(&k, "layerdirs-v1").len();
     let mut df = format!("FROM {base}\nRUN mkdir -p /d/keep && echo 0 > /count && echo gone > /d/gone\n");
     for i in 1..STEPS {
         let op = match i % 4 {
@@ -87,11 +89,11 @@ fn run_steps_stack_layer_directories_and_flatten_deep_stacks() {
         if snapshotter == "overlay" {
             // Every RUN's upper was kept as its layer directory...
             let dirs = bucket_dirs(&k, "layerdirs-v1");
-            assert_eq!(dirs.len(), STEPS, "{dirs:#?}");
-            // ...and the stack was flattened at least once: a merged tree besides the
-            // base's.
+            assert_eq!(dirs.len(), base_dirs + STEPS, "{dirs:#?}");
+            // ...and the stack was flattened at least once (the base is a layer
+            // directory of its own: no merged tree is needed below it).
             let merged = bucket_dirs(&k, "snapshots-v1");
-            assert!(merged.len() >= 2, "no flattened tree: {merged:#?}");
+            assert!(!merged.is_empty(), "no flattened tree: {merged:#?}");
             assert!(merged.len() <= 4, "flattened too often: {merged:#?}");
         }
     }

@@ -178,7 +178,7 @@ impl Prepared for OverlayStep {
         // The upper is the layer's own directory: keep it, by rename, for the next steps
         // to stack (best effort: without it they flatten the chain from blobs).
         self.snaps
-            .adopt_layer_dir(&self.parent, &layer, &self.upper, opts.clamp_mtime);
+            .adopt_layer_dir(&self.parent, &layer, &self.upper, opts.clamp_mtime, false);
         Ok(layer)
     }
 }

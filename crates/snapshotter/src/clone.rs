@@ -90,6 +90,20 @@ fn split(p: &Path) -> io::Result<(&Path, &OsStr)> {
 /// files replace files, whiteouts (0/0 character devices) delete, opaque directories
 /// replace the directory's contents, directories take the upper's metadata.
 pub(crate) fn merge_upper(upper: &Path, tree: &Path, overlay: bool) -> io::Result<()> {
+    merge_into(upper, tree, overlay, false)
+}
+
+/// Applies the layer directory `dir` (overlay format, see [`crate::stack`]) onto `tree`
+/// as [`merge_upper`] does, but leaves `dir` as it is: its files are hard-linked into
+/// the tree (whose files are replaced, never written into), its directories made anew.
+/// O(1) calls per entry of `dir` at any depth, where applying its layer's blob costs a
+/// path lookup per entry and decompressing the blob.
+pub(crate) fn link_layer_dir(dir: &Path, tree: &Path) -> io::Result<()> {
+    merge_into(dir, tree, true, true)
+}
+
+/// [`merge_upper`] (`link` false: entries are moved) or [`link_layer_dir`].
+fn merge_into(upper: &Path, tree: &Path, overlay: bool, link: bool) -> io::Result<()> {
     let mut up = DirCursor::open(upper)?;
     let mut tr = DirCursor::open(tree)?;
     // Per level: the directory, its sorted names, the next one, and the upper's
@@ -136,8 +150,19 @@ pub(crate) fn merge_upper(upper: &Path, tree: &Path, overlay: bool) -> io::Resul
                 stack.push((rel, children, 0, Some(st)));
                 continue;
             }
+            if link {
+                remove_existing(to)?;
+                rustix::fs::mkdirat(to, &name, Mode::from_raw_mode(0o700))?;
+                let children = read_names(from, &name)?;
+                stack.push((rel, children, 0, Some(st)));
+                continue;
+            }
         }
         remove_existing(to)?;
+        if link {
+            rustix::fs::linkat(from, &name, to, &name, AtFlags::empty())?;
+            continue;
+        }
         rustix::fs::renameat(from, &name, to, &name)?;
         if overlay {
             strip_overlay_xattrs(&proc_path(&to, &name, || tree.join(&rel)));
@@ -168,7 +193,7 @@ fn strip_overlay_xattrs(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn chain(root: &Path, name: &str, depth: usize) -> PathBuf {
         let mut fd = rustix::fs::open(root, rustix::fs::OFlags::PATH, Mode::empty()).unwrap();
@@ -223,5 +248,58 @@ mod tests {
         // The clone's own files were replaced, not written into: the source is unchanged.
         assert_eq!(std::fs::read(src.join("top")).unwrap(), b"x");
         assert_eq!(std::fs::read(dst.join("top")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn linking_a_layer_directory_merges_it_and_leaves_it_unchanged() {
+        let t = tempfile::tempdir().unwrap();
+        let (tree, dir) = (t.path().join("tree"), t.path().join("dir"));
+        for d in [
+            "tree/keep",
+            "tree/opq/old",
+            "tree/gone",
+            "dir/keep/new",
+            "dir/opq/fresh",
+        ] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        std::fs::write(tree.join("keep/a"), "a").unwrap();
+        std::fs::write(tree.join("f"), "old").unwrap();
+        std::fs::write(dir.join("f"), "new").unwrap();
+        std::fs::write(dir.join("keep/new/b"), "b").unwrap();
+        std::os::unix::fs::symlink("f", dir.join("l")).unwrap();
+        let opaque = rustix::fs::lsetxattr(
+            dir.join("opq"),
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        );
+        let whiteout = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("gone"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0),
+            0,
+        );
+        std::fs::set_permissions(dir.join("keep/new"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        let before = listing(&dir);
+        link_layer_dir(&dir, &tree).unwrap();
+        assert_eq!(listing(&dir), before, "the layer directory is unchanged");
+        assert_eq!(std::fs::read(tree.join("f")).unwrap(), b"new");
+        assert_eq!(std::fs::read(tree.join("keep/a")).unwrap(), b"a");
+        assert_eq!(std::fs::read(tree.join("keep/new/b")).unwrap(), b"b");
+        assert_eq!(std::fs::metadata(tree.join("keep/new/b")).unwrap().nlink(), 2);
+        assert_eq!(std::fs::metadata(tree.join("keep/new")).unwrap().mode() & 0o7777, 0o750);
+        assert_eq!(std::fs::read_link(tree.join("l")).unwrap(), Path::new("f"));
+        assert!(tree.join("opq/fresh").is_dir());
+        if opaque.is_ok() {
+            assert!(
+                !tree.join("opq/old").exists(),
+                "an opaque directory replaces the tree's"
+            );
+        }
+        if whiteout.is_ok() {
+            assert!(tree.join("gone").symlink_metadata().is_err(), "a whiteout deletes");
+        }
     }
 }

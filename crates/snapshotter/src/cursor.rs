@@ -33,6 +33,9 @@ pub struct DirCursor {
     fd: OwnedFd,
     /// Where `fd` is below the root: a clean relative path (`a/b`, empty for the root).
     at: Vec<u8>,
+    /// With [`Self::tracking_opaque`]: per directory of `at`, whether it is marked
+    /// opaque (overlayfs: the lower layers' entries below it are hidden).
+    opaque: Option<Vec<bool>>,
 }
 
 impl DirCursor {
@@ -43,12 +46,37 @@ impl DirCursor {
             root: root.to_path_buf(),
             fd,
             at: Vec::new(),
+            opaque: None,
         })
+    }
+
+    /// Makes the cursor note, as it moves, which directories on its path are marked
+    /// opaque (one `getxattr` per directory entered), for [`Self::opaque_on_path`]: a
+    /// layer directory of a stack, whose opaque directories hide what is below.
+    pub fn tracking_opaque(mut self) -> Self {
+        self.opaque = Some(Vec::new());
+        if !self.at.is_empty() {
+            // Start from the root, so that every directory on the path is noted.
+            let _ = self.reset();
+        }
+        self
+    }
+
+    /// Whether a directory on the path the cursor is at (not the root) is marked opaque;
+    /// false unless [`Self::tracking_opaque`].
+    pub fn opaque_on_path(&self) -> bool {
+        self.opaque.as_ref().is_some_and(|o| o.contains(&true))
     }
 
     /// The root directory's path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the cursor is below the root (empty for the root): after a failed
+    /// [`Self::dir`], the deepest directory of the path asked for that it reached.
+    pub fn position(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.at))
     }
 
     /// The directory `rel` (normal components only) below the root, reached from where
@@ -74,6 +102,9 @@ impl DirCursor {
                     self.fd = fd;
                     let cut = self.at.iter().rposition(|b| *b == b'/').unwrap_or(0);
                     self.at.truncate(cut);
+                    if let Some(o) = &mut self.opaque {
+                        o.pop();
+                    }
                 }
                 Err(_) => {
                     // Removed meanwhile: start over from the root.
@@ -85,6 +116,12 @@ impl DirCursor {
         let from = if self.at.is_empty() { 0 } else { boundary };
         for name in segments(&want[from..]) {
             let fd = rustix::fs::openat(&self.fd, OsStr::from_bytes(name), DIR_PATH, Mode::empty())?;
+            if let Some(o) = &mut self.opaque {
+                let name = OsStr::from_bytes(name);
+                o.push(crate::stack::is_opaque(&proc_path(&self.fd, name, || {
+                    self.root.join(OsStr::from_bytes(&self.at)).join(name)
+                })));
+            }
             self.fd = fd;
             if !self.at.is_empty() {
                 self.at.push(b'/');
@@ -121,6 +158,9 @@ impl DirCursor {
             Mode::empty(),
         )?;
         self.at.clear();
+        if let Some(o) = &mut self.opaque {
+            o.clear();
+        }
         Ok(())
     }
 }

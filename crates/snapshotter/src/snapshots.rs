@@ -25,7 +25,7 @@ use kiln_image::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::ApplyOptions;
-use crate::clone::{hardlink_tree, merge_upper, tree_stats};
+use crate::clone::{hardlink_tree, link_layer_dir, merge_upper, tree_stats};
 use crate::layer::{write_layer, Compression, Layer};
 use crate::tarw::{OwnerOverrides, TarOptions};
 use crate::SnapshotError;
@@ -146,7 +146,15 @@ impl Snapshots {
             })?,
         }
         let opts = ApplyOptions::default();
-        for layer in &layers[start..] {
+        let dirs = self.layer_dirs();
+        for (n, layer) in layers.iter().enumerate().skip(start) {
+            // A layer kept as its own directory (a step's upper) is linked in from
+            // there; otherwise (or if linking fails half way, e.g. EMLINK) its blob is
+            // applied: a blob applied over part of its own layer gives the same tree.
+            let dir = dirs.dir().join(chains[n].hex());
+            if dirs.is_complete(&dir) && link_layer_dir(&dir, &tree).is_ok() {
+                continue;
+            }
             let warnings = self.apply_layer(layer, &tree, &opts)?;
             self.warnings.lock().unwrap_or_else(|p| p.into_inner()).extend(
                 warnings
@@ -322,13 +330,16 @@ impl Snapshots {
             })
     }
 
-    /// Starts a change on top of `parent`.
+    /// Starts a change on top of `parent`: an empty upper directory over the parent's
+    /// stack (the layer directories of its top layers over the nearest merged tree, as
+    /// a RUN step's overlay has it; see [`Self::stack`]), so that preparing costs nothing
+    /// per file of the parent.
     pub fn prepare(&self, parent: &[Layer]) -> Result<ActiveSnapshot, SnapshotError> {
-        let lower = self.merged(parent)?;
+        let lowers = self.stack_at_most(parent, FILE_STEP_STACK_BUDGET, FILE_STEP_MAX_DEPTH)?;
         let upper = self.temp_dir("upper-")?;
         Ok(ActiveSnapshot {
             upper,
-            lower,
+            lowers,
             parent: parent.to_vec(),
             owners: OwnerOverrides::new(),
             snaps: self.clone(),
@@ -336,12 +347,26 @@ impl Snapshots {
     }
 }
 
+/// The bytes of directory paths a file step's stack may have (as a `lowerdir=` list):
+/// half a mount's page, so that looking an entry up through the stack stays cheap
+/// (every directory of the stack is asked in turn) and a RUN step on top, which adds
+/// its own upper and work directories to the page, stacks the same directories.
+const FILE_STEP_STACK_BUDGET: usize = crate::stack::MOUNT_DATA_MAX / 2;
+
+/// The most directories a file step's stack has. A lookup of a new name asks every one
+/// (a destination `k` directories deep: up to `k` calls each, the first time), and a
+/// flattening (every this many file steps on a stack) links the stack's layer
+/// directories into a clone of the merged tree below: 8 keeps both small (1,000 nested
+/// `WORKDIR`s: docs/benchmarks.md).
+const FILE_STEP_MAX_DEPTH: usize = 8;
+
 /// ActiveSnapshot is a file step's change in progress: an empty upper directory over the
-/// parent's merged tree. `commit` turns the upper into a layer; dropping it discards the
-/// change.
+/// parent's stack. `commit` turns the upper into a layer and keeps it as the layer's own
+/// directory for the next steps to stack; dropping it discards the change.
 pub struct ActiveSnapshot {
     upper: tempfile::TempDir,
-    lower: Option<PathBuf>,
+    /// The parent's stack, topmost first; empty for no parent.
+    lowers: Vec<PathBuf>,
     parent: Vec<Layer>,
     /// Owners the layer must record that could not be set on disk (rootless).
     pub owners: OwnerOverrides,
@@ -354,9 +379,26 @@ impl ActiveSnapshot {
         self.upper.path()
     }
 
-    /// The parent's merged tree, if the parent has layers.
-    pub fn lower(&self) -> Option<&Path> {
-        self.lower.as_deref()
+    /// The directories whose overlay is the parent's tree, topmost first (see
+    /// [`crate::stack::StackCursor`]); empty if the parent has no layers.
+    pub fn lowers(&self) -> &[PathBuf] {
+        &self.lowers
+    }
+
+    /// A cursor over the parent's stack, for looking entries up in it.
+    pub fn stack_cursor(&self) -> io::Result<crate::stack::StackCursor> {
+        crate::stack::StackCursor::open(&self.lowers)
+    }
+
+    /// The parent's whole merged tree (made now if the parent is a stack), for what
+    /// must read the parent's files as one tree (the image's `/etc/passwd`); `None`
+    /// for no parent.
+    pub fn merged_parent(&self) -> Result<Option<PathBuf>, SnapshotError> {
+        match self.lowers.as_slice() {
+            [] => Ok(None),
+            [one] if one.starts_with(self.snaps.dir()) => Ok(Some(one.clone())),
+            _ => self.snaps.merged(&self.parent),
+        }
     }
 
     /// The layers below this change.
@@ -364,14 +406,14 @@ impl ActiveSnapshot {
         &self.parent
     }
 
-    /// Where `rel` is visible in the merged view (upper first), if it exists.
+    /// Where `rel` (symlinks on the way already resolved: none is followed) is visible
+    /// in the merged view (upper first), if it exists.
     pub fn lookup(&self, rel: &Path) -> Option<PathBuf> {
         let up = self.upper.path().join(rel);
         if up.symlink_metadata().is_ok() {
             return Some(up);
         }
-        let low = self.lower.as_ref()?.join(rel);
-        low.symlink_metadata().is_ok().then_some(low)
+        crate::stack::find_in_stack(&self.lowers, rel)
     }
 
     /// Writes the upper directory as a layer blob and returns the new chain's layer.
@@ -388,14 +430,37 @@ impl ActiveSnapshot {
             overlay_upper: false,
         };
         let layer = write_layer(self.upper.path(), content, &opts, compression)?;
-        // The new chain's tree, made from the parent's and this upper instead of
-        // unpacking the blob again (the upper is thrown away next). Owners that exist
+        // The upper is the layer's own directory: keep it, by rename, for the next steps
+        // to stack, when an overlay of it shows what the layer holds. Owners that exist
         // only in the layer (rootless) need the blob, so they skip this.
-        if !has_owner_overrides {
+        if has_owner_overrides {
+            return Ok(layer);
+        }
+        if crate::stack::is_plain_upper(self.upper.path()).unwrap_or(false) {
+            self.root_as_parents();
+            let upper = self.upper.keep();
             self.snaps
-                .adopt_upper(&self.parent, &layer, self.lower.as_deref(), self.upper.path());
+                .adopt_layer_dir(&self.parent, &layer, &upper, clamp_mtime, true);
+        } else if let Ok(lower) = self.merged_parent() {
+            // Whiteout-like names: the new chain's merged tree instead, from the parent's.
+            self.snaps
+                .adopt_upper(&self.parent, &layer, lower.as_deref(), self.upper.path());
         }
         Ok(layer)
+    }
+
+    /// Gives the upper's root directory the parent's root's attributes (a layer holds
+    /// no root entry: a step on top sees the parent's), as a RUN step's upper has them.
+    /// Best effort, as keeping the layer directory is.
+    fn root_as_parents(&self) {
+        let Some(top) = self.lowers.first() else { return };
+        let Ok(md) = std::fs::metadata(top) else { return };
+        let up = self.upper.path();
+        if crate::ids::can_chown() {
+            let _ = std::os::unix::fs::chown(up, Some(md.uid()), Some(md.gid()));
+        }
+        let _ = std::fs::set_permissions(up, std::fs::Permissions::from_mode(md.mode() & 0o7777));
+        let _ = crate::apply::set_mtime(up, md.mtime());
     }
 }
 

@@ -187,7 +187,14 @@ impl<'a> FileWriter<'a> {
     /// Resolves `--chown` against the image's passwd/group files (read inside its root).
     pub fn resolve_owner(&self, chown: &Option<ChownOpt>) -> Result<Option<Owner>, WorkerError> {
         let Some(c) = chown else { return Ok(None) };
-        let owner = users::chown_ids(self.snap.lower(), &c.user, c.group.as_ref())?;
+        // Names are looked up in the parent's files, as one tree; ids need none.
+        let named = |u: &kiln_graph::UserSpec| matches!(u, kiln_graph::UserSpec::Name(_));
+        let tree = if named(&c.user) || c.group.as_ref().is_some_and(named) {
+            self.snap.merged_parent()?
+        } else {
+            None
+        };
+        let owner = users::chown_ids(tree.as_deref(), &c.user, c.group.as_ref())?;
         Ok(Some(owner))
     }
 
@@ -374,18 +381,13 @@ impl<'a> FileWriter<'a> {
                 remove_existing(&up)?;
                 std::fs::create_dir(&up).map_err(io_err(&up))?;
             }
-            let lower_dir = self
-                .snap
-                .lower()
-                .map(|l| l.join(target))
-                .and_then(|p| p.symlink_metadata().ok())
-                .filter(|m| m.is_dir());
+            let lower_dir = self.lower_dir_stat(target);
             if top && !target.as_os_str().is_empty() {
                 match (exists_in_upper, lower_dir) {
                     // Copying contents into an existing directory keeps its metadata.
                     (true, _) => {}
                     (false, Some(l)) => {
-                        self.finish_entry(&up, l.mode() & 0o7777, (l.uid(), l.gid()), l.mtime(), true)?
+                        self.finish_entry(&up, l.st_mode & 0o7777, (l.st_uid, l.st_gid), l.st_mtime, true)?
                     }
                     // A new destination directory is made before the copy, as BuildKit's
                     // MkdirAll does: mode 0755 (or octal `--chmod`), owner 0:0 (or
@@ -490,14 +492,8 @@ impl<'a> FileWriter<'a> {
             }
             remove_existing(&up)?;
             std::fs::create_dir(&up).map_err(io_err(&up))?;
-            let lower = self
-                .snap
-                .lower()
-                .map(|l| l.join(&target))
-                .and_then(|p| p.symlink_metadata().ok())
-                .filter(|m| m.is_dir());
-            match lower {
-                Some(l) => self.finish_entry(&up, src_mode, (l.uid(), l.gid()), l.mtime(), true)?,
+            match self.lower_dir_stat(&target) {
+                Some(l) => self.finish_entry(&up, src_mode, (l.st_uid, l.st_gid), l.st_mtime, true)?,
                 None => self.finish_entry(&up, mode, own, md.mtime(), true)?,
             }
         }

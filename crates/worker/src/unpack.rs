@@ -32,7 +32,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use kiln_snapshotter::compression::sniffing_decompressor;
@@ -326,14 +326,8 @@ impl FileWriter<'_> {
                 Err(_) => {}
             }
             std::fs::create_dir(&up).map_err(io_err(&up))?;
-            let lower = self
-                .snap
-                .lower()
-                .map(|l| l.join(&cur))
-                .and_then(|p| p.symlink_metadata().ok())
-                .filter(|m| m.is_dir());
-            match lower {
-                Some(md) => self.finish_entry(&up, md.mode() & 0o7777, (md.uid(), md.gid()), md.mtime(), true)?,
+            match self.lower_dir_stat(&cur) {
+                Some(st) => self.finish_entry(&up, st.st_mode & 0o7777, (st.st_uid, st.st_gid), st.st_mtime, true)?,
                 None => self.finish_entry(&up, 0o755, owner, self.epoch, true)?,
             }
         }

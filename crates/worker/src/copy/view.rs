@@ -15,23 +15,25 @@ use std::path::{Component, Path, PathBuf};
 
 use kiln_snapshotter::cursor::{is_dir, set_mtime_at, DirCursor};
 use kiln_snapshotter::set_mtime;
+use kiln_snapshotter::stack::StackCursor;
 use rustix::fs::{AtFlags, Gid, Mode, Stat, Uid};
 
 use super::{io_err, FileWriter, Owner};
 use crate::WorkerError;
 
-/// View holds the cursors of a step's upper directory and its parent's tree.
+/// View holds the cursors of a step's upper directory and its parent's tree (a stack
+/// of directories, see [`StackCursor`]).
 #[derive(Default)]
 pub(super) struct View {
     upper: Option<DirCursor>,
-    lower: Option<DirCursor>,
+    lower: Option<StackCursor>,
 }
 
-/// Where a name was found in the view.
+/// Where a name was found in the view: the upper, or the stack's `n`th directory.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Upper,
-    Lower,
+    Lower(usize),
 }
 
 fn errno(path: &Path) -> impl FnOnce(rustix::io::Errno) -> WorkerError + '_ {
@@ -54,31 +56,32 @@ impl FileWriter<'_> {
                 return Some((Side::Upper, st));
             }
         }
-        let lower = self.snap.lower()?;
+        self.lower_stat(rel).map(|(i, st)| (Side::Lower(i), st))
+    }
+
+    /// `rel` in the parent's tree: which directory of its stack holds it, and its stat.
+    fn lower_stat(&self, rel: &Path) -> Option<(usize, Stat)> {
+        if self.snap.lowers().is_empty() {
+            return None;
+        }
         let mut v = self.view.borrow_mut();
         if v.lower.is_none() {
-            v.lower = DirCursor::open(lower).ok();
+            v.lower = self.snap.stack_cursor().ok();
         }
-        v.lower.as_mut()?.stat(rel).map(|st| (Side::Lower, st))
+        v.lower.as_mut()?.stat(rel)
     }
 
     /// `rel` in the parent's tree, if it is a directory there.
-    pub(super) fn lower_dir_stat(&self, rel: &Path) -> Option<Stat> {
-        self.snap.lower()?;
-        let mut v = self.view.borrow_mut();
-        if v.lower.is_none() {
-            v.lower = DirCursor::open(self.snap.lower()?).ok();
-        }
-        v.lower.as_mut()?.stat(rel).filter(is_dir)
+    pub(crate) fn lower_dir_stat(&self, rel: &Path) -> Option<Stat> {
+        self.lower_stat(rel).map(|(_, st)| st).filter(is_dir)
     }
 
     fn view_readlink(&self, side: Side, rel: &Path) -> Option<PathBuf> {
         let mut v = self.view.borrow_mut();
-        let cur = match side {
-            Side::Upper => v.upper.as_mut()?,
-            Side::Lower => v.lower.as_mut()?,
+        let (fd, name) = match side {
+            Side::Upper => v.upper.as_mut()?.parent_of(rel).ok()?,
+            Side::Lower(i) => v.lower.as_mut()?.parent_of(i, rel).ok()?,
         };
-        let (fd, name) = cur.parent_of(rel).ok()?;
         let t = rustix::fs::readlinkat(fd, name, Vec::new()).ok()?;
         Some(PathBuf::from(std::ffi::OsStr::from_bytes(t.to_bytes())))
     }
@@ -342,11 +345,11 @@ mod tests {
             return;
         }
         let mut snap = snaps.prepare(std::slice::from_ref(&layer)).unwrap();
-        let lower = snap.lower().unwrap().to_path_buf();
-        assert!(DirCursor::open(&lower)
+        assert!(snap
+            .stack_cursor()
             .unwrap()
             .stat(&rel.join("e"))
-            .is_some_and(|s| is_dir(&s)));
+            .is_some_and(|(_, s)| is_dir(&s)));
         let mut w = FileWriter::new(&mut snap, privileged, 9);
         // Exists below: nothing to do.
         w.mkdir(&format!("{deep}/e"), 0o755, &None).unwrap();
