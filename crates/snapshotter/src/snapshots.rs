@@ -10,10 +10,12 @@
 //!
 //! A chain's merged tree is a hard-link clone of its longest unpacked prefix with the
 //! remaining layers applied on top (the applier replaces files rather than writing into
-//! them, so the shared inodes are never changed). File steps (COPY, ADD, WORKDIR) write
-//! into a fresh upper directory over the parent's merged tree ([`ActiveSnapshot`]); the
-//! upper becomes the step's layer. RUN steps go through [`crate::Snapshotter`]: the
-//! overlay backend stacks layer directories over a merged tree ([`crate::stack`]).
+//! them, so the shared inodes are never changed); layers kept as their own directories
+//! are hard-linked in from there instead. File steps (COPY, ADD, WORKDIR) write into a
+//! fresh upper directory over the parent's stack of layer directories
+//! ([`ActiveSnapshot`], [`crate::stack`]); the upper becomes the step's layer, then its
+//! layer directory. RUN steps go through [`crate::Snapshotter`]: the overlay backend
+//! mounts the same stacks.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -224,7 +226,7 @@ impl Snapshots {
     /// same old tree cannot both move it: the second could move the first one's new,
     /// complete tree (whose record is written before the tree appears, so it is
     /// recognised when checked under the lock).
-    fn evict_unrecorded(&self, target: &Path) -> Result<(), SnapshotError> {
+    pub(crate) fn evict_unrecorded(&self, target: &Path) -> Result<(), SnapshotError> {
         let io_err = |op: &'static str| {
             let path = self.dir.clone();
             move |source: io::Error| SnapshotError::Io { op, path, source }

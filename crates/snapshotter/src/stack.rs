@@ -1,4 +1,5 @@
-//! Stacked snapshots: a RUN step's upper directory, once its layer is written, is kept
+//! Stacked snapshots: a step's upper directory (a RUN's, or a file step's that an
+//! overlay shows as its layer has it), once its layer is written, is kept
 //! as that layer's own directory under `$KILN_ROOT/layerdirs-v1/<chain id>/` (overlayfs
 //! format: whiteouts are 0/0 character devices, opaque directories carry the
 //! `trusted.overlay.opaque` or, rootless, `user.overlay.opaque` xattr), with a record
@@ -77,6 +78,11 @@ impl Snapshots {
                 return Ok(out);
             }
             let dir = dirs.dir().join(chain.hex());
+            if !dirs.is_complete(&dir) && dir.symlink_metadata().is_ok() {
+                // An older kiln's, or one killed while deleting it: never used, and
+                // moved away now, as making the chain's tree again would (best effort).
+                let _ = dirs.evict_unrecorded(&dir);
+            }
             // Room for this directory and, below it, a merged tree's path (same length).
             if out.len() + 1 >= max_depth.min(MAX_DEPTH) || used + 2 * len > budget || !dirs.is_complete(&dir) {
                 break;
