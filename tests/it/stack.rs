@@ -205,3 +205,67 @@ fn oci_manifest(archive: &Path) -> serde_json::Value {
         .join(digest.trim_start_matches("sha256:"));
     serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap()
 }
+
+#[test]
+fn file_steps_see_the_overlay_of_their_stack() {
+    if !require(
+        kiln_testkit::is_root(),
+        "the overlay snapshotter tests run RUN steps as root",
+    ) {
+        return;
+    }
+    // File steps look up their destinations through the parent's stack of layer
+    // directories, not a merged tree: what a RUN deleted (a whiteout) or replaced (an
+    // opaque directory, a file over a directory) must be gone for them too. A view that
+    // saw the hidden `/d/link` would write `/etc/a` through it; one that saw the hidden
+    // file `/w` would refuse `/w/y`. The image is the copy snapshotter's (whose file
+    // steps see one merged tree), layer by layer, and the file steps kept their uppers
+    // as layer directories.
+    let k = kiln();
+    let Some(base) = busybox_base(&k) else { return };
+    let df = format!(
+        "FROM {base}\n\
+         RUN mkdir -p /d/old && ln -s /etc /d/link && echo x > /d/f && echo w > /w && mkdir -p /v/sub\n\
+         RUN rm -rf /d /w /v && mkdir /d && echo v > /v && echo new > /d/new\n\
+         COPY <<EOT /d/link/a\n\
+         a\n\
+         EOT\n\
+         COPY <<EOT /w/y\n\
+         y\n\
+         EOT\n\
+         WORKDIR /v2/deep\n\
+         COPY <<EOT /d/old/b\n\
+         b\n\
+         EOT\n\
+         RUN test -f /d/link/a && ! test -L /d/link && ! test -e /etc/a && ! test -e /d/f \\\n\
+          && test -f /w/y && test -f /v && test -f /d/old/b && test -d /v2/deep && echo seen-ok\n"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
+    for (snapshotter, dest) in [("overlay", &a), ("copy", &b)] {
+        let before = bucket_dirs(&k, "layerdirs-v1").len();
+        let progress = build_plain(
+            &k,
+            &df,
+            &[
+                "--no-cache",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1000000000",
+                "--snapshotter",
+                snapshotter,
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+            ],
+        );
+        assert!(step_lines(&progress).contains(&"seen-ok".to_string()), "{progress}");
+        if snapshotter == "overlay" {
+            // Two RUNs, four file steps and the last RUN, and the three heredocs' own
+            // sources (a file step on scratch each): every upper kept.
+            let after = bucket_dirs(&k, "layerdirs-v1").len();
+            assert_eq!(after - before, 10, "{progress}");
+        }
+    }
+    crate::run::assert_same_layers(&crate::run::layer_listings(&a), &crate::run::layer_listings(&b));
+    let (ok, text) = fsck(&k, &["--deep"]);
+    assert!(ok, "{text}");
+}
