@@ -223,23 +223,7 @@ fn file_steps_see_the_overlay_of_their_stack() {
     // as layer directories.
     let k = kiln();
     let Some(base) = busybox_base(&k) else { return };
-    let df = format!(
-        "FROM {base}\n\
-         RUN mkdir -p /d/old && ln -s /etc /d/link && echo x > /d/f && echo w > /w && mkdir -p /v/sub\n\
-         RUN rm -rf /d /w /v && mkdir /d && echo v > /v && echo new > /d/new\n\
-         COPY <<EOT /d/link/a\n\
-         a\n\
-         EOT\n\
-         COPY <<EOT /w/y\n\
-         y\n\
-         EOT\n\
-         WORKDIR /v2/deep\n\
-         COPY <<EOT /d/old/b\n\
-         b\n\
-         EOT\n\
-         RUN test -f /d/link/a && ! test -L /d/link && ! test -e /etc/a && ! test -e /d/f \\\n\
-          && test -f /w/y && test -f /v && test -f /d/old/b && test -d /v2/deep && echo seen-ok\n"
-    );
+    let df = overlay_views(base);
     let out = tempfile::tempdir().unwrap();
     let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
     for (snapshotter, dest) in [("overlay", &a), ("copy", &b)] {
@@ -268,4 +252,45 @@ fn file_steps_see_the_overlay_of_their_stack() {
     crate::run::assert_same_layers(&crate::run::layer_listings(&a), &crate::run::layer_listings(&b));
     let (ok, text) = fsck(&k, &["--deep"]);
     assert!(ok, "{text}");
+}
+
+/// [`file_steps_see_the_overlay_of_their_stack`]'s Dockerfile: its last RUN says
+/// `seen-ok` when the file steps saw what the overlay shows.
+fn overlay_views(base: &str) -> String {
+    format!(
+        "FROM {base}\n\
+     RUN mkdir -p /d/old && ln -s /etc /d/link && echo x > /d/f && echo w > /w && mkdir -p /v/sub\n\
+     RUN rm -rf /d /w /v && mkdir /d && echo v > /v && echo new > /d/new\n\
+     COPY <<EOT /d/link/a\n\
+     a\n\
+     EOT\n\
+     COPY <<EOT /w/y\n\
+     y\n\
+     EOT\n\
+     WORKDIR /v2/deep\n\
+     COPY <<EOT /d/old/b\n\
+     b\n\
+     EOT\n\
+     RUN test -f /d/link/a && ! test -L /d/link && ! test -e /etc/a && ! test -e /d/f \\\n\
+      && test -f /w/y && test -f /v && test -f /d/old/b && test -d /v2/deep && echo seen-ok\n"
+    )
+}
+
+#[test]
+fn rootless_file_steps_see_the_overlay_of_their_stack() {
+    // Rootless overlays mark opaque directories with `user.overlay.opaque`.
+    let Some(u) = crate::rootless::User::get(crate::rootless::SUB_USER, true) else {
+        return;
+    };
+    let Some(base) = u.busybox_base() else { return };
+    let ctx = u.context("views", &overlay_views(base));
+    let progress = u.kiln_ok(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(step_lines(&progress).contains(&"seen-ok".to_string()), "{progress}");
+    let dirs = std::fs::read_dir(u.path("root/layerdirs-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .count();
+    // Three RUNs, four file steps, three heredoc sources (and the base's).
+    assert!(dirs >= 10, "the file steps kept no layer directory: {dirs}");
 }
