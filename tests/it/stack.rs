@@ -17,12 +17,51 @@ fn bucket_dirs(k: &Kiln, bucket: &str) -> Vec<PathBuf> {
     v
 }
 
-#[test]
-fn run_steps_see_the_link_counts_of_the_image() {
-    if !require(
+/// Whether the overlay snapshotter tests can run here (they run RUN steps as root).
+fn root_overlay() -> bool {
+    require(
         kiln_testkit::is_root(),
         "the overlay snapshotter tests run RUN steps as root",
-    ) {
+    )
+}
+
+/// Builds `df` with `--no-cache` and clamped times with the overlay and then the copy
+/// snapshotter into two OCI archives (`overlay.tar`, `copy.tar` in the returned
+/// directory), calls `after_overlay` with the overlay build's progress before the copy
+/// build, and requires the same layers from both.
+fn build_overlay_and_copy(
+    k: &Kiln,
+    df: &str,
+    after_overlay: impl FnOnce(&str),
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
+    let mut after_overlay = Some(after_overlay);
+    for (snapshotter, dest) in [("overlay", &a), ("copy", &b)] {
+        let progress = build_plain(
+            k,
+            df,
+            &[
+                "--no-cache",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1000000000",
+                "--snapshotter",
+                snapshotter,
+                "-o",
+                &format!("type=oci,dest={}", dest.display()),
+            ],
+        );
+        if let Some(f) = after_overlay.take() {
+            f(&progress);
+        }
+    }
+    crate::run::assert_same_layers(&crate::run::layer_listings(&a), &crate::run::layer_listings(&b));
+    (out, a, b)
+}
+
+#[test]
+fn run_steps_see_the_link_counts_of_the_image() {
+    if !root_overlay() {
         return;
     }
     // As under BuildKit: three RUN steps in a row all see /bin/busybox with the link
@@ -45,10 +84,7 @@ fn run_steps_see_the_link_counts_of_the_image() {
 
 #[test]
 fn run_steps_stack_layer_directories_and_flatten_deep_stacks() {
-    if !require(
-        kiln_testkit::is_root(),
-        "the overlay snapshotter tests run RUN steps as root",
-    ) {
+    if !root_overlay() {
         return;
     }
     // More steps than one page of `lowerdir=` paths holds (each path is the root's
@@ -70,35 +106,16 @@ fn run_steps_stack_layer_directories_and_flatten_deep_stacks() {
         };
         df.push_str(&format!("RUN {op}\n"));
     }
-    let out = tempfile::tempdir().unwrap();
-    let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
-    for (snapshotter, dest) in [("overlay", &a), ("copy", &b)] {
-        build_plain(
-            &k,
-            &df,
-            &[
-                "--no-cache",
-                "--build-arg",
-                "SOURCE_DATE_EPOCH=1000000000",
-                "--snapshotter",
-                snapshotter,
-                "-o",
-                &format!("type=oci,dest={}", dest.display()),
-            ],
-        );
-        if snapshotter == "overlay" {
-            // Every RUN's upper was kept as its layer directory...
-            let dirs = bucket_dirs(&k, "layerdirs-v1");
-            assert_eq!(dirs.len(), base_dirs + STEPS, "{dirs:#?}");
-            // ...and the stack was flattened at least once (the base is a layer
-            // directory of its own: no merged tree is needed below it).
-            let merged = bucket_dirs(&k, "snapshots-v1");
-            assert!(!merged.is_empty(), "no flattened tree: {merged:#?}");
-            assert!(merged.len() <= 4, "flattened too often: {merged:#?}");
-        }
-    }
-    let (overlay, copy) = (crate::run::layer_listings(&a), crate::run::layer_listings(&b));
-    crate::run::assert_same_layers(&overlay, &copy);
+    let (_out, a, b) = build_overlay_and_copy(&k, &df, |_| {
+        // Every RUN's upper was kept as its layer directory...
+        let dirs = bucket_dirs(&k, "layerdirs-v1");
+        assert_eq!(dirs.len(), base_dirs + STEPS, "{dirs:#?}");
+        // ...and the stack was flattened at least once (the base is a layer
+        // directory of its own: no merged tree is needed below it).
+        let merged = bucket_dirs(&k, "snapshots-v1");
+        assert!(!merged.is_empty(), "no flattened tree: {merged:#?}");
+        assert!(merged.len() <= 4, "flattened too often: {merged:#?}");
+    });
     let digests = |p: &Path| -> Vec<String> {
         let m = oci_manifest(p);
         m["layers"]
@@ -115,10 +132,7 @@ fn run_steps_stack_layer_directories_and_flatten_deep_stacks() {
 
 #[test]
 fn fsck_checks_layer_directories_and_repair_removes_a_bad_one() {
-    if !require(
-        kiln_testkit::is_root(),
-        "the overlay snapshotter tests run RUN steps as root",
-    ) {
+    if !root_overlay() {
         return;
     }
     let k = kiln();
@@ -208,10 +222,7 @@ fn oci_manifest(archive: &Path) -> serde_json::Value {
 
 #[test]
 fn file_steps_see_the_overlay_of_their_stack() {
-    if !require(
-        kiln_testkit::is_root(),
-        "the overlay snapshotter tests run RUN steps as root",
-    ) {
+    if !root_overlay() {
         return;
     }
     // File steps look up their destinations through the parent's stack of layer
@@ -224,32 +235,15 @@ fn file_steps_see_the_overlay_of_their_stack() {
     let k = kiln();
     let Some(base) = busybox_base(&k) else { return };
     let df = overlay_views(base);
-    let out = tempfile::tempdir().unwrap();
-    let (a, b) = (out.path().join("overlay.tar"), out.path().join("copy.tar"));
-    for (snapshotter, dest) in [("overlay", &a), ("copy", &b)] {
-        let before = bucket_dirs(&k, "layerdirs-v1").len();
-        let progress = build_plain(
-            &k,
-            &df,
-            &[
-                "--no-cache",
-                "--build-arg",
-                "SOURCE_DATE_EPOCH=1000000000",
-                "--snapshotter",
-                snapshotter,
-                "-o",
-                &format!("type=oci,dest={}", dest.display()),
-            ],
-        );
-        assert!(step_lines(&progress).contains(&"seen-ok".to_string()), "{progress}");
-        if snapshotter == "overlay" {
-            // Two RUNs, four file steps and the last RUN, and the three heredocs' own
-            // sources (a file step on scratch each): every upper kept.
-            let after = bucket_dirs(&k, "layerdirs-v1").len();
-            assert_eq!(after - before, 10, "{progress}");
-        }
-    }
-    crate::run::assert_same_layers(&crate::run::layer_listings(&a), &crate::run::layer_listings(&b));
+    let before = bucket_dirs(&k, "layerdirs-v1").len();
+    let check = |progress: &str| {
+        assert!(step_lines(progress).contains(&"seen-ok".to_string()), "{progress}");
+        // Two RUNs, four file steps and the last RUN, and the three heredocs' own
+        // sources (a file step on scratch each): every upper kept.
+        let after = bucket_dirs(&k, "layerdirs-v1").len();
+        assert_eq!(after - before, 10, "{progress}");
+    };
+    build_overlay_and_copy(&k, &df, check);
     let (ok, text) = fsck(&k, &["--deep"]);
     assert!(ok, "{text}");
 }

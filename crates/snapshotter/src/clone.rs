@@ -1,5 +1,5 @@
 //! The copy backend's tree operations, by descriptor ([`crate::cursor`]): cloning a
-//! snapshot with hard links, moving a step's upper directory onto a clone, and counting
+//! snapshot with hard links, linking a layer directory into a clone, and counting
 //! a tree. Each costs O(1) system calls per entry at any depth.
 
 use std::ffi::{OsStr, OsString};
@@ -86,27 +86,17 @@ fn split(p: &Path) -> io::Result<(&Path, &OsStr)> {
     }
 }
 
-/// Moves everything in `upper` onto `tree`, as applying the layer made from it would:
-/// files replace files, whiteouts (0/0 character devices) delete, opaque directories
-/// replace the directory's contents, directories take the upper's metadata.
-pub(crate) fn merge_upper(upper: &Path, tree: &Path, overlay: bool) -> io::Result<()> {
-    merge_into(upper, tree, overlay, false)
-}
-
 /// Applies the layer directory `dir` (overlay format, see [`crate::stack`]) onto `tree`
-/// as [`merge_upper`] does, but leaves `dir` as it is: its files are hard-linked into
-/// the tree (whose files are replaced, never written into), its directories made anew.
-/// O(1) calls per entry of `dir` at any depth, where applying its layer's blob costs a
-/// path lookup per entry and decompressing the blob.
+/// as applying its layer would: files replace files, whiteouts (0/0 character devices)
+/// delete, opaque directories replace the directory's contents, directories take the
+/// layer's metadata. `dir` is left as it is: its files are hard-linked into the tree
+/// (whose files are replaced, never written into), its directories made anew. O(1)
+/// calls per entry of `dir` at any depth, where applying its layer's blob costs a path
+/// lookup per entry and decompressing the blob.
 pub(crate) fn link_layer_dir(dir: &Path, tree: &Path) -> io::Result<()> {
-    merge_into(dir, tree, true, true)
-}
-
-/// [`merge_upper`] (`link` false: entries are moved) or [`link_layer_dir`].
-fn merge_into(upper: &Path, tree: &Path, overlay: bool, link: bool) -> io::Result<()> {
-    let mut up = DirCursor::open(upper)?;
+    let mut up = DirCursor::open(dir)?;
     let mut tr = DirCursor::open(tree)?;
-    // Per level: the directory, its sorted names, the next one, and the upper's
+    // Per level: the directory, its sorted names, the next one, and the layer's
     // metadata to give the tree's directory once its contents are merged.
     let mut stack: Vec<(PathBuf, Vec<OsString>, usize, Option<Stat>)> = vec![(
         PathBuf::new(),
@@ -114,21 +104,21 @@ fn merge_into(upper: &Path, tree: &Path, overlay: bool, link: bool) -> io::Resul
         0,
         None,
     )];
-    while let Some((dir, names, next, meta)) = stack.last_mut() {
+    while let Some((parent, names, next, meta)) = stack.last_mut() {
         let Some(name) = names.get(*next).cloned() else {
-            let (dir, meta) = (std::mem::take(dir), meta.take());
+            let (parent, meta) = (std::mem::take(parent), meta.take());
             stack.pop();
             if let Some(st) = meta {
-                let (fd, name) = tr.parent_of(&dir)?;
+                let (fd, name) = tr.parent_of(&parent)?;
                 copy_dir_meta(fd, name, &st)?;
             }
             continue;
         };
         *next += 1;
-        let rel = dir.join(&name);
-        let dir = dir.clone();
-        let from = up.dir(&dir)?;
-        let to = tr.dir(&dir)?;
+        let rel = parent.join(&name);
+        let parent = parent.clone();
+        let from = up.dir(&parent)?;
+        let to = tr.dir(&parent)?;
         let st = rustix::fs::statat(from, &name, AtFlags::SYMLINK_NOFOLLOW)?;
         let kind = FileType::from_raw_mode(st.st_mode);
         let existing = rustix::fs::statat(to, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
@@ -139,55 +129,24 @@ fn merge_into(upper: &Path, tree: &Path, overlay: bool, link: bool) -> io::Resul
                 None => Ok(()),
             }
         };
-        if overlay && kind == FileType::CharacterDevice && st.st_rdev == 0 {
+        if crate::stack::is_whiteout(&st) {
             remove_existing(to)?;
             continue;
         }
         if kind == FileType::Directory {
-            let opaque = overlay && crate::tarw::is_opaque(&proc_path(&from, &name, || upper.join(&rel)));
-            if existing.as_ref().is_some_and(is_dir) && !opaque {
-                let children = read_names(from, &name)?;
-                stack.push((rel, children, 0, Some(st)));
-                continue;
-            }
-            if link {
+            let opaque = crate::tarw::is_opaque(&proc_path(&from, &name, || dir.join(&rel)));
+            if !existing.as_ref().is_some_and(is_dir) || opaque {
                 remove_existing(to)?;
                 rustix::fs::mkdirat(to, &name, Mode::from_raw_mode(0o700))?;
-                let children = read_names(from, &name)?;
-                stack.push((rel, children, 0, Some(st)));
-                continue;
             }
+            let children = read_names(from, &name)?;
+            stack.push((rel, children, 0, Some(st)));
+            continue;
         }
         remove_existing(to)?;
-        if link {
-            rustix::fs::linkat(from, &name, to, &name, AtFlags::empty())?;
-            continue;
-        }
-        rustix::fs::renameat(from, &name, to, &name)?;
-        if overlay {
-            strip_overlay_xattrs(&proc_path(&to, &name, || tree.join(&rel)));
-        }
+        rustix::fs::linkat(from, &name, to, &name, AtFlags::empty())?;
     }
     Ok(())
-}
-
-/// Overlay's private xattrs (opaque and origin marks) on moved entries have no meaning
-/// in a plain tree, which may later be an overlay lower itself.
-fn strip_overlay_xattrs(path: &Path) {
-    for e in walkdir::WalkDir::new(path).into_iter().flatten() {
-        let p = e.path();
-        let mut names = vec![0u8; 4096];
-        let Ok(n) = rustix::fs::llistxattr(p, &mut names) else {
-            continue;
-        };
-        for key in names[..n].split(|b| *b == 0).filter(|k| !k.is_empty()) {
-            if key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.") {
-                if let Ok(k) = std::ffi::CString::new(key) {
-                    let _ = rustix::fs::lremovexattr(p, k.as_c_str());
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -234,12 +193,12 @@ mod tests {
         assert_eq!(listing(&src), listing(&dst));
         assert_eq!(std::fs::metadata(dst.join("top")).unwrap().nlink(), 2);
 
-        // An upper holding the chain one deeper (as a WORKDIR step's), plus a whiteout-free file.
+        // A layer directory holding the chain one deeper (as a WORKDIR step's), plus a file.
         let upper = t.path().join("upper");
         std::fs::create_dir(&upper).unwrap();
         let deeper = chain(&upper, "dddd", 1001);
         std::fs::write(upper.join("top"), "new").unwrap();
-        merge_upper(&upper, &dst, false).unwrap();
+        link_layer_dir(&upper, &dst).unwrap();
         assert_eq!(tree_stats(&dst).unwrap(), (1002, 3));
         let mut cur = DirCursor::open(&dst).unwrap();
         let st = cur.stat(&deeper).unwrap();

@@ -27,7 +27,7 @@ use kiln_image::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::apply::ApplyOptions;
-use crate::clone::{hardlink_tree, link_layer_dir, merge_upper, tree_stats};
+use crate::clone::{hardlink_tree, link_layer_dir, tree_stats};
 use crate::layer::{write_layer, Compression, Layer};
 use crate::tarw::{OwnerOverrides, TarOptions};
 use crate::SnapshotError;
@@ -433,20 +433,14 @@ impl ActiveSnapshot {
         };
         let layer = write_layer(self.upper.path(), content, &opts, compression)?;
         // The upper is the layer's own directory: keep it, by rename, for the next steps
-        // to stack, when an overlay of it shows what the layer holds. Owners that exist
-        // only in the layer (rootless) need the blob, so they skip this.
-        if has_owner_overrides {
-            return Ok(layer);
-        }
-        if crate::stack::is_plain_upper(self.upper.path()).unwrap_or(false) {
+        // to stack, when an overlay of it shows what the layer holds. Otherwise (owners
+        // that exist only in the layer, rootless; `.wh.` names, which the layer's readers
+        // take for whiteouts) the next step makes the chain's tree from the blob.
+        if !has_owner_overrides && crate::stack::is_plain_upper(self.upper.path()).unwrap_or(false) {
             self.root_as_parents();
             let upper = self.upper.keep();
             self.snaps
                 .adopt_layer_dir(&self.parent, &layer, &upper, clamp_mtime, true);
-        } else if let Ok(lower) = self.merged_parent() {
-            // Whiteout-like names: the new chain's merged tree instead, from the parent's.
-            self.snaps
-                .adopt_upper(&self.parent, &layer, lower.as_deref(), self.upper.path());
         }
         Ok(layer)
     }
@@ -485,31 +479,6 @@ impl Snapshots {
     pub fn adopt_tree(&self, parent: &[Layer], layer: &Layer, tree: &Path) {
         let target = self.chain_dir(parent, layer);
         let _ = self.install(&Self::chain_layers(parent, layer), tree, &target);
-    }
-
-    /// Makes the snapshot of `parent + layer` from the parent's tree and the step's
-    /// `upper` directory (moving its entries). Best effort, as [`Self::adopt_tree`].
-    fn adopt_upper(&self, parent: &[Layer], layer: &Layer, lower: Option<&Path>, upper: &Path) {
-        let target = self.chain_dir(parent, layer);
-        if self.is_complete(&target) {
-            return;
-        }
-        let Ok(work) = self.temp_dir("adopt-") else { return };
-        let tree = work.path().join("fs");
-        let made = match lower {
-            Some(l) => hardlink_tree(l, &tree),
-            None => std::fs::create_dir(&tree),
-        };
-        if made.is_err() || merge_upper(upper, &tree, false).is_err() {
-            return;
-        }
-        // The root directory's own attributes come from the layer's view: the upper's.
-        if let Ok(md) = std::fs::symlink_metadata(upper) {
-            if lower.is_none() {
-                let _ = std::fs::set_permissions(&tree, std::fs::Permissions::from_mode(md.mode() & 0o7777));
-            }
-        }
-        let _ = self.install(&Self::chain_layers(parent, layer), &tree, &target);
     }
 }
 

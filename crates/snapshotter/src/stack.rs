@@ -18,7 +18,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Stat};
@@ -132,9 +131,9 @@ impl Snapshots {
 /// overlay's root is its upper's).
 pub const NO_OPAQUE_XATTR: &str = "user.kiln.no-opaque";
 
-/// Whether `md` is an overlayfs whiteout (a 0/0 character device).
-fn is_whiteout(md: &std::fs::Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
+/// Whether `st` is an overlayfs whiteout (a 0/0 character device).
+pub(crate) fn is_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
 
 /// Whether the directory `p` is marked opaque (its lower directories' entries hidden).
@@ -149,40 +148,14 @@ pub(crate) fn is_opaque(p: &Path) -> bool {
 /// exists there: the path in the topmost directory holding it. Whiteouts and opaque
 /// directories hide what is below them, as in the mounted overlay; a symlink is never
 /// followed (a path through one is not found), so nothing outside the stack is read.
+/// One lookup through a fresh [`StackCursor`]; a sequence of lookups keeps one.
 pub fn find_in_stack(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
-    let parts: Vec<&std::ffi::OsStr> = rel
-        .components()
-        .map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    if parts.is_empty() {
-        return lowers.first().cloned();
-    }
-    for lower in lowers {
-        let mut p = lower.clone();
-        let mut hidden_below = false;
-        for (i, part) in parts.iter().enumerate() {
-            p.push(part);
-            let Ok(md) = p.symlink_metadata() else { break };
-            if is_whiteout(&md) {
-                return None;
-            }
-            if i + 1 == parts.len() {
-                return Some(p);
-            }
-            if !md.is_dir() {
-                // A file or symlink here hides the directory of the lower layers.
-                return None;
-            }
-            hidden_below |= is_opaque(&p);
-        }
-        if hidden_below {
-            return None;
-        }
-    }
-    None
+    let (i, _) = StackCursor::open(lowers).ok()?.stat(rel)?;
+    Some(if rel.as_os_str().is_empty() {
+        lowers[i].clone()
+    } else {
+        lowers[i].join(rel)
+    })
 }
 
 /// StackCursor is [`find_in_stack`] by descriptor: one [`DirCursor`] per directory of
@@ -227,6 +200,9 @@ impl StackCursor {
     /// or it cannot be reached without following a symlink. Whiteouts, opaque
     /// directories and non-directories hide what is below them, as in the mounted overlay.
     pub fn stat(&mut self, rel: &Path) -> Option<(usize, Stat)> {
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return None;
+        }
         let first = self.lowers.first_mut()?;
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return first.stat(Path::new("")).map(|st| (0, st));
@@ -243,9 +219,7 @@ impl StackCursor {
             match c.dir(parent) {
                 Ok(fd) => {
                     if let Ok(st) = rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-                        let whiteout =
-                            FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0;
-                        return (!whiteout).then_some((i, st));
+                        return (!is_whiteout(&st)).then_some((i, st));
                     }
                 }
                 // Not in this directory: the cursor stopped at the deepest directory of
@@ -285,7 +259,7 @@ pub fn is_plain_upper(upper: &Path) -> io::Result<bool> {
     crate::cursor::walk_sorted(upper, |dirfd, rel, st| {
         let name = rel.file_name().unwrap_or_default();
         let kind = FileType::from_raw_mode(st.st_mode);
-        if name.as_bytes().starts_with(b".wh.") || (kind == FileType::CharacterDevice && st.st_rdev == 0) {
+        if name.as_bytes().starts_with(b".wh.") || is_whiteout(st) {
             plain = false;
         } else if kind != FileType::Symlink {
             let mut names = [0u8; 1024];
