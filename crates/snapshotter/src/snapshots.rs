@@ -342,6 +342,7 @@ impl Snapshots {
         Ok(ActiveSnapshot {
             upper,
             lowers,
+            looked_up: Default::default(),
             parent: parent.to_vec(),
             owners: OwnerOverrides::new(),
             snaps: self.clone(),
@@ -369,6 +370,9 @@ pub struct ActiveSnapshot {
     upper: tempfile::TempDir,
     /// The parent's stack, topmost first; empty for no parent.
     lowers: Vec<PathBuf>,
+    /// [`Self::lookup`]'s cursor over `lowers`, kept from one lookup to the next (an
+    /// ADD extraction looks up every component of every entry).
+    looked_up: std::cell::RefCell<Option<crate::stack::StackCursor>>,
     parent: Vec<Layer>,
     /// Owners the layer must record that could not be set on disk (rootless).
     pub owners: OwnerOverrides,
@@ -415,7 +419,19 @@ impl ActiveSnapshot {
         if up.symlink_metadata().is_ok() {
             return Some(up);
         }
-        crate::stack::find_in_stack(&self.lowers, rel)
+        if self.lowers.is_empty() {
+            return None;
+        }
+        let mut cursor = self.looked_up.borrow_mut();
+        if cursor.is_none() {
+            *cursor = Some(self.stack_cursor().ok()?);
+        }
+        let (i, _) = cursor.as_mut()?.stat(rel)?;
+        Some(if rel.as_os_str().is_empty() {
+            self.lowers[i].clone()
+        } else {
+            self.lowers[i].join(rel)
+        })
     }
 
     /// Writes the upper directory as a layer blob and returns the new chain's layer.
