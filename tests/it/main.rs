@@ -26,6 +26,7 @@ mod docker;
 mod errors;
 mod exports;
 mod ignore;
+mod incremental;
 mod isolation;
 mod isolation_docker;
 mod kiln_image;

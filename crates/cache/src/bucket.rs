@@ -28,6 +28,10 @@ pub enum Bucket {
     DiffIds,
     /// `checksums-v1/`: file digests of a build context, by path and stat.
     Checksums,
+    /// `copies-v1/`: per COPY step from a build context, what its last result wrote
+    /// (each file's path and content digest) and its layer directory: the files an
+    /// incremental COPY shares.
+    Copies,
     /// `http-v1/`: ETag and digest of `ADD <url>` downloads, for revalidation.
     Http,
     /// `conversions-v1/`: a layer blob recompressed for an export, by source and target.
@@ -45,7 +49,7 @@ pub enum Bucket {
 
 impl Bucket {
     /// Every bucket, in the order `KilnRoot::open` lays them out.
-    pub const ALL: [Bucket; 14] = [
+    pub const ALL: [Bucket; 15] = [
         Bucket::Content,
         Bucket::Store,
         Bucket::Layers,
@@ -54,6 +58,7 @@ impl Bucket {
         Bucket::LayerDirs,
         Bucket::DiffIds,
         Bucket::Checksums,
+        Bucket::Copies,
         Bucket::Http,
         Bucket::Conversions,
         Bucket::CacheMounts,
@@ -73,6 +78,7 @@ impl Bucket {
             Bucket::LayerDirs => "layerdirs-v1",
             Bucket::DiffIds => "diffids-v1",
             Bucket::Checksums => "checksums-v1",
+            Bucket::Copies => "copies-v1",
             Bucket::Http => "http-v1",
             Bucket::Conversions => "conversions-v1",
             Bucket::CacheMounts => "cachemounts-v2",

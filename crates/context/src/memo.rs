@@ -175,6 +175,15 @@ impl ContextMemo {
         Ok(digests)
     }
 
+    /// The content digest of the file at `rel` this build learnt (by
+    /// [`ContextMemo::digests`]), if the file still has the stat `md` it had then.
+    pub fn known_digest(&self, rel: &Path, md: &std::fs::Metadata) -> Option<String> {
+        let seen = self.seen.lock().expect("memo lock");
+        seen.get(rel.to_str()?)
+            .filter(|e| e.matches(md))
+            .map(|e| e.sha256.clone())
+    }
+
     /// How many files [`ContextMemo::digests`] looked at, and how many of them it read.
     pub fn stats(&self) -> (usize, usize) {
         (
@@ -190,10 +199,15 @@ impl ContextMemo {
         if !self.changed.load(std::sync::atomic::Ordering::Relaxed) && seen.len() == self.known.len() {
             return;
         }
-        let mut files = self.known.clone();
+        // Forget files that are gone: those this build saw exist (it just looked at
+        // them); only the others are asked.
+        let mut files: HashMap<String, MemoEntry> = self
+            .known
+            .iter()
+            .filter(|(k, _)| !seen.contains_key(*k) && self.root.join(k).symlink_metadata().is_ok())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         files.extend(seen.iter().map(|(k, v)| (k.clone(), v.clone())));
-        // Forget files that are gone.
-        files.retain(|k, _| self.root.join(k).symlink_metadata().is_ok());
         let memo = MemoFile {
             root: self.root.clone(),
             files,

@@ -26,7 +26,7 @@ use kiln_image::{Digest, Sha256Writer};
 
 use crate::cursor::DirCursor;
 use crate::layer::Layer;
-use crate::snapshots::{chain_ids, SnapshotRecord, Snapshots};
+use crate::snapshots::{chain_id, chain_ids, SnapshotRecord, Snapshots};
 use crate::tarw::{write_dir_tar, TarOptions};
 use crate::SnapshotError;
 
@@ -46,6 +46,25 @@ impl Snapshots {
         let mut s = self.clone();
         s.set_dir(self.layer_dirs.clone());
         s
+    }
+
+    /// The chain id (hex) of `parent + layer`, which names its layer directory.
+    pub fn chain_name(parent: &[Layer], layer: &Layer) -> String {
+        let mut ids: Vec<Digest> = parent.iter().map(|l| l.diff_id.clone()).collect();
+        ids.push(layer.diff_id.clone());
+        chain_id(&ids).expect("non-empty").hex().to_string()
+    }
+
+    /// The layer directory of the chain named `chain` (a chain id's hex), if it is
+    /// complete (its record is there). Its files are never written: they may be shared
+    /// by hard links into a new step's upper (incremental COPY).
+    pub fn layer_dir(&self, chain: &str) -> Option<PathBuf> {
+        if chain.len() != 64 || !chain.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let dirs = self.layer_dirs();
+        let dir = dirs.dir().join(chain);
+        dirs.is_complete(&dir).then_some(dir)
     }
 
     /// The lower directories, topmost first, a step on `parent` mounts: the layer

@@ -1,6 +1,6 @@
 //! The worker's side of the build cache: content keys for COPY from the build context
-//! (the selected files' paths, types, modes, sizes, link targets and contents, after
-//! .dockerignore — not owners, which the layer does not keep, and not times), the
+//! (the selected files' paths, types, modes, sizes, link targets, hard links and
+//! contents, after .dockerignore — not owners, which the layer does not keep, and not times), the
 //! context checksum memos in use (`kiln_context::memo`: an unchanged context costs a
 //! `stat` per file), stored in the root's `Checksums` bucket, and cache records (a
 //! step's layer chain by cache key).
@@ -20,7 +20,7 @@ use kiln_context::memo::ContextMemo;
 use crate::{Value, Worker, WorkerError};
 
 impl Worker {
-    fn memo(&self, dir: &Path) -> Arc<ContextMemo> {
+    pub(crate) fn memo(&self, dir: &Path) -> Arc<ContextMemo> {
         let mut memos = self.memos.lock().expect("memo lock");
         let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         memos
@@ -65,6 +65,7 @@ impl Worker {
             ignore: Some(ignore),
             label: "the build context".to_string(),
             keep_owner: false,
+            memo: None,
         };
         let selected = select(action, &src)?;
         let files: Vec<(&Path, &std::fs::Metadata)> = selected
@@ -81,7 +82,18 @@ impl Worker {
             .map_err(|kiln_context::memo::MemoError::Io { path, source }| WorkerError::Io { path, source })?;
         let mut digests = digests.into_iter();
         let mut h = sha2::Sha256::new();
+        // Files that are hard links to each other are copied as hard links: which one a
+        // file is linked to is part of the layer.
+        let mut first_of_inode: std::collections::HashMap<(u64, u64), &Path> = Default::default();
         for e in &selected {
+            if e.md.is_file() && e.md.nlink() > 1 {
+                let first = *first_of_inode.entry((e.md.dev(), e.md.ino())).or_insert(&e.rel);
+                if first != e.rel {
+                    h.update(b"hardlink\0");
+                    h.update(first.as_os_str().as_bytes());
+                    h.update(b"\n");
+                }
+            }
             use std::os::unix::fs::FileTypeExt;
             let ft = e.md.file_type();
             let (kind, extra) = if ft.is_dir() {

@@ -40,6 +40,7 @@ use kiln_snapshotter::{ActiveSnapshot, RootDir};
 
 use crate::{users, WorkerError};
 
+pub mod reuse;
 mod special;
 mod view;
 pub use kiln_context::select::clean_abs;
@@ -70,6 +71,9 @@ pub struct SourceTree<'a> {
     pub label: String,
     /// Keep the source's owners (stages) instead of 0:0 (context).
     pub keep_owner: bool,
+    /// The build context's checksum memo, which knows each source file's digest (a
+    /// context source of an incremental COPY: see [`reuse`]).
+    pub memo: Option<&'a kiln_context::memo::ContextMemo>,
 }
 
 impl kiln_context::select::SourceTree for SourceTree<'_> {
@@ -106,6 +110,21 @@ pub struct FileWriter<'a> {
     warnings: Vec<String>,
     /// Cursors of the upper and lower trees (see `copy/view.rs`).
     view: std::cell::RefCell<view::View>,
+    /// The step's previous result, to share unchanged files with (see [`reuse`]).
+    previous: Option<reuse::Previous>,
+    /// The regular files written whose contents' digest is known: path in the layer,
+    /// digest, inode (see [`Self::finish`]).
+    written: Vec<(PathBuf, String, u64)>,
+    /// How many files were shared with the previous result.
+    shared: usize,
+}
+
+/// What a file step wrote, for its incremental runs (see [`reuse`]).
+pub struct Written {
+    /// Each regular file still in the upper as written: path in the layer, digest.
+    pub files: Vec<(String, String)>,
+    /// How many of them are shared with the previous result.
+    pub shared: usize,
 }
 
 /// FileJob is one regular file to copy into the upper directory with its metadata.
@@ -119,6 +138,10 @@ struct FileJob {
     owner: Option<Owner>,
     mtime: i64,
     size: u64,
+    /// The contents' digest, when the source's checksum memo knows it.
+    digest: Option<String>,
+    /// The previous result's file this one may share (see [`reuse`]).
+    previous: Option<PathBuf>,
 }
 
 type Owner = (u32, u32);
@@ -181,7 +204,15 @@ impl<'a> FileWriter<'a> {
             links: Vec::new(),
             warnings: Vec::new(),
             view: Default::default(),
+            previous: None,
+            written: Vec::new(),
+            shared: 0,
         }
+    }
+
+    /// Shares unchanged files with the step's previous result (see [`reuse`]).
+    pub fn share_with(&mut self, previous: reuse::Previous) {
+        self.previous = Some(previous);
     }
 
     /// Resolves `--chown` against the image's passwd/group files (read inside its root).
@@ -263,26 +294,40 @@ impl<'a> FileWriter<'a> {
         let next = AtomicUsize::new(0);
         let failed: Mutex<Option<WorkerError>> = Mutex::new(None);
         let privileged = self.privileged;
-        // This thread and one helper for each CPU of kiln's budget free now.
+        let previous = self.previous.as_ref();
+        // This thread and one helper for each CPU of kiln's budget free now; each
+        // returns the inode of every file it wrote (and whether it was shared).
         let budget = kiln_cpu::global();
-        budget.workers(batches.len(), || {
+        let done: Vec<Vec<(usize, u64, bool)>> = budget.workers(batches.len(), || {
             budget.working();
+            let mut done = Vec::new();
             loop {
                 let b = next.fetch_add(1, Ordering::Relaxed);
                 let Some(batch) = batches.get(b) else { break };
-                if let Err(e) = files[batch.clone()]
-                    .iter()
-                    .try_for_each(|job| copy_file(job, privileged))
-                {
-                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                    // Make the other threads stop too.
-                    next.store(batches.len(), Ordering::Relaxed);
-                    break;
+                for i in batch.clone() {
+                    match copy_file(&files[i], privileged, previous) {
+                        Ok((ino, shared)) => done.push((i, ino, shared)),
+                        Err(e) => {
+                            failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            // Make the other threads stop too.
+                            next.store(batches.len(), Ordering::Relaxed);
+                            return done;
+                        }
+                    }
                 }
             }
+            done
         });
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
+        }
+        let mut files = files;
+        for (i, ino, shared) in done.into_iter().flatten() {
+            self.shared += usize::from(shared);
+            let job = &mut files[i];
+            if let (Some(digest), Ok(rel)) = (job.digest.take(), job.to.strip_prefix(self.snap.upper())) {
+                self.written.push((rel.to_path_buf(), digest, ino));
+            }
         }
         for (first, link) in std::mem::take(&mut self.links) {
             std::fs::hard_link(&first, &link).map_err(io_err(&link))?;
@@ -325,10 +370,24 @@ impl<'a> FileWriter<'a> {
 
     /// Sets directory times last, after every child has been written; returns the
     /// warnings of the actions (what was left out or changed, by name).
-    pub fn finish(mut self) -> Result<Vec<String>, WorkerError> {
+    /// Also returns what the step wrote, for its next incremental run: only the files
+    /// still in the upper as written (a later action of the step may have replaced one).
+    pub fn finish(mut self) -> Result<(Vec<String>, Written), WorkerError> {
         self.flush()?;
         self.apply_dir_times()?;
-        Ok(self.warnings)
+        let upper = self.snap.upper().to_path_buf();
+        let mut files = Vec::with_capacity(self.written.len());
+        for (rel, digest, ino) in std::mem::take(&mut self.written) {
+            let same = upper
+                .join(&rel)
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_file() && m.ino() == ino);
+            if let (true, Some(name)) = (same, rel.to_str()) {
+                files.push((name.to_string(), digest));
+            }
+        }
+        let shared = self.shared;
+        Ok((self.warnings, Written { files, shared }))
     }
 
     /// Copies one entry of a source walk: `rel` is its path below the source root,
@@ -418,6 +477,11 @@ impl<'a> FileWriter<'a> {
             if !self.privileged {
                 self.record_owner(&up, own);
             }
+            let digest = walk.src.memo.and_then(|m| m.known_digest(rel, &md));
+            let previous = match (&self.previous, &digest) {
+                (Some(p), Some(d)) => p.candidate(target, d),
+                _ => None,
+            };
             self.files.push(FileJob {
                 root: walk.root_dir.clone(),
                 from: rel.to_path_buf(),
@@ -426,6 +490,8 @@ impl<'a> FileWriter<'a> {
                 owner: self.privileged.then_some(own),
                 mtime: md.mtime(),
                 size: md.len(),
+                digest,
+                previous,
             });
             return Ok(());
         }
@@ -512,8 +578,21 @@ impl FileWriter<'_> {
 }
 
 /// Copies one regular file (in-kernel, `copy_file_range`) to a new file and sets its
-/// mode, owner and mtime (atime too, as [`kiln_snapshotter::set_mtime`]) through the descriptor.
-fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
+/// mode, owner and mtime (atime too, as [`kiln_snapshotter::set_mtime`]) through the
+/// descriptor — or links it to the previous result's identical file (see [`reuse`]).
+/// Returns the new file's inode and whether it is shared.
+fn copy_file(job: &FileJob, privileged: bool, previous: Option<&reuse::Previous>) -> Result<(u64, bool), WorkerError> {
+    if let (Some(prev), Some(p)) = (&job.previous, previous) {
+        let want = reuse::Wanted {
+            mode: job.mode,
+            owner: job.owner,
+            mtime: job.mtime,
+            size: job.size,
+        };
+        if let Some(ino) = p.share(prev, &job.to, &want) {
+            return Ok((ino, true));
+        }
+    }
     let mut from = job
         .root
         .open_file(&job.from)
@@ -547,9 +626,9 @@ fn copy_file(job: &FileJob, privileged: bool) -> Result<(), WorkerError> {
                 last_modification: t,
             },
         )?;
-        Ok(())
+        Ok(to.metadata()?.ino())
     })();
-    result.map_err(err)
+    result.map(|ino| (ino, false)).map_err(err)
 }
 
 fn remove_existing(p: &Path) -> Result<(), WorkerError> {

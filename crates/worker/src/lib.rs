@@ -341,7 +341,40 @@ impl Worker {
         Ok(Value::Fs(Arc::new(layers)))
     }
 
-    fn file(&self, op: &kiln_graph::FileOp, inputs: &[Value], log: &VertexLog<'_>) -> Result<Value, WorkerError> {
+    /// Where the previous result of the file step `digest` is recorded, if the step can
+    /// share files with it (see [`copy::reuse`]): every action a plain COPY from a build
+    /// context, in a build that sets owners on disk. The key is the step's definition
+    /// and its contexts' directories, not their contents: that is what changes between
+    /// the runs that share.
+    fn copy_history(&self, digest: &Digest, op: &kiln_graph::FileOp, inputs: &[Value]) -> Option<copy::reuse::History> {
+        use std::os::unix::ffi::OsStrExt;
+        if !self.privileged || op.actions.is_empty() {
+            return None;
+        }
+        let mut key = format!("kiln incremental copy v1\n{digest}\n").into_bytes();
+        for action in &op.actions {
+            let FileAction::Copy(c) = action else { return None };
+            let Some(Value::Local { dir, .. }) = inputs.get(c.input as usize) else {
+                return None;
+            };
+            if c.unpack {
+                return None;
+            }
+            let canon = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            key.extend_from_slice(canon.as_os_str().as_bytes());
+            key.push(0);
+        }
+        let bucket = self.root.bucket(kiln_cache::Bucket::Copies);
+        Some(copy::reuse::History::new(&bucket, Digest::of(&key).hex()))
+    }
+
+    fn file(
+        &self,
+        digest: &Digest,
+        op: &kiln_graph::FileOp,
+        inputs: &[Value],
+        log: &VertexLog<'_>,
+    ) -> Result<Value, WorkerError> {
         let parent: Vec<Layer> = match op.base {
             None => Vec::new(),
             Some(i) => match inputs.get(i as usize) {
@@ -354,7 +387,11 @@ impl Worker {
             },
         };
         let mut snap = self.snapshots.prepare(&parent)?;
+        let history = self.copy_history(digest, op, inputs);
         let mut writer = copy::FileWriter::new(&mut snap, self.privileged, self.epoch);
+        if let Some(previous) = history.as_ref().and_then(|h| h.load(&self.snapshots)) {
+            writer.share_with(previous);
+        }
         // Stage sources are unpacked trees; keep them alive for the whole op.
         let mut stage_trees: BTreeMap<u32, Option<PathBuf>> = BTreeMap::new();
         let mut empty: Option<tempfile::TempDir> = None;
@@ -371,11 +408,13 @@ impl Worker {
                             } else {
                                 format!("build context `{name}`")
                             };
+                            let memo = self.memo(dir);
                             let src = copy::SourceTree {
                                 root: dir,
                                 ignore: Some(ignore),
                                 label,
                                 keep_owner: false,
+                                memo: Some(&memo),
                             };
                             writer.copy(c, &src)?;
                         }
@@ -399,6 +438,7 @@ impl Worker {
                                 ignore: None,
                                 label: "the `--from` source".to_string(),
                                 keep_owner: true,
+                                memo: None,
                             };
                             writer.copy(c, &src)?;
                         }
@@ -409,6 +449,7 @@ impl Worker {
                                 ignore: None,
                                 label: r.label(),
                                 keep_owner: false,
+                                memo: None,
                             };
                             writer.copy(c, &src)?;
                         }
@@ -423,11 +464,22 @@ impl Worker {
                 } => writer.mkfile(path, *mode, data.as_bytes(), chown)?,
             }
         }
-        for w in writer.finish()? {
+        let (warnings, written) = writer.finish()?;
+        for w in warnings {
             log.line(format!("WARN: {w}"));
             self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
         }
+        if written.shared > 0 {
+            log.line(format!("{} files shared with the previous result", written.shared));
+        }
         let layer = snap.commit(&self.root.content(), self.clamp_mtime, self.compression)?;
+        if let Some(h) = history {
+            let chain = Snapshots::chain_name(&parent, &layer);
+            match self.snapshots.layer_dir(&chain) {
+                Some(_) => h.save(&self.root.tmp_dir(), chain, written.files),
+                None => h.forget(),
+            }
+        }
         let mut layers = parent;
         layers.push(layer);
         Ok(Value::Fs(Arc::new(layers)))
@@ -457,7 +509,7 @@ impl OpRunner for Worker {
     ) -> Result<Value, WorkerError> {
         match &node.op {
             Op::Source(s) => self.source(s, log),
-            Op::File(f) => self.file(f, &inputs, log),
+            Op::File(f) => self.file(_digest, f, &inputs, log),
             Op::Exec(e) => self.exec(e, &inputs, log),
         }
     }
