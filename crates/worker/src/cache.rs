@@ -30,7 +30,7 @@ impl Worker {
                 let path = self
                     .root
                     .bucket(kiln_cache::Bucket::Checksums)
-                    .join(format!("{}.json", name.hex()));
+                    .join(format!("{}.bin", name.hex()));
                 Arc::new(ContextMemo::load(path, dir))
             })
             .clone()
@@ -67,14 +67,15 @@ impl Worker {
             keep_owner: false,
             memo: None,
         };
+        // The walk of a big context runs on every CPU of kiln's budget free now.
         let selected = select(action, &src)?;
+        let memo = self.memo(dir);
         let files: Vec<(&Path, &std::fs::Metadata)> = selected
             .iter()
             .filter(|e| e.md.is_file())
             .map(|e| (e.rel.as_path(), &e.md))
             .collect();
-        let digests = self
-            .memo(dir)
+        let digests = memo
             .digests(&files, |root| {
                 let dir = kiln_snapshotter::RootDir::open(root)?;
                 Ok(move |rel: &Path| dir.open_file(rel))
@@ -104,7 +105,7 @@ impl Worker {
                     e.link.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
                 )
             } else if ft.is_file() {
-                ("file", digests.next().unwrap_or_default())
+                ("file", digests.next().map(hex::encode).unwrap_or_default())
             } else if ft.is_fifo() {
                 ("fifo", String::new())
             } else if ft.is_socket() {

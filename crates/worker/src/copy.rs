@@ -477,7 +477,7 @@ impl<'a> FileWriter<'a> {
             if !self.privileged {
                 self.record_owner(&up, own);
             }
-            let digest = walk.src.memo.and_then(|m| m.known_digest(rel, &md));
+            let digest = walk.src.memo.and_then(|m| m.known_digest(rel, &md)).map(hex::encode);
             let previous = match (&self.previous, &digest) {
                 (Some(p), Some(d)) => p.candidate(target, d),
                 _ => None,
