@@ -30,8 +30,9 @@ pub struct CopySources<'a> {
     pub parents: Option<&'a str>,
 }
 
-/// SourceTree is the tree a COPY reads from, as selection sees it.
-pub trait SourceTree {
+/// SourceTree is the tree a COPY reads from, as selection sees it (walked on several
+/// threads: see [`select`]).
+pub trait SourceTree: Sync {
     /// The tree's root directory.
     fn root(&self) -> &Path;
     /// `.dockerignore` of the build context; `None` for stage sources.
@@ -158,7 +159,10 @@ impl Filter {
 }
 
 pub fn is_ignored(src: &dyn SourceTree, rel: &Path) -> bool {
-    !rel.as_os_str().is_empty() && src.ignore().is_some_and(|m| m.is_excluded(&slash(rel)))
+    !rel.as_os_str().is_empty()
+        && src
+            .ignore()
+            .is_some_and(|m| !m.is_empty() && m.is_excluded(&slash(rel)))
 }
 
 /// Whether `rel` is in the context BuildKit's walker (fsutil's `filterFS.Walk`) sends:
@@ -197,7 +201,7 @@ pub fn sorted_entries(dir: &Path) -> Result<Vec<std::fs::DirEntry>, SelectError>
         .map_err(io_err(dir))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err(dir))?;
-    entries.sort_by_key(|e| e.file_name());
+    entries.sort_by_cached_key(|e| e.file_name());
     Ok(entries)
 }
 
@@ -386,7 +390,7 @@ pub fn select(action: &CopySources<'_>, src: &dyn SourceTree) -> Result<Vec<Sele
     for m in matches {
         let mut pending = Vec::new();
         let at = out.len();
-        select_entry(src, &filter, &m.real, &m.real, true, &mut pending, &mut out)?;
+        select_entry(src, &filter, &m.real, &m.real, None, true, &mut pending, &mut out)?;
         if m.name != m.real {
             if let Some(top) = out.get_mut(at) {
                 top.named = Some(m.name);
@@ -396,18 +400,29 @@ pub fn select(action: &CopySources<'_>, src: &dyn SourceTree) -> Result<Vec<Sele
     Ok(out)
 }
 
+/// Selects `rel` (and what is below it): `entry` is its directory entry, or `None` for
+/// the matched source itself (`top`). `parallel`: a big directory may be walked on
+/// several threads (once per walk: not below a directory that was).
+#[allow(clippy::too_many_arguments, reason = "the walk's state, passed down as it recurses")]
 fn select_entry(
     src: &dyn SourceTree,
     filter: &Filter,
     base: &Path,
     rel: &Path,
-    top: bool,
+    entry: Option<&std::fs::DirEntry>,
+    parallel: bool,
     pending: &mut Vec<Option<Selected>>,
     out: &mut Vec<Selected>,
 ) -> Result<(), SelectError> {
+    let top = entry.is_none();
     let from = src.root().join(rel);
     // A matched source is already resolved inside the root: nothing here follows a link.
-    let md = std::fs::symlink_metadata(&from).map_err(io_err(&from))?;
+    // An entry is asked through its directory's descriptor (no path walk per file).
+    let md = match entry {
+        Some(e) => e.metadata(),
+        None => std::fs::symlink_metadata(&from),
+    }
+    .map_err(io_err(&from))?;
     let ft = md.file_type();
     let is_dir = ft.is_dir();
     let mut descend_only = false;
@@ -441,12 +456,17 @@ fn select_entry(
         out.push(entry);
     }
     if is_dir {
-        for e in sorted_entries(&from)? {
-            let child_rel = rel.join(e.file_name());
-            if skip_ignored(src, &child_rel, &e) {
-                continue;
+        let children = sorted_entries(&from)?;
+        if parallel && children.len() >= PARALLEL_MIN_ENTRIES {
+            select_children_in_parallel(src, filter, base, rel, &children, pending, out)?;
+        } else {
+            for e in &children {
+                let child_rel = rel.join(e.file_name());
+                if skip_ignored(src, &child_rel, e) {
+                    continue;
+                }
+                select_entry(src, filter, base, &child_rel, Some(e), parallel, pending, out)?;
             }
-            select_entry(src, filter, base, &child_rel, false, pending, out)?;
         }
     }
     if descend_only {
@@ -455,9 +475,140 @@ fn select_entry(
     Ok(())
 }
 
+/// A directory with at least this many entries has them walked on every CPU of kiln's
+/// budget free now (a `stat` per file is most of a no-op rebuild's time).
+const PARALLEL_MIN_ENTRIES: usize = 32;
+
+/// [`select_entry`] of each of `children` (the entries of the directory `rel`), on this
+/// thread and on a helper for each free CPU, each subtree into its own list; the lists
+/// are joined in name order, so the result is the serial walk's. The directories walked
+/// through above (`pending`) go out before the first subtree that selected something,
+/// as the serial walk puts them before the first entry selected below them.
+fn select_children_in_parallel(
+    src: &dyn SourceTree,
+    filter: &Filter,
+    base: &Path,
+    rel: &Path,
+    children: &[std::fs::DirEntry],
+    pending: &mut [Option<Selected>],
+    out: &mut Vec<Selected>,
+) -> Result<(), SelectError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let budget = kiln_cpu::global();
+    type Walked = Result<Vec<Selected>, SelectError>;
+    let parts: Vec<Vec<(usize, Walked)>> = budget.workers(children.len(), || {
+        budget.working();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(e) = children.get(i) else { break };
+            let child_rel = rel.join(e.file_name());
+            let mut below = Vec::new();
+            let walked = if skip_ignored(src, &child_rel, e) {
+                Ok(())
+            } else {
+                select_entry(
+                    src,
+                    filter,
+                    base,
+                    &child_rel,
+                    Some(e),
+                    false,
+                    &mut Vec::new(),
+                    &mut below,
+                )
+            };
+            let failed = walked.is_err();
+            done.push((i, walked.map(|()| below)));
+            if failed {
+                // The first error in name order is reported; no need to walk on.
+                next.store(children.len(), Ordering::Relaxed);
+                break;
+            }
+        }
+        done
+    });
+    let mut by_child: Vec<Option<Walked>> = (0..children.len()).map(|_| None).collect();
+    for (i, r) in parts.into_iter().flatten() {
+        by_child[i] = Some(r);
+    }
+    for r in by_child {
+        // A child not walked: an error of an earlier one stopped the walk.
+        let Some(below) = r else { break };
+        let below = below?;
+        if !below.is_empty() {
+            out.extend(pending.iter_mut().filter_map(Option::take));
+            out.extend(below);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Tree(PathBuf);
+
+    impl SourceTree for Tree {
+        fn root(&self) -> &Path {
+            &self.0
+        }
+        fn ignore(&self) -> Option<&PatternMatcher> {
+            None
+        }
+        fn label(&self) -> &str {
+            "test tree"
+        }
+        fn resolve_in_root(&self, rel: &Path, _follow_last: bool) -> Result<PathBuf, String> {
+            Ok(self.0.join(rel))
+        }
+    }
+
+    /// The walk of a big directory on several threads (each subtree into its own list,
+    /// joined in name order, the directories walked through put before the first
+    /// subtree that selects something) selects exactly what the one-thread walk does.
+    #[test]
+    fn a_big_directory_walked_in_parallel_selects_what_the_serial_walk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("top");
+        // The big directory is below the matched source, so that it can be one the walk
+        // only passes through.
+        let big = top.join("pkg");
+        for i in 0..PARALLEL_MIN_ENTRIES + 8 {
+            let d = big.join(format!("d{i:02}"));
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+            std::fs::write(d.join("a.txt"), "a").unwrap();
+            std::fs::write(d.join("b.md"), "b").unwrap();
+            std::fs::write(d.join("sub/c.txt"), "c").unwrap();
+            std::fs::write(big.join(format!("f{i:02}.md")), "f").unwrap();
+        }
+        std::fs::write(top.join("z.md"), "z").unwrap();
+        let tree = Tree(dir.path().to_path_buf());
+        let walk = |f: &Filter, parallel: bool| {
+            let (mut pending, mut out) = (Vec::new(), Vec::new());
+            let rel = Path::new("top");
+            select_entry(&tree, f, rel, rel, None, parallel, &mut pending, &mut out).unwrap();
+            out.iter().map(|e| e.rel.display().to_string()).collect::<Vec<_>>()
+        };
+        let cases = [
+            filter(&[], None),
+            filter(&["**/*.md"], None),
+            // Only some subtrees select something: the directories walked through
+            // (`top/pkg`, `top/pkg/d1x`, `top/pkg/d1x/sub`) come out just before their
+            // first file.
+            filter(&[], Some("pkg/d1*/sub/*.txt")),
+            filter(&["pkg", "!pkg/d0*/sub"], None),
+        ];
+        for f in &cases {
+            let serial = walk(f, false);
+            assert!(!serial.is_empty());
+            assert_eq!(walk(f, true), serial, "{f:?}");
+        }
+        let some = walk(&cases[2], false);
+        assert_eq!(&some[..4], ["top", "top/pkg", "top/pkg/d10", "top/pkg/d10/sub"]);
+    }
 
     fn filter(exclude: &[&str], parents: Option<&str>) -> Filter {
         let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
