@@ -363,19 +363,21 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     // A cancel (Ctrl-C) stops the build like a failing step does: running steps are
     // killed, nothing half-written is kept, and the error says so.
     control.solving();
-    let finished = std::sync::atomic::AtomicBool::new(false);
+    // The watcher asks every 20 ms, and is woken at once when the solve is over (the
+    // sender is dropped), so a build never waits for its last nap.
+    let (finished, done) = std::sync::mpsc::channel::<()>();
+    let cancel = solver.cancel_handle();
     let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+        s.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(Duration::from_millis(20)) {
                 if control.canceled() {
-                    solver.cancel_handle().cancel();
+                    cancel.cancel();
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
         });
         let r = solver.solve_all(&definition, &solve_roots, &worker);
-        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(finished);
         r
     });
     worker.finish();
@@ -416,6 +418,7 @@ pub fn build(req: &BuildRequest, progress: &dyn BuildProgress, control: &dyn Con
     }
 
     let export_started = Instant::now();
+
     let mut images = Vec::with_capacity(finals.len());
     for ((plan, layers), platform) in plans.iter().zip(&finals).zip(&platforms) {
         let image = kiln_exporter::assemble(&root, &plan.image, layers, req.epoch, &req.annotations)
