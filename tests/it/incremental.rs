@@ -258,6 +258,9 @@ fn a_rebuild_after_its_previous_result_was_pruned_copies_everything_and_gives_th
     let shared = build_to(&k, ctx.path(), &out.path().join("1.tar"), "overlay");
     assert_eq!(shared_count(&shared), 6, "{shared}");
     run_ok(k.cmd().args(["prune", "--all"]));
+    // The record of a result whose layer directory the prune removed goes with it.
+    let records = std::fs::read_dir(k.root().join("copies-v1")).unwrap().count();
+    assert_eq!(records, 0, "prune left incremental COPY records of removed results");
     let again = build_to(&k, ctx.path(), &out.path().join("2.tar"), "overlay");
     assert_eq!(shared_count(&again), 0, "the previous result was pruned:\n{again}");
     assert_eq!(

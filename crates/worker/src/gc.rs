@@ -238,6 +238,8 @@ pub fn prune(root: &KilnRoot, opts: &PruneOptions) -> Result<PruneReport, Worker
             }
         }
     }
+    // Incremental COPY's records of results whose layer directory is gone.
+    crate::copy::reuse::sweep(&root.bucket(Bucket::Copies), &merged);
     // Cache mounts are build cache too; `--all` drops them (a filter keeps the recently used).
     if opts.all {
         // Each cache of each id (`cachemounts-v2/<id>/<key>`), after moving v1's in.

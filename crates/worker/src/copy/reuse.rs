@@ -90,6 +90,26 @@ impl History {
     }
 }
 
+/// Removes the records in `bucket` whose layer directory is gone (`kiln prune`);
+/// returns how many.
+pub fn sweep(bucket: &Path, snaps: &kiln_snapshotter::Snapshots) -> usize {
+    #[derive(Deserialize)]
+    struct Chain {
+        chain: String,
+    }
+    let mut removed = 0;
+    for e in std::fs::read_dir(bucket).into_iter().flatten().flatten() {
+        let keep = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Chain>(&b).ok())
+            .is_some_and(|c| snaps.layer_dir(&c.chain).is_some());
+        if !keep && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Previous is the last result of a step: its layer directory and its files' digests.
 #[derive(Debug)]
 pub struct Previous {
