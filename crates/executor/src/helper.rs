@@ -288,20 +288,29 @@ fn mount_overlay(spec: &ExecSpec) {
     } else {
         opts.push_str(",redirect_dir=off,metacopy=off");
     }
-    let data = sys::cstr(&opts).or_fail(|| "overlay options".into());
     // nodev: a device node in a layer or made by the step (`mknod /tmp/l b 7 1`) must
     // not open the host's device; the standard ones are bind-mounted on /dev.
-    sys::mount(
-        Some(c"overlay"),
-        &r.target,
-        Some(c"overlay"),
-        libc::MS_NODEV,
-        Some(&data),
-    )
-    .unwrap_or_else(|e| {
-        // Tagged so the caller gets ExecError::OverlayUnavailable, not a message to match.
-        fail(format!("{OVERLAY_TAG}{opts}\0{e}"))
-    });
+    let mount = |opts: &str| {
+        let data = sys::cstr(opts).or_fail(|| "overlay options".into());
+        sys::mount(
+            Some(c"overlay"),
+            &r.target,
+            Some(c"overlay"),
+            libc::MS_NODEV,
+            Some(&data),
+        )
+    };
+    // volatile: the step's own fsync/sync calls do not wait for the disk (dpkg syncs
+    // every file it unpacks), nor does the unmount; the upper is thrown away if the
+    // step does not finish, and synced once before it is kept as a layer directory
+    // (`OverlayStep::commit`). A kernel without the option (before 5.10) refuses it:
+    // then the mount is made without it, and its error, if any, is the one reported.
+    mount(&format!("{opts},volatile"))
+        .or_else(|_| mount(&opts))
+        .unwrap_or_else(|e| {
+            // Tagged so the caller gets ExecError::OverlayUnavailable, not a message to match.
+            fail(format!("{OVERLAY_TAG}{opts}\0{e}"))
+        });
 }
 
 fn ensure_dir(p: &Path, mode: u32) {

@@ -98,7 +98,7 @@ impl OverlaySnapshotter {
 /// The bytes of mount options an overlay with these upper and work directories needs
 /// besides its `lowerdir=` list (the longest option set the executor adds, rootless).
 fn fixed_options_len(upper: &Path, work: &Path) -> usize {
-    "lowerdir=,upperdir=,workdir=,userxattr,redirect_dir=nofollow,metacopy=off".len()
+    "lowerdir=,upperdir=,workdir=,userxattr,redirect_dir=nofollow,metacopy=off,volatile".len()
         + upper.as_os_str().len()
         + work.as_os_str().len()
         + 1
@@ -174,11 +174,23 @@ impl Prepared for OverlayStep {
             overlay_upper: true,
             ..TarOptions::default()
         };
-        let layer = write_layer(&self.upper, content, &tar, opts.compression)?;
+        // The step's overlay was volatile (nothing it wrote is known to be on disk):
+        // sync its file system, while the layer is written, before the upper is kept.
+        let upper = &self.upper;
+        let (layer, synced) = std::thread::scope(|s| {
+            let sync = s.spawn(|| {
+                std::fs::File::open(upper).and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
+            });
+            let layer = write_layer(upper, content, &tar, opts.compression);
+            (layer, sync.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let layer = layer?;
         // The upper is the layer's own directory: keep it, by rename, for the next steps
-        // to stack (best effort: without it they flatten the chain from blobs).
-        self.snaps
-            .adopt_layer_dir(&self.parent, &layer, &self.upper, opts.clamp_mtime, false);
+        // to stack (best effort: without it, or unsynced, they flatten the chain from blobs).
+        if synced.is_ok() {
+            self.snaps
+                .adopt_layer_dir(&self.parent, &layer, &self.upper, opts.clamp_mtime, false);
+        }
         Ok(layer)
     }
 }
