@@ -101,13 +101,7 @@ fn edits() -> Vec<Edit> {
 
 /// The layer digests of the image in the OCI archive `archive`.
 fn layer_digests(archive: &Path) -> Vec<String> {
-    let bytes = std::fs::read(archive).unwrap();
-    let index = json(&tar_member(&bytes, "index.json").unwrap());
-    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
-    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
-    manifest["layers"]
-        .as_array()
-        .unwrap()
+    crate::run::archive_layer_descriptors(&std::fs::read(archive).unwrap())
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()

@@ -253,12 +253,7 @@ pub(super) fn write_layout(dir: &Path, layers: &[Vec<u8>]) -> Vec<String> {
 /// The uncompressed layer tars of an OCI archive, in order.
 pub(super) fn archive_layers(archive: &Path) -> Vec<Vec<u8>> {
     let bytes = std::fs::read(archive).unwrap();
-    let index = json(&tar_member(&bytes, "index.json").unwrap());
-    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
-    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
-    manifest["layers"]
-        .as_array()
-        .unwrap()
+    crate::run::archive_layer_descriptors(&bytes)
         .iter()
         .map(|l| {
             let name = format!("blobs/sha256/{}", l["digest"].as_str().unwrap().replace("sha256:", ""));

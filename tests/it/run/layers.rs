@@ -6,15 +6,18 @@ use std::path::Path;
 
 use crate::common::*;
 
+/// The layer descriptors of the image an OCI archive (its bytes) holds.
+pub fn archive_layer_descriptors(bytes: &[u8]) -> Vec<serde_json::Value> {
+    let index = json(&tar_member(bytes, "index.json").unwrap());
+    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
+    let manifest = json(&tar_member(bytes, &format!("blobs/sha256/{m}")).unwrap());
+    manifest["layers"].as_array().unwrap().clone()
+}
+
 /// Every layer of an OCI archive as `name mode uid/gid size` listings (no times).
 pub fn layer_listings(archive: &Path) -> Vec<Vec<String>> {
     let bytes = std::fs::read(archive).unwrap();
-    let index = json(&tar_member(&bytes, "index.json").unwrap());
-    let m = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
-    let manifest = json(&tar_member(&bytes, &format!("blobs/sha256/{m}")).unwrap());
-    manifest["layers"]
-        .as_array()
-        .unwrap()
+    archive_layer_descriptors(&bytes)
         .iter()
         .map(|l| {
             let hex = l["digest"].as_str().unwrap().replace("sha256:", "");
