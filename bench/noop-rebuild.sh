@@ -38,6 +38,7 @@
 # of the context (fills the tool's build cache).  What is timed, per tool (wall clock of
 # the one client command, nothing else):
 #   kiln      `kiln build -q -t x CTX` (KILN_ROOT = the tool's root)
+#   kiln-oci  `kiln build -q -o type=oci,dest=OUT CTX` (a second kiln root of its own)
 #   buildah   `buildah --root R --runroot RR bud --layers --runtime $RUNC --pull=never
 #             --network host -q -t x .` in CTX (`--layers`: use the build cache)
 #   buildkit  `DOCKER_BUILDKIT=1 docker build --network host -q -t x .` in CTX against a
@@ -56,7 +57,8 @@
 # "[internal] load build context", called "[internal] checksum build context" before
 # commit 0274c18, should say `0 read`), then one file changed and the same again: the
 # line must say `1 read`, or the script stops.  The same check is repeated after the
-# timed rounds.
+# timed rounds.  The incremental COPY's line (`N files shared with the previous result`)
+# of the same builds is reported too.
 
 set -euo pipefail
 
@@ -175,6 +177,17 @@ rm -rf --one-file-system "$KILN_ROOT"
 # ---------------------------------------------------------------- tools
 export KILN_ROOT=$WORK/kiln-root
 kiln_build() { "$KILN_BIN" build -q -t x "$CTX"; }
+# kiln-oci: the same build into an OCI archive instead of the store, in a root of its
+# own (so its rebuilds see the same one-file changes as kiln's).
+KILN_OCI_ROOT=$WORK/kiln-oci-root
+kiln_oci_build() { KILN_ROOT=$KILN_OCI_ROOT "$KILN_BIN" build -q -o "type=oci,dest=$WORK/out.oci.tar" "$CTX"; }
+setup_kiln_oci() {
+  fresh_dir "$KILN_OCI_ROOT"
+  KILN_ROOT=$KILN_OCI_ROOT quiet "$KILN_BIN" build -q -t bb:1 "$BASE_CTX"
+  local t0=$EPOCHREALTIME
+  quiet kiln_oci_build
+  FULL[kiln-oci]=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f\n", b - a }')
+}
 # The files-checked line of a --progress=plain build (vertex "[internal] load build
 # context", formerly "[internal] checksum build context"), e.g. "#5 20011 files checked, 1 read".
 kiln_checksum_line() {
@@ -183,6 +196,9 @@ kiln_checksum_line() {
     die "kiln build --progress=plain failed"
   }
   grep -E '^#[0-9]+ [0-9]+ files checked, [0-9]+ read$' "$WORK/plain.log" | tail -n 1 || true
+  # The incremental COPY's line (issue 20 item 1), e.g. "#4 0.167 20010 files shared
+  # with the previous result", kept for the report.
+  SHARED_LINE=$(grep -E 'files shared with the previous result$' "$WORK/plain.log" | tail -n 1 || true)
 }
 setup_kiln() {
   fresh_dir "$KILN_ROOT"
@@ -220,7 +236,7 @@ setup_buildkit() {
 KILN_VERSION=$("$KILN_BIN" --version)
 BUILDAH_VERSION=$(buildah --version)
 RUNC_VERSION=$("$RUNC" --version | head -n 1)
-TOOLS=(kiln buildah)
+TOOLS=(kiln kiln-oci buildah)
 DOCKER_VERSION="not measured"
 if [ "$SKIP_BUILDKIT" != 1 ]; then
   log "starting a private dockerd ($DOCKER_STORAGE_DRIVER)"
@@ -234,6 +250,7 @@ fi
 run_tool() {
   case $1 in
     kiln) timed kiln_build ;;
+    kiln-oci) timed kiln_oci_build ;;
     buildah) timed buildah_build ;;
     buildkit) timed buildkit_build ;;
   esac
@@ -248,13 +265,17 @@ setup_kiln
 EVIDENCE_NOOP=$(kiln_checksum_line)
 log "kiln no-op rebuild, --progress=plain: ${EVIDENCE_NOOP:-no checksum line}"
 change_one_file
-EVIDENCE_CHANGE=$(kiln_checksum_line)
+kiln_checksum_line >/dev/null
+EVIDENCE_CHANGE=$(grep -E '^#[0-9]+ [0-9]+ files checked, [0-9]+ read$' "$WORK/plain.log" | tail -n 1 || true)
+EVIDENCE_SHARED=$SHARED_LINE
 log "kiln one-file-change rebuild, --progress=plain: ${EVIDENCE_CHANGE:-no checksum line}"
 if [[ ! $EVIDENCE_CHANGE =~ ^#[0-9]+\ [0-9]+\ files\ checked,\ 1\ read$ ]]; then
   die "FAIL: after changing one file kiln's rebuild should read exactly 1 file; its progress said: '${EVIDENCE_CHANGE:-no checksum line}' (full output: see above)"
 fi
 [[ $EVIDENCE_CHANGE =~ \ $CTX_FILES\ files\ checked ]] ||
   log "warning: kiln checked a different number of files than the context's $CTX_FILES"
+log "kiln-oci: fresh root, base, full build (untimed)"
+setup_kiln_oci
 log "buildah: fresh root, base, full build (untimed)"
 setup_buildah
 if [ "$SKIP_BUILDKIT" != 1 ]; then
@@ -294,7 +315,9 @@ done
 # The same evidence once more, after all the timed rebuilds.
 EVIDENCE_NOOP_AFTER=$(kiln_checksum_line)
 change_one_file
-EVIDENCE_CHANGE_AFTER=$(kiln_checksum_line)
+kiln_checksum_line >/dev/null
+EVIDENCE_CHANGE_AFTER=$(grep -E '^#[0-9]+ [0-9]+ files checked, [0-9]+ read$' "$WORK/plain.log" | tail -n 1 || true)
+EVIDENCE_SHARED_AFTER=$SHARED_LINE
 log "after the timed rounds: no-op '${EVIDENCE_NOOP_AFTER:-no checksum line}', one-file change '${EVIDENCE_CHANGE_AFTER:-no checksum line}'"
 
 # Peak RSS of a kiln no-op rebuild.
@@ -353,6 +376,8 @@ one_read() { [[ $1 =~ ^#[0-9]+\ [0-9]+\ files\ checked,\ 1\ read$ ]]; }
   echo "kiln.evidence.one_file_change=$EVIDENCE_CHANGE"
   echo "kiln.evidence.noop_after_rounds=$EVIDENCE_NOOP_AFTER"
   echo "kiln.evidence.one_file_change_after_rounds=$EVIDENCE_CHANGE_AFTER"
+  echo "kiln.evidence.shared=${EVIDENCE_SHARED:-none}"
+  echo "kiln.evidence.shared_after_rounds=${EVIDENCE_SHARED_AFTER:-none}"
   if one_read "$EVIDENCE_CHANGE" && one_read "$EVIDENCE_CHANGE_AFTER"; then
     echo "goal=one-file change re-hashes only that file: met"
   else
