@@ -175,12 +175,10 @@ impl Prepared for OverlayStep {
             ..TarOptions::default()
         };
         // The step's overlay was volatile (nothing it wrote is known to be on disk):
-        // sync its file system, while the layer is written, before the upper is kept.
+        // sync what it wrote, while the layer is written, before the upper is kept.
         let upper = &self.upper;
         let (layer, synced) = std::thread::scope(|s| {
-            let sync = s.spawn(|| {
-                std::fs::File::open(upper).and_then(|d| rustix::fs::syncfs(&d).map_err(std::io::Error::from))
-            });
+            let sync = s.spawn(|| sync_upper(upper));
             let layer = write_layer(upper, content, &tar, opts.compression);
             (layer, sync.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         });
@@ -193,6 +191,64 @@ impl Prepared for OverlayStep {
         }
         Ok(layer)
     }
+}
+
+/// Makes what a step wrote into `upper` durable: an upper of at most
+/// [`SYNC_EACH_MAX`] entries by an fsync of each of its files and directories (a
+/// `syncfs` would also wait for everything else written to the file system: a big COPY
+/// layer just before, the blobs of other steps), a bigger one by `syncfs`.
+fn sync_upper(upper: &Path) -> std::io::Result<Synced> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc_flags::NOFOLLOW_NONBLOCK)
+            .open(p)
+    };
+    let mut todo = Vec::new();
+    let mut dirs = vec![upper.to_path_buf()];
+    let mut i = 0;
+    while let Some(dir) = dirs.get(i).cloned() {
+        i += 1;
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                todo.push(e.path());
+            }
+            if dirs.len() + todo.len() > SYNC_EACH_MAX {
+                let d = std::fs::File::open(upper)?;
+                rustix::fs::syncfs(&d)?;
+                return Ok(Synced::FileSystem);
+            }
+        }
+    }
+    // Files first, then their directories, deepest first.
+    for p in todo.iter().chain(dirs.iter().rev()) {
+        open(p)?.sync_all()?;
+    }
+    Ok(Synced::Each(todo.len() + dirs.len()))
+}
+
+/// How [`sync_upper`] synced an upper.
+#[derive(Debug, PartialEq, Eq)]
+enum Synced {
+    /// By an fsync of each of these many files and directories.
+    Each(usize),
+    /// By `syncfs`.
+    FileSystem,
+}
+
+/// See [`sync_upper`].
+const SYNC_EACH_MAX: usize = 256;
+
+mod libc_flags {
+    /// `O_NOFOLLOW | O_NONBLOCK`: never a symlink's target; never wait on a FIFO a
+    /// step left behind (only regular files and directories are opened anyway).
+    pub const NOFOLLOW_NONBLOCK: i32 =
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32;
 }
 
 /// A clone of the parent's merged tree per step.
@@ -255,5 +311,47 @@ impl Prepared for CopyStep {
         // The clone is the new chain's whole tree: keep it as its snapshot.
         self.snaps.adopt_tree(&self.parent, &layer, &self.tree);
         Ok(layer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::disallowed_methods,
+        reason = "test code: a failing call fails the test at its line"
+    )]
+
+    use super::{sync_upper, Synced, SYNC_EACH_MAX};
+
+    /// A small upper is synced file by file (never opening what is not a regular file
+    /// or a directory: a FIFO would block, a symlink could lead anywhere); a big one by
+    /// `syncfs`.
+    #[test]
+    fn a_small_upper_is_synced_file_by_file_and_a_big_one_as_a_file_system() {
+        let t = tempfile::tempdir().unwrap();
+        let up = t.path().join("upper");
+        std::fs::create_dir_all(up.join("etc/apt")).unwrap();
+        std::fs::write(up.join("etc/apt/sources.list"), "deb x y\n").unwrap();
+        std::fs::write(up.join("a"), "a").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", up.join("zero")).unwrap();
+        std::os::unix::fs::symlink("fifo", up.join("to-fifo")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            up.join("fifo").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        // upper, etc, etc/apt; sources.list, a.
+        assert_eq!(sync_upper(&up).unwrap(), Synced::Each(5));
+
+        let many = up.join("many");
+        std::fs::create_dir(&many).unwrap();
+        for i in 0..SYNC_EACH_MAX {
+            std::fs::write(many.join(i.to_string()), "x").unwrap();
+        }
+        assert_eq!(sync_upper(&up).unwrap(), Synced::FileSystem);
+        assert!(sync_upper(&t.path().join("missing")).is_err());
     }
 }
