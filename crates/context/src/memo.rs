@@ -154,22 +154,39 @@ impl ContextMemo {
         // budget free now hash them.
         let next = AtomicUsize::new(0);
         let budget = kiln_cpu::global();
-        let hashed: Vec<Result<Vec<(usize, Sha256)>, MemoError>> = budget.workers(todo.len(), || {
-            budget.working();
-            let mut buf = vec![0u8; HASH_BUF];
-            let mut done = Vec::new();
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&i) = todo.get(n) else { break };
-                match hash_file(root, open, files[i].0, &mut buf) {
-                    Ok(d) => done.push((i, d)),
-                    Err(e) => {
-                        next.store(todo.len(), Ordering::Relaxed);
-                        return Err(e);
+        let sizes: Vec<u64> = todo.iter().map(|&i| files[i].1.len()).collect();
+        // Files not in the page cache are read from the disk one read at a time per
+        // hashing thread; a reader ahead of them keeps more of them in flight.
+        let ahead = Prefetch::new(&next, &sizes);
+        let hashed: Vec<Result<Vec<(usize, Sha256)>, MemoError>> = std::thread::scope(|s| {
+            if ahead.worth_it() {
+                let ahead = &ahead;
+                let todo = &todo;
+                s.spawn(move || {
+                    if ahead.wait_until_woken() {
+                        ahead.run(|k| open(files[todo[k]].0).ok());
+                    }
+                });
+            }
+            let hashed = budget.workers(todo.len(), || {
+                budget.working();
+                let mut buf = vec![0u8; HASH_BUF];
+                let mut done = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(n) else { break };
+                    match hash_file(root, open, files[i].0, &mut buf, &|| ahead.wake()) {
+                        Ok(d) => done.push((i, d)),
+                        Err(e) => {
+                            next.store(todo.len(), Ordering::Relaxed);
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            Ok(done)
+                Ok(done)
+            });
+            ahead.stop();
+            hashed
         });
         let mut fresh = self.fresh.lock().expect("memo lock");
         for part in hashed {
@@ -322,16 +339,112 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Asks the kernel to read files ahead of the threads that hash them
+/// (`posix_fadvise(WILLNEED)`: the reads are queued, not waited for), at most
+/// [`Prefetch::WINDOW`] bytes past the file being hashed — once a hashing thread found
+/// a file not in the page cache (a context in the page cache needs none of it).
+struct Prefetch<'a> {
+    /// The index of the next file a hashing thread takes.
+    next: &'a AtomicUsize,
+    /// `ends[k]`: the size of the files before `k` plus file `k`'s own.
+    ends: Vec<u64>,
+    stopped: AtomicBool,
+    /// (woken, stopped) for [`Prefetch::wait_until_woken`].
+    state: Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl<'a> Prefetch<'a> {
+    const WINDOW: u64 = 32 << 20;
+    /// Below this (files, bytes), hashing starts reading as soon as a reader would.
+    const MIN_FILES: usize = 64;
+    const MIN_BYTES: u64 = 4 << 20;
+
+    fn new(next: &'a AtomicUsize, sizes: &[u64]) -> Self {
+        let ends = sizes
+            .iter()
+            .scan(0u64, |sum, &n| {
+                *sum = sum.saturating_add(n);
+                Some(*sum)
+            })
+            .collect();
+        Prefetch {
+            next,
+            ends,
+            stopped: AtomicBool::new(false),
+            state: Mutex::new((false, false)),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Called by a hashing thread that had to wait for the disk.
+    fn wake(&self) {
+        let mut st = self.state.lock().expect("prefetch lock");
+        if !st.0 {
+            st.0 = true;
+            self.changed.notify_all();
+        }
+    }
+
+    /// Whether [`Prefetch::wake`] was called before [`Prefetch::stop`].
+    fn wait_until_woken(&self) -> bool {
+        let mut st = self.state.lock().expect("prefetch lock");
+        while !st.0 && !st.1 {
+            st = self.changed.wait(st).expect("prefetch lock");
+        }
+        st.0 && !st.1
+    }
+
+    fn worth_it(&self) -> bool {
+        self.ends.len() >= Self::MIN_FILES && self.ends.last().is_some_and(|&n| n >= Self::MIN_BYTES)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.state.lock().expect("prefetch lock").1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Reads ahead file after file (`open(k)` opens file `k`, or gives none to skip
+    /// it), waiting while it is a window ahead; returns when every file was taken by a
+    /// hashing thread or [`Prefetch::stop`] was called.
+    fn run(&self, open: impl Fn(usize) -> Option<std::fs::File>) {
+        for k in 0..self.ends.len() {
+            loop {
+                if self.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let taken = self.next.load(Ordering::Relaxed);
+                if taken > k {
+                    break;
+                }
+                let before = if taken == 0 { 0 } else { self.ends[taken - 1] };
+                if self.ends[k] - before <= Self::WINDOW || taken == k {
+                    let size = self.ends[k] - if k == 0 { 0 } else { self.ends[k - 1] };
+                    let len = std::num::NonZeroU64::new(size.min(Self::WINDOW));
+                    if let (Some(len), Some(f)) = (len, open(k)) {
+                        let _ = rustix::fs::fadvise(&f, 0, Some(len), rustix::fs::Advice::WillNeed);
+                    }
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+        }
+    }
+}
+
 /// Read size for hashing context files.
 const HASH_BUF: usize = 256 << 10;
 
 /// The sha256 in hex of the regular file at `rel` below `root`, opened by `open` inside
-/// the root (never through a symlink out of it, never a FIFO) and read through `buf`.
+/// the root (never through a symlink out of it, never a FIFO) and read through `buf`;
+/// `on_disk` is called when its first bytes were not in the page cache.
 fn hash_file(
     root: &Path,
     open: &(impl Fn(&Path) -> std::io::Result<std::fs::File> + Sync),
     rel: &Path,
     buf: &mut [u8],
+    on_disk: &dyn Fn(),
 ) -> Result<[u8; 32], MemoError> {
     use std::io::Read;
     let io = |source| MemoError::Io {
@@ -341,6 +454,21 @@ fn hash_file(
     use sha2::Digest as _;
     let mut f = open(rel).map_err(io)?;
     let mut h = sha2::Sha256::new();
+    // The first read only from the page cache (u64::MAX: at, and moving, the file's
+    // offset); EAGAIN says the bytes are on the disk.
+    let first = rustix::io::preadv2(
+        &f,
+        &mut [std::io::IoSliceMut::new(buf)],
+        u64::MAX,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
+    match first {
+        Ok(0) => return Ok(h.finalize().into()),
+        Ok(n) => h.update(&buf[..n]),
+        Err(rustix::io::Errno::AGAIN) => on_disk(),
+        // Not supported here (EOPNOTSUPP), interrupted: read as usual.
+        Err(_) => {}
+    }
     loop {
         match f.read(buf) {
             Ok(0) => break,

@@ -144,3 +144,125 @@ fn a_truncated_memo_counts_as_empty_and_an_unchanged_one_is_not_rewritten() {
     digests(&memo, ctx.path(), &["a"], &opened);
     assert!(opened.get(), "a truncated memo must not answer");
 }
+
+/// The reader ahead of the hashing threads stays within its window past the file
+/// they take next, skips what they took already, and ends when stopped.
+#[test]
+fn the_prefetcher_reads_at_most_a_window_ahead_of_the_hashing_threads() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    const MIB: u64 = 1 << 20;
+    assert_eq!(
+        super::Prefetch::WINDOW,
+        32 * MIB,
+        "the expectations below are for 32 MiB"
+    );
+    let next = AtomicUsize::new(0);
+    let sizes = vec![MIB; 100];
+    let ahead = super::Prefetch::new(&next, &sizes);
+    assert!(ahead.worth_it());
+    let opened = Mutex::new(Vec::new());
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while opened.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // Long enough to see one file too many.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        opened.lock().unwrap().clone()
+    };
+    std::thread::scope(|s| {
+        let runner = s.spawn(|| {
+            ahead.run(|k| {
+                opened.lock().unwrap().push(k);
+                None
+            })
+        });
+        // Files 0..=31 end within 32 MiB of the start.
+        assert_eq!(wait_for(32), (0..32).collect::<Vec<_>>());
+        // The hashing threads took files 0..50: 32..50 are skipped, 50..=81 read.
+        next.store(50, Ordering::Relaxed);
+        assert_eq!(wait_for(64), (0..32).chain(50..82).collect::<Vec<_>>());
+        ahead.stop();
+        runner.join().unwrap();
+    });
+    // Not worth a thread: few files, or few bytes.
+    assert!(!super::Prefetch::new(&next, &[MIB; 10]).worth_it());
+    assert!(!super::Prefetch::new(&next, &[1024; 1000]).worth_it());
+}
+
+/// Files on the disk (not in the page cache) wake the prefetcher, files in the page
+/// cache do not; the digests are the files' either way.
+#[test]
+fn files_read_from_the_disk_are_read_ahead_and_files_in_memory_are_not() {
+    use sha2::Digest as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ctx = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..400).map(|i| format!("f{i:03}")).collect();
+    let mut want = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let body: Vec<u8> = (0..32 * 1024).map(|j| (i * 7 + j * 13) as u8).collect();
+        want.push(hex::encode(sha2::Sha256::digest(&body)));
+        std::fs::write(ctx.path().join(n), &body).unwrap();
+    }
+    let evict = || {
+        for n in &names {
+            let f = std::fs::File::open(ctx.path().join(n)).unwrap();
+            f.sync_all().unwrap();
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        }
+    };
+    let run = || {
+        let opens = AtomicUsize::new(0);
+        let memo = ContextMemo::load(state.path().join("m.bin"), ctx.path());
+        let mds: Vec<_> = names
+            .iter()
+            .map(|n| std::fs::symlink_metadata(ctx.path().join(n)).unwrap())
+            .collect();
+        let files: Vec<(&Path, &std::fs::Metadata)> = names.iter().map(Path::new).zip(&mds).collect();
+        let got: Vec<String> = memo
+            .digests(&files, |root| {
+                let root = root.to_path_buf();
+                let opens = &opens;
+                Ok(move |rel: &Path| {
+                    opens.fetch_add(1, Ordering::Relaxed);
+                    std::fs::File::open(root.join(rel))
+                })
+            })
+            .unwrap()
+            .iter()
+            .map(hex::encode)
+            .collect();
+        assert_eq!(got, want);
+        opens.load(Ordering::Relaxed)
+    };
+
+    // In memory (just written, then read once): each file opened once, to be hashed.
+    run();
+    assert_eq!(run(), names.len(), "files in the page cache must not be read ahead");
+
+    evict();
+    let probe = std::fs::File::open(ctx.path().join(&names[0])).unwrap();
+    let mut buf = [0u8; 16];
+    let cached = rustix::io::preadv2(
+        &probe,
+        &mut [std::io::IoSliceMut::new(&mut buf)],
+        0,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
+    if cached.is_ok() {
+        let msg = "this file system keeps files in memory (tmpfs?): cannot test reading from the disk";
+        assert!(std::env::var("KILN_TEST_STRICT").as_deref() != Ok("1"), "{msg}");
+        eprintln!("skipped: {msg}");
+        return;
+    }
+    drop(probe);
+    evict();
+    let opens = run();
+    assert!(
+        opens > names.len(),
+        "files on the disk must be read ahead: {opens} opens for {} files",
+        names.len()
+    );
+}
