@@ -143,7 +143,7 @@ pub fn write_dest(dest: &Dest, what: &str, f: impl FnOnce(&mut dyn Write) -> Res
                 .tempfile_in(&dir)
                 .ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             {
-                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                let mut w = std::io::BufWriter::new(kiln_cache::WriteBehind::new(tmp.as_file_mut()));
                 f(&mut w)?;
                 w.flush().ctx(|| format!("cannot write {what} to `{}`", p.display()))?;
             }

@@ -22,6 +22,7 @@ use kiln_image::{Digest, Sha256Writer};
 use rustix::fs::{flock, FlockOperation};
 
 use crate::store::{BlobFile, BlobWriter};
+use crate::writebehind::WriteBehind;
 use crate::{CacheError, ContentStore};
 
 /// A partial download in the ingest directory.
@@ -70,14 +71,17 @@ impl ContentStore {
         }
         let mut reader = file.try_clone().map_err(CacheError::io("cannot read", &path))?;
         let mut inner = Sha256Writer::new(BlobFile::Ingest {
-            file,
+            file: WriteBehind::new(file),
             path: path.clone(),
             replay: true,
         });
         // Reading to the end also leaves the shared file offset there, for the appends.
         io::copy(&mut reader, &mut inner).map_err(CacheError::io("cannot read", &path))?;
-        if let BlobFile::Ingest { replay, .. } = inner.get_mut() {
+        let resumed = inner.written();
+        if let BlobFile::Ingest { replay, file, .. } = inner.get_mut() {
             *replay = false;
+            // The appends go on from the end of what was replayed.
+            file.resume_at(resumed);
         }
         Ok(BlobWriter {
             inner,

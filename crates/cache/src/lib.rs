@@ -17,6 +17,7 @@ mod lock;
 mod records;
 mod root;
 mod store;
+mod writebehind;
 
 pub use bucket::Bucket;
 pub use error::CacheError;
@@ -28,3 +29,4 @@ pub use lock::{LockKind, RootLock};
 pub use records::{CacheRecord, CacheRecords, Layer};
 pub use root::{remove_via_tmp, KilnRoot};
 pub use store::{BlobWriter, ContentStore};
+pub use writebehind::WriteBehind;

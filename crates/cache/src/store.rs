@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_image::{Descriptor, Digest, Sha256Writer};
 
+use crate::writebehind::WriteBehind;
 use crate::CacheError;
 
 /// ContentStore keeps blobs named by the sha256 of their bytes under `blobs/sha256/`.
@@ -99,7 +100,7 @@ impl ContentStore {
             .tempfile_in(&self.tmp)
             .map_err(CacheError::io("cannot create temp file in", &self.tmp))?;
         Ok(BlobWriter {
-            inner: Sha256Writer::new(BlobFile::Temp(file)),
+            inner: Sha256Writer::new(BlobFile::Temp(WriteBehind::new(file))),
             store: self.clone(),
         })
     }
@@ -205,10 +206,10 @@ pub struct BlobWriter {
 /// Where a new blob's bytes go.
 pub(crate) enum BlobFile {
     /// A temp file in `tmp/`, removed when dropped.
-    Temp(tempfile::NamedTempFile),
+    Temp(WriteBehind<tempfile::NamedTempFile>),
     /// `content-v1/ingest/<hex>`, kept when dropped, locked (flock) while open.
     Ingest {
-        file: File,
+        file: WriteBehind<File>,
         path: PathBuf,
         /// While set, writes only feed the hash: the bytes are already in the file.
         replay: bool,
@@ -218,15 +219,15 @@ pub(crate) enum BlobFile {
 impl BlobFile {
     fn path(&self) -> &Path {
         match self {
-            BlobFile::Temp(t) => t.path(),
+            BlobFile::Temp(t) => t.get_ref().path(),
             BlobFile::Ingest { path, .. } => path,
         }
     }
 
     fn file(&self) -> &File {
         match self {
-            BlobFile::Temp(t) => t.as_file(),
-            BlobFile::Ingest { file, .. } => file,
+            BlobFile::Temp(t) => t.get_ref().as_file(),
+            BlobFile::Ingest { file, .. } => file.get_ref(),
         }
     }
 }
@@ -302,7 +303,7 @@ impl BlobWriter {
             source: e,
         })?;
         match file {
-            BlobFile::Temp(t) => t.persist(&dst).map(drop).map_err(|e| e.error),
+            BlobFile::Temp(t) => t.into_inner().persist(&dst).map(drop).map_err(|e| e.error),
             // Renamed while still locked, so no other writer resumes into the blob.
             BlobFile::Ingest { path, .. } => std::fs::rename(&path, &dst),
         }
