@@ -279,24 +279,21 @@ pub fn write_dir_tar<W: Write>(root: &Path, out: W, opts: &TarOptions) -> io::Re
 /// ending the archive.
 pub fn append_dir_tree<W: Write>(tw: &mut TarWriter<W>, root: &Path, opts: &TarOptions) -> io::Result<()> {
     let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut ahead = ReadAhead::default();
     // By descriptor: O(1) calls per entry at any depth, and paths past PATH_MAX work.
     crate::cursor::walk_sorted(root, |dirfd, rel, st| {
         let name = rel.file_name().unwrap_or_default();
         if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
             // Most entries: opened by descriptor, stat and xattrs from the open file
             // (a path through /proc/self/fd costs three lookups more per call).
-            let flags = rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::NONBLOCK
-                | rustix::fs::OFlags::NOCTTY
-                | rustix::fs::OFlags::CLOEXEC;
-            let f = rustix::fs::openat(dirfd, name, flags, rustix::fs::Mode::empty())
+            let f = rustix::fs::openat(dirfd, name, READ_FILE, rustix::fs::Mode::empty())
                 .map(File::from)
                 .map_err(|e| io::Error::other(format!("cannot open `{}`: {e}", root.join(rel).display())))?;
             let md = f
                 .metadata()
                 .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", root.join(rel).display())))?;
             if md.is_file() {
+                ahead.before_reading(dirfd, rel, &f);
                 let xattrs = read_xattrs_fd(&f);
                 let path = crate::cursor::proc_path(&dirfd, name, || root.join(rel));
                 return append_entry(tw, &path, rel, &md, opts, &mut links, xattrs, Some(f));
@@ -307,6 +304,96 @@ pub fn append_dir_tree<W: Write>(tw: &mut TarWriter<W>, root: &Path, opts: &TarO
             .map_err(|e| io::Error::other(format!("cannot stat `{}`: {e}", root.join(rel).display())))?;
         append_path(tw, &path, rel, &md, opts, &mut links)
     })
+}
+
+/// How the layer tar opens a regular file: never through a symlink, never waiting on a
+/// FIFO that replaced it.
+const READ_FILE: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::NONBLOCK)
+    .union(rustix::fs::OFlags::NOCTTY)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+/// Read-ahead for the layer tar's walk, once a file it read was not in the page cache
+/// (a layer directory whose pages were dropped since it was written: an incremental
+/// COPY's shared files): the next regular files of the same directory are asked of the
+/// kernel (`posix_fadvise(WILLNEED)`), at most [`ReadAhead::FILES`] files and
+/// [`ReadAhead::BYTES`] past the one being read, instead of one read at a time.
+#[derive(Default)]
+struct ReadAhead {
+    /// A read went to the disk: from then on, read ahead.
+    on_disk: bool,
+    /// The directory whose names are below, and them.
+    dir: PathBuf,
+    names: Vec<std::ffi::OsString>,
+    /// Files asked for and not yet read: (index in `names`, bytes).
+    asked: std::collections::VecDeque<(usize, u64)>,
+    /// The next index to look at.
+    next: usize,
+}
+
+impl ReadAhead {
+    const FILES: usize = 64;
+    const BYTES: u64 = 32 << 20;
+
+    /// Called before the file `rel` (open: `f`, in the directory `dirfd`) is read.
+    fn before_reading(&mut self, dirfd: std::os::fd::BorrowedFd<'_>, rel: &Path, f: &File) {
+        if !self.on_disk {
+            let mut probe = [0u8; 1];
+            let cached = rustix::io::preadv2(
+                f,
+                &mut [io::IoSliceMut::new(&mut probe)],
+                0,
+                rustix::io::ReadWriteFlags::NOWAIT,
+            );
+            if cached != Err(rustix::io::Errno::AGAIN) {
+                return;
+            }
+            self.on_disk = true;
+        }
+        let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return;
+        };
+        if self.dir != dir || self.names.is_empty() {
+            self.dir = dir.to_path_buf();
+            self.names = crate::cursor::read_names(dirfd, std::ffi::OsStr::new(".")).unwrap_or_default();
+            self.asked.clear();
+            self.next = 0;
+        }
+        let Ok(at) = self.names.binary_search_by(|n| n.as_bytes().cmp(name.as_bytes())) else {
+            return;
+        };
+        while self.asked.front().is_some_and(|(i, _)| *i <= at) {
+            self.asked.pop_front();
+        }
+        self.next = self.next.max(at + 1);
+        let mut bytes: u64 = self.asked.iter().map(|(_, n)| n).sum();
+        while self.asked.len() < Self::FILES && bytes < Self::BYTES && self.next < self.names.len() {
+            let i = self.next;
+            self.next += 1;
+            // Only regular files are opened (a device node a step made is never opened).
+            let regular = |st: &rustix::fs::Stat| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+            };
+            match rustix::fs::statat(dirfd, &self.names[i], rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if regular(&st) => {}
+                _ => continue,
+            }
+            let Ok(fd) = rustix::fs::openat(dirfd, &self.names[i], READ_FILE, rustix::fs::Mode::empty()) else {
+                continue;
+            };
+            let Ok(st) = rustix::fs::fstat(&fd) else { continue };
+            if !regular(&st) {
+                continue;
+            }
+            let size = u64::try_from(st.st_size).unwrap_or(0).min(Self::BYTES);
+            if let Some(len) = std::num::NonZeroU64::new(size) {
+                let _ = rustix::fs::fadvise(&fd, 0, Some(len), rustix::fs::Advice::WillNeed);
+                self.asked.push_back((i, size));
+                bytes += size;
+            }
+        }
+    }
 }
 
 /// Appends one file system object at `path`, named `rel` in the archive.
@@ -591,6 +678,69 @@ mod tests {
             .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// Files not in the page cache make the walk read the next files of their
+    /// directory ahead (at most `FILES` of them, regular files only); files in the page
+    /// cache do not; the tar is the same either way.
+    #[test]
+    fn files_on_the_disk_are_read_ahead_and_the_tar_is_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("many");
+        std::fs::create_dir(&dir).unwrap();
+        for i in 0..200 {
+            let body: Vec<u8> = (0..32 * 1024).map(|j| (i * 7 + j * 13) as u8).collect();
+            std::fs::write(dir.join(format!("f{i:03}")), body).unwrap();
+        }
+        std::os::unix::fs::symlink("f150", dir.join("f005-link")).unwrap();
+        let warm = write_dir_tar(d.path(), Vec::new(), &TarOptions::default()).unwrap();
+        let evict = || {
+            for i in 0..200 {
+                let f = File::open(dir.join(format!("f{i:03}"))).unwrap();
+                f.sync_all().unwrap();
+                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            }
+        };
+        let ahead_after_first = || {
+            let mut ahead = ReadAhead::default();
+            let dirfd = rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
+            let f = File::open(dir.join("f000")).unwrap();
+            ahead.before_reading(std::os::fd::AsFd::as_fd(&dirfd), Path::new("many/f000"), &f);
+            (ahead.on_disk, ahead.asked.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            ahead_after_first(),
+            (false, vec![]),
+            "files in memory are not read ahead"
+        );
+        evict();
+        let probe = File::open(dir.join("f000")).unwrap();
+        let mut b = [0u8; 1];
+        let nowait = rustix::io::preadv2(
+            &probe,
+            &mut [io::IoSliceMut::new(&mut b)],
+            0,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        if nowait.is_ok() {
+            let msg = "this file system keeps files in memory (tmpfs?): cannot test reading from the disk";
+            assert!(std::env::var("KILN_TEST_STRICT").as_deref() != Ok("1"), "{msg}");
+            eprintln!("skipped: {msg}");
+            return;
+        }
+        // Names sorted: f000, f001, ..., f005, f005-link (a symlink: not asked), f006, ...
+        let (on_disk, asked) = ahead_after_first();
+        assert!(on_disk);
+        let names: Vec<usize> = (1..=ReadAhead::FILES + 1).filter(|&i| i != 6).collect();
+        assert_eq!(asked, names);
+        evict();
+        let cold = write_dir_tar(d.path(), Vec::new(), &TarOptions::default()).unwrap();
+        assert!(cold == warm, "the tar differs when read ahead");
     }
 
     #[test]
