@@ -198,13 +198,7 @@ impl Prepared for OverlayStep {
 /// `syncfs` would also wait for everything else written to the file system: a big COPY
 /// layer just before, the blobs of other steps), a bigger one by `syncfs`.
 fn sync_upper(upper: &Path) -> std::io::Result<Synced> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let open = |p: &Path| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc_flags::NOFOLLOW_NONBLOCK)
-            .open(p)
-    };
+    use rustix::fs::{Mode, OFlags};
     let mut todo = Vec::new();
     let mut dirs = vec![upper.to_path_buf()];
     let mut i = 0;
@@ -225,9 +219,12 @@ fn sync_upper(upper: &Path) -> std::io::Result<Synced> {
             }
         }
     }
-    // Files first, then their directories, deepest first.
+    // Files first, then their directories, deepest first. Never a symlink's target;
+    // never waiting on a FIFO that took a file's name (only regular files and
+    // directories are opened anyway).
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
     for p in todo.iter().chain(dirs.iter().rev()) {
-        open(p)?.sync_all()?;
+        rustix::fs::fsync(rustix::fs::open(p, flags, Mode::empty())?)?;
     }
     Ok(Synced::Each(todo.len() + dirs.len()))
 }
@@ -243,13 +240,6 @@ enum Synced {
 
 /// See [`sync_upper`].
 const SYNC_EACH_MAX: usize = 256;
-
-mod libc_flags {
-    /// `O_NOFOLLOW | O_NONBLOCK`: never a symlink's target; never wait on a FIFO a
-    /// step left behind (only regular files and directories are opened anyway).
-    pub const NOFOLLOW_NONBLOCK: i32 =
-        rustix::fs::OFlags::NOFOLLOW.bits() as i32 | rustix::fs::OFlags::NONBLOCK.bits() as i32;
-}
 
 /// A clone of the parent's merged tree per step.
 #[derive(Debug, Clone)]

@@ -641,12 +641,8 @@ mod tests {
                 rustix::fs::XattrFlags::empty(),
             )
         };
-        if set("dir/file", "user.test", "on-a-file").is_err() {
-            assert!(
-                std::env::var("KILN_TEST_STRICT").as_deref() != Ok("1"),
-                "user xattrs unsupported on the temp dir's file system"
-            );
-            eprintln!("skipped: user xattrs unsupported on the temp dir's file system");
+        let supported = set("dir/file", "user.test", "on-a-file").is_ok();
+        if !kiln_testkit::require(supported, "user xattrs unsupported on the temp dir's file system") {
             return;
         }
         set("dir/file", "user.overlay.origin", "dropped").unwrap();
@@ -694,13 +690,8 @@ mod tests {
         }
         std::os::unix::fs::symlink("f150", dir.join("f005-link")).unwrap();
         let warm = write_dir_tar(d.path(), Vec::new(), &TarOptions::default()).unwrap();
-        let evict = || {
-            for i in 0..200 {
-                let f = File::open(dir.join(format!("f{i:03}"))).unwrap();
-                f.sync_all().unwrap();
-                rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-            }
-        };
+        let files: Vec<_> = (0..200).map(|i| dir.join(format!("f{i:03}"))).collect();
+        let evict = || kiln_testkit::evict_from_page_cache(&files);
         let ahead_after_first = || {
             let mut ahead = ReadAhead::default();
             let dirfd = rustix::fs::open(
@@ -718,19 +709,7 @@ mod tests {
             (false, vec![]),
             "files in memory are not read ahead"
         );
-        evict();
-        let probe = File::open(dir.join("f000")).unwrap();
-        let mut b = [0u8; 1];
-        let nowait = rustix::io::preadv2(
-            &probe,
-            &mut [io::IoSliceMut::new(&mut b)],
-            0,
-            rustix::io::ReadWriteFlags::NOWAIT,
-        );
-        if nowait.is_ok() {
-            let msg = "this file system keeps files in memory (tmpfs?): cannot test reading from the disk";
-            assert!(std::env::var("KILN_TEST_STRICT").as_deref() != Ok("1"), "{msg}");
-            eprintln!("skipped: {msg}");
+        if !kiln_testkit::require(evict(), "the temp dir's file system keeps files in memory (tmpfs?)") {
             return;
         }
         // Names sorted: f000, f001, ..., f005, f005-link (a symlink: not asked), f006, ...

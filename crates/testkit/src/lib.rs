@@ -516,3 +516,27 @@ pub fn kill(pid: u32, sig: i32) {
         Err(e) => panic!("kill {pid:?}: {e}"),
     }
 }
+
+/// Drops `files` from the page cache (fsync, then `POSIX_FADV_DONTNEED`), for tests of
+/// what kiln does with files on the disk; false when the file system keeps them in
+/// memory anyway (tmpfs): the first file's first byte is still readable without waiting
+/// (`RWF_NOWAIT`). Use with [`require`].
+pub fn evict_from_page_cache(files: &[PathBuf]) -> bool {
+    for p in files {
+        let f = fs_err::File::open(p).unwrap_or_else(|e| panic!("{e}"));
+        f.sync_all()
+            .unwrap_or_else(|e| panic!("cannot sync {}: {e}", p.display()));
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)
+            .unwrap_or_else(|e| panic!("cannot fadvise {}: {e}", p.display()));
+    }
+    let Some(first) = files.first() else { return true };
+    let f = fs_err::File::open(first).unwrap_or_else(|e| panic!("{e}"));
+    let mut b = [0u8; 1];
+    let cached = rustix::io::preadv2(
+        &f,
+        &mut [std::io::IoSliceMut::new(&mut b)],
+        0,
+        rustix::io::ReadWriteFlags::NOWAIT,
+    );
+    cached == Err(rustix::io::Errno::AGAIN)
+}

@@ -206,13 +206,7 @@ fn files_read_from_the_disk_are_read_ahead_and_files_in_memory_are_not() {
         want.push(hex::encode(sha2::Sha256::digest(&body)));
         std::fs::write(ctx.path().join(n), &body).unwrap();
     }
-    let evict = || {
-        for n in &names {
-            let f = std::fs::File::open(ctx.path().join(n)).unwrap();
-            f.sync_all().unwrap();
-            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-        }
-    };
+    let paths: Vec<_> = names.iter().map(|n| ctx.path().join(n)).collect();
     let run = || {
         let opens = AtomicUsize::new(0);
         let memo = ContextMemo::load(state.path().join("m.bin"), ctx.path());
@@ -242,23 +236,10 @@ fn files_read_from_the_disk_are_read_ahead_and_files_in_memory_are_not() {
     run();
     assert_eq!(run(), names.len(), "files in the page cache must not be read ahead");
 
-    evict();
-    let probe = std::fs::File::open(ctx.path().join(&names[0])).unwrap();
-    let mut buf = [0u8; 16];
-    let cached = rustix::io::preadv2(
-        &probe,
-        &mut [std::io::IoSliceMut::new(&mut buf)],
-        0,
-        rustix::io::ReadWriteFlags::NOWAIT,
-    );
-    if cached.is_ok() {
-        let msg = "this file system keeps files in memory (tmpfs?): cannot test reading from the disk";
-        assert!(std::env::var("KILN_TEST_STRICT").as_deref() != Ok("1"), "{msg}");
-        eprintln!("skipped: {msg}");
+    let evicted = kiln_testkit::evict_from_page_cache(&paths);
+    if !kiln_testkit::require(evicted, "the temp dir's file system keeps files in memory (tmpfs?)") {
         return;
     }
-    drop(probe);
-    evict();
     let opens = run();
     assert!(
         opens > names.len(),
